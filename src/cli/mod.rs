@@ -1,0 +1,166 @@
+//! The `tongban` command line.
+//!
+//! Exit codes: 0 success; 1 some records or test cases failed; 2 the
+//! configuration or the command line is wrong.
+
+mod map;
+
+use crate::config::{Config, Diagnostics};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// tongban (通办): a data-exchange hub for joined-up disability services.
+#[derive(Parser, Debug)]
+#[command(name = "tongban", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the whole configuration: files, references, schemas and every expression.
+    Check {
+        /// Configuration directory (holds tongban.toml, connectors/, mappings/, schemas/).
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Map records through one feed: JSON lines (or XML documents) in, JSON lines out.
+    Map {
+        /// The feed (file stem under mappings/).
+        #[arg(long, short)]
+        mapping: String,
+        /// Input file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Longest record accepted, in bytes; longer ones are rejected.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_record_bytes: usize,
+    },
+    /// Run the test cases beside every mapping.
+    Test {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Only this feed.
+        #[arg(long, short)]
+        mapping: Option<String>,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Map {
+            mapping,
+            input,
+            config,
+            max_record_bytes,
+        } => {
+            let Some(cfg) = load(&config, false) else {
+                return ExitCode::from(2);
+            };
+            map::run(&cfg, &mapping, &input, max_record_bytes)
+        }
+        Command::Test { config, mapping } => test(&config, mapping.as_deref()),
+    }
+}
+
+/// Loads the configuration; prints diagnostics (all of them with `verbose`,
+/// else only when there are errors) to stderr.
+fn load(dir: &Path, verbose: bool) -> Option<Config> {
+    let (cfg, diags) = Config::load(dir);
+    if verbose || cfg.is_none() {
+        eprint!("{diags}");
+    }
+    if cfg.is_none() {
+        eprintln!("{}", summary(&diags));
+    }
+    cfg
+}
+
+fn summary(d: &Diagnostics) -> String {
+    let (e, w) = (d.errors(), d.warnings());
+    format!(
+        "{e} error{}, {w} warning{}",
+        if e == 1 { "" } else { "s" },
+        if w == 1 { "" } else { "s" }
+    )
+}
+
+fn check(dir: &Path) -> ExitCode {
+    let started = std::time::Instant::now();
+    let (cfg, diags) = Config::load(dir);
+    let elapsed = started.elapsed();
+    print!("{diags}");
+    match cfg {
+        None => {
+            println!("configuration has problems: {}", summary(&diags));
+            ExitCode::from(2)
+        }
+        Some(cfg) => {
+            let tests: usize = cfg.mappings.values().map(|m| m.tests.len()).sum();
+            println!(
+                "configuration OK: {} schemas, {} connectors, {} mappings ({} test cases), {} tables; {} in {:.0?}",
+                cfg.schemas.names().count(),
+                cfg.connectors.len(),
+                cfg.mappings.len(),
+                tests,
+                cfg.tables.len(),
+                summary(&diags),
+                elapsed
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn test(dir: &Path, only: Option<&str>) -> ExitCode {
+    let Some(cfg) = load(dir, false) else {
+        return ExitCode::from(2);
+    };
+    if let Some(name) = only {
+        if !cfg.mappings.contains_key(name) {
+            eprintln!(
+                "error: no mapping {name:?}; have: {}",
+                cfg.mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let (mut pass, mut fail) = (0, 0);
+    for m in cfg
+        .mappings
+        .values()
+        .filter(|m| only.is_none_or(|n| n == m.name))
+    {
+        println!("{} ({} → {})", m.file.display(), m.from, m.to);
+        for r in m.run_tests() {
+            match &r.failure {
+                None => {
+                    pass += 1;
+                    println!("  ok    {}", r.name);
+                }
+                Some(why) => {
+                    fail += 1;
+                    println!("  FAIL  {} ({}:{})", r.name, m.file.display(), r.line);
+                    for l in why.lines() {
+                        println!("        {l}");
+                    }
+                }
+            }
+        }
+    }
+    println!("{pass} passed, {fail} failed");
+    if fail > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

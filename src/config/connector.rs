@@ -1,0 +1,282 @@
+//! `connectors/<system>.toml`: one external system and its named operations.
+
+use super::hub::Dur;
+use super::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// How the hub talks to the system.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// An HTTP API (JSON or XML bodies), pulled, pushed to, or pushing webhooks to the hub.
+    Http,
+    /// Kafka topics.
+    Kafka,
+    /// Files dropped in and out of directories.
+    File,
+}
+
+/// A connector file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    /// `http`, `kafka` or `file`.
+    pub kind: ConnectorKind,
+    /// What the system is, for people.
+    pub description: Option<String>,
+    /// http: the base URL every operation path is joined to.
+    pub base_url: Option<Spanned<String>>,
+    /// kafka: bootstrap servers, `host:port[,host:port]`.
+    pub brokers: Option<String>,
+    /// file: the directory files are exchanged in (relative to the config directory).
+    pub directory: Option<String>,
+    /// Time limit of one request.
+    pub timeout: Option<Dur>,
+    /// How requests are authenticated.
+    pub auth: Option<Spanned<Auth>>,
+    /// TLS settings for https.
+    pub tls: Option<Tls>,
+    /// Requests per second allowed to this system (all operations together).
+    pub rate_limit: Option<RateLimit>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+    /// Overrides the hub's retry schedule for this system.
+    pub retry_schedule: Option<Vec<Dur>>,
+    /// Named operations, e.g. `pull_events`, `load_certificate`.
+    #[serde(default)]
+    pub operations: BTreeMap<String, Spanned<Operation>>,
+}
+
+/// Authentication of requests.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(BearerAuth),
+    /// HTTP basic authentication.
+    Basic(BasicAuth),
+    /// Signed requests: app key, millisecond timestamp, nonce and a MAC over
+    /// method, path, timestamp, nonce and body digest.
+    Hmac(HmacAuth),
+}
+
+/// `type = "bearer"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    /// The token.
+    pub token: Secret,
+}
+
+/// `type = "basic"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// `type = "hmac"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacAuth {
+    /// The app key, sent in clear.
+    pub app_key: String,
+    /// The shared secret.
+    pub secret: Secret,
+    /// MAC algorithm.
+    #[serde(default)]
+    pub algorithm: MacAlgorithm,
+}
+
+/// MAC algorithms for signed requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MacAlgorithm {
+    /// HMAC-SHA256.
+    #[default]
+    HmacSha256,
+    /// HMAC-SM3 (GB/T 32905).
+    HmacSm3,
+}
+
+/// TLS for https connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file of the CA that signs the server's certificate.
+    pub ca_file: Option<String>,
+    /// PEM client certificate, for mutual TLS.
+    pub client_cert: Option<String>,
+    /// PEM client key.
+    pub client_key: Option<Secret>,
+}
+
+/// A rate limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst (defaults to `per_second`).
+    pub burst: Option<u32>,
+}
+
+/// Direction of an operation, seen from the hub.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Records come from the system into the hub.
+    Source,
+    /// Records go from the hub to the system.
+    Sink,
+}
+
+/// Body encoding of an operation's records.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// JSON.
+    #[default]
+    Json,
+    /// XML (elements named as the schema's fields).
+    Xml,
+    /// Avro single-object encoding.
+    Avro,
+}
+
+/// One named operation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// `source` or `sink`.
+    pub direction: Direction,
+    /// The Avro schema of its records (name in `schemas/`).
+    pub schema: Spanned<String>,
+    /// Body encoding.
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// What it does, for people.
+    pub description: Option<String>,
+    /// http: request method.
+    pub method: Option<String>,
+    /// http: path under `base_url`.
+    pub path: Option<String>,
+    /// http source: the system pushes records to the hub's webhook
+    /// `POST /ingest/<connector>/<operation>` instead of being pulled.
+    #[serde(default)]
+    pub webhook: bool,
+    /// http pull: how often to poll.
+    pub poll_interval: Option<Dur>,
+    /// http pull: query parameter that carries the cursor.
+    pub cursor_param: Option<String>,
+    /// http pull: JSON field of the response that holds the records.
+    pub items_field: Option<String>,
+    /// http pull: JSON field of the response that holds the next cursor.
+    pub next_cursor_field: Option<String>,
+    /// xml: the root element of a request body.
+    pub xml_root: Option<String>,
+    /// xml: the default namespace of the body.
+    pub xml_namespace: Option<String>,
+    /// kafka: the topic.
+    pub topic: Option<String>,
+    /// file: glob of the file names, e.g. `*.xml`.
+    pub file_pattern: Option<String>,
+    /// Rate limit for this operation alone.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl ConnectorSpec {
+    /// Checks what serde cannot; returns (byte offset or None, message).
+    pub fn validate(&self) -> Vec<(Option<usize>, String)> {
+        let mut out = Vec::new();
+        match self.kind {
+            ConnectorKind::Http => match &self.base_url {
+                None => out.push((None, "an http connector needs base_url".to_string())),
+                Some(u) => {
+                    let v = u.get_ref();
+                    if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() < 10 {
+                        out.push((
+                            Some(u.span().start),
+                            format!("base_url {v:?} must be an http:// or https:// URL"),
+                        ));
+                    }
+                }
+            },
+            ConnectorKind::Kafka => {
+                if self.brokers.as_deref().is_none_or(str::is_empty) {
+                    out.push((None, "a kafka connector needs brokers".to_string()));
+                }
+            }
+            ConnectorKind::File => {
+                if self.directory.as_deref().is_none_or(str::is_empty) {
+                    out.push((None, "a file connector needs directory".to_string()));
+                }
+            }
+        }
+        if let Some(r) = &self.rate_limit {
+            if r.per_second == 0 {
+                out.push((None, "rate_limit.per_second must be at least 1".into()));
+            }
+        }
+        if self.concurrency == Some(0) {
+            out.push((None, "concurrency must be at least 1".into()));
+        }
+        for (name, op) in &self.operations {
+            let at = Some(op.span().start);
+            let op = op.get_ref();
+            let kind = self.kind;
+            let need = |out: &mut Vec<(Option<usize>, String)>, what: &str, have: bool| {
+                if !have {
+                    out.push((
+                        at,
+                        format!(
+                            "operation {name}: a {kind:?} {} operation needs {what}",
+                            dir(op.direction)
+                        ),
+                    ));
+                }
+            };
+            match self.kind {
+                ConnectorKind::Http => {
+                    if !(op.direction == Direction::Source && op.webhook) {
+                        need(&mut out, "method", op.method.is_some());
+                        need(&mut out, "path", op.path.is_some());
+                    }
+                    if op.webhook && op.direction == Direction::Sink {
+                        out.push((
+                            at,
+                            format!("operation {name}: webhook applies to source operations only"),
+                        ));
+                    }
+                    if op.format == BodyFormat::Xml {
+                        need(
+                            &mut out,
+                            "xml_root",
+                            op.xml_root.is_some() || op.direction == Direction::Source,
+                        );
+                    }
+                }
+                ConnectorKind::Kafka => need(&mut out, "topic", op.topic.is_some()),
+                ConnectorKind::File => need(&mut out, "file_pattern", op.file_pattern.is_some()),
+            }
+            if let Some(m) = &op.method {
+                if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
+                    out.push((at, format!("operation {name}: method {m:?} must be GET, POST, PUT, PATCH or DELETE")));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn dir(d: Direction) -> &'static str {
+    match d {
+        Direction::Source => "source",
+        Direction::Sink => "sink",
+    }
+}

@@ -1,0 +1,138 @@
+//! `tongban.toml`: the hub itself.
+
+use serde::{Deserialize, Deserializer};
+use std::time::Duration;
+
+/// A duration written as text: `500ms`, `5s`, `2m`, `6h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration such as 500ms, 5s, 2m or 6h: {e}"
+            ))
+        })
+    }
+}
+
+/// The hub's settings. Every section is optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Where messages are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Delivery defaults for every target.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (embedded, the default; a relative path is relative to
+    /// the config directory) or `postgres://user@host:port/db`.
+    #[serde(default = "default_store")]
+    pub url: String,
+}
+
+fn default_store() -> String {
+    "sqlite://var/tongban.db".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: default_store(),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API and console.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    ([127, 0, 0, 1], 8480).into()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[dispatch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Delay before each retry; after the last one a message is dead.
+    #[serde(default = "default_schedule")]
+    pub retry_schedule: Vec<Dur>,
+    /// Random spread of each delay, in percent (± this much).
+    #[serde(default = "default_jitter")]
+    pub jitter_percent: u8,
+    /// How long a claimed message stays leased to one worker.
+    #[serde(default = "default_lease")]
+    pub lease: Dur,
+}
+
+fn default_schedule() -> Vec<Dur> {
+    [5, 30, 120, 600, 1800, 7200, 21600]
+        .into_iter()
+        .map(|s| Dur(Duration::from_secs(s)))
+        .collect()
+}
+fn default_jitter() -> u8 {
+    20
+}
+fn default_lease() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            retry_schedule: default_schedule(),
+            jitter_percent: default_jitter(),
+            lease: default_lease(),
+        }
+    }
+}
+
+impl HubConfig {
+    /// Checks values serde cannot; returns messages.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let u = &self.store.url;
+        if !(u.starts_with("sqlite://")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
+        {
+            out.push(format!(
+                "store.url {u:?} must start with sqlite:// or postgres://"
+            ));
+        }
+        if self.dispatch.jitter_percent > 100 {
+            out.push("dispatch.jitter_percent must be at most 100".into());
+        }
+        if self.dispatch.retry_schedule.is_empty() {
+            out.push("dispatch.retry_schedule must have at least one delay".into());
+        }
+        out
+    }
+}

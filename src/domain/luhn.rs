@@ -1,0 +1,71 @@
+//! Luhn check for UnionPay bank card numbers (16–19 digits).
+
+/// `true` if `s` is all digits and passes the Luhn check.
+pub fn is_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 2 || !b.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = b
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = u32::from(c - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// Validates a bank card number: 16–19 digits passing the Luhn check.
+pub fn validate_card(s: &str) -> Result<(), String> {
+    let n = s.len();
+    if !(16..=19).contains(&n) || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "must be 16–19 digits, found {} characters",
+            s.chars().count()
+        ));
+    }
+    if !is_valid(s) {
+        return Err("fails the Luhn check".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors() {
+        for s in [
+            "6217000000000000004",
+            "6222000000000000004",
+            "6234567890123451",
+            "79927398713",
+        ] {
+            assert!(is_valid(s), "{s}");
+        }
+        for s in [
+            "6217000000000000001",
+            "6222000000000000009",
+            "79927398710",
+            "",
+            "62a7",
+        ] {
+            assert!(!is_valid(s), "{s}");
+        }
+        assert!(validate_card("6217000000000000004").is_ok());
+        assert!(validate_card("79927398713").is_err());
+    }
+}

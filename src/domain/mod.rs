@@ -1,0 +1,14 @@
+//! Domain rules of DOMAIN.md: resident ID numbers (GB 11643), disability
+//! certificate numbers, administrative division codes, Luhn-checked bank
+//! card numbers and the masking of personal data.
+//!
+//! Every check returns a typed error that says what is wrong in words an
+//! operator understands; error texts never contain the unmasked value.
+
+pub mod cert;
+pub mod id;
+pub mod luhn;
+pub mod mask;
+
+pub use cert::{CertError, CertificateNo};
+pub use id::{IdError, ResidentId};

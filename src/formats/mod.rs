@@ -1,0 +1,3 @@
+//! Record encodings beyond JSON: XML documents (quick-xml).
+
+pub mod xml;

@@ -1,0 +1,12 @@
+//! tongban (通办): a data-exchange hub for joined-up disability services.
+//!
+//! Records flow from source connectors through mappings into a durable
+//! outbox and on to sink connectors. This crate holds the configuration
+//! loader, the Avro schemas, the mapping compiler and the command-line tool.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod formats;
+pub mod mapping;
+pub mod schema;

@@ -1,0 +1,5 @@
+//! The `tongban` binary.
+
+fn main() -> std::process::ExitCode {
+    tongban::cli::main()
+}

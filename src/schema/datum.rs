@@ -1,0 +1,54 @@
+//! [`Datum`]: one value of a record, laid out by its schema.
+
+/// A value shaped by a [`super::Type`]. Records hold their fields in schema
+/// order, so a field path resolves to indices once, at load.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Datum {
+    /// No value (an optional field that is absent).
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An `int` or `long`; amounts of money are integer fen.
+    Int(i64),
+    /// A string, or an enum symbol.
+    Str(String),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    Timestamp(i64),
+    /// Fields in schema order.
+    Record(Vec<Datum>),
+    /// Array items.
+    Array(Vec<Datum>),
+    /// Map entries, in the order they arrived.
+    Map(Vec<(String, Datum)>),
+}
+
+/// Days from 0001-01-01 (CE day 1) to 1970-01-01.
+pub const UNIX_EPOCH_CE_DAYS: i32 = 719_163;
+
+/// Converts days since the Unix epoch to a date.
+pub fn date_from_days(days: i32) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::from_num_days_from_ce_opt(days.checked_add(UNIX_EPOCH_CE_DAYS)?)
+}
+
+/// Converts a date to days since the Unix epoch.
+pub fn days_from_date(d: chrono::NaiveDate) -> i32 {
+    use chrono::Datelike;
+    d.num_days_from_ce() - UNIX_EPOCH_CE_DAYS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_days_round_trip() {
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        assert_eq!(date_from_days(days_from_date(d)), Some(d));
+        assert_eq!(
+            days_from_date(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()),
+            0
+        );
+    }
+}
