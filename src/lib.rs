@@ -10,3 +10,4 @@ pub mod domain;
 pub mod formats;
 pub mod mapping;
 pub mod schema;
+pub mod synth;

@@ -35,134 +35,137 @@ pub fn run(cfg: &Config, name: &str, input: &Path, max: usize) -> ExitCode {
             }
         }
     };
-    let stdout = std::io::stdout().lock();
-    let mut out = BufWriter::with_capacity(1 << 20, stdout);
-    let stderr = std::io::stderr().lock();
-    let mut err = BufWriter::new(stderr);
-    let result = match m.source_format {
-        BodyFormat::Xml => map_xml(m, reader, &mut out, &mut err, max),
-        _ => map_lines(m, reader, &mut out, &mut err, max),
+    let mut sink = Sink {
+        m,
+        buf: Vec::with_capacity(4096),
+        out: BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+        err: BufWriter::new(std::io::stderr().lock()),
+        c: Counts::default(),
     };
-    let counts = match result.and_then(|c| out.flush().map(|_| c)) {
-        Ok(c) => c,
+    let result = match m.source_format {
+        BodyFormat::Xml => map_xml(reader, &mut sink, max),
+        _ => map_lines(reader, &mut sink, max),
+    };
+    match result.and_then(|_| sink.out.flush()) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(sink.err, "error: {e}");
             return ExitCode::from(2);
         }
-    };
+    }
+    let c = &sink.c;
     let _ = writeln!(
-        err,
+        sink.err,
         "{}: mapped {}, filtered {}, rejected {}",
-        m.name, counts.mapped, counts.filtered, counts.rejected
+        m.name, c.mapped, c.filtered, c.rejected
     );
-    let _ = err.flush();
-    if counts.rejected > 0 {
+    let _ = sink.err.flush();
+    if sink.c.rejected > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
 
-/// Emits one record's outcome.
-fn emit(
-    m: &Mapping,
-    n: u64,
-    line: usize,
-    r: Result<Outcome, Rejection>,
-    buf: &mut Vec<u8>,
-    out: &mut impl Write,
-    err: &mut impl Write,
-    c: &mut Counts,
-) -> std::io::Result<()> {
-    match r {
-        Ok(Outcome::Mapped { record, .. }) => {
-            buf.clear();
-            encode_json(&record, &m.target_type(), buf);
-            buf.push(b'\n');
-            out.write_all(buf)?;
-            c.mapped += 1;
-        }
-        Ok(Outcome::Filtered) => c.filtered += 1,
-        Err(rej) => {
-            writeln!(err, "record {n} (line {line}): {rej}")?;
-            c.rejected += 1;
-        }
-    }
-    Ok(())
+/// Where outcomes go: mapped records to `out`, error lines to `err`.
+struct Sink<'m, O: Write, E: Write> {
+    m: &'m Mapping,
+    buf: Vec<u8>,
+    out: O,
+    err: E,
+    c: Counts,
 }
 
-fn reject(stage: Stage, message: String) -> Rejection {
+impl<O: Write, E: Write> Sink<'_, O, E> {
+    /// Emits the outcome of record `n`, which starts on line `line`.
+    fn emit(&mut self, n: u64, line: usize, r: Result<Outcome, Rejection>) -> std::io::Result<()> {
+        match r {
+            Ok(Outcome::Mapped { record, .. }) => {
+                self.buf.clear();
+                encode_json(&record, &self.m.target_type(), &mut self.buf);
+                self.buf.push(b'\n');
+                self.out.write_all(&self.buf)?;
+                self.c.mapped += 1;
+            }
+            Ok(Outcome::Filtered) => self.c.filtered += 1,
+            Err(rej) => {
+                writeln!(self.err, "record {n} (line {line}): {rej}")?;
+                self.c.rejected += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn reject(message: String) -> Rejection {
     Rejection {
-        stage,
+        stage: Stage::Decode,
         part: String::new(),
         message,
     }
 }
 
-fn map_lines(
-    m: &Mapping,
+fn too_long(len: usize, max: usize) -> Rejection {
+    reject(format!(
+        "the record is {len} bytes, over the limit of {max} (--max-record-bytes)"
+    ))
+}
+
+fn map_lines<O: Write, E: Write>(
     input: Box<dyn Read>,
-    out: &mut impl Write,
-    err: &mut impl Write,
+    sink: &mut Sink<'_, O, E>,
     max: usize,
-) -> std::io::Result<Counts> {
+) -> std::io::Result<()> {
+    let m = sink.m;
     let mut rd = BufReader::with_capacity(1 << 20, input);
-    let mut c = Counts::default();
     let mut line = Vec::with_capacity(4096);
-    let mut buf = Vec::with_capacity(4096);
     let (mut n, mut lineno) = (0u64, 0usize);
     loop {
         line.clear();
-        let (read, too_long) = read_line(&mut rd, &mut line, max)?;
-        if read == 0 {
+        let Some((len, over)) = read_line(&mut rd, &mut line, max)? else {
             break;
-        }
+        };
         lineno += 1;
-        let body = trim_ascii(&line);
+        let body = line.trim_ascii();
         if body.is_empty() {
             continue;
         }
         n += 1;
-        let r = if too_long {
-            Err(reject(
-                Stage::Decode,
-                format!("the record is {read} bytes, over the limit of {max} (--max-record-bytes)"),
-            ))
+        let r = if over {
+            Err(too_long(len, max))
         } else if let Err(e) = std::str::from_utf8(body) {
-            Err(reject(
-                Stage::Decode,
-                format!(
-                    "not valid UTF-8 (bad byte at column {})",
-                    e.valid_up_to() + 1
-                ),
-            ))
+            Err(reject(format!(
+                "not valid UTF-8 (bad byte at column {})",
+                e.valid_up_to() + 1
+            )))
         } else {
             m.decode_json(body).and_then(|d| m.apply(&d))
         };
-        emit(m, n, lineno, r, &mut buf, out, err, &mut c)?;
+        sink.emit(n, lineno, r)?;
     }
-    Ok(c)
+    Ok(())
 }
 
-/// Reads one line into `line`, keeping at most `max` bytes of it; returns
-/// the bytes read and whether the line was longer than `max`.
+/// Reads one line into `line`, keeping at most `max + 1` bytes of it;
+/// returns `None` at the end of the input, else the line's length without
+/// its newline and whether that is over `max`.
 fn read_line(
     rd: &mut impl BufRead,
     line: &mut Vec<u8>,
     max: usize,
-) -> std::io::Result<(usize, bool)> {
+) -> std::io::Result<Option<(usize, bool)>> {
     let mut total = 0;
     loop {
         let chunk = rd.fill_buf()?;
         if chunk.is_empty() {
-            return Ok((total, total > max));
+            return Ok((total > 0).then_some((total, total > max)));
         }
-        let (take, done) = match memchr(b'\n', chunk) {
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
-        if line.len() < max + 1 {
+        if line.len() <= max {
             let room = (max + 1 - line.len()).min(take);
             line.extend_from_slice(&chunk[..room]);
         }
@@ -170,61 +173,43 @@ fn read_line(
         rd.consume(take);
         if done {
             let content = total - 1;
-            return Ok((total, content > max));
+            return Ok(Some((content, content > max)));
         }
     }
 }
 
-fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&x| x == b)
-}
-
-fn trim_ascii(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
-}
-
-fn map_xml(
-    m: &Mapping,
+fn map_xml<O: Write, E: Write>(
     mut input: Box<dyn Read>,
-    out: &mut impl Write,
-    err: &mut impl Write,
+    sink: &mut Sink<'_, O, E>,
     max: usize,
-) -> std::io::Result<Counts> {
+) -> std::io::Result<()> {
+    let m = sink.m;
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
-    let mut c = Counts::default();
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            writeln!(
-                err,
-                "record 1 (line 1): input: not valid UTF-8 (bad byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )?;
-            c.rejected += 1;
-            return Ok(c);
+            let at = e.utf8_error().valid_up_to();
+            return sink.emit(
+                1,
+                1,
+                Err(reject(format!("not valid UTF-8 (bad byte at offset {at})"))),
+            );
         }
     };
     let ty = m.source_type();
-    let mut buf = Vec::new();
     for (i, (line, doc)) in xml::split_documents(&text).into_iter().enumerate() {
         let r = if doc.len() > max {
-            Err(reject(
-                Stage::Decode,
-                format!(
-                    "the record is {} bytes, over the limit of {max} (--max-record-bytes)",
-                    doc.len()
-                ),
-            ))
+            Err(too_long(doc.len(), max))
         } else {
             xml::document_to_json(doc, &ty)
-                .map_err(|e| reject(Stage::Decode, e.message))
+                .map_err(|e| reject(e.message))
                 .and_then(|v| {
                     crate::schema::decode_json_value(&v, &ty, false).map_err(Rejection::from)
                 })
                 .and_then(|d| m.apply(&d))
         };
-        emit(m, i as u64 + 1, line, r, &mut buf, out, err, &mut c)?;
+        sink.emit(i as u64 + 1, line, r)?;
     }
-    Ok(c)
+    Ok(())
 }

@@ -199,8 +199,8 @@ mod tests {
         assert_eq!(s.line_col(6), (2, 1));
         let start = s.text.find('"').unwrap();
         let end = s.text.rfind('"').unwrap() + 1;
-        // decoded: 张三 "q" z ; the 'z' is decoded char index 7
-        let off = s.string_offset(start..end, 7);
+        // decoded: `张三 "q" z`; the 'z' is at decoded byte 11 (张三 are 3 bytes each)
+        let off = s.string_offset(start..end, 11);
         assert_eq!(&s.text[off..off + 1], "z");
         assert_eq!(s.line_col(off).0, 2);
     }

@@ -221,12 +221,15 @@ impl Mapping {
             (Expect::Reject { part, error }, Err(r)) => {
                 if r.part != *part {
                     Some(format!("expected a rejection at `{part}`, but it was rejected at another place: {r}"))
-                } else if let Some(e) = error.as_ref().filter(|e| !r.message.contains(e.as_str())) {
-                    Some(format!(
-                        "expected a rejection at `{part}` saying {e:?}, but it said: {r}"
-                    ))
                 } else {
-                    None
+                    error
+                        .as_ref()
+                        .filter(|e| !r.message.contains(e.as_str()))
+                        .map(|e| {
+                            format!(
+                                "expected a rejection at `{part}` saying {e:?}, but it said: {r}"
+                            )
+                        })
                 }
             }
             (Expect::Reject { part, .. }, Ok(Outcome::Mapped { record, .. })) => Some(format!(

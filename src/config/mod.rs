@@ -222,8 +222,18 @@ impl Loader {
                 .unwrap_or_default()
                 .to_string();
             match Table::load(&name, &p) {
-                Ok(t) => {
+                Ok((t, problems)) => {
                     out.insert(name, Arc::new(t));
+                    for e in problems {
+                        let shown = self.shown(&p);
+                        self.diags.push(Diagnostic {
+                            severity: Severity::Error,
+                            file: shown,
+                            line: e.line,
+                            column: 1,
+                            message: e.message,
+                        });
+                    }
                 }
                 Err(e) => {
                     let shown = self.shown(&p);

@@ -24,7 +24,7 @@ pub fn is_valid(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Validates a bank card number: 16–19 digits passing the Luhn check.

@@ -388,13 +388,9 @@ impl<'c> Compiler<'c> {
     fn root_path<'e>(&self, e: &'e IdedExpr, out: &mut Vec<(u64, &'e str)>) -> bool {
         match &e.expr {
             Expr::Ident(n) => *n == self.root_name,
-            Expr::Select(s) if !s.test => {
-                if self.root_path(&s.operand, out) {
-                    out.push((e.id, s.field.as_str()));
-                    true
-                } else {
-                    false
-                }
+            Expr::Select(s) if !s.test && self.root_path(&s.operand, out) => {
+                out.push((e.id, s.field.as_str()));
+                true
             }
             _ => false,
         }
@@ -599,7 +595,13 @@ impl<'c> Compiler<'c> {
                     Ok(Val::Bool(!as_bool(a(r, k)?)?))
                 })))
             }
-            op::IN => self.membership(e, typed, &ids),
+            op::IN => {
+                let elem_ids: Vec<u64> = match &args[1].expr {
+                    Expr::List(l) => l.elements.iter().map(|x| x.id).collect(),
+                    _ => Vec::new(),
+                };
+                self.membership(e, typed, &ids, &elem_ids)
+            }
             op::INDEX => self.index(e, typed, &ids),
             _ => functions::call(self, e.id, name, typed, &ids),
         }
@@ -654,7 +656,7 @@ impl<'c> Compiler<'c> {
     }
 
     /// Reports a string literal compared with an enum that is not one of its symbols.
-    fn check_symbol(&mut self, enum_ty: &Type, other: &Typed, id: u64) -> bool {
+    fn check_symbol(&mut self, enum_ty: &Type, other: &Typed, id: u64, elem_ids: &[u64]) -> bool {
         if let (Type::Enum(en), Some(Const::Str(s))) = (enum_ty.required(), &other.konst) {
             if !en.symbols.iter().any(|x| x == s) {
                 self.err::<()>(
@@ -669,11 +671,11 @@ impl<'c> Compiler<'c> {
             }
         }
         if let (Type::Enum(en), Some(Const::List(items))) = (enum_ty.required(), &other.konst) {
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
                 if let Const::Str(s) = item {
                     if !en.symbols.iter().any(|x| x == s) {
                         self.err::<()>(
-                            id,
+                            elem_ids.get(i).copied().unwrap_or(id),
                             format!(
                                 "{s:?} is not a value of {}: it has {}",
                                 enum_ty.required(),
@@ -717,7 +719,8 @@ impl<'c> Compiler<'c> {
                 );
             }
         }
-        if !(self.check_symbol(&a.ty, &b, ids[1]) && self.check_symbol(&b.ty, &a, ids[0])) {
+        if !(self.check_symbol(&a.ty, &b, ids[1], &[]) && self.check_symbol(&b.ty, &a, ids[0], &[]))
+        {
             return None;
         }
         let (fa, fb) = (a.eval, b.eval);
@@ -806,7 +809,13 @@ impl<'c> Compiler<'c> {
         })
     }
 
-    fn membership(&mut self, e: &IdedExpr, mut t: Vec<Typed>, ids: &[u64]) -> Option<Typed> {
+    fn membership(
+        &mut self,
+        e: &IdedExpr,
+        mut t: Vec<Typed>,
+        ids: &[u64],
+        elem_ids: &[u64],
+    ) -> Option<Typed> {
         let list = t.pop()?;
         let x = t.pop()?;
         let elem = match list.ty.required() {
@@ -828,7 +837,7 @@ impl<'c> Compiler<'c> {
                 format!("cannot look for a {} in a list of {}", x.ty, elem),
             );
         }
-        if !self.check_symbol(&x.ty, &list, ids[1]) {
+        if !self.check_symbol(&x.ty, &list, ids[1], elem_ids) {
             return None;
         }
         let fx = self.want(x, k, ids[0], "the left side of `in`")?;

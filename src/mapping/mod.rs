@@ -409,3 +409,6 @@ fn to_datum(v: Val<'_>, ty: &Type) -> Result<Datum, String> {
         (_, v) => v.into_datum(),
     })
 }
+
+#[cfg(test)]
+mod tests;

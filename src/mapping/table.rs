@@ -27,8 +27,10 @@ pub struct TableError {
 }
 
 impl Table {
-    /// Reads a CSV table. Duplicate keys and ragged rows are errors.
-    pub fn load(name: &str, path: &Path) -> Result<Table, TableError> {
+    /// Reads a CSV table. A file that cannot be read as CSV is an error;
+    /// duplicate keys are returned as problems beside the table (the first
+    /// row of a key wins), so that one bad row does not hide the table.
+    pub fn load(name: &str, path: &Path) -> Result<(Table, Vec<TableError>), TableError> {
         let text = std::fs::read(path).map_err(|e| TableError {
             line: 0,
             message: format!("cannot read: {e}"),
@@ -36,8 +38,8 @@ impl Table {
         Self::parse(name, &text)
     }
 
-    /// Parses CSV bytes.
-    pub fn parse(name: &str, text: &[u8]) -> Result<Table, TableError> {
+    /// Parses CSV bytes; see [`Table::load`].
+    pub fn parse(name: &str, text: &[u8]) -> Result<(Table, Vec<TableError>), TableError> {
         let mut rd = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(text);
@@ -57,6 +59,7 @@ impl Table {
             });
         }
         let mut rows = HashMap::new();
+        let mut problems = Vec::new();
         for rec in rd.records() {
             let rec = rec.map_err(|e| TableError {
                 line: e.position().map(|p| p.line() as usize).unwrap_or(0),
@@ -65,18 +68,23 @@ impl Table {
             let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
             let mut cells = rec.iter().map(|c| c.trim().to_string());
             let key = cells.next().unwrap_or_default();
-            if rows.insert(key.clone(), cells.collect()).is_some() {
-                return Err(TableError {
+            if rows.contains_key(&key) {
+                problems.push(TableError {
                     line,
                     message: format!("key {key:?} appears twice"),
                 });
+                continue;
             }
+            rows.insert(key, cells.collect());
         }
-        Ok(Table {
-            name: name.to_string(),
-            columns: headers,
-            rows,
-        })
+        Ok((
+            Table {
+                name: name.to_string(),
+                columns: headers,
+                rows,
+            },
+            problems,
+        ))
     }
 
     /// Index of a value column (0 = the first value column), by name.
@@ -110,17 +118,20 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_duplicates() {
-        let t = Table::parse(
+        let (t, problems) = Table::parse(
             "c",
             "code,name,en\n1,视力,visual\n4,肢体,physical\n".as_bytes(),
         )
         .unwrap();
+        assert!(problems.is_empty());
         assert_eq!(t.get("4", 0), Some("肢体"));
         assert_eq!(t.get("4", t.column("en").unwrap()), Some("physical"));
         assert_eq!(t.get("9", 0), None);
-        let e = Table::parse("c", b"code,name\n1,a\n2,b\n1,c\n").unwrap_err();
-        assert_eq!(e.line, 4);
-        assert!(e.message.contains("twice"));
+        let (t, problems) = Table::parse("c", b"code,name\n1,a\n2,b\n1,c\n").unwrap();
+        assert_eq!(t.get("1", 0), Some("a"));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 4);
+        assert!(problems[0].message.contains("twice"));
         assert!(Table::parse("c", b"code\n1\n").is_err());
     }
 }

@@ -52,7 +52,13 @@ pub fn decode_json_value(
     .map_err(|e| finish(e.to_string(), &path))
 }
 
-fn finish(message: String, path: &RefCell<Vec<String>>) -> DecodeError {
+fn finish(mut message: String, path: &RefCell<Vec<String>>) -> DecodeError {
+    // One record is one line: serde_json's "at line 1 column N" becomes "(column N)".
+    if let Some(i) = message.rfind(" at line 1 column ") {
+        let col = message[i + " at line 1 column ".len()..].to_string();
+        message.truncate(i);
+        message.push_str(&format!(" (column {col})"));
+    }
     let mut p = path.borrow().clone();
     p.reverse();
     let mut s = String::new();

@@ -1,0 +1,217 @@
+//! `tongban check` and `tongban test`: every configuration error is a
+//! diagnostic with file:line:column, all of them reported in one run, exit
+//! status 2, never a panic.
+
+mod support;
+
+use support::{copy_config, edit, text};
+
+fn check(dir: &std::path::Path) -> (i32, String) {
+    let o = support::run(&["check", "--config", dir.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code().unwrap_or(-1), out + &err)
+}
+
+#[test]
+fn shipped_config_checks_clean() {
+    let o = support::run(&["check"]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("configuration OK: 14 schemas, 7 connectors, 11 mappings"),
+        "{out}"
+    );
+    assert!(!out.contains("error:"), "{out}");
+}
+
+#[test]
+fn all_errors_of_a_run_are_reported_with_positions() {
+    let dir = copy_config();
+    let d = dir.path();
+    // Seven different mistakes in five files.
+    edit(
+        d,
+        "mappings/certificate_issued_to_card_load.toml",
+        "\"event.holder_name.trim()\"",
+        "\"event.holdr_name.trim()\"",
+    );
+    edit(
+        d,
+        "mappings/certificate_issued_to_card_load.toml",
+        "'REISSUED', 'MIGRATED'",
+        "'REISUED', 'MIGRATED'",
+    );
+    edit(
+        d,
+        "mappings/certificate_issued_to_subsidy_eligibility.toml",
+        "\"event.application.needs_long_term_care\"",
+        "\"1\"",
+    );
+    edit(
+        d,
+        "mappings/payout_to_payment_instruction.toml",
+        "lookup('subsidy_type'",
+        "lookup('subsidy_types'",
+    );
+    edit(
+        d,
+        "connectors/pension.toml",
+        "path = \"/api/pension/v1/enrolments\"",
+        "path = \"/api/pension/v1/enrolments\"\nretries = 3",
+    );
+    edit(
+        d,
+        "connectors/employment.toml",
+        "schema = \"EmploymentReferral\"",
+        "schema = \"EmploymentReferal\"",
+    );
+    edit(
+        d,
+        "mappings/tables/disability_category.csv",
+        "7,多重,multiple",
+        "7,多重,multiple\n4,肢体,again",
+    );
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    let expect = [
+        "mappings/certificate_issued_to_card_load.toml:15:29: error: field `name`: event: record CertificateEvent has no field `holdr_name` (did you mean `holder_name`?)",
+        "mappings/certificate_issued_to_card_load.toml:8:45: error: `when`: \"REISUED\" is not a value of enum CertificateEventKind",
+        "mappings/certificate_issued_to_subsidy_eligibility.toml:21:25: error: field `needs_long_term_care`: `needs_long_term_care` is bool in the target schema, but the expression gives int",
+        "no table \"subsidy_types\" in mappings/tables/",
+        "connectors/pension.toml:17:1: error: unknown field `retries`",
+        "connectors/employment.toml:13:10: error: operation referral: no schema \"EmploymentReferal\" in schemas/",
+        "mappings/tables/disability_category.csv:9:1: error: key \"4\" appears twice",
+        "connector \"pension\" has errors (above)",
+    ];
+    for e in expect {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
+    assert!(
+        out.contains("configuration has problems: 8 errors"),
+        "{out}"
+    );
+}
+
+#[test]
+fn broken_files_never_panic() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "tongban.toml",
+            "[store]",
+            "[store\n",
+            "tongban.toml:4:7: error: unclosed table, expected `]`",
+        ),
+        (
+            "tongban.toml",
+            "url = \"sqlite://var/tongban.db\"",
+            "url = \"mysql://x\"",
+            "must start with sqlite:// or postgres://",
+        ),
+        (
+            "schemas/PayoutRecord.avsc",
+            "\"long\"",
+            "\"double\"",
+            "floating point is not allowed",
+        ),
+        (
+            "schemas/PayoutRecord.avsc",
+            "{",
+            "{{",
+            "schemas/PayoutRecord.avsc:1:2: error: invalid JSON",
+        ),
+        (
+            "schemas/SubsidyStop.avsc",
+            "\"format\": \"period\"",
+            "\"format\": \"month\"",
+            "unknown format \"month\"",
+        ),
+        (
+            "mappings/payout_to_payment_instruction.toml",
+            "from = \"subsidies.payout_list\"",
+            "from = \"subsidies.stop\"",
+            "subsidies.stop is a sink operation and cannot be used as `from`",
+        ),
+        (
+            "mappings/payout_to_payment_instruction.toml",
+            "key  = \"p.holder_id\"",
+            "key  = \"p.holder_id +\"",
+            "syntax error",
+        ),
+        (
+            "mappings/payout_to_payment_instruction.toml",
+            "[[test]]\nname   = \"care subsidy, November\"",
+            "[[test]]\nname   = \"care subsidy, November\"\nreject = \"x\"",
+            "needs exactly one of expect, reject or filtered",
+        ),
+        (
+            "mappings/payout_to_payment_instruction.toml",
+            "amount_fen = 23000, currency",
+            "amount_fen = \"23000\", currency",
+            "`expect` does not fit PaymentInstruction: amount_fen: expected int, found a string",
+        ),
+        (
+            "connectors/bank.toml",
+            "directory = \"var/bank\"",
+            "",
+            "a file connector needs directory",
+        ),
+        (
+            "connectors/subsidies.toml",
+            "password = \"${env:SUBSIDIES_PASSWORD}\"",
+            "password = \"hunter2\"",
+            "secrets must be references",
+        ),
+    ];
+    for (file, from, to, want) in cases {
+        let dir = copy_config();
+        edit(dir.path(), file, from, to);
+        let (code, out) = check(dir.path());
+        assert_eq!(code, 2, "{file}: {out}");
+        assert!(out.contains(want), "{file}: want {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn an_empty_directory_says_what_it_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("is not a tongban configuration directory (no tongban.toml)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_mapping_test_prints_a_diff_and_exits_1() {
+    let dir = copy_config();
+    edit(
+        dir.path(),
+        "mappings/certificate_issued_to_card_load.toml",
+        "category_name = \"肢体\", level = 1",
+        "category_name = \"视力\", level = 1",
+    );
+    let o = support::run(&[
+        "test",
+        "--config",
+        dir.path().to_str().unwrap(),
+        "--mapping",
+        "certificate_issued_to_card_load",
+    ]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "FAIL  physical disability, level 1 (mappings/certificate_issued_to_card_load.toml:22)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("category_name: expected \"视力\", got \"肢体\""),
+        "{out}"
+    );
+    assert!(out.contains("4 passed, 1 failed"), "{out}");
+    let o = support::run(&["test"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
+}
