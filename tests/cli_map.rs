@@ -151,3 +151,54 @@ fn mapped_output_is_exact() {
     );
     assert!(err.contains("mapped 6, filtered 2, rejected 0"), "{err}");
 }
+
+#[test]
+fn output_keeps_input_order_and_record_numbers_across_batches() {
+    // ~6 MB: several batches, mapped on every core, written back in order.
+    let mut rng = tongban::synth::Rng::new(9);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+    let mut input = String::new();
+    let n = 10_000u64;
+    for i in 0..n {
+        if i == 7_777 || i == 123 {
+            input.push_str("{\"event_id\": \"broken\"\n");
+        }
+        let p = tongban::synth::person(&mut rng);
+        input.push_str(&tongban::synth::issued_event(&mut rng, &p, i, day).to_string());
+        input.push('\n');
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &input).unwrap();
+    let o = support::run(&[
+        "map",
+        "-m",
+        "certificate_issued_to_card_load",
+        file.path().to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| format!("EV-{i:08}")).collect();
+    assert_eq!(ids, want);
+    let errs: Vec<&str> = err.lines().collect();
+    assert!(
+        errs[0].starts_with("record 124 (line 124): input:"),
+        "{err}"
+    );
+    assert!(
+        errs[1].starts_with("record 7779 (line 7779): input:"),
+        "{err}"
+    );
+    assert_eq!(
+        errs[2],
+        "certificate_issued_to_card_load: mapped 10000, filtered 0, rejected 2"
+    );
+}

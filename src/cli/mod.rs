@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, default_value_t = 1 << 20)]
         max_record_bytes: usize,
     },
+    /// List the functions mapping expressions can call.
+    Functions,
     /// Run the test cases beside every mapping.
     Test {
         /// Configuration directory.
@@ -55,6 +57,9 @@ enum Command {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These commands print and exit: when the reader of their output goes
+    // away (`tongban map … | head`), they end quietly, as Unix tools do.
+    restore_sigpipe();
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Map {
@@ -69,6 +74,20 @@ pub fn main() -> ExitCode {
             map::run(&cfg, &mapping, &input, max_record_bytes)
         }
         Command::Test { config, mapping } => test(&config, mapping.as_deref()),
+        Command::Functions => {
+            for (_, sig) in crate::mapping::functions::SIGNATURES {
+                println!("{sig}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default is async-signal
+    // safe and happens before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -77,6 +77,10 @@ pub struct Mapping {
     pub program: Program,
     /// Test cases beside the mapping.
     pub tests: Vec<TestCase>,
+    /// The source record type (kept to avoid rebuilding it per record).
+    pub(super) source_ty: Type,
+    /// The target record type.
+    pub(super) target_ty: Type,
 }
 
 /// One test case.
@@ -171,18 +175,18 @@ pub struct TestResult {
 
 impl Mapping {
     /// The source type.
-    pub fn source_type(&self) -> Type {
-        Type::Record(self.source.record.clone())
+    pub fn source_type(&self) -> &Type {
+        &self.source_ty
     }
 
     /// The target type.
-    pub fn target_type(&self) -> Type {
-        Type::Record(self.target.record.clone())
+    pub fn target_type(&self) -> &Type {
+        &self.target_ty
     }
 
     /// Decodes one JSON source record (unknown fields are ignored).
     pub fn decode_json(&self, bytes: &[u8]) -> Result<Datum, Rejection> {
-        Ok(schema::decode_json(bytes, &self.source_type())?)
+        Ok(schema::decode_json(bytes, &self.source_ty)?)
     }
 
     /// Maps one decoded record.
@@ -196,13 +200,13 @@ impl Mapping {
     }
 
     fn run_test(&self, t: &TestCase) -> TestResult {
-        let got = schema::decode_json_value(&t.input, &self.source_type(), true)
+        let got = schema::decode_json_value(&t.input, &self.source_ty, true)
             .map_err(Rejection::from)
             .and_then(|d| self.apply(&d));
-        let target = self.target_type();
+        let target = &self.target_ty;
         let failure = match (&t.expect, got) {
             (Expect::Output(want), Ok(Outcome::Mapped { record, .. })) => {
-                (record != *want).then(|| diff(&want.to_json(&target), &record.to_json(&target)))
+                (record != *want).then(|| diff(&want.to_json(target), &record.to_json(target)))
             }
             (Expect::Output(_), Ok(Outcome::Filtered)) => {
                 Some("expected a record, but `when` filtered the input out".into())
@@ -213,7 +217,7 @@ impl Mapping {
             (Expect::Filtered, Ok(Outcome::Filtered)) => None,
             (Expect::Filtered, Ok(Outcome::Mapped { record, .. })) => Some(format!(
                 "expected `when` to filter the input out, but it mapped to {}",
-                record.to_json(&target)
+                record.to_json(target)
             )),
             (Expect::Filtered, Err(r)) => Some(format!(
                 "expected `when` to filter the input out, but it was rejected: {r}"
@@ -234,7 +238,7 @@ impl Mapping {
             }
             (Expect::Reject { part, .. }, Ok(Outcome::Mapped { record, .. })) => Some(format!(
                 "expected a rejection at `{part}`, but it mapped to {}",
-                record.to_json(&target)
+                record.to_json(target)
             )),
             (Expect::Reject { part, .. }, Ok(Outcome::Filtered)) => Some(format!(
                 "expected a rejection at `{part}`, but `when` filtered the input out"

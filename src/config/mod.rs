@@ -524,7 +524,9 @@ impl Loader {
                 expect,
             });
         }
+        let target_ty = Type::Record(target.record.clone());
         Some(Mapping {
+            source_ty: Type::Record(source.record.clone()),
             name,
             file: src.path.clone(),
             description: f.description,
@@ -535,6 +537,7 @@ impl Loader {
             source_format: from_op.format,
             program: program?,
             tests,
+            target_ty,
         })
     }
 }

@@ -27,7 +27,7 @@ pub enum CertError {
 }
 
 /// A validated certificate number.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CertificateNo {
     holder: ResidentId,
     category: u8,
@@ -55,7 +55,7 @@ impl CertificateNo {
         if b.len() < 20 {
             return Err(CertError::Length(s.chars().count()));
         }
-        let holder = ResidentId::parse(&s[..18]).map_err(|e| match e {
+        let holder = ResidentId::parse_cached(&s[..18]).map_err(|e| match e {
             // A suffix-less 18+B1 number lands here with a letter at 19.
             IdError::Length(_) => CertError::Length(s.chars().count()),
             other => CertError::Holder(other),
@@ -85,6 +85,29 @@ impl CertificateNo {
             level: l - b'0',
             reissue,
         })
+    }
+
+    /// Like [`CertificateNo::parse`], remembering the last number parsed on
+    /// this thread (a mapping asks its category, level and validity in turn).
+    pub fn parse_cached(s: &str) -> Result<Self, CertError> {
+        use std::cell::Cell;
+        // The last valid number seen (text, length, value); invalid ones are
+        // rare and not kept.
+        type Last = Option<([u8; 24], u8, CertificateNo)>;
+        thread_local!(static LAST: Cell<Last> = const { Cell::new(None) });
+        let b = s.as_bytes();
+        if let Some((text, len, c)) = LAST.get() {
+            if usize::from(len) == b.len() && text[..b.len()] == *b {
+                return Ok(c);
+            }
+        }
+        let r = Self::parse(s);
+        if let (Ok(c), true) = (&r, b.len() <= 24) {
+            let mut text = [0u8; 24];
+            text[..b.len()].copy_from_slice(b);
+            LAST.set(Some((text, b.len() as u8, *c)));
+        }
+        r
     }
 
     /// The holder's ID number.

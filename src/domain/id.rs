@@ -51,7 +51,7 @@ pub enum IdError {
 }
 
 /// A validated 18-character resident ID number (check character upper-case).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ResidentId([u8; 18]);
 
 impl fmt::Debug for ResidentId {
@@ -96,6 +96,25 @@ impl ResidentId {
         validate_birth(&out[6..14])?;
         validate_province(&out[..2])?;
         Ok(ResidentId(out))
+    }
+
+    /// Like [`ResidentId::parse`], remembering the last number parsed on
+    /// this thread: a mapping often asks several questions of one number
+    /// (valid? birth date? sex?), and each answer then costs a comparison.
+    pub fn parse_cached(s: &str) -> Result<Self, IdError> {
+        use std::cell::Cell;
+        // The last valid number seen; invalid ones are rare and not kept.
+        thread_local!(static LAST: Cell<Option<ResidentId>> = const { Cell::new(None) });
+        if let Some(last) = LAST.get() {
+            if last.0 == s.as_bytes() {
+                return Ok(last);
+            }
+        }
+        let r = Self::parse(s);
+        if let Ok(id) = r {
+            LAST.set(Some(id));
+        }
+        r
     }
 
     /// Like [`ResidentId::parse`], but also upgrades a 15-digit legacy number
@@ -164,7 +183,7 @@ fn validate_birth(b: &[u8]) -> Result<(), IdError> {
     if date.year() < 1850 {
         return Err(IdError::BirthDate(text()));
     }
-    if date > chrono::Local::now().date_naive() {
+    if crate::schema::days_from_date(date) > today_in_china() {
         return Err(IdError::FutureBirthDate(text()));
     }
     Ok(())
@@ -177,6 +196,28 @@ fn validate_province(b: &[u8]) -> Result<(), IdError> {
     } else {
         Err(IdError::Region(format!("{code:02}")))
     }
+}
+
+/// Today's date in China (UTC+8), as days since 1970-01-01. The clock is
+/// read once per 4096 calls on each thread: the birth-date check runs for
+/// every ID number, and a date only needs to be right to the day.
+fn today_in_china() -> i32 {
+    use std::cell::Cell;
+    thread_local!(static TODAY: Cell<(i32, u16)> = const { Cell::new((0, 0)) });
+    TODAY.with(|t| {
+        let (day, left) = t.get();
+        if left > 0 {
+            t.set((day, left - 1));
+            return day;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let day = ((secs + 8 * 3600) / 86_400) as i32;
+        t.set((day, 4095));
+        day
+    })
 }
 
 /// Checks that a 6-digit administrative division code is well formed and

@@ -9,7 +9,7 @@
 
 use super::functions;
 use super::table::Table;
-use super::value::{as_bool, as_int, contains, val_cmp, val_eq, EvalError, Val};
+use super::value::{as_bool, as_int, contains, val_cmp, val_eq, EvalError, Text, Val};
 use crate::schema::{Datum, RecordType, Type};
 use cel::common::ast::{Expr, IdedExpr, LiteralValue, SelectExpr, SourceInfo};
 use std::borrow::Cow;
@@ -273,7 +273,7 @@ impl<'c> Compiler<'c> {
                 let slot = self.intern(s.clone());
                 (
                     Type::Str,
-                    Box::new(move |_, k| Ok(Val::Str(Cow::Borrowed(&k.strs[slot])))),
+                    Box::new(move |_, k| Ok(Val::Str(Text::Borrowed(&k.strs[slot])))),
                 )
             }
             Const::List(items) => {
@@ -294,7 +294,7 @@ impl<'c> Compiler<'c> {
                                 .iter()
                                 .zip(&slots)
                                 .map(|(c, slot)| match (c, slot) {
-                                    (_, Some(s)) => Val::Str(Cow::Borrowed(k.strs[*s].as_str())),
+                                    (_, Some(s)) => Val::Str(Text::Borrowed(k.strs[*s].as_str())),
                                     (Const::Int(i), _) => Val::Int(*i),
                                     (Const::Bool(b), _) => Val::Bool(*b),
                                     _ => Val::Null,
@@ -787,7 +787,7 @@ impl<'c> Compiler<'c> {
                 let mut s = String::with_capacity(x.len() + y.len());
                 s.push_str(&x);
                 s.push_str(&y);
-                Ok(Val::Str(Cow::Owned(s)))
+                Ok(Val::Str(Text::from(s)))
             })));
         }
         let sym = &name[1..name.len() - 1];

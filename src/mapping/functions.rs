@@ -8,11 +8,10 @@
 use super::compile::{
     bool_typed, require_present, str_typed, Compiler, Const, Eval, Kind, Typed, R,
 };
-use super::value::{as_date, as_int, as_str, EvalError, Val};
+use super::value::{as_date, as_int, as_str, EvalError, Text, Val};
 use crate::domain::{mask, CertificateNo, ResidentId};
 use crate::schema::{days_from_date, Type};
 use chrono::{Datelike, Months, NaiveDate};
-use std::borrow::Cow;
 
 /// Every function, with its signature, for `tongban` docs and error hints.
 pub const SIGNATURES: &[(&str, &str)] = &[
@@ -109,14 +108,14 @@ fn date_typed(eval: Eval) -> Option<Typed> {
 
 fn str1<F>(a: Eval, f: F) -> Eval
 where
-    F: for<'a> Fn(Cow<'a, str>) -> R<'a> + Send + Sync + 'static,
+    F: for<'a> Fn(Text<'a>) -> R<'a> + Send + Sync + 'static,
 {
     Box::new(move |r, k| f(as_str(a(r, k)?)?))
 }
 
 fn str2<F>(a: Eval, b: Eval, f: F) -> Eval
 where
-    F: for<'a> Fn(Cow<'a, str>, Cow<'a, str>) -> R<'a> + Send + Sync + 'static,
+    F: for<'a> Fn(Text<'a>, Text<'a>) -> R<'a> + Send + Sync + 'static,
 {
     Box::new(move |r, k| f(as_str(a(r, k)?)?, as_str(b(r, k)?)?))
 }
@@ -146,24 +145,21 @@ fn date_val(d: NaiveDate) -> Val<'static> {
 }
 
 fn owned(s: String) -> R<'static> {
-    Ok(Val::Str(Cow::Owned(s)))
+    Ok(Val::Str(Text::from(s)))
 }
 
-/// Applies `f` to a borrowed or owned string, keeping the borrow when `f` returns a sub-slice.
-fn sub<'a>(s: Cow<'a, str>, f: impl Fn(&str) -> &str) -> Cow<'a, str> {
-    match s {
-        Cow::Borrowed(b) => Cow::Borrowed(f(b)),
-        Cow::Owned(o) => Cow::Owned(f(&o).to_string()),
-    }
+/// Applies `f` to a text, keeping the borrow when `f` returns a sub-slice.
+fn sub<'a>(s: Text<'a>, f: impl Fn(&str) -> &str) -> Text<'a> {
+    s.map_slice(f)
 }
 
 fn parse_id(s: &str) -> Result<ResidentId, EvalError> {
-    ResidentId::parse(s)
+    ResidentId::parse_cached(s)
         .map_err(|e| EvalError::new(format!("invalid ID number {}: {e}", mask::id_number(s))))
 }
 
 fn parse_cert(s: &str) -> Result<CertificateNo, EvalError> {
-    CertificateNo::parse(s).map_err(|e| {
+    CertificateNo::parse_cached(s).map_err(|e| {
         EvalError::new(format!(
             "invalid certificate number {}: {e}",
             mask::id_number(s)
@@ -304,13 +300,13 @@ pub fn call(
                 Type::Array(Box::new(Type::Str)),
                 str2(s, sep, |s, sep| {
                     Ok(Val::List(match s {
-                        Cow::Borrowed(b) => b
-                            .split(sep.as_ref())
-                            .map(|x| Val::Str(Cow::Borrowed(x)))
+                        Text::Borrowed(b) => b
+                            .split(&*sep)
+                            .map(|x| Val::Str(Text::Borrowed(x)))
                             .collect(),
-                        Cow::Owned(o) => o
-                            .split(sep.as_ref())
-                            .map(|x| Val::Str(Cow::Owned(x.to_string())))
+                        Text::Owned(o) => o
+                            .split(&*sep)
+                            .map(|x| Val::Str(Text::Owned(x.into())))
                             .collect(),
                     }))
                 }),
@@ -324,7 +320,7 @@ pub fn call(
             );
             Some(str_typed(Box::new(move |r, k| {
                 let (s, a, b) = (as_str(s(r, k)?)?, as_str(a(r, k)?)?, as_str(b(r, k)?)?);
-                owned(s.replace(a.as_ref(), &b))
+                owned(s.replace(&*a, &b))
             })))
         }
         "pad_left" | "pad_right" => {
@@ -344,11 +340,7 @@ pub fn call(
                     return Ok(Val::Str(s));
                 }
                 let pad: String = std::iter::repeat_n(ch, w - have).collect();
-                owned(if left {
-                    pad + &s
-                } else {
-                    s.into_owned() + &pad
-                })
+                owned(if left { pad + &s } else { s.to_string() + &pad })
             })))
         }
         "concat" => {
@@ -372,14 +364,14 @@ pub fn call(
             Some(str_typed(Box::new(move |r, k| {
                 Ok(match f(r, k)? {
                     Val::Str(s) => Val::Str(s),
-                    Val::Int(i) => Val::Str(Cow::Owned(itoa::Buffer::new().format(i).to_string())),
-                    Val::Bool(b) => Val::Str(Cow::Borrowed(if b { "true" } else { "false" })),
-                    Val::Date(d) => Val::Str(Cow::Owned(
+                    Val::Int(i) => Val::Str(Text::Owned(itoa::Buffer::new().format(i).into())),
+                    Val::Bool(b) => Val::Str(Text::Borrowed(if b { "true" } else { "false" })),
+                    Val::Date(d) => Val::Str(Text::from(
                         crate::schema::date_from_days(d)
                             .map(|d| d.format("%Y-%m-%d").to_string())
                             .unwrap_or_default(),
                     )),
-                    Val::Ts(t) => Val::Str(Cow::Owned(
+                    Val::Ts(t) => Val::Str(Text::from(
                         chrono::DateTime::from_timestamp_millis(t)
                             .unwrap_or_default()
                             .to_rfc3339(),
@@ -463,14 +455,20 @@ pub fn call(
             let d = next(c, Kind::Date, 0)?;
             let fmt = literal_str(c, args.pop()?, ids[1], "the format of `format_date`")?;
             let items = check_format(c, &fmt, ids[1])?;
+            if let Some(pieces) = simple_date_format(&fmt) {
+                return Some(str_typed(date1(d, move |d| {
+                    Ok(Val::Str(Text::Owned(format_simple(d, &pieces))))
+                })));
+            }
             Some(str_typed(date1(d, move |d| {
                 owned(d.format_with_items(items.iter()).to_string())
             })))
         }
         "period" => {
             let d = next(c, Kind::Date, 0)?;
+            const PERIOD: [Piece; 3] = [Piece::Year, Piece::Lit('-'), Piece::Month];
             Some(str_typed(date1(d, |d| {
-                owned(format!("{:04}-{:02}", d.year(), d.month()))
+                Ok(Val::Str(Text::Owned(format_simple(d, &PERIOD))))
             })))
         }
         "add_days" => date_typed(date_int(
@@ -543,13 +541,13 @@ pub fn call(
             })))
         }
         "id_valid" => Some(bool_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Bool(ResidentId::parse(&s).is_ok()))
+            Ok(Val::Bool(ResidentId::parse_cached(&s).is_ok()))
         }))),
         "id_birth_date" => date_typed(str1(next(c, Kind::Str, 0)?, |s| {
             Ok(date_val(parse_id(&s)?.birth_date()))
         })),
         "id_sex" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Str(Cow::Borrowed(if parse_id(&s)?.is_male() {
+            Ok(Val::Str(Text::Borrowed(if parse_id(&s)?.is_male() {
                 "M"
             } else {
                 "F"
@@ -561,13 +559,13 @@ pub fn call(
         }))),
         "id_upgrade" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
             ResidentId::parse_or_upgrade(&s)
-                .map(|id| Val::Str(Cow::Owned(id.as_str().to_string())))
+                .map(|id| Val::Str(Text::Owned(id.as_str().into())))
                 .map_err(|e| {
                     EvalError::new(format!("invalid ID number {}: {e}", mask::id_number(&s)))
                 })
         }))),
         "cert_valid" => Some(bool_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Bool(CertificateNo::parse(&s).is_ok()))
+            Ok(Val::Bool(CertificateNo::parse_cached(&s).is_ok()))
         }))),
         "cert_category" => int_typed(str1(next(c, Kind::Str, 0)?, |s| {
             Ok(Val::Int(i64::from(parse_cert(&s)?.category())))
@@ -599,6 +597,68 @@ pub fn call(
             format!("function `{name}` is listed but not compiled (please report)"),
         ),
     }
+}
+
+/// A piece of a date format made only of `%Y`, `%m`, `%d` and plain characters.
+enum Piece {
+    Year,
+    Month,
+    Day,
+    Lit(char),
+}
+
+/// The common date formats, prepared for a formatter that skips chrono's
+/// general machinery; `None` for anything else.
+fn simple_date_format(fmt: &str) -> Option<Vec<Piece>> {
+    let mut out = Vec::new();
+    if fmt.len() > 40 {
+        return None; // years of up to 6 characters, the rest as written: fits 64 bytes
+    }
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '%' => match chars.next()? {
+                'Y' => Piece::Year,
+                'm' => Piece::Month,
+                'd' => Piece::Day,
+                _ => return None,
+            },
+            c => Piece::Lit(c),
+        });
+    }
+    Some(out)
+}
+
+fn format_simple(d: NaiveDate, pieces: &[Piece]) -> compact_str::CompactString {
+    // Built in a stack buffer and copied once: pushing character by
+    // character into the string costs several times more.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let end = (n + bytes.len()).min(buf.len());
+        buf[n..end].copy_from_slice(&bytes[..end - n]);
+        n = end;
+    };
+    let two = |x: u32| [b'0' + (x / 10 % 10) as u8, b'0' + (x % 10) as u8];
+    for p in pieces {
+        match p {
+            Piece::Year => {
+                let y = d.year();
+                if (0..10000).contains(&y) {
+                    put(&two(y as u32 / 100));
+                    put(&two(y as u32 % 100));
+                } else {
+                    put(format!("{y:+}").as_bytes());
+                }
+            }
+            Piece::Month => put(&two(d.month())),
+            Piece::Day => put(&two(d.day())),
+            Piece::Lit(c) => put(c.encode_utf8(&mut [0u8; 4]).as_bytes()),
+        }
+    }
+    // Only ASCII digits and signs and whole UTF-8 characters were written,
+    // and `simple_date_format` admits only formats that fit the buffer.
+    compact_str::CompactString::from(std::str::from_utf8(&buf[..n]).unwrap_or_default())
 }
 
 fn scalar_kind(t: &Type) -> Option<Kind> {
@@ -689,7 +749,7 @@ fn lookup(c: &mut Compiler, mut args: Vec<Typed>, ids: &[u64], n: usize) -> Opti
             _ => return Err(EvalError::internal()),
         };
         match k.tables[slot].get(ks, col) {
-            Some(v) => Ok(Val::Str(Cow::Borrowed(v))),
+            Some(v) => Ok(Val::Str(Text::Borrowed(v))),
             None => match &default {
                 Some(d) => d(r, k),
                 None => Err(EvalError::new(format!(

@@ -97,7 +97,7 @@ pub enum Outcome {
     /// A target record and its ordering key.
     Mapped {
         /// The ordering key (the person).
-        key: String,
+        key: compact_str::CompactString,
         /// The target record.
         record: Datum,
     },
@@ -203,7 +203,7 @@ impl Program {
         }
         let out = eval_fields(&self.fields, rec, k)?;
         let key = match (self.key)(rec, k) {
-            Ok(Val::Str(s)) if !s.is_empty() => s.into_owned(),
+            Ok(Val::Str(s)) if !s.is_empty() => s.into_compact(),
             Ok(_) => {
                 return Err(MapError {
                     part: "key".into(),
@@ -296,7 +296,7 @@ fn build_fields(
 
 fn int_key(f: Eval) -> Eval {
     Box::new(move |r, k| match f(r, k)? {
-        Val::Int(i) => Ok(Val::Str(std::borrow::Cow::Owned(i.to_string()))),
+        Val::Int(i) => Ok(Val::Str(value::Text::from(i.to_string()))),
         _ => Err(EvalError::internal()),
     })
 }
@@ -399,7 +399,7 @@ fn to_datum(v: Val<'_>, ty: &Type) -> Result<Datum, String> {
                     e.symbols.join(", ")
                 ));
             }
-            Datum::Str(s.into_owned())
+            Datum::Str(s.into_compact())
         }
         (Type::Array(t), Val::List(xs)) => Datum::Array(
             xs.into_iter()

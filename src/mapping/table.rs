@@ -3,7 +3,7 @@
 //! The first row names the columns; the first column is the key. `lookup('t', k)`
 //! returns the second column, `lookup('t.col', k)` a named one.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 
 /// One code table.
@@ -13,7 +13,7 @@ pub struct Table {
     pub name: String,
     /// Column names, the key column first.
     pub columns: Vec<String>,
-    rows: HashMap<String, Vec<String>>,
+    rows: FxHashMap<String, Vec<String>>,
 }
 
 /// A problem in a table file, with its 1-based line.
@@ -58,7 +58,7 @@ impl Table {
                 message: "needs a key column and at least one value column".into(),
             });
         }
-        let mut rows = HashMap::new();
+        let mut rows = FxHashMap::default();
         let mut problems = Vec::new();
         for rec in rd.records() {
             let rec = rec.map_err(|e| TableError {

@@ -71,7 +71,7 @@ fn eval(src: &str, v: serde_json::Value) -> Result<String, String> {
         Val::Null => "null".into(),
         Val::Bool(b) => b.to_string(),
         Val::Int(i) => i.to_string(),
-        Val::Str(s) => format!("{s:?}"),
+        Val::Str(s) => format!("{:?}", &*s),
         Val::Date(d) => crate::schema::date_from_days(d).unwrap().to_string(),
         Val::Ts(t) => t.to_string(),
         other => format!("{other:?}"),

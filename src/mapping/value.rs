@@ -2,6 +2,7 @@
 //! raise.
 
 use crate::schema::Datum;
+use compact_str::CompactString;
 use std::borrow::Cow;
 
 /// A value during evaluation. It borrows from the input record and from the
@@ -16,7 +17,7 @@ pub enum Val<'a> {
     /// A 64-bit integer (amounts in fen).
     Int(i64),
     /// A string or an enum symbol.
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     /// Days since 1970-01-01.
     Date(i32),
     /// Milliseconds since the epoch.
@@ -39,7 +40,7 @@ impl<'a> Val<'a> {
             Datum::Null => Val::Null,
             Datum::Bool(b) => Val::Bool(*b),
             Datum::Int(i) => Val::Int(*i),
-            Datum::Str(s) => Val::Str(Cow::Borrowed(s)),
+            Datum::Str(s) => Val::Str(Text::Borrowed(s)),
             Datum::Date(d) => Val::Date(*d),
             Datum::Timestamp(t) => Val::Ts(*t),
             Datum::Record(f) => Val::Rec(f),
@@ -54,13 +55,83 @@ impl<'a> Val<'a> {
             Val::Null => Datum::Null,
             Val::Bool(b) => Datum::Bool(b),
             Val::Int(i) => Datum::Int(i),
-            Val::Str(s) => Datum::Str(s.into_owned()),
+            Val::Str(s) => Datum::Str(s.into_compact()),
             Val::Date(d) => Datum::Date(d),
             Val::Ts(t) => Datum::Timestamp(t),
             Val::Rec(f) => Datum::Record(f.to_vec()),
             Val::Arr(a) => Datum::Array(a.to_vec()),
             Val::Map(m) => Datum::Map(m.to_vec()),
             Val::List(xs) => Datum::Array(xs.into_iter().map(Val::into_datum).collect()),
+        }
+    }
+}
+
+/// Text during evaluation: borrowed from the record or the program's
+/// constants, or owned, stored inline when short (most results of date
+/// formatting, masking and concatenation), so producing it allocates nothing.
+#[derive(Clone, Debug)]
+pub enum Text<'a> {
+    /// Borrowed from the input or the constants.
+    Borrowed(&'a str),
+    /// Made by a function.
+    Owned(CompactString),
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text::Borrowed(s)
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text::Owned(CompactString::from(s))
+    }
+}
+
+impl From<CompactString> for Text<'_> {
+    fn from(s: CompactString) -> Self {
+        Text::Owned(s)
+    }
+}
+
+impl<'a> Text<'a> {
+    /// Into an owned compact string (copies a borrowed one).
+    pub fn into_compact(self) -> CompactString {
+        match self {
+            Text::Borrowed(s) => CompactString::from(s),
+            Text::Owned(s) => s,
+        }
+    }
+
+    /// Applies `f`, keeping the borrow when `f` returns a sub-slice of a borrowed text.
+    pub fn map_slice(self, f: impl Fn(&str) -> &str) -> Text<'a> {
+        match self {
+            Text::Borrowed(b) => Text::Borrowed(f(b)),
+            Text::Owned(o) => Text::Owned(CompactString::from(f(&o))),
         }
     }
 }
@@ -87,7 +158,7 @@ impl EvalError {
 
 /// Extracts a string.
 #[inline]
-pub fn as_str(v: Val<'_>) -> Result<Cow<'_, str>, EvalError> {
+pub fn as_str(v: Val<'_>) -> Result<Text<'_>, EvalError> {
     match v {
         Val::Str(s) => Ok(s),
         _ => Err(EvalError::internal()),
@@ -152,7 +223,7 @@ pub fn contains(list: &Val<'_>, needle: &Val<'_>) -> bool {
         Val::List(xs) => xs.iter().any(|x| val_eq(x, needle)),
         Val::Arr(xs) => xs.iter().any(|x| val_eq(&Val::from_datum(x), needle)),
         Val::Map(m) => match needle {
-            Val::Str(k) => m.iter().any(|(key, _)| key == k),
+            Val::Str(k) => m.iter().any(|(key, _)| key.as_str() == &**k),
             _ => false,
         },
         _ => false,

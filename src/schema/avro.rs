@@ -120,10 +120,10 @@ pub fn to_avro(d: &Datum, ty: &Type) -> Value {
         (Type::Bool, Datum::Bool(b)) => Value::Boolean(*b),
         (Type::Int { long: false }, Datum::Int(i)) => Value::Int(*i as i32),
         (Type::Int { long: true }, Datum::Int(i)) => Value::Long(*i),
-        (Type::Str, Datum::Str(s)) => Value::String(s.clone()),
+        (Type::Str, Datum::Str(s)) => Value::String(s.to_string()),
         (Type::Enum(e), Datum::Str(s)) => {
             let i = e.symbols.iter().position(|x| x == s).unwrap_or(0);
-            Value::Enum(i as u32, s.clone())
+            Value::Enum(i as u32, s.to_string())
         }
         (Type::Date, Datum::Date(d)) => Value::Date(*d),
         (Type::Timestamp, Datum::Timestamp(t)) => Value::TimestampMillis(*t),
@@ -154,9 +154,9 @@ pub fn from_avro(v: Value) -> Datum {
         Value::Boolean(b) => Datum::Bool(b),
         Value::Int(i) => Datum::Int(i64::from(i)),
         Value::Long(i) => Datum::Int(i),
-        Value::String(s) => Datum::Str(s),
-        Value::Uuid(u) => Datum::Str(u.to_string()),
-        Value::Enum(_, s) => Datum::Str(s),
+        Value::String(s) => Datum::Str(s.into()),
+        Value::Uuid(u) => Datum::Str(u.to_string().into()),
+        Value::Enum(_, s) => Datum::Str(s.into()),
         Value::Date(d) => Datum::Date(d),
         Value::TimestampMillis(t) => Datum::Timestamp(t),
         Value::Union(_, v) => from_avro(*v),

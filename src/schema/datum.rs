@@ -10,8 +10,10 @@ pub enum Datum {
     Bool(bool),
     /// An `int` or `long`; amounts of money are integer fen.
     Int(i64),
-    /// A string, or an enum symbol.
-    Str(String),
+    /// A string, or an enum symbol. Strings of up to 24 bytes (ID and
+    /// certificate numbers, names, dates) are stored inline, without an
+    /// allocation.
+    Str(compact_str::CompactString),
     /// Days since 1970-01-01.
     Date(i32),
     /// Milliseconds since 1970-01-01T00:00:00Z.

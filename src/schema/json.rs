@@ -142,10 +142,10 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Datum, E> {
         match self.ty.required() {
-            Type::Str => Ok(Datum::Str(v.to_owned())),
+            Type::Str => Ok(Datum::Str(v.into())),
             Type::Enum(e) => {
                 if e.symbols.iter().any(|s| s == v) {
-                    Ok(Datum::Str(v.to_owned()))
+                    Ok(Datum::Str(v.into()))
                 } else {
                     Err(E::custom(format!(
                         "{v:?} is not one of {}",
@@ -165,7 +165,7 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Datum, E> {
         match self.ty.required() {
-            Type::Str => Ok(Datum::Str(v)),
+            Type::Str => Ok(Datum::Str(v.into())),
             _ => self.visit_str(&v),
         }
     }
@@ -237,8 +237,9 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
     }
 }
 
-/// Field names resolve to indices without allocating.
-struct KeySeed<'r>(&'r RecordType);
+/// Field names resolve to indices without allocating. Records usually
+/// arrive in schema order, so the field after the last one is tried first.
+struct KeySeed<'r>(&'r RecordType, usize);
 
 enum Key {
     Field(usize),
@@ -258,7 +259,11 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         f.write_str("a field name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(match self.0.fields.iter().position(|f| f.name == v) {
+        let fields = &self.0.fields;
+        if fields.get(self.1).is_some_and(|f| f.name == v) {
+            return Ok(Key::Field(self.1));
+        }
+        Ok(match fields.iter().position(|f| f.name == v) {
             Some(i) => Key::Field(i),
             None => Key::Unknown(v.to_owned()),
         })
@@ -271,12 +276,17 @@ fn visit_record<'de, A: MapAccess<'de>>(
     path: &RefCell<Vec<String>>,
     mut map: A,
 ) -> Result<Datum, A::Error> {
-    let mut slots: Vec<Option<Datum>> = vec![None; r.fields.len()];
-    while let Some(k) = map.next_key_seed(KeySeed(r))? {
+    // Fields fill their schema slots in any order; `seen` marks which.
+    let mut out: Vec<Datum> = Vec::with_capacity(r.fields.len());
+    out.resize(r.fields.len(), Datum::Null);
+    let mut seen = vec![false; r.fields.len()];
+    let mut hint = 0;
+    while let Some(k) = map.next_key_seed(KeySeed(r, hint))? {
         match k {
             Key::Field(i) => {
+                hint = i + 1;
                 let f = &r.fields[i];
-                if slots[i].is_some() {
+                if seen[i] {
                     path.borrow_mut().push(f.name.clone());
                     return Err(de::Error::custom("field appears twice"));
                 }
@@ -285,7 +295,10 @@ fn visit_record<'de, A: MapAccess<'de>>(
                     strict,
                     path,
                 }) {
-                    Ok(d) => slots[i] = Some(d),
+                    Ok(d) => {
+                        out[i] = d;
+                        seen[i] = true;
+                    }
                     Err(e) => {
                         path.borrow_mut().push(f.name.clone());
                         return Err(e);
@@ -309,28 +322,34 @@ fn visit_record<'de, A: MapAccess<'de>>(
             }
         }
     }
-    let mut out = Vec::with_capacity(slots.len());
-    for (slot, f) in slots.into_iter().zip(&r.fields) {
-        out.push(match slot {
-            Some(d) => d,
-            None => match (&f.default, &f.ty) {
-                (Some(d), _) => d.clone(),
-                (None, Type::Optional(_)) => Datum::Null,
+    for ((slot, seen), f) in out.iter_mut().zip(seen).zip(&r.fields) {
+        if !seen {
+            match (&f.default, &f.ty) {
+                (Some(d), _) => *slot = d.clone(),
+                (None, Type::Optional(_)) => {}
                 _ => {
                     path.borrow_mut().push(f.name.clone());
                     return Err(de::Error::custom("missing required field"));
                 }
-            },
-        });
+            }
+        }
     }
     Ok(Datum::Record(out))
 }
 
 /// Parses `YYYY-MM-DD` to days since the epoch.
 pub fn parse_date(s: &str) -> Option<i32> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(days_from_date)
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |a, c| {
+            c.is_ascii_digit().then(|| a * 10 + u32::from(c - b'0'))
+        })
+    };
+    let d = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    Some(days_from_date(d))
 }
 
 /// Parses an RFC 3339 timestamp to milliseconds since the epoch.

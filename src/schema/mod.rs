@@ -117,13 +117,13 @@ impl Format {
     pub fn check(self, s: &str) -> Result<(), String> {
         use crate::domain::{id, luhn, CertificateNo, ResidentId};
         match self {
-            Format::ResidentId => ResidentId::parse(s).map(|_| ()).map_err(|e| {
+            Format::ResidentId => ResidentId::parse_cached(s).map(|_| ()).map_err(|e| {
                 format!(
                     "invalid ID number {}: {e}",
                     crate::domain::mask::id_number(s)
                 )
             }),
-            Format::CertificateNo => CertificateNo::parse(s).map(|_| ()).map_err(|e| {
+            Format::CertificateNo => CertificateNo::parse_cached(s).map(|_| ()).map_err(|e| {
                 format!(
                     "invalid certificate number {}: {e}",
                     crate::domain::mask::id_number(s)
