@@ -89,25 +89,10 @@ impl Person {
 
 /// Appends the Luhn check digit.
 pub fn luhn_complete(prefix: &str) -> String {
-    let sum: u32 = prefix
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = u32::from(c - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{prefix}{}", (10 - sum % 10) % 10)
+    format!(
+        "{prefix}{}",
+        crate::domain::luhn::check_digit(prefix.as_bytes()) as char
+    )
 }
 
 /// Generates a person.

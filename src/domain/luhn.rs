@@ -1,30 +1,30 @@
 //! Luhn check for UnionPay bank card numbers (16–19 digits).
 
+/// The Luhn check digit for `digits` (all ASCII digits).
+pub fn check_digit(digits: &[u8]) -> u8 {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = u32::from(c - b'0');
+            match (i % 2 == 0, d * 2) {
+                (true, x) if x > 9 => x - 9,
+                (true, x) => x,
+                (false, _) => d,
+            }
+        })
+        .sum();
+    b'0' + ((10 - sum % 10) % 10) as u8
+}
+
 /// `true` if `s` is all digits and passes the Luhn check.
 pub fn is_valid(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() < 2 || !b.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let sum: u32 = b
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = u32::from(c - b'0');
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    check_digit(&b[..b.len() - 1]) == b[b.len() - 1]
 }
 
 /// Validates a bank card number: 16–19 digits passing the Luhn check.

@@ -59,6 +59,18 @@ pub struct Typed {
     pub label: Option<String>,
 }
 
+impl Typed {
+    /// Its closure; for an optional value, with a check that fails the
+    /// record, naming the field, when the value is missing.
+    pub fn present(self) -> Eval {
+        if self.ty.is_optional() {
+            require_present(self.eval, self.label)
+        } else {
+            self.eval
+        }
+    }
+}
+
 /// A problem found while compiling, at a byte offset of the expression.
 #[derive(Debug, Clone)]
 pub struct ExprError {
@@ -103,7 +115,8 @@ impl Kind {
             Kind::Ts => Type::Timestamp,
         }
     }
-    fn of(t: &Type) -> Option<Kind> {
+    /// The kind of values of a scalar type.
+    pub fn of(t: &Type) -> Option<Kind> {
         Some(match t {
             Type::Str | Type::Enum(_) => Kind::Str,
             Type::Int { .. } => Kind::Int,
@@ -530,11 +543,7 @@ impl<'c> Compiler<'c> {
                 return self.err(id, format!("{what} must be a {}, found {}", k.name(), t.ty));
             }
         }
-        Some(if t.ty.is_optional() {
-            require_present(t.eval, t.label)
-        } else {
-            t.eval
-        })
+        Some(t.present())
     }
 
     fn call(
@@ -862,11 +871,7 @@ impl<'c> Compiler<'c> {
                 })));
             }
         }
-        let fl = if list.ty.is_optional() {
-            require_present(list.eval, list.label)
-        } else {
-            list.eval
-        };
+        let fl = list.present();
         Some(bool_typed(Box::new(move |r, k| {
             let needle = fx(r, k)?;
             Ok(Val::Bool(contains(&fl(r, k)?, &needle)))
@@ -879,11 +884,7 @@ impl<'c> Compiler<'c> {
         match c.ty.required().clone() {
             Type::Array(el) => {
                 let fi = self.want(i, Kind::Int, ids[1], "a list index")?;
-                let fc = if c.ty.is_optional() {
-                    require_present(c.eval, c.label)
-                } else {
-                    c.eval
-                };
+                let fc = c.present();
                 Some(Typed {
                     ty: *el,
                     eval: Box::new(move |r, k| {
@@ -908,11 +909,7 @@ impl<'c> Compiler<'c> {
             }
             Type::Map(el) => {
                 let fi = self.want(i, Kind::Str, ids[1], "a map key")?;
-                let fc = if c.ty.is_optional() {
-                    require_present(c.eval, c.label)
-                } else {
-                    c.eval
-                };
+                let fc = c.present();
                 Some(Typed {
                     ty: *el,
                     eval: Box::new(move |r, k| {
@@ -1030,11 +1027,7 @@ fn no_such_field(r: &RecordType, name: &str) -> String {
         None => format!(
             "record {} has no field `{name}`; it has: {}",
             r.short_name(),
-            r.fields
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            r.field_names()
         ),
     }
 }

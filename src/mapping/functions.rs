@@ -5,9 +5,7 @@
 //!
 //! Method syntax is the same call: `s.trim()` is `trim(s)`.
 
-use super::compile::{
-    bool_typed, require_present, str_typed, Compiler, Const, Eval, Kind, Typed, R,
-};
+use super::compile::{bool_typed, str_typed, Compiler, Const, Eval, Kind, Typed, R};
 use super::value::{as_date, as_int, as_str, EvalError, Text, Val};
 use crate::domain::{mask, CertificateNo, ResidentId};
 use crate::schema::{days_from_date, Type};
@@ -225,11 +223,7 @@ pub fn call(
                     int_typed(str1(f, |s| Ok(Val::Int(s.chars().count() as i64))))
                 }
                 Type::Array(_) | Type::Map(_) => {
-                    let f = if t.ty.is_optional() {
-                        require_present(t.eval, t.label)
-                    } else {
-                        t.eval
-                    };
+                    let f = t.present();
                     int_typed(Box::new(move |r, k| {
                         Ok(Val::Int(match f(r, k)? {
                             Val::Arr(xs) => xs.len(),
@@ -357,7 +351,7 @@ pub fn call(
         }
         "string" => {
             let t = args.pop()?;
-            let Some(kind) = scalar_kind(&t.ty) else {
+            let Some(kind) = Kind::of(t.ty.required()) else {
                 return c.err_call(ids[0], format!("`string` takes a scalar, found {}", t.ty));
             };
             let f = c.want(t, kind, ids[0], "the argument of `string`")?;
@@ -659,17 +653,6 @@ fn format_simple(d: NaiveDate, pieces: &[Piece]) -> compact_str::CompactString {
     // Only ASCII digits and signs and whole UTF-8 characters were written,
     // and `simple_date_format` admits only formats that fit the buffer.
     compact_str::CompactString::from(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-}
-
-fn scalar_kind(t: &Type) -> Option<Kind> {
-    Some(match t.required() {
-        Type::Str | Type::Enum(_) => Kind::Str,
-        Type::Int { .. } => Kind::Int,
-        Type::Bool => Kind::Bool,
-        Type::Date => Kind::Date,
-        Type::Timestamp => Kind::Ts,
-        _ => return None,
-    })
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -359,8 +359,8 @@ fn assign(c: &mut Compiler, t: Typed, target: &Type, field: &str) -> Option<Eval
             );
         }
     }
-    Some(if t.ty.is_optional() && !target.is_optional() {
-        compile::require_present(t.eval, t.label)
+    Some(if !target.is_optional() {
+        t.present()
     } else {
         t.eval
     })

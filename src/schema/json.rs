@@ -311,11 +311,7 @@ fn visit_record<'de, A: MapAccess<'de>>(
                     return Err(de::Error::custom(format!(
                         "unknown field (the record {} has: {})",
                         r.short_name(),
-                        r.fields
-                            .iter()
-                            .map(|f| f.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        r.field_names()
                     )));
                 }
                 map.next_value::<de::IgnoredAny>()?;

@@ -165,6 +165,15 @@ impl RecordType {
         self.fields.iter().position(|f| f.name == name)
     }
 
+    /// Its field names, comma-separated (for messages).
+    pub fn field_names(&self) -> String {
+        self.fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The short name (after the last dot).
     pub fn short_name(&self) -> &str {
         self.name.rsplit('.').next().unwrap_or(&self.name)
