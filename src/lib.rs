@@ -10,4 +10,5 @@ pub mod domain;
 pub mod formats;
 pub mod mapping;
 pub mod schema;
+pub mod store;
 pub mod synth;

@@ -1,0 +1,452 @@
+//! The store beneath the outbox: inbox, messages, per-key heads, attempts,
+//! quarantine, cursors, targets and audit, behind one [`Store`] with two
+//! implementations that pass one conformance suite: embedded SQLite (the
+//! default, one hub process) and PostgreSQL (several hub processes).
+//!
+//! Per-key order and a claim cost that does not grow with the backlog come
+//! from the `heads` table: one row per (target, key) with pending work,
+//! pointing at its oldest pending message. Claiming reads due heads through
+//! an index on `(target, due_at)`; a claim pushes `due_at` to the end of the
+//! lease, so a message whose worker died comes due again by itself, and
+//! bumps a lease counter, so a stale worker cannot settle it. A dead message
+//! parks its head (`due_at` NULL): its key waits, other keys flow.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use sha2::{Digest, Sha256};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store URL is not `sqlite://…` or `postgres://…`.
+    #[error("store URL {0:?} must start with sqlite:// or postgres://")]
+    Url(String),
+    /// SQLite failed.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    /// Applying the schema migrations failed.
+    #[error("migrating the store: {0}")]
+    Migration(String),
+    /// An operator action that does not fit the message's state.
+    #[error("{0}")]
+    Refused(String),
+    /// A blocking task failed.
+    #[error("store task failed: {0}")]
+    Task(String),
+    /// The store's directory could not be made.
+    #[error("store directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One source record to store, with what the mappings made of it.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    /// `connector.operation` the record came from.
+    pub source: String,
+    /// The record's id at the source (dedupe key).
+    pub source_id: String,
+    /// The record as received.
+    pub record: Vec<u8>,
+    /// Target messages the mappings produced.
+    pub messages: Vec<NewMessage>,
+    /// Mappings that could not map the record.
+    pub quarantine: Vec<Quarantined>,
+    /// The source's cursor after this record, stored in the same transaction.
+    pub cursor: Option<String>,
+}
+
+/// A mapped record for one target.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// The mapping that made it.
+    pub mapping: String,
+    /// `connector.operation` it goes to.
+    pub target: String,
+    /// Ordering key (the person).
+    pub key: String,
+    /// The encoded target record.
+    pub payload: Vec<u8>,
+}
+
+/// A mapping's failure on a record.
+#[derive(Clone, Debug)]
+pub struct Quarantined {
+    /// The mapping.
+    pub mapping: String,
+    /// Field, `when`, `key` or input path.
+    pub part: String,
+    /// The reason.
+    pub reason: String,
+}
+
+/// What [`Store::ingest`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Source records stored.
+    pub stored: usize,
+    /// Source records already stored earlier (nothing new was made of them).
+    pub duplicates: usize,
+    /// Messages created.
+    pub messages: usize,
+    /// Quarantine rows created.
+    pub quarantined: usize,
+}
+
+/// A message claimed for delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// Message id.
+    pub id: i64,
+    /// Target.
+    pub target: String,
+    /// Ordering key.
+    pub key: String,
+    /// Stable idempotency key, the same at every attempt.
+    pub idem_key: String,
+    /// Encoded record.
+    pub payload: Vec<u8>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// Lease token: settling needs it.
+    pub lease: i64,
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attempt {
+    /// When it started, ms since the epoch.
+    pub at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status or similar, if any.
+    pub status_code: Option<i64>,
+    /// Class of error (`timeout`, `connect`, `http_503`, …), if it failed.
+    pub error_class: Option<String>,
+    /// A short excerpt of the response or error (never personal data).
+    pub excerpt: Option<String>,
+}
+
+/// How a claimed message ended its attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered: the key's next message may go.
+    Delivered,
+    /// Failed transiently: try again at this time (ms since the epoch).
+    Retry {
+        /// When.
+        at: i64,
+    },
+    /// Failed for good: the key is parked until an operator acts.
+    Dead {
+        /// Why, in words an operator understands.
+        reason: String,
+    },
+}
+
+/// The result of an attempt for one claimed message.
+#[derive(Clone, Debug)]
+pub struct Settle {
+    /// The claimed message.
+    pub id: i64,
+    /// Its target.
+    pub target: String,
+    /// Its key.
+    pub key: String,
+    /// The lease token from the claim.
+    pub lease: i64,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The attempt, recorded append-only.
+    pub attempt: Attempt,
+}
+
+/// Message states.
+pub mod status {
+    /// Waiting for delivery (or being delivered).
+    pub const PENDING: i64 = 0;
+    /// Delivered.
+    pub const DELIVERED: i64 = 1;
+    /// Failed permanently or ran out of retries.
+    pub const DEAD: i64 = 2;
+    /// Skipped by an operator.
+    pub const SKIPPED: i64 = 3;
+}
+
+/// A message as operations see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRow {
+    /// Id.
+    pub id: i64,
+    /// Target.
+    pub target: String,
+    /// Key.
+    pub key: String,
+    /// Mapping.
+    pub mapping: String,
+    /// Idempotency key.
+    pub idem_key: String,
+    /// One of [`status`].
+    pub status: i64,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+    /// Encoded record.
+    pub payload: Vec<u8>,
+}
+
+/// An audit row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// When.
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What (`replay`, `skip`, `pause`, `resume`).
+    pub action: String,
+    /// On what (`message 42`, `target sscard.load_certificate`).
+    pub subject: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The stable idempotency key of the message a mapping makes of a source
+/// record: the same however often the record is read, replayed or retried.
+pub fn idempotency_key(source: &str, source_id: &str, mapping: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [source, source_id, mapping] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The store: embedded SQLite or PostgreSQL.
+pub enum Store {
+    /// Embedded SQLite (one hub process).
+    Sqlite(SqliteStore),
+    /// PostgreSQL (several hub processes may share it).
+    Postgres(PgStore),
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens a store by URL and applies its migrations. A relative SQLite
+    /// path is taken relative to `base`.
+    pub async fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let p = std::path::Path::new(path);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            Ok(Store::Sqlite(SqliteStore::open(&p).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::open(url).await?))
+        } else {
+            Err(StoreError::Url(url.to_string()))
+        }
+    }
+
+    /// Stores source records with their messages, quarantine rows and cursor,
+    /// all in one transaction. A record already stored (same source and
+    /// source id) makes nothing new.
+    pub async fn ingest(&self, batch: Vec<Ingest>) -> Result<IngestOutcome, StoreError> {
+        both!(self, s => s.ingest(batch).await)
+    }
+
+    /// Claims up to `limit` due messages of a target, at most one per key
+    /// (each key's oldest pending message), leased for `lease`.
+    pub async fn claim(
+        &self,
+        target: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        both!(self, s => s.claim(target, limit, lease).await)
+    }
+
+    /// Records the outcome of attempts. A settle whose lease is stale (the
+    /// message was claimed again after its lease ran out) is ignored; the
+    /// number of settles applied is returned.
+    pub async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
+        both!(self, s => s.settle(settles).await)
+    }
+
+    /// Gives claimed messages back without an attempt (graceful shutdown).
+    pub async fn release(&self, claims: Vec<(String, String, i64)>) -> Result<(), StoreError> {
+        both!(self, s => s.release(claims).await)
+    }
+
+    /// Puts a dead message back at the head of its key, as is or with a new
+    /// payload (re-mapped), and writes an audit row.
+    pub async fn replay(
+        &self,
+        id: i64,
+        payload: Option<Vec<u8>>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.replay(id, payload, actor, reason).await)
+    }
+
+    /// Skips a dead message with a reason: its key moves on. Audited.
+    pub async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
+        both!(self, s => s.skip(id, actor, reason).await)
+    }
+
+    /// Pauses or resumes a target. Audited.
+    pub async fn set_paused(
+        &self,
+        target: &str,
+        paused: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.set_paused(target, paused, actor, reason).await)
+    }
+
+    /// Whether a target is paused.
+    pub async fn is_paused(&self, target: &str) -> Result<bool, StoreError> {
+        both!(self, s => s.is_paused(target).await)
+    }
+
+    /// A source's cursor.
+    pub async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        both!(self, s => s.cursor(source).await)
+    }
+
+    /// One message.
+    pub async fn message(&self, id: i64) -> Result<Option<MessageRow>, StoreError> {
+        both!(self, s => s.message(id).await)
+    }
+
+    /// A message's attempts, oldest first.
+    pub async fn attempts(&self, id: i64) -> Result<Vec<Attempt>, StoreError> {
+        both!(self, s => s.attempts(id).await)
+    }
+
+    /// Messages of a target in a state, by id.
+    pub async fn messages(
+        &self,
+        target: &str,
+        status: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        both!(self, s => s.messages(target, status, limit).await)
+    }
+
+    /// Quarantine rows of a source: (mapping, part, reason).
+    pub async fn quarantine(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        both!(self, s => s.quarantine(source).await)
+    }
+
+    /// Audit rows, oldest first.
+    pub async fn audit(&self) -> Result<Vec<AuditRow>, StoreError> {
+        both!(self, s => s.audit().await)
+    }
+
+    /// Number of inbox rows.
+    pub async fn inbox_len(&self) -> Result<i64, StoreError> {
+        both!(self, s => s.inbox_len().await)
+    }
+}
+
+/// The outcome as stored in `attempts.outcome`.
+pub(crate) fn outcome_code(o: &Outcome) -> i64 {
+    match o {
+        Outcome::Delivered => status::DELIVERED,
+        Outcome::Retry { .. } => status::PENDING,
+        Outcome::Dead { .. } => status::DEAD,
+    }
+}
+
+/// A state's name, for messages.
+pub fn status_name(s: i64) -> &'static str {
+    match s {
+        status::PENDING => "pending",
+        status::DELIVERED => "delivered",
+        status::DEAD => "dead",
+        status::SKIPPED => "skipped",
+        _ => "unknown",
+    }
+}
+
+/// The text kept as a message's last error.
+pub(crate) fn error_text(s: &Settle) -> Option<String> {
+    match &s.outcome {
+        Outcome::Delivered => None,
+        Outcome::Dead { reason } => Some(reason.clone()),
+        Outcome::Retry { .. } => Some(
+            [
+                s.attempt.error_class.as_deref(),
+                s.attempt.excerpt.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": "),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_stable_and_distinct() {
+        let a = idempotency_key("national_cert.events", "EV-1", "card_load");
+        assert_eq!(
+            a,
+            idempotency_key("national_cert.events", "EV-1", "card_load")
+        );
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            idempotency_key("national_cert.events", "EV-1", "subsidy")
+        );
+        assert_ne!(
+            a,
+            idempotency_key("national_cert.events", "EV-2", "card_load")
+        );
+        // Length-prefixed parts: no ambiguity from concatenation.
+        assert_ne!(
+            idempotency_key("a", "bc", "d"),
+            idempotency_key("ab", "c", "d")
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, one
+//! connection serialised behind a mutex (SQLite has one writer at a time
+//! anyway), each call on tokio's blocking pool.
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+mod embedded {
+    refinery::embed_migrations!("src/store/migrations/sqlite");
+}
+
+/// The SQLite store. One hub process per database file.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut conn = Connection::open(&path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            embedded::migrations::runner()
+                .run(&mut conn)
+                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            Ok(SqliteStore {
+                conn: Arc::new(Mutex::new(conn)),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    pub(super) async fn ingest(&self, batch: Vec<Ingest>) -> Result<IngestOutcome, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let mut out = IngestOutcome::default();
+            {
+                let mut inbox = tx.prepare_cached(
+                    "INSERT INTO inbox (source, source_id, record, received_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (source, source_id) DO NOTHING RETURNING id",
+                )?;
+                let mut message = tx.prepare_cached(
+                    "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (idem_key) DO NOTHING RETURNING id",
+                )?;
+                let mut head = tx.prepare_cached(
+                    "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, key) DO NOTHING",
+                )?;
+                let mut quarantine = tx.prepare_cached(
+                    "INSERT INTO quarantine (inbox_id, mapping, part, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let mut cursor = tx.prepare_cached(
+                    "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )?;
+                for item in &batch {
+                    let inbox_id: Option<i64> = inbox
+                        .query_row(params![item.source, item.source_id, item.record, now], |r| r.get(0))
+                        .optional()?;
+                    match inbox_id {
+                        None => out.duplicates += 1,
+                        Some(inbox_id) => {
+                            out.stored += 1;
+                            for m in &item.messages {
+                                let idem = idempotency_key(&item.source, &item.source_id, &m.mapping);
+                                let id: Option<i64> = message
+                                    .query_row(
+                                        params![inbox_id, m.mapping, m.target, m.key, idem, m.payload, now],
+                                        |r| r.get(0),
+                                    )
+                                    .optional()?;
+                                if let Some(id) = id {
+                                    out.messages += 1;
+                                    head.execute(params![m.target, m.key, id, now])?;
+                                }
+                            }
+                            for q in &item.quarantine {
+                                quarantine.execute(params![inbox_id, q.mapping, q.part, q.reason, now])?;
+                                out.quarantined += 1;
+                            }
+                        }
+                    }
+                    if let Some(cur) = &item.cursor {
+                        cursor.execute(params![item.source, cur, now])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        target: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let paused: bool = tx
+                .query_row(
+                    "SELECT paused FROM targets WHERE target = ?1",
+                    [&target],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .is_some_and(|p| p != 0);
+            let mut out = Vec::new();
+            if !paused {
+                let now = now_ms();
+                let until = now + lease.as_millis() as i64;
+                let heads: Vec<(String, i64, i64)> = {
+                    let mut st = tx.prepare_cached(
+                        "UPDATE heads SET due_at = ?1, lease = lease + 1
+                         WHERE rowid IN (SELECT rowid FROM heads WHERE target = ?2 AND due_at <= ?3
+                                         ORDER BY due_at LIMIT ?4)
+                         RETURNING key, message_id, lease",
+                    )?;
+                    let rows = st.query_map(params![until, target, now, limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let mut msg = tx.prepare_cached(
+                    "SELECT idem_key, payload, attempts FROM messages WHERE id = ?1",
+                )?;
+                for (key, id, lease) in heads {
+                    let (idem_key, payload, attempts) =
+                        msg.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    out.push(Claimed {
+                        id,
+                        target: target.clone(),
+                        key,
+                        idem_key,
+                        payload,
+                        attempts,
+                        lease,
+                    });
+                }
+            }
+            tx.commit()?;
+            out.sort_by_key(|c| c.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let mut applied = 0;
+            for s in &settles {
+                tx.prepare_cached(
+                    "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    s.id,
+                    s.attempt.at,
+                    s.attempt.duration_ms,
+                    outcome_code(&s.outcome),
+                    s.attempt.status_code,
+                    s.attempt.error_class,
+                    s.attempt.excerpt
+                ])?;
+                let head: Option<(i64, i64)> = tx
+                    .prepare_cached("SELECT message_id, lease FROM heads WHERE target = ?1 AND key = ?2")?
+                    .query_row(params![s.target, s.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if head != Some((s.id, s.lease)) {
+                    continue; // claimed again after the lease ran out: the newer claim settles it
+                }
+                applied += 1;
+                let error = error_text(s);
+                match &s.outcome {
+                    Outcome::Delivered => {
+                        tx.prepare_cached(
+                            "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = ?2, last_error = NULL WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now])?;
+                        advance(&tx, &s.target, &s.key, now)?;
+                    }
+                    Outcome::Retry { at } => {
+                        tx.prepare_cached(
+                            "UPDATE messages SET attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now, error])?;
+                        tx.prepare_cached("UPDATE heads SET due_at = ?3 WHERE target = ?1 AND key = ?2")?
+                            .execute(params![s.target, s.key, at])?;
+                    }
+                    Outcome::Dead { .. } => {
+                        tx.prepare_cached(
+                            "UPDATE messages SET status = 2, attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now, error])?;
+                        tx.prepare_cached("UPDATE heads SET due_at = NULL WHERE target = ?1 AND key = ?2")?
+                            .execute(params![s.target, s.key])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    pub(super) async fn release(
+        &self,
+        claims: Vec<(String, String, i64)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            for (target, key, lease) in &claims {
+                tx.prepare_cached(
+                    "UPDATE heads SET due_at = ?4 WHERE target = ?1 AND key = ?2 AND lease = ?3",
+                )?
+                .execute(params![target, key, lease, now])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn replay(
+        &self,
+        id: i64,
+        payload: Option<Vec<u8>>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (target, key) = dead_message(&tx, id, "replayed")?;
+            let now = now_ms();
+            tx.execute(
+                "UPDATE messages SET status = 0, payload = COALESCE(?2, payload), updated_at = ?3 WHERE id = ?1",
+                params![id, payload, now],
+            )?;
+            tx.execute(
+                "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (target, key) DO UPDATE SET message_id = excluded.message_id, due_at = excluded.due_at",
+                params![target, key, id, now],
+            )?;
+            let action = if payload.is_some() { "replay_remapped" } else { "replay" };
+            audit(&tx, &actor, action, &format!("message {id}"), &reason)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (target, key) = dead_message(&tx, id, "skipped")?;
+            let now = now_ms();
+            tx.execute(
+                "UPDATE messages SET status = 3, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            advance(&tx, &target, &key, now)?;
+            audit(&tx, &actor, "skip", &format!("message {id}"), &reason)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn set_paused(
+        &self,
+        target: &str,
+        paused: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (target, actor, reason) = (target.to_string(), actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO targets (target, paused) VALUES (?1, ?2)
+                 ON CONFLICT (target) DO UPDATE SET paused = excluded.paused",
+                params![target, i64::from(paused)],
+            )?;
+            let action = if paused { "pause" } else { "resume" };
+            audit(&tx, &actor, action, &format!("target {target}"), &reason)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn is_paused(&self, target: &str) -> Result<bool, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            let p: Option<i64> = c
+                .query_row(
+                    "SELECT paused FROM targets WHERE target = ?1",
+                    [target],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(p.is_some_and(|p| p != 0))
+        })
+        .await
+    }
+
+    pub(super) async fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let source = source.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT cursor FROM cursors WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn message(&self, id: i64) -> Result<Option<MessageRow>, StoreError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("{MESSAGE_SELECT} WHERE id = ?1"),
+                [id],
+                message_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn messages(
+        &self,
+        target: &str,
+        status: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(&format!(
+                "{MESSAGE_SELECT} WHERE target = ?1 AND status = ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![target, status, limit as i64], message_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn attempts(&self, id: i64) -> Result<Vec<Attempt>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([id], |r| {
+                Ok(Attempt {
+                    at: r.get(0)?,
+                    duration_ms: r.get(1)?,
+                    status_code: r.get(2)?,
+                    error_class: r.get(3)?,
+                    excerpt: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn quarantine(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let source = source.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                 WHERE i.source = ?1 ORDER BY q.id",
+            )?;
+            let rows = st.query_map([source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn audit(&self) -> Result<Vec<AuditRow>, StoreError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT at, actor, action, subject, reason FROM audit ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                Ok(AuditRow {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    subject: r.get(3)?,
+                    reason: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn inbox_len(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?))
+            .await
+    }
+}
+
+const MESSAGE_SELECT: &str =
+    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload FROM messages";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        key: r.get(2)?,
+        mapping: r.get(3)?,
+        idem_key: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        payload: r.get(8)?,
+    })
+}
+
+/// Moves a key's head to its next pending message, or removes it.
+fn advance(
+    tx: &rusqlite::Transaction<'_>,
+    target: &str,
+    key: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let next: Option<i64> = tx
+        .prepare_cached("SELECT id FROM messages WHERE target = ?1 AND key = ?2 AND status = 0 ORDER BY id LIMIT 1")?
+        .query_row(params![target, key], |r| r.get(0))
+        .optional()?;
+    match next {
+        Some(n) => tx
+            .prepare_cached(
+                "UPDATE heads SET message_id = ?3, due_at = ?4 WHERE target = ?1 AND key = ?2",
+            )?
+            .execute(params![target, key, n, now])?,
+        None => tx
+            .prepare_cached("DELETE FROM heads WHERE target = ?1 AND key = ?2")?
+            .execute(params![target, key])?,
+    };
+    Ok(())
+}
+
+/// The target and key of a dead message; refuses any other state.
+fn dead_message(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    verb: &str,
+) -> Result<(String, String), StoreError> {
+    let row: Option<(String, String, i64)> = tx
+        .query_row(
+            "SELECT target, key, status FROM messages WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(StoreError::Refused(format!("there is no message {id}"))),
+        Some((t, k, status::DEAD)) => Ok((t, k)),
+        Some((_, _, s)) => Err(StoreError::Refused(format!(
+            "message {id} is {}: only dead messages are {verb}",
+            status_name(s)
+        ))),
+    }
+}
+
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, subject, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_ms(), actor, action, subject, reason],
+    )?;
+    Ok(())
+}
