@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod connectors;
+pub mod dispatch;
 pub mod domain;
 pub mod formats;
 pub mod mapping;

@@ -1,0 +1,3 @@
+//! Connectors: how the hub talks to each external system.
+
+pub mod http;

@@ -1,0 +1,247 @@
+//! The dispatcher: for each target, claims due messages from the store (at
+//! most one per key, so one person's messages stay in order), delivers them
+//! through the target's sink within its concurrency and rate limits,
+//! records every attempt, and settles each message as delivered, retried
+//! later or dead, in one batch per round. A circuit breaker stops it from
+//! hammering a target that is down; one slow or dead target never holds up
+//! another, because each target runs in a task of its own.
+
+pub mod breaker;
+pub mod failure;
+pub mod retry;
+
+use crate::store::{Attempt, Claimed, Outcome, Settle, Store, StoreError};
+use breaker::{Breaker, BreakerConfig, Permit};
+use failure::{Class, DeliveryError};
+use futures::future::BoxFuture;
+use retry::RetryPolicy;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// A successful delivery.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// HTTP status or similar.
+    pub status_code: Option<u16>,
+    /// Anything worth keeping from the answer (masked).
+    pub excerpt: Option<String>,
+}
+
+/// Where a target's messages go: one kind per connector kind.
+pub trait Sink: Send + Sync {
+    /// Delivers one message, carrying its idempotency key.
+    fn deliver<'a>(&'a self, m: &'a Claimed) -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
+}
+
+/// How one target is dispatched.
+#[derive(Clone, Debug)]
+pub struct TargetSettings {
+    /// `connector.operation`.
+    pub target: String,
+    /// Deliveries in flight at once (also the claim batch size).
+    pub concurrency: usize,
+    /// Sustained deliveries per second, if limited.
+    pub rate_per_second: Option<NonZeroU32>,
+    /// Burst allowance of the rate limit.
+    pub burst: Option<NonZeroU32>,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+    /// How long a claim lasts; longer than the sink's timeout.
+    pub lease: Duration,
+    /// Pause between polls when nothing is due.
+    pub idle_poll: Duration,
+}
+
+impl TargetSettings {
+    /// Defaults for a target.
+    pub fn new(target: &str) -> Self {
+        TargetSettings {
+            target: target.to_string(),
+            concurrency: 16,
+            rate_per_second: None,
+            burst: None,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counters of one target, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Messages delivered.
+    pub delivered: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub retried: AtomicU64,
+    /// Messages that went dead.
+    pub dead: AtomicU64,
+}
+
+/// Runs one target until `shutdown` turns true. In-flight deliveries finish
+/// and are settled before it returns.
+pub async fn run_target(
+    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
+    s: TargetSettings,
+    stats: Arc<TargetStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    use governor::{Quota, RateLimiter};
+    let limiter = s.rate_per_second.map(|r| {
+        let q = Quota::per_second(r).allow_burst(s.burst.unwrap_or(r));
+        RateLimiter::direct(q)
+    });
+    let mut breaker = Breaker::new(s.breaker.clone());
+    let mut rng = crate::synth::Rng::new(crate::store::now_ms() as u64 ^ hash(&s.target));
+    let mut store_failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let limit = match breaker.permit(Instant::now()) {
+            Permit::Flow => s.concurrency.max(1),
+            Permit::Probe => 1,
+            Permit::Wait(until) => {
+                wait(
+                    &mut shutdown,
+                    until.saturating_duration_since(Instant::now()),
+                )
+                .await;
+                continue;
+            }
+        };
+        let claimed = match store.claim(&s.target, limit, s.lease).await {
+            Ok(c) => {
+                store_failures = 0;
+                c
+            }
+            Err(e) => {
+                // The store is unreachable (a restart, say): back off and try again.
+                store_failures += 1;
+                tracing::warn!(target_name = %s.target, error = %e, "Claiming failed; retrying");
+                wait(&mut shutdown, backoff(store_failures)).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            wait(&mut shutdown, s.idle_poll).await;
+            continue;
+        }
+        let deliveries = claimed.iter().map(|m| {
+            let (sink, limiter) = (&sink, &limiter);
+            async move {
+                if let Some(l) = limiter {
+                    l.until_ready().await;
+                }
+                let at = crate::store::now_ms();
+                let t0 = Instant::now();
+                let r = sink.deliver(m).await;
+                (r, at, t0.elapsed())
+            }
+        });
+        let results = futures::future::join_all(deliveries).await;
+        let now = Instant::now();
+        let mut settles = Vec::with_capacity(claimed.len());
+        for (m, (r, at, took)) in claimed.iter().zip(results) {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let mut attempt = Attempt {
+                at,
+                duration_ms: took.as_millis() as i64,
+                ..Default::default()
+            };
+            let outcome = match r {
+                Ok(d) => {
+                    breaker.success();
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    attempt.status_code = d.status_code.map(i64::from);
+                    attempt.excerpt = d.excerpt;
+                    Outcome::Delivered
+                }
+                Err(e) => {
+                    attempt.status_code = e.status().map(i64::from);
+                    attempt.error_class = Some(e.error_class());
+                    attempt.excerpt = Some(e.to_string());
+                    match e.class() {
+                        Class::Permanent => {
+                            stats.dead.fetch_add(1, Ordering::Relaxed);
+                            Outcome::Dead {
+                                reason: format!("refused for good: {e}"),
+                            }
+                        }
+                        Class::Transient => {
+                            breaker.failure(now);
+                            let failed = m.attempts as usize + 1;
+                            let jitter = (rng.next_u64() % 1_000_001) as u32;
+                            match s.retry.next_delay(failed, e.retry_after(), jitter) {
+                                Some(d) => {
+                                    stats.retried.fetch_add(1, Ordering::Relaxed);
+                                    Outcome::Retry {
+                                        at: crate::store::now_ms() + d.as_millis() as i64,
+                                    }
+                                }
+                                None => {
+                                    stats.dead.fetch_add(1, Ordering::Relaxed);
+                                    Outcome::Dead {
+                                        reason: format!(
+                                            "gave up after {failed} attempts; the last: {e}"
+                                        ),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            settles.push(Settle {
+                id: m.id,
+                target: m.target.clone(),
+                key: m.key.clone(),
+                lease: m.lease,
+                outcome,
+                attempt,
+            });
+        }
+        // The deliveries happened: keep trying to record them while the
+        // leases last (after that, the messages go again with the same
+        // idempotency keys, and receivers drop the repeats).
+        let deadline = Instant::now() + s.lease;
+        let mut tries = 0;
+        loop {
+            match store.settle(settles.clone()).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tries += 1;
+                    tracing::warn!(target_name = %s.target, error = %e, "Settling failed; retrying");
+                    tokio::time::sleep(backoff(tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(6)))
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}

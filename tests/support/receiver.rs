@@ -1,0 +1,81 @@
+//! An HTTP receiver on 127.0.0.1 for dispatcher tests: records every
+//! delivery (idempotency key, body) and answers as told: accept, 503,
+//! 429 with Retry-After, and 422 for bodies with `"poison":true` while
+//! poison is refused. It stops when the test's runtime ends.
+
+use axum::{
+    body::Bytes, extract::State, http::HeaderMap, http::StatusCode, response::IntoResponse,
+    routing::post, Router,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How the receiver answers.
+pub const ACCEPT: u8 = 0;
+/// 503 Service Unavailable.
+pub const UNAVAILABLE: u8 = 1;
+/// 429 with `Retry-After: 1`.
+pub const TOO_MANY: u8 = 2;
+
+#[derive(Default)]
+pub struct Receiver {
+    pub mode: AtomicU8,
+    pub refuse_poison: AtomicBool,
+    pub requests: AtomicU64,
+    /// Accepted deliveries in arrival order: (idempotency key, body).
+    pub accepted: Mutex<Vec<(String, String)>>,
+}
+
+/// Starts a receiver; returns its state and its URL.
+pub async fn start(refuse_poison: bool, mode: u8) -> (Arc<Receiver>, String) {
+    let state = Arc::new(Receiver::default());
+    state.mode.store(mode, Ordering::SeqCst);
+    state.refuse_poison.store(refuse_poison, Ordering::SeqCst);
+    let app = Router::new()
+        .route("/deliver", post(handle))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/deliver", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, url)
+}
+
+async fn handle(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    r.requests.fetch_add(1, Ordering::SeqCst);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    match r.mode.load(Ordering::SeqCst) {
+        UNAVAILABLE => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "")],
+                "down for maintenance".to_string(),
+            )
+        }
+        TOO_MANY => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "slow down".to_string(),
+            )
+        }
+        _ => {}
+    }
+    if body.contains("\"poison\":true") && r.refuse_poison.load(Ordering::SeqCst) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [("retry-after", "")],
+            "unknown person 110105199003070017".to_string(),
+        );
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    r.accepted.lock().unwrap().push((key, body));
+    (StatusCode::OK, [("retry-after", "")], "ok".to_string())
+}
