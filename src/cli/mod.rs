@@ -4,6 +4,7 @@
 //! configuration or the command line is wrong.
 
 mod map;
+mod run;
 
 use crate::config::{Config, Diagnostics};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,23 @@ enum Command {
     },
     /// List the functions mapping expressions can call.
     Functions,
+    /// Map JSON lines from a source operation through its feeds into the outbox.
+    Ingest {
+        /// The source operation, `connector.operation`.
+        #[arg(long, short)]
+        source: String,
+        /// Input file of JSON lines.
+        input: PathBuf,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Run the hub: deliver the outbox to every target until SIGTERM or Ctrl-C.
+    Run {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
     /// Run the test cases beside every mapping.
     Test {
         /// Configuration directory.
@@ -57,10 +75,27 @@ enum Command {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run { config } = cli.command {
+        let Some(cfg) = load(&config, true) else {
+            return ExitCode::from(2);
+        };
+        return run::run(cfg);
+    }
     // These commands print and exit: when the reader of their output goes
     // away (`tongban map … | head`), they end quietly, as Unix tools do.
     restore_sigpipe();
     match cli.command {
+        Command::Run { .. } => unreachable!("handled above"),
+        Command::Ingest {
+            source,
+            input,
+            config,
+        } => {
+            let Some(cfg) = load(&config, false) else {
+                return ExitCode::from(2);
+            };
+            run::ingest(&cfg, &source, &input)
+        }
         Command::Check { config } => check(&config),
         Command::Map {
             mapping,

@@ -160,6 +160,9 @@ pub struct Operation {
     /// Body encoding.
     #[serde(default)]
     pub format: BodyFormat,
+    /// source: the top-level string field that identifies a record at the
+    /// source (deduplication); without it, a record's content hash is its id.
+    pub id_field: Option<Spanned<String>>,
     /// What it does, for people.
     pub description: Option<String>,
     /// http: request method.

@@ -271,6 +271,23 @@ impl Loader {
             }
             for (name, op) in &spec.operations {
                 let s = &op.get_ref().schema;
+                if let (Some(schema), Some(idf)) =
+                    (schemas.get(s.get_ref()), &op.get_ref().id_field)
+                {
+                    let ok = schema.record.field_index(idf.get_ref()).is_some_and(|i| {
+                        matches!(schema.record.fields[i].ty, crate::schema::Type::Str)
+                    });
+                    if !ok {
+                        self.diags.push(src.error(
+                            idf.span().start,
+                            format!(
+                                "operation {name}: id_field {:?} must be a required string field of {}",
+                                idf.get_ref(),
+                                schema.record.short_name()
+                            ),
+                        ));
+                    }
+                }
                 if schemas.get(s.get_ref()).is_none() {
                     self.diags.push(src.error(
                         s.span().start,

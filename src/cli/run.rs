@@ -1,0 +1,216 @@
+//! `tongban run` and `tongban ingest`.
+
+use crate::config::connector::Auth;
+use crate::config::{Config, ConnectorKind, OpRef};
+use crate::connectors::http::HttpSink;
+use crate::dispatch::retry::RetryPolicy;
+use crate::dispatch::{run_target, Sink, TargetSettings, TargetStats};
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TONGBAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `tongban ingest --source OP FILE`: JSON lines through the source's feeds
+/// into the outbox, 1,000 records per transaction.
+pub fn ingest(cfg: &Config, source: &str, input: &Path) -> ExitCode {
+    let pipeline = match Pipeline::new(cfg, source) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = match std::fs::File::open(input) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", input.display());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = runtime();
+    let result: Result<crate::store::IngestOutcome, String> = rt.block_on(async {
+        let store = Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut total = crate::store::IngestOutcome::default();
+        let mut batch = Vec::with_capacity(1000);
+        let rd = std::io::BufReader::new(file);
+        for line in rd.split(b'\n') {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            batch.push(pipeline.record(line.trim_ascii(), None));
+            if batch.len() == 1000 {
+                add(
+                    &mut total,
+                    store
+                        .ingest(std::mem::take(&mut batch))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        if !batch.is_empty() {
+            add(
+                &mut total,
+                store.ingest(batch).await.map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(total)
+    });
+    match result {
+        Ok(t) => {
+            println!(
+                "{source}: stored {} records ({} already stored), {} messages, {} quarantined",
+                t.stored, t.duplicates, t.messages, t.quarantined
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn add(t: &mut crate::store::IngestOutcome, o: crate::store::IngestOutcome) {
+    t.stored += o.stored;
+    t.duplicates += o.duplicates;
+    t.messages += o.messages;
+    t.quarantined += o.quarantined;
+}
+
+/// Builds the sink and settings of one target, or says why it cannot run yet.
+fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+    let c = cfg
+        .connectors
+        .get(&t.connector)
+        .ok_or("no such connector")?;
+    let op = c
+        .spec
+        .operations
+        .get(&t.operation)
+        .ok_or("no such operation")?
+        .get_ref();
+    if c.spec.kind != ConnectorKind::Http {
+        return Err(format!(
+            "{:?} sinks are not built yet; its messages wait in the outbox",
+            c.spec.kind
+        ));
+    }
+    if let Some(a) = &c.spec.auth {
+        if matches!(a.get_ref(), Auth::Hmac(_)) {
+            return Err(
+                "HMAC request signing is not built yet; its messages wait in the outbox".into(),
+            );
+        }
+        return Err(
+            "authenticated HTTP sinks are not built yet; its messages wait in the outbox".into(),
+        );
+    }
+    let base = c
+        .spec
+        .base_url
+        .as_ref()
+        .map(|u| u.get_ref().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    let url = format!("{base}{}", op.path.as_deref().unwrap_or(""));
+    let timeout = c
+        .spec
+        .timeout
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(30));
+    let sink = HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?;
+    let mut s = TargetSettings::new(&t.to_string());
+    s.concurrency = c.spec.concurrency.unwrap_or(16) as usize;
+    let rate = op.rate_limit.as_ref().or(c.spec.rate_limit.as_ref());
+    s.rate_per_second = rate.and_then(|r| NonZeroU32::new(r.per_second));
+    s.burst = rate.and_then(|r| r.burst).and_then(NonZeroU32::new);
+    let schedule = c
+        .spec
+        .retry_schedule
+        .as_ref()
+        .unwrap_or(&cfg.hub.dispatch.retry_schedule);
+    s.retry = RetryPolicy {
+        schedule: schedule.iter().map(|d| d.0).collect(),
+        jitter_percent: cfg.hub.dispatch.jitter_percent,
+        ..RetryPolicy::default()
+    };
+    s.lease = cfg
+        .hub
+        .dispatch
+        .lease
+        .0
+        .max(timeout + Duration::from_secs(5));
+    Ok((Arc::new(sink), s))
+}
+
+/// `tongban run`: a dispatcher task per target until SIGTERM or Ctrl-C; then
+/// in-flight deliveries finish and are recorded, and the process exits 0.
+pub fn run(cfg: Config) -> ExitCode {
+    init_logs();
+    let rt = runtime();
+    let code = rt.block_on(async move {
+        let store = match Store::open(&cfg.hub.store.url, &cfg.dir).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot open the store");
+                return ExitCode::from(1);
+            }
+        };
+        let (stop, watch) = tokio::sync::watch::channel(false);
+        let targets: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.to.clone()).collect();
+        let mut tasks = Vec::new();
+        for t in &targets {
+            match target(&cfg, t) {
+                Ok((sink, settings)) => {
+                    tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
+                    let stats = Arc::new(TargetStats::default());
+                    tasks.push(tokio::spawn(run_target(store.clone(), sink, settings, stats, watch.clone())));
+                }
+                Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
+            }
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("Shutting down: finishing deliveries in flight");
+        let _ = stop.send(true);
+        let mut code = ExitCode::SUCCESS;
+        for t in tasks {
+            if let Ok(Err(e)) = t.await {
+                tracing::error!(error = %e, "A target stopped with a store error");
+                code = ExitCode::from(1);
+            }
+        }
+        tracing::info!("Stopped");
+        code
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    code
+}

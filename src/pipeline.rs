@@ -1,0 +1,105 @@
+//! A source record through every feed that reads its operation: the
+//! messages for the outbox, the quarantine rows for the feeds that could not
+//! map it, and its source id, ready for one [`Store::ingest`] transaction.
+//!
+//! [`Store::ingest`]: crate::store::Store::ingest
+
+use crate::config::{Config, Mapping, OpRef, Rejection};
+use crate::mapping::Outcome;
+use crate::schema::{encode_json, Datum};
+use crate::store::{Ingest, NewMessage, Quarantined};
+use sha2::{Digest, Sha256};
+
+/// The feeds of one source operation.
+pub struct Pipeline<'c> {
+    source: OpRef,
+    feeds: Vec<&'c Mapping>,
+    id_field: Option<usize>,
+}
+
+impl<'c> Pipeline<'c> {
+    /// The pipeline of `source` (`connector.operation`).
+    pub fn new(cfg: &'c Config, source: &str) -> Result<Self, String> {
+        let feeds: Vec<&Mapping> = cfg
+            .mappings
+            .values()
+            .filter(|m| m.from.to_string() == source)
+            .collect();
+        let Some(first) = feeds.first() else {
+            return Err(format!("no mapping reads from {source:?}"));
+        };
+        let op = cfg
+            .operation(&first.from)
+            .ok_or_else(|| format!("no operation {source:?}"))?;
+        let id_field = op
+            .id_field
+            .as_ref()
+            .and_then(|f| first.source.record.field_index(f.get_ref()));
+        Ok(Pipeline {
+            source: first.from.clone(),
+            feeds,
+            id_field,
+        })
+    }
+
+    /// Maps one JSON record through every feed.
+    pub fn record(&self, raw: &[u8], cursor: Option<String>) -> Ingest {
+        let mut ingest = Ingest {
+            source: self.source.to_string(),
+            source_id: String::new(),
+            record: raw.to_vec(),
+            messages: Vec::new(),
+            quarantine: Vec::new(),
+            cursor,
+        };
+        match self.feeds[0].decode_json(raw) {
+            Err(r) => {
+                ingest.source_id = content_id(raw);
+                for m in &self.feeds {
+                    ingest.quarantine.push(quarantined(m, &r));
+                }
+            }
+            Ok(d) => {
+                ingest.source_id = match (&d, self.id_field) {
+                    (Datum::Record(fs), Some(i)) => match &fs[i] {
+                        Datum::Str(s) => s.to_string(),
+                        _ => content_id(raw),
+                    },
+                    _ => content_id(raw),
+                };
+                for m in &self.feeds {
+                    match m.apply(&d) {
+                        Ok(Outcome::Mapped { key, record }) => {
+                            let mut payload = Vec::with_capacity(256);
+                            encode_json(&record, m.target_type(), &mut payload);
+                            ingest.messages.push(NewMessage {
+                                mapping: m.name.clone(),
+                                target: m.to.to_string(),
+                                key: key.to_string(),
+                                payload,
+                            });
+                        }
+                        Ok(Outcome::Filtered) => {}
+                        Err(r) => ingest.quarantine.push(quarantined(m, &r)),
+                    }
+                }
+            }
+        }
+        ingest
+    }
+}
+
+fn quarantined(m: &Mapping, r: &Rejection) -> Quarantined {
+    Quarantined {
+        mapping: m.name.clone(),
+        part: r.part.clone(),
+        reason: r.to_string(),
+    }
+}
+
+/// A record's id when its source gives none: a hash of its bytes.
+pub fn content_id(raw: &[u8]) -> String {
+    let d = Sha256::digest(raw);
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
