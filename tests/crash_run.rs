@@ -7,82 +7,19 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 use support::receiver;
 
 const KEYS: usize = 2_000;
 const PER_KEY: usize = 10;
 
-fn write(dir: &Path, file: &str, text: &str) {
-    let p = dir.join(file);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-/// A small configuration: one source, one HTTP target (the receiver).
-fn config(dir: &Path, store_url: &str, receiver_url: &str) {
-    let base = receiver_url.trim_end_matches("/deliver");
-    write(dir, "tongban.toml", &format!(
-        "[store]\nurl = \"{store_url}\"\n[dispatch]\nretry_schedule = [\"100ms\", \"200ms\", \"400ms\", \"800ms\", \"1s\", \"1s\", \"1s\"]\nlease = \"3s\"\n"
-    ));
-    write(
-        dir,
-        "schemas/Ev.avsc",
-        r#"{"type":"record","name":"Ev","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"key","type":"string"},{"name":"seq","type":"long"}]}"#,
-    );
-    write(
-        dir,
-        "schemas/Out.avsc",
-        r#"{"type":"record","name":"Out","namespace":"t","fields":[{"name":"key","type":"string"},{"name":"seq","type":"long"},{"name":"id","type":"string"}]}"#,
-    );
-    write(dir, "connectors/src.toml", "kind = \"file\"\ndirectory = \"in\"\n[operations.events]\ndirection = \"source\"\nschema = \"Ev\"\nid_field = \"id\"\nfile_pattern = \"*.jsonl\"\n");
-    write(dir, "connectors/rx.toml", &format!(
-        "kind = \"http\"\nbase_url = \"{base}\"\ntimeout = \"2s\"\nconcurrency = 64\n[operations.deliver]\ndirection = \"sink\"\nschema = \"Out\"\nmethod = \"POST\"\npath = \"/deliver\"\n"
-    ));
-    write(dir, "mappings/ev_to_rx.toml", "from = \"src.events\"\nto = \"rx.deliver\"\nas = \"e\"\nkey = \"e.key\"\n[fields]\nkey = \"e.key\"\nseq = \"e.seq\"\nid = \"e.id\"\n");
-    let mut input = String::new();
-    for seq in 0..PER_KEY {
-        for k in 0..KEYS {
-            input.push_str(&format!(
-                "{{\"id\":\"K{k}-{seq}\",\"key\":\"K{k}\",\"seq\":{seq}}}\n"
-            ));
-        }
-    }
-    write(dir, "input.jsonl", &input);
-}
-
-fn hub(dir: &Path) -> Child {
-    support::tongban()
-        .args(["run", "--config", dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
+use support::hub::{config, hub, ingest};
 
 async fn crash_and_recover(store_url: &str) {
     let (rx, url) = receiver::start(false, receiver::ACCEPT).await;
     let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), store_url, &url);
-    let o = support::tongban()
-        .args([
-            "ingest",
-            "--config",
-            dir.path().to_str().unwrap(),
-            "--source",
-            "src.events",
-        ])
-        .arg(dir.path().join("input.jsonl"))
-        .output()
-        .unwrap();
-    let (out, err) = support::text(&o);
-    assert!(o.status.success(), "{out}{err}");
-    assert!(
-        out.contains("stored 20000 records (0 already stored), 20000 messages, 0 quarantined"),
-        "{out}"
-    );
+    config(dir.path(), store_url, &url, KEYS, PER_KEY);
+    ingest(dir.path(), KEYS * PER_KEY);
 
     let mut rng = tongban::synth::Rng::new(tongban::store::now_ms() as u64);
     for _ in 0..10 {

@@ -272,3 +272,61 @@ async fn an_outage_drains_within_what_the_schedule_and_breaker_allow() {
         "nothing went dead"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_go_with_every_request_and_a_refusal_is_permanent() {
+    use tongban::connectors::http::HttpAuth;
+    let (store, _dir) = sqlite().await;
+    store.ingest(batch(3, 1, None)).await.unwrap();
+    let (rx, url) = receiver::start(false, receiver::ACCEPT).await;
+    *rx.authorization.lock().unwrap() = Some("Bearer s3cret".into());
+    let sink = |token: &str| {
+        Arc::new(
+            HttpSink::new(&url, "POST", Duration::from_secs(5))
+                .unwrap()
+                .with_auth(Some(HttpAuth::Bearer(token.into()))),
+        )
+    };
+    let store = Arc::new(store);
+    let stats = Arc::new(TargetStats::default());
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_target(
+        store.clone(),
+        sink("guess"),
+        settings(vec![50], BreakerConfig::default()),
+        stats.clone(),
+        watch,
+    ));
+    support::eventually(Duration::from_secs(20), "refusals", || async {
+        stats.dead.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let dead = store.messages(T, status::DEAD, 10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("refused for good: the target answered HTTP 401: bad credentials")
+    );
+    for m in &dead {
+        store
+            .replay(m.id, None, "ops", "token rotated")
+            .await
+            .unwrap();
+    }
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_target(
+        store.clone(),
+        sink("s3cret"),
+        settings(vec![50], BreakerConfig::default()),
+        stats.clone(),
+        watch,
+    ));
+    support::eventually(Duration::from_secs(20), "deliveries", || async {
+        rx.accepted.lock().unwrap().len() >= 3
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}

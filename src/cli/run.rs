@@ -2,7 +2,7 @@
 
 use crate::config::connector::Auth;
 use crate::config::{Config, ConnectorKind, OpRef};
-use crate::connectors::http::HttpSink;
+use crate::connectors::http::{HttpAuth, HttpSink};
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::{run_target, Sink, TargetSettings, TargetStats};
 use crate::pipeline::Pipeline;
@@ -121,16 +121,22 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
             c.spec.kind
         ));
     }
-    if let Some(a) = &c.spec.auth {
-        if matches!(a.get_ref(), Auth::Hmac(_)) {
+    if op.format != crate::config::BodyFormat::Json {
+        return Err(format!(
+            "{:?} bodies are not built yet; its messages wait in the outbox",
+            op.format
+        ));
+    }
+    let auth = match c.spec.auth.as_ref().map(|a| a.get_ref()) {
+        None => None,
+        Some(Auth::Hmac(_)) => {
             return Err(
                 "HMAC request signing is not built yet; its messages wait in the outbox".into(),
-            );
+            )
         }
-        return Err(
-            "authenticated HTTP sinks are not built yet; its messages wait in the outbox".into(),
-        );
-    }
+        Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
+        Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
+    };
     let base = c
         .spec
         .base_url
@@ -143,7 +149,8 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .timeout
         .map(|d| d.0)
         .unwrap_or(Duration::from_secs(30));
-    let sink = HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?;
+    let sink =
+        HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?.with_auth(auth);
     let mut s = TargetSettings::new(&t.to_string());
     s.concurrency = c.spec.concurrency.unwrap_or(16) as usize;
     let rate = op.rate_limit.as_ref().or(c.spec.rate_limit.as_ref());

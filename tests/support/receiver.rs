@@ -20,6 +20,14 @@ pub const TOO_MANY: u8 = 2;
 #[derive(Default)]
 pub struct Receiver {
     pub mode: AtomicU8,
+    /// When set, requests without exactly this `Authorization` get 401.
+    pub authorization: Mutex<Option<String>>,
+    /// Accepted deliveries per User-Agent (each hub process has its own).
+    pub agents: Mutex<std::collections::HashMap<String, u64>>,
+    /// Idempotency keys being handled right now, and how often one arrived
+    /// while it was already in flight.
+    pub in_flight: Mutex<std::collections::HashSet<String>>,
+    pub overlaps: AtomicU64,
     pub refuse_poison: AtomicBool,
     pub requests: AtomicU64,
     /// Accepted deliveries in arrival order: (idempotency key, body).
@@ -47,6 +55,16 @@ async fn handle(
 ) -> impl IntoResponse {
     r.requests.fetch_add(1, Ordering::SeqCst);
     let body = String::from_utf8_lossy(&body).into_owned();
+    let wanted = r.authorization.lock().unwrap().clone();
+    if let Some(w) = wanted {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(w.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("retry-after", "")],
+                "bad credentials".to_string(),
+            );
+        }
+    }
     match r.mode.load(Ordering::SeqCst) {
         UNAVAILABLE => {
             return (
@@ -76,6 +94,18 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if !r.in_flight.lock().unwrap().insert(key.clone()) {
+        r.overlaps.fetch_add(1, Ordering::SeqCst);
+    }
+    // Hold the request a moment, so that a concurrent duplicate would overlap.
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    r.in_flight.lock().unwrap().remove(&key);
+    let agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    *r.agents.lock().unwrap().entry(agent).or_default() += 1;
     r.accepted.lock().unwrap().push((key, body));
     (StatusCode::OK, [("retry-after", "")], "ok".to_string())
 }

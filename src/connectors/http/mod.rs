@@ -8,8 +8,28 @@ use crate::store::Claimed;
 use futures::future::BoxFuture;
 use std::time::Duration;
 
+/// How requests are authenticated (secrets already resolved).
+#[derive(Clone)]
+pub enum HttpAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// HTTP basic authentication: user name and password.
+    Basic(String, String),
+}
+
+impl std::fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        match self {
+            HttpAuth::Bearer(_) => f.write_str("Bearer(***)"),
+            HttpAuth::Basic(u, _) => write!(f, "Basic({u}, ***)"),
+        }
+    }
+}
+
 /// Pushes each message as the body of one request, with its idempotency key.
 pub struct HttpSink {
+    auth: Option<HttpAuth>,
     client: reqwest::Client,
     url: reqwest::Url,
     method: reqwest::Method,
@@ -25,9 +45,15 @@ impl HttpSink {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(64)
+            .user_agent(format!(
+                "tongban/{} (pid {})",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            ))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(HttpSink {
+            auth: None,
             client,
             url,
             method,
@@ -36,10 +62,20 @@ impl HttpSink {
         })
     }
 
+    /// Authenticates every request.
+    pub fn with_auth(mut self, auth: Option<HttpAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
     async fn send(&self, m: &Claimed) -> Result<Delivered, DeliveryError> {
-        let resp = self
-            .client
-            .request(self.method.clone(), self.url.clone())
+        let req = self.client.request(self.method.clone(), self.url.clone());
+        let req = match &self.auth {
+            None => req,
+            Some(HttpAuth::Bearer(t)) => req.bearer_auth(t),
+            Some(HttpAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+        };
+        let resp = req
             .header("Idempotency-Key", &m.idem_key)
             .header("Content-Type", self.content_type)
             .body(m.payload.clone())
