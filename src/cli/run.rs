@@ -175,6 +175,38 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
     Ok((Arc::new(sink), s))
 }
 
+/// Runs a target, and runs it again after a pause when it stops on a store
+/// error (the store was unreachable for longer than a lease): a store that
+/// restarts must not leave a target stopped.
+async fn supervise(
+    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
+    settings: TargetSettings,
+    stats: Arc<TargetStats>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match run_target(
+            store.clone(),
+            sink.clone(),
+            settings.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(target_name = %settings.target, error = %e, "Target stopped on a store error; restarting it");
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// `tongban run`: a dispatcher task per target until SIGTERM or Ctrl-C; then
 /// in-flight deliveries finish and are recorded, and the process exits 0.
 pub fn run(cfg: Config) -> ExitCode {
@@ -196,7 +228,7 @@ pub fn run(cfg: Config) -> ExitCode {
                 Ok((sink, settings)) => {
                     tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
                     let stats = Arc::new(TargetStats::default());
-                    tasks.push(tokio::spawn(run_target(store.clone(), sink, settings, stats, watch.clone())));
+                    tasks.push(tokio::spawn(supervise(store.clone(), sink, settings, stats, watch.clone())));
                 }
                 Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
             }
@@ -208,15 +240,11 @@ pub fn run(cfg: Config) -> ExitCode {
         }
         tracing::info!("Shutting down: finishing deliveries in flight");
         let _ = stop.send(true);
-        let mut code = ExitCode::SUCCESS;
         for t in tasks {
-            if let Ok(Err(e)) = t.await {
-                tracing::error!(error = %e, "A target stopped with a store error");
-                code = ExitCode::from(1);
-            }
+            let _ = t.await;
         }
         tracing::info!("Stopped");
-        code
+        ExitCode::SUCCESS
     });
     rt.shutdown_timeout(Duration::from_secs(5));
     code

@@ -16,22 +16,37 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    /// Base URL without a database name.
-    base: String,
-    /// Kept so the directory outlives the server.
-    _dir: Option<tempfile::TempDir>,
+enum Cluster {
+    /// `TONGBAN_TEST_DATABASE_URL`, without its database name.
+    External(String),
+    /// A private server.
+    Private(Server),
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh, empty database; its URL.
+/// A fresh, empty database on the shared test cluster; its URL.
 pub async fn database() -> String {
-    let cluster = match CLUSTER.get_or_init(start) {
-        Ok(c) => c,
+    let cluster = CLUSTER.get_or_init(|| {
+        if let Ok(url) = std::env::var("TONGBAN_TEST_DATABASE_URL") {
+            // Strip a trailing database name: tests make their own databases.
+            let base = match url.rfind('/') {
+                Some(i) if i > "postgres://".len() => url[..i].to_string(),
+                _ => url,
+            };
+            return Ok(Cluster::External(base));
+        }
+        Server::start().map(Cluster::Private)
+    });
+    match cluster {
+        Ok(Cluster::External(base)) => create_database(base).await,
+        Ok(Cluster::Private(s)) => s.database().await,
         Err(e) => panic!("PostgreSQL is needed for this test and could not be started: {e}"),
-    };
+    }
+}
+
+async fn create_database(base: &str) -> String {
     let name = format!(
         "t{}_{}",
         std::process::id(),
@@ -40,18 +55,12 @@ pub async fn database() -> String {
     // An open port is not yet a server ready for queries: retry until it is.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (client, conn) = loop {
-        match tokio_postgres::connect(&format!("{}/postgres", cluster.base), tokio_postgres::NoTls)
-            .await
-        {
+        match tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls).await {
             Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
             }
-            Err(e) => panic!(
-                "cannot connect to the test cluster at {}: {e}",
-                cluster.base
-            ),
+            Err(e) => panic!("cannot connect to the test cluster at {base}: {e}"),
         }
     };
     let task = tokio::spawn(conn);
@@ -61,75 +70,103 @@ pub async fn database() -> String {
         .expect("create a test database");
     drop(client);
     let _ = task.await;
-    format!("{}/{name}", cluster.base)
+    format!("{base}/{name}")
 }
 
-fn start() -> Result<Cluster, String> {
-    if let Ok(url) = std::env::var("TONGBAN_TEST_DATABASE_URL") {
-        // Strip a trailing database name: tests make their own databases.
-        let base = match url.rfind('/') {
-            Some(i) if i > "postgres://".len() => url[..i].to_string(),
-            _ => url,
-        };
-        return Ok(Cluster { base, _dir: None });
-    }
-    let bin = find_bin().ok_or_else(|| {
-        "no PostgreSQL server binaries (initdb, postgres) found on PATH or under /usr/lib/postgresql; \
-         install them (Debian: apt-get install postgresql) or set TONGBAN_TEST_DATABASE_URL"
-            .to_string()
-    })?;
-    remove_stale_clusters();
-    let dir = tempfile::Builder::new()
-        .prefix("tongban-pg-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let data = dir.path().join("data");
-    let ids = run_as_ids()?;
-    if let Some((uid, gid)) = ids {
-        chown(dir.path(), uid, gid)?;
-    }
-    let out = as_user(Command::new(bin.join("initdb")), ids)
-        .args(["-D"])
-        .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        ])
-        .output()
-        .map_err(|e| format!("initdb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sock = dir.path().to_path_buf();
-    // The server is the child of a thread that lives as long as the process.
-    std::thread::spawn(move || {
-        let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D")
+/// A private PostgreSQL server in a temporary directory, on 127.0.0.1.
+pub struct Server {
+    bin: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    port: u16,
+    ids: Option<(u32, u32)>,
+    pid: std::sync::Arc<AtomicU32>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// initdb and start a new server.
+    pub fn start() -> Result<Server, String> {
+        let bin = find_bin().ok_or_else(|| {
+            "no PostgreSQL server binaries (initdb, postgres) found on PATH or under /usr/lib/postgresql; \
+             install them (Debian: apt-get install postgresql) or set TONGBAN_TEST_DATABASE_URL"
+                .to_string()
+        })?;
+        remove_stale_clusters();
+        let dir = tempfile::Builder::new()
+            .prefix("tongban-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let data = dir.path().join("data");
+        let ids = run_as_ids()?;
+        if let Some((uid, gid)) = ids {
+            chown(dir.path(), uid, gid)?;
+        }
+        let out = as_user(Command::new(bin.join("initdb")), ids)
+            .args(["-D"])
             .arg(&data)
             .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let server = Server {
+            bin,
+            data,
+            sock: dir.path().to_path_buf(),
+            port,
+            ids,
+            pid: Default::default(),
+            _dir: dir,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Base URL, without a database name.
+    pub fn base(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// A fresh database on this server; its URL.
+    pub async fn database(&self) -> String {
+        create_database(&self.base()).await
+    }
+
+    /// Starts the server process. It is the child of a thread that lives as
+    /// long as the test process, and gets SIGTERM when that process ends.
+    fn launch(&self) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args([
                 "-p",
-                &port.to_string(),
+                &self.port.to_string(),
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
             ])
-            .arg(format!("unix_socket_directories={}", sock.display()))
+            .arg(format!("unix_socket_directories={}", self.sock.display()))
             .args(["-c", "max_connections=200", "-c", "shared_buffers=128MB"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let mut cmd = as_user(cmd, ids);
+        let mut cmd = as_user(cmd, self.ids);
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -137,32 +174,50 @@ fn start() -> Result<Cluster, String> {
                 Ok(())
             });
         }
-        match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = tx.send(Ok(()));
-                let _ = child.wait();
+        let pid = self.pid.clone();
+        std::thread::spawn(move || {
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    pid.store(child.id(), Ordering::SeqCst);
+                    let _ = tx.send(Ok(()));
+                    let _ = child.wait();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("postgres: {e}")));
+                }
             }
-            Err(e) => {
-                let _ = tx.send(Err(format!("postgres: {e}")));
+            // Keep this thread (the server's parent) alive until the process ends.
+            loop {
+                std::thread::park();
             }
+        });
+        rx.recv().map_err(|e| e.to_string())??;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("postgres did not accept connections within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        // Keep this thread (the server's parent) alive until the process ends.
-        loop {
-            std::thread::park();
-        }
-    });
-    rx.recv().map_err(|e| e.to_string())??;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("postgres did not accept connections within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        Ok(())
     }
-    Ok(Cluster {
-        base: format!("postgres://postgres@127.0.0.1:{port}"),
-        _dir: Some(dir),
-    })
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub fn stop(&self) {
+        let pid = self.pid.load(Ordering::SeqCst) as i32;
+        // SAFETY: signalling our own server process.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same data and port.
+    pub fn restart(&self) -> Result<(), String> {
+        self.launch()
+    }
 }
 
 /// Removes the directories of earlier test clusters whose server is gone
