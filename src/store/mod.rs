@@ -405,6 +405,23 @@ pub fn status_name(s: i64) -> &'static str {
     }
 }
 
+/// The target and key of a message that must be dead for an operator
+/// action (`verb`: "replayed", "skipped"); refuses any other state.
+pub(crate) fn require_dead(
+    id: i64,
+    row: Option<(String, String, i64)>,
+    verb: &str,
+) -> Result<(String, String), StoreError> {
+    match row {
+        None => Err(StoreError::Refused(format!("there is no message {id}"))),
+        Some((t, k, status::DEAD)) => Ok((t, k)),
+        Some((_, _, s)) => Err(StoreError::Refused(format!(
+            "message {id} is {}: only dead messages are {verb}",
+            status_name(s)
+        ))),
+    }
+}
+
 /// The text kept as a message's last error.
 pub(crate) fn error_text(s: &Settle) -> Option<String> {
     match &s.outcome {

@@ -530,20 +530,17 @@ async fn dead_message(
             &[&id],
         )
         .await?;
-    match row.map(|r| {
-        (
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-        )
-    }) {
-        None => Err(StoreError::Refused(format!("there is no message {id}"))),
-        Some((t, k, status::DEAD)) => Ok((t, k)),
-        Some((_, _, s)) => Err(StoreError::Refused(format!(
-            "message {id} is {}: only dead messages are {verb}",
-            status_name(s)
-        ))),
-    }
+    require_dead(
+        id,
+        row.map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+            )
+        }),
+        verb,
+    )
 }
 
 async fn audit(

@@ -493,14 +493,7 @@ fn dead_message(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    match row {
-        None => Err(StoreError::Refused(format!("there is no message {id}"))),
-        Some((t, k, status::DEAD)) => Ok((t, k)),
-        Some((_, _, s)) => Err(StoreError::Refused(format!(
-            "message {id} is {}: only dead messages are {verb}",
-            status_name(s)
-        ))),
-    }
+    require_dead(id, row, verb)
 }
 
 fn audit(
