@@ -1,10 +1,11 @@
 //! The store alone, without HTTP: ingest rate, drain rate (claim → settle
-//! with a no-op delivery) and claim cost with a small and a large backlog.
+//! with a no-op delivery) and claim cost: the drain rate with a small and
+//! with a large backlog (`TONGBAN_BENCH_BACKLOG`, default 1,000,000).
 //!
 //! `cargo bench --bench outbox` measures the embedded SQLite store;
 //! with `TONGBAN_BENCH_DATABASE_URL=postgres://…` (an empty database) it
 //! measures PostgreSQL too. `TONGBAN_BENCH_MESSAGES` sets the count
-//! (default 200,000).
+//! (default 200,000); `TONGBAN_BENCH_SKIP_SQLITE=1` measures PostgreSQL alone.
 
 use std::time::{Duration, Instant};
 use tongban::store::*;
@@ -41,14 +42,23 @@ async fn ingest(s: &Store, from: usize, n: usize, keys: usize) -> Duration {
 }
 
 async fn drain(s: &Store) -> (usize, Duration) {
+    drain_some(s, usize::MAX).await
+}
+
+/// Claims and settles (no-op delivery) until `max` are done or none is due.
+async fn drain_some(s: &Store, max: usize) -> (usize, Duration) {
     let t0 = Instant::now();
     let mut n = 0;
     loop {
-        let c = s.claim(T, 512, Duration::from_secs(60)).await.unwrap();
+        let c = s
+            .claim(T, 512.min(max - n), Duration::from_secs(60))
+            .await
+            .unwrap();
         if c.is_empty() {
             return (n, t0.elapsed());
         }
         n += c.len();
+        let last = n >= max;
         let settles = c
             .iter()
             .map(|m| Settle {
@@ -66,28 +76,13 @@ async fn drain(s: &Store) -> (usize, Duration) {
             })
             .collect();
         s.settle(settles).await.unwrap();
+        if last {
+            return (n, t0.elapsed());
+        }
     }
 }
 
-/// Mean time of claiming 100 heads and releasing them.
-async fn claim_cost(s: &Store) -> Duration {
-    let rounds = 50;
-    let t0 = Instant::now();
-    for _ in 0..rounds {
-        let c = s.claim(T, 100, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(c.len(), 100);
-        s.release(
-            c.iter()
-                .map(|m| (m.target.clone(), m.key.clone(), m.lease))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    }
-    t0.elapsed() / rounds
-}
-
-async fn measure(name: &str, s: Store, n: usize) {
+async fn measure(name: &str, s: Store, n: usize, backlog: usize) {
     let keys = (n / 10).max(1000);
     let took = ingest(&s, 0, n, keys).await;
     println!(
@@ -100,18 +95,22 @@ async fn measure(name: &str, s: Store, n: usize) {
         "{name}: drain (claim 512, settle, no-op delivery): {:.0} messages/s",
         done as f64 / took.as_secs_f64()
     );
-    // Claim cost: 10k pending, then 10k + 1M pending (the extra backlog on
-    // keys that are all behind their heads, and on many more keys).
-    ingest(&s, n, 10_000, 1000).await;
-    let small = claim_cost(&s).await;
-    let big = 1_000_000;
-    ingest(&s, n + 10_000, big, 200_000).await;
-    let large = claim_cost(&s).await;
+    // Claim cost: the drain rate of 20k messages with 20k pending, then
+    // with `backlog` more pending (on 100k keys).
+    let probe = 20_000;
+    ingest(&s, n, probe, 2_000).await;
+    let (d, took) = drain_some(&s, probe).await;
+    let small = d as f64 / took.as_secs_f64();
+    let t0 = Instant::now();
+    ingest(&s, n + probe, backlog, 100_000).await;
+    let filled = t0.elapsed();
+    let (d, took) = drain_some(&s, probe).await;
+    let large = d as f64 / took.as_secs_f64();
     println!(
-        "{name}: claim 100 + release, mean: {:.2} ms with 10k pending, {:.2} ms with {}k pending",
-        small.as_secs_f64() * 1e3,
-        large.as_secs_f64() * 1e3,
-        (10_000 + big) / 1000
+        "{name}: drain of {probe}: {small:.0} messages/s with {probe} pending, {large:.0} messages/s with {} pending ({:+.0}%; the backlog took {:.0} s to ingest)",
+        backlog + probe,
+        (large / small - 1.0) * 100.0,
+        filled.as_secs_f64()
     );
 }
 
@@ -120,14 +119,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let backlog: usize = std::env::var("TONGBAN_BENCH_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open("sqlite://bench.db", dir.path()).await.unwrap();
-        measure("sqlite", s, n).await;
+        if std::env::var("TONGBAN_BENCH_SKIP_SQLITE").is_err() {
+            let s = Store::open("sqlite://bench.db", dir.path()).await.unwrap();
+            measure("sqlite", s, n, backlog).await;
+        }
         if let Ok(url) = std::env::var("TONGBAN_BENCH_DATABASE_URL") {
             let s = Store::open(&url, std::path::Path::new(".")).await.unwrap();
-            measure("postgres", s, n).await;
+            measure("postgres", s, n, backlog).await;
         } else {
             println!(
                 "postgres: not measured (set TONGBAN_BENCH_DATABASE_URL to an empty database)"

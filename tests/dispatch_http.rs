@@ -65,8 +65,22 @@ struct Running {
 }
 
 async fn start(store: Store, s: TargetSettings, refuse_poison: bool, mode: u8) -> Running {
+    start_batched(store, s, refuse_poison, mode, 1).await
+}
+
+async fn start_batched(
+    store: Store,
+    s: TargetSettings,
+    refuse_poison: bool,
+    mode: u8,
+    per_request: usize,
+) -> Running {
     let (rx, url) = receiver::start(refuse_poison, mode).await;
-    let sink = Arc::new(HttpSink::new(&url, "POST", Duration::from_secs(5)).unwrap());
+    let sink = Arc::new(
+        HttpSink::new(&url, "POST", Duration::from_secs(5))
+            .unwrap()
+            .with_batch(per_request),
+    );
     let store = Arc::new(store);
     let stats = Arc::new(TargetStats::default());
     let (stop, watch) = tokio::sync::watch::channel(false);
@@ -329,4 +343,54 @@ async fn credentials_go_with_every_request_and_a_refusal_is_permanent() {
     .await;
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
+}
+
+/// A sink that takes batches: 2,000 messages go in requests of up to 50,
+/// each item with its own idempotency key, keys still in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_each_items_key_and_keep_key_order() {
+    let (store, _dir) = sqlite().await;
+    store.ingest(batch(100, 20, None)).await.unwrap();
+    let mut s = settings(vec![100], BreakerConfig::default());
+    s.concurrency = 4;
+    let r = start_batched(store, s, false, receiver::ACCEPT, 50).await;
+    support::eventually(Duration::from_secs(60), "2,000 deliveries", || async {
+        r.rx.accepted.lock().unwrap().len() >= 2000
+    })
+    .await;
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap().unwrap();
+    let seqs = sequences(&r.rx);
+    assert_eq!(seqs.len(), 100);
+    for (k, s) in &seqs {
+        assert_eq!(
+            *s,
+            (0..20).collect::<Vec<u64>>(),
+            "key {k} out of order or incomplete"
+        );
+    }
+    let keys: std::collections::HashSet<String> =
+        r.rx.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+    assert_eq!(keys.len(), 2000, "one idempotency key per message");
+    assert!(keys.contains(&idempotency_key(
+        "national_cert.events",
+        "K42-19",
+        "card_load"
+    )));
+    let sizes = r.rx.batches.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 2000);
+    assert!(sizes.iter().all(|&n| (1..=50).contains(&n)), "{sizes:?}");
+    // 100 keys, at most one message per key in flight: 50 per request.
+    assert!(
+        sizes.len() <= 60,
+        "{} requests for 2,000 messages",
+        sizes.len()
+    );
+    assert_eq!(r.stats.requests.load(Ordering::SeqCst), sizes.len() as u64);
+    assert_eq!(r.stats.delivered.load(Ordering::SeqCst), 2000);
 }

@@ -46,6 +46,7 @@ conformance!(
     paused_targets_hand_out_nothing,
     operator_actions_refuse_wrong_states,
     concurrent_claimers_never_share_a_message,
+    ingesting_while_delivering_keeps_key_order_and_loses_nothing,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -504,4 +505,110 @@ async fn concurrent_claimers_never_share_a_message(s: Store) {
     all.dedup();
     assert_eq!(all.len(), n, "no message delivered twice");
     assert_eq!(n, keys * 3, "every message delivered");
+}
+
+/// Four ingesters add to the same ten keys while two workers deliver: a
+/// key's messages go in the order they were stored, and none is left
+/// without a head (it would never be claimed).
+async fn ingesting_while_delivering_keeps_key_order_and_loses_nothing(s: Store) {
+    let s = std::sync::Arc::new(s);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ingesters, batches, per_batch, keys) = (4, 40, 10, 10);
+    let mut feeders = Vec::new();
+    for w in 0..ingesters {
+        let s = s.clone();
+        feeders.push(tokio::spawn(async move {
+            for b in 0..batches {
+                let batch = (0..per_batch)
+                    .map(|i| {
+                        let n = b * per_batch + i;
+                        record(&format!("w{w}-{n:05}"), &[(T, &format!("K{}", n % keys))])
+                    })
+                    .collect();
+                s.ingest(batch).await.unwrap();
+            }
+        }));
+    }
+    // Claims in the order they happened: a key's next message can only be
+    // claimed after its previous one is settled.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64, String)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (s, done, seen) = (s.clone(), done.clone(), seen.clone());
+        workers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let c = s.claim(T, 8, LEASE).await.unwrap();
+                if c.is_empty() {
+                    if done.load(std::sync::atomic::Ordering::SeqCst)
+                        || std::time::Instant::now() > deadline
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                seen.lock().unwrap().extend(c.iter().map(|m| {
+                    (
+                        m.key.clone(),
+                        m.id,
+                        String::from_utf8_lossy(&m.payload).into_owned(),
+                    )
+                }));
+                s.settle(c.iter().map(|m| settle(m, Outcome::Delivered)).collect())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for f in feeders {
+        f.await.unwrap();
+    }
+    // Let the workers drain what is claimable, then stop them.
+    let t0 = std::time::Instant::now();
+    while !s.messages(T, status::PENDING, 1).await.unwrap().is_empty()
+        && t0.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let pending = s.messages(T, status::PENDING, 10).await.unwrap();
+    assert!(
+        pending.is_empty(),
+        "messages left pending with no head to claim them: {:?}",
+        pending.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seen.len(),
+        ingesters * batches * per_batch,
+        "each delivered once"
+    );
+    // Per key: ids rise in delivery order, and each ingester's records of
+    // the key come in the order it stored them.
+    let mut by_key: std::collections::HashMap<String, Vec<(i64, String)>> = Default::default();
+    for (k, id, p) in seen {
+        by_key.entry(k).or_default().push((id, p));
+    }
+    for (k, list) in by_key {
+        assert!(
+            list.windows(2).all(|w| w[0].0 < w[1].0),
+            "key {k} delivered out of id order"
+        );
+        for w in 0..ingesters {
+            let prefix = format!("w{w}-");
+            let mine: Vec<&String> = list
+                .iter()
+                .map(|x| &x.1)
+                .filter(|p| p.starts_with(&prefix))
+                .collect();
+            assert!(
+                mine.windows(2).all(|x| x[0] < x[1]),
+                "key {k}: ingester {w} out of order"
+            );
+        }
+    }
 }

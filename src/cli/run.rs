@@ -149,8 +149,9 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .timeout
         .map(|d| d.0)
         .unwrap_or(Duration::from_secs(30));
-    let sink =
-        HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?.with_auth(auth);
+    let sink = HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?
+        .with_auth(auth)
+        .with_batch(op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize));
     let mut s = TargetSettings::new(&t.to_string());
     s.concurrency = c.spec.concurrency.unwrap_or(16) as usize;
     let rate = op.rate_limit.as_ref().or(c.spec.rate_limit.as_ref());

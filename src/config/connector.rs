@@ -191,6 +191,10 @@ pub struct Operation {
     pub file_pattern: Option<String>,
     /// Rate limit for this operation alone.
     pub rate_limit: Option<RateLimit>,
+    /// http sink: records per request (default 1). Above 1, the body is
+    /// `{"items": [{"idempotency_key": …, "record": …}, …]}` and the
+    /// receiver applies each item's key; JSON bodies only.
+    pub batch: Option<Spanned<u32>>,
 }
 
 impl ConnectorSpec {
@@ -266,6 +270,25 @@ impl ConnectorSpec {
                 }
                 ConnectorKind::Kafka => need(&mut out, "topic", op.topic.is_some()),
                 ConnectorKind::File => need(&mut out, "file_pattern", op.file_pattern.is_some()),
+            }
+            if let Some(b) = &op.batch {
+                let n = *b.get_ref();
+                let at = Some(b.span().start);
+                if n == 0 || n > 10_000 {
+                    out.push((
+                        at,
+                        format!("operation {name}: batch must be 1 to 10000, not {n}"),
+                    ));
+                } else if n > 1
+                    && (self.kind != ConnectorKind::Http
+                        || op.direction != Direction::Sink
+                        || op.format != BodyFormat::Json)
+                {
+                    out.push((
+                        at,
+                        format!("operation {name}: batch applies to http sink operations with JSON bodies only"),
+                    ));
+                }
             }
             if let Some(m) = &op.method {
                 if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {

@@ -34,6 +34,27 @@ pub struct Delivered {
 pub trait Sink: Send + Sync {
     /// Delivers one message, carrying its idempotency key.
     fn deliver<'a>(&'a self, m: &'a Claimed) -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
+
+    /// How many messages one delivery may carry; above 1 the dispatcher
+    /// calls [`Sink::deliver_batch`].
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Delivers several messages (of different keys) at once; they succeed
+    /// or fail together, each still carrying its own idempotency key.
+    fn deliver_batch<'a>(
+        &'a self,
+        ms: &'a [Claimed],
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(async move {
+            let mut last = Delivered::default();
+            for m in ms {
+                last = self.deliver(m).await?;
+            }
+            Ok(last)
+        })
+    }
 }
 
 /// How one target is dispatched.
@@ -107,8 +128,9 @@ pub async fn run_target(
         if *shutdown.borrow() {
             return Ok(());
         }
+        let per = sink.max_batch().max(1);
         let limit = match breaker.permit(Instant::now()) {
-            Permit::Flow => s.concurrency.max(1),
+            Permit::Flow => s.concurrency.max(1) * per,
             Permit::Probe => 1,
             Permit::Wait(until) => {
                 wait(
@@ -136,23 +158,44 @@ pub async fn run_target(
             wait(&mut shutdown, s.idle_poll).await;
             continue;
         }
-        let deliveries = claimed.iter().map(|m| {
+        // One delivery per message, or per chunk of `per` messages.
+        let deliveries = claimed.chunks(per).map(|chunk| {
             let (sink, limiter) = (&sink, &limiter);
             async move {
                 if let Some(l) = limiter {
-                    l.until_ready().await;
+                    let n = NonZeroU32::new(chunk.len() as u32).unwrap_or(NonZeroU32::MIN);
+                    // A chunk larger than the burst could never pass: take it one by one.
+                    if l.until_n_ready(n).await.is_err() {
+                        for _ in 0..chunk.len() {
+                            l.until_ready().await;
+                        }
+                    }
                 }
                 let at = crate::store::now_ms();
                 let t0 = Instant::now();
-                let r = sink.deliver(m).await;
+                let r = if chunk.len() == 1 {
+                    sink.deliver(&chunk[0]).await
+                } else {
+                    sink.deliver_batch(chunk).await
+                };
                 (r, at, t0.elapsed())
             }
         });
         let results = futures::future::join_all(deliveries).await;
         let now = Instant::now();
         let mut settles = Vec::with_capacity(claimed.len());
-        for (m, (r, at, took)) in claimed.iter().zip(results) {
+        let mut per_message = Vec::with_capacity(claimed.len());
+        for (chunk, r) in claimed.chunks(per).zip(results) {
+            // The breaker counts requests, not the messages they carried.
             stats.requests.fetch_add(1, Ordering::Relaxed);
+            match &r.0 {
+                Ok(_) => breaker.success(),
+                Err(e) if e.class() == Class::Transient => breaker.failure(now),
+                Err(_) => {}
+            }
+            per_message.extend(chunk.iter().map(|m| (m, r.clone())));
+        }
+        for (m, (r, at, took)) in per_message {
             let mut attempt = Attempt {
                 at,
                 duration_ms: took.as_millis() as i64,
@@ -160,7 +203,6 @@ pub async fn run_target(
             };
             let outcome = match r {
                 Ok(d) => {
-                    breaker.success();
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     attempt.status_code = d.status_code.map(i64::from);
                     attempt.excerpt = d.excerpt;
@@ -178,7 +220,6 @@ pub async fn run_target(
                             }
                         }
                         Class::Transient => {
-                            breaker.failure(now);
                             let failed = m.attempts as usize + 1;
                             let jitter = (rng.next_u64() % 1_000_001) as u32;
                             match s.retry.next_delay(failed, e.retry_after(), jitter) {

@@ -63,72 +63,154 @@ impl PgStore {
         let tx = c.transaction().await?;
         let now = now_ms();
         let mut out = IngestOutcome::default();
-        let inbox = tx
-            .prepare_cached(
-                "INSERT INTO inbox (source, source_id, record, received_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (source, source_id) DO NOTHING RETURNING id",
-            )
-            .await?;
-        let message = tx
-            .prepare_cached(
-                "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (idem_key) DO NOTHING RETURNING id",
-            )
-            .await?;
-        let head = tx
-            .prepare_cached(
-                "INSERT INTO heads (target, key, message_id, due_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (target, key) DO NOTHING",
-            )
-            .await?;
-        let quarantine = tx
-            .prepare_cached("INSERT INTO quarantine (inbox_id, mapping, part, reason, at) VALUES ($1, $2, $3, $4, $5)")
-            .await?;
-        let cursor = tx
-            .prepare_cached(
-                "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            )
-            .await?;
-        for item in &batch {
-            let row = tx
-                .query_opt(&inbox, &[&item.source, &item.source_id, &item.record, &now])
+
+        // 1. Lock the batch's heads, in one global order (no deadlocks),
+        // before any message id is drawn: a key's ids are then drawn in the
+        // order its transactions commit, and a settle cannot retire a head
+        // while this batch adds to its key. Missing heads get a placeholder
+        // row (message 0, never due), filled in or removed below.
+        let mut keys: Vec<(&str, &str)> = batch
+            .iter()
+            .flat_map(|i| {
+                i.messages
+                    .iter()
+                    .map(|m| (m.target.as_str(), m.key.as_str()))
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            let (kt, kk): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO heads (target, key, message_id, due_at)
+                     SELECT t, k, 0, NULL FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+                     ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false",
+                )
                 .await?;
-            match row {
-                None => out.duplicates += 1,
-                Some(row) => {
-                    let inbox_id: i64 = row.get(0);
-                    out.stored += 1;
-                    for m in &item.messages {
-                        let idem = idempotency_key(&item.source, &item.source_id, &m.mapping);
-                        let r = tx
-                            .query_opt(
-                                &message,
-                                &[
-                                    &inbox_id, &m.mapping, &m.target, &m.key, &idem, &m.payload,
-                                    &now,
-                                ],
-                            )
-                            .await?;
-                        if let Some(r) = r {
-                            let id: i64 = r.get(0);
-                            out.messages += 1;
-                            tx.execute(&head, &[&m.target, &m.key, &id, &now]).await?;
-                        }
-                    }
-                    for q in &item.quarantine {
-                        tx.execute(
-                            &quarantine,
-                            &[&inbox_id, &q.mapping, &q.part, &q.reason, &now],
-                        )
-                        .await?;
-                        out.quarantined += 1;
-                    }
+            tx.execute(&st, &[&kt, &kk]).await?;
+        }
+
+        // 2. The inbox rows; a record already stored returns nothing.
+        let (src, sid, rec): (Vec<&str>, Vec<&str>, Vec<&[u8]>) = batch
+            .iter()
+            .map(|i| (i.source.as_str(), i.source_id.as_str(), i.record.as_slice()))
+            .fold((vec![], vec![], vec![]), |mut a, (s, i, r)| {
+                a.0.push(s);
+                a.1.push(i);
+                a.2.push(r);
+                a
+            });
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO inbox (source, source_id, record, received_at)
+                 SELECT s, i, r, $4 FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u(s, i, r)
+                 ON CONFLICT (source, source_id) DO NOTHING RETURNING id, source, source_id",
+            )
+            .await?;
+        let rows = tx.query(&st, &[&src, &sid, &rec, &now]).await?;
+        let mut stored: rustc_hash::FxHashMap<(String, String), i64> = rows
+            .iter()
+            .map(|r| ((r.get(1), r.get(2)), r.get(0)))
+            .collect();
+
+        // 3. Messages, in batch order (so a key's ids rise in source order),
+        // and quarantine rows, for the records stored now.
+        let mut m_inbox = Vec::new();
+        let (mut m_map, mut m_tgt, mut m_key, mut m_idem, mut m_pay) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut q_inbox, mut q_map, mut q_part, mut q_reason) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for item in &batch {
+            // The first of several equal records in one batch is the one stored.
+            let Some(inbox_id) = stored.remove(&(item.source.clone(), item.source_id.clone()))
+            else {
+                out.duplicates += 1;
+                continue;
+            };
+            out.stored += 1;
+            for m in &item.messages {
+                m_inbox.push(inbox_id);
+                m_map.push(m.mapping.as_str());
+                m_tgt.push(m.target.as_str());
+                m_key.push(m.key.as_str());
+                m_idem.push(idempotency_key(&item.source, &item.source_id, &m.mapping));
+                m_pay.push(m.payload.as_slice());
+            }
+            for q in &item.quarantine {
+                q_inbox.push(inbox_id);
+                q_map.push(q.mapping.as_str());
+                q_part.push(q.part.as_str());
+                q_reason.push(q.reason.as_str());
+            }
+        }
+        if !m_inbox.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "WITH m AS (
+                         INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+                         SELECT i, mp, t, k, ik, p, $7, $7
+                         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+                              WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
+                         ORDER BY n
+                         ON CONFLICT (idem_key) DO NOTHING RETURNING id, target, key),
+                     f AS (
+                         UPDATE heads h SET message_id = first.id, due_at = $7
+                         FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first
+                         WHERE h.target = first.target AND h.key = first.key AND h.message_id = 0)
+                     SELECT count(*) FROM m",
+                )
+                .await?;
+            let n: i64 = tx
+                .query_one(
+                    &st,
+                    &[&m_inbox, &m_map, &m_tgt, &m_key, &m_idem, &m_pay, &now],
+                )
+                .await?
+                .get(0);
+            out.messages = n as usize;
+        }
+        if !keys.is_empty() {
+            // Placeholders whose key got no new message after all.
+            let (kt, kk): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+            let st = tx
+                .prepare_cached(
+                    "DELETE FROM heads h USING UNNEST($1::text[], $2::text[]) AS u(t, k)
+                     WHERE h.target = u.t AND h.key = u.k AND h.message_id = 0",
+                )
+                .await?;
+            tx.execute(&st, &[&kt, &kk]).await?;
+        }
+        if !q_inbox.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO quarantine (inbox_id, mapping, part, reason, at)
+                     SELECT i, m, p, r, $5 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(i, m, p, r)",
+                )
+                .await?;
+            out.quarantined = tx
+                .execute(&st, &[&q_inbox, &q_map, &q_part, &q_reason, &now])
+                .await? as usize;
+        }
+
+        // 4. Each source's latest cursor.
+        let mut cursors: Vec<(&str, &str)> = Vec::new();
+        for item in &batch {
+            if let Some(cur) = &item.cursor {
+                match cursors.iter_mut().find(|(s, _)| *s == item.source) {
+                    Some(c) => c.1 = cur,
+                    None => cursors.push((&item.source, cur)),
                 }
             }
-            if let Some(cur) = &item.cursor {
-                tx.execute(&cursor, &[&item.source, cur, &now]).await?;
-            }
+        }
+        for (source, cur) in cursors {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )
+                .await?;
+            tx.execute(&st, &[&source, &cur, &now]).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -140,135 +222,171 @@ impl PgStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let paused = tx
-            .query_opt("SELECT paused FROM targets WHERE target = $1", &[&target])
-            .await?
-            .is_some_and(|r| r.get::<_, i64>(0) != 0);
-        if paused {
-            return Ok(Vec::new());
-        }
+        let c = self.client().await?;
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        let st = tx
+        // One statement, one round trip, one commit.
+        let st = c
             .prepare_cached(
                 "WITH due AS (
-                     SELECT target, key FROM heads WHERE target = $1 AND due_at <= $2
-                     ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 UPDATE heads h SET due_at = $4, lease = h.lease + 1
-                 FROM due WHERE h.target = due.target AND h.key = due.key
-                 RETURNING h.key, h.message_id, h.lease",
+                     SELECT target, key FROM heads
+                     WHERE target = $1 AND due_at <= $2
+                       AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = $1 AND t.paused <> 0)
+                     ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+                 claimed AS (
+                     UPDATE heads h SET due_at = $4, lease = h.lease + 1
+                     FROM due WHERE h.target = due.target AND h.key = due.key
+                     RETURNING h.key, h.message_id, h.lease)
+                 SELECT m.id, claimed.key, m.idem_key, m.payload, m.attempts, claimed.lease
+                 FROM claimed JOIN messages m ON m.id = claimed.message_id
+                 ORDER BY m.id",
             )
             .await?;
-        let heads = tx
+        let rows = c
             .query(&st, &[&target, &now, &(limit as i64), &until])
             .await?;
-        let ids: Vec<i64> = heads.iter().map(|r| r.get(1)).collect();
-        let msgs = tx
-            .query(
-                "SELECT id, idem_key, payload, attempts FROM messages WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
-        tx.commit().await?;
-        let mut by_id: std::collections::HashMap<i64, (String, Vec<u8>, i64)> = msgs
-            .into_iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-            .collect();
-        let mut out = Vec::with_capacity(heads.len());
-        for h in heads {
-            let id: i64 = h.get(1);
-            if let Some((idem_key, payload, attempts)) = by_id.remove(&id) {
-                out.push(Claimed {
-                    id,
-                    target: target.to_string(),
-                    key: h.get(0),
-                    idem_key,
-                    payload,
-                    attempts,
-                    lease: h.get(2),
-                });
-            }
-        }
-        out.sort_by_key(|c| c.id);
-        Ok(out)
+        Ok(rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                target: target.to_string(),
+                key: r.get(1),
+                idem_key: r.get(2),
+                payload: r.get(3),
+                attempts: r.get(4),
+                lease: r.get(5),
+            })
+            .collect())
     }
 
     pub(super) async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
+        if settles.is_empty() {
+            return Ok(0);
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let now = now_ms();
-        let mut applied = 0;
-        let attempt = tx
+
+        // Every attempt, applied or not, is recorded.
+        let mut a = AttemptCols::default();
+        for s in &settles {
+            a.id.push(s.id);
+            a.at.push(s.attempt.at);
+            a.duration.push(s.attempt.duration_ms);
+            a.outcome.push(outcome_code(&s.outcome));
+            a.status.push(s.attempt.status_code);
+            a.class.push(s.attempt.error_class.as_deref());
+            a.excerpt.push(s.attempt.excerpt.as_deref());
+        }
+        let st = tx
             .prepare_cached(
                 "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])",
             )
             .await?;
-        let head = tx
+        tx.execute(
+            &st,
+            &[
+                &a.id,
+                &a.at,
+                &a.duration,
+                &a.outcome,
+                &a.status,
+                &a.class,
+                &a.excerpt,
+            ],
+        )
+        .await?;
+
+        // Lock the heads, in the global order, and keep the settles whose
+        // lease is still current: a message claimed again after its lease
+        // ran out is settled by the newer claim.
+        let mut order: Vec<&Settle> = settles.iter().collect();
+        order.sort_unstable_by(|x, y| (&x.target, &x.key).cmp(&(&y.target, &y.key)));
+        let kt: Vec<&str> = order.iter().map(|s| s.target.as_str()).collect();
+        let kk: Vec<&str> = order.iter().map(|s| s.key.as_str()).collect();
+        let st = tx
             .prepare_cached(
-                "SELECT message_id, lease FROM heads WHERE target = $1 AND key = $2 FOR UPDATE",
+                "SELECT h.message_id, h.lease FROM heads h
+                 JOIN (SELECT DISTINCT t, k FROM UNNEST($1::text[], $2::text[]) AS u(t, k)) u
+                   ON h.target = u.t AND h.key = u.k
+                 ORDER BY h.target, h.key FOR UPDATE OF h",
             )
             .await?;
+        let current: rustc_hash::FxHashSet<(i64, i64)> = tx
+            .query(&st, &[&kt, &kk])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+
+        let mut done = KeyCols::default();
+        let mut retry = KeyCols::default();
+        let mut dead = KeyCols::default();
+        let mut applied = 0;
         for s in &settles {
-            let code = outcome_code(&s.outcome);
+            if !current.contains(&(s.id, s.lease)) {
+                continue;
+            }
+            applied += 1;
+            let cols = match &s.outcome {
+                Outcome::Delivered => &mut done,
+                Outcome::Retry { at } => {
+                    retry.at.push(*at);
+                    &mut retry
+                }
+                Outcome::Dead { .. } => &mut dead,
+            };
+            cols.id.push(s.id);
+            cols.target.push(&s.target);
+            cols.key.push(&s.key);
+            cols.error.push(error_text(s));
+        }
+        if !done.id.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = $2, last_error = NULL
+                     WHERE id = ANY($1)",
+                )
+                .await?;
+            tx.execute(&st, &[&done.id, &now]).await?;
+            advance_many(&tx, &done.target, &done.key, now).await?;
+        }
+        if !retry.id.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "WITH u AS (SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                                AS u(id, t, k, e, at)),
+                     m AS (UPDATE messages m SET attempts = m.attempts + 1, updated_at = $6, last_error = u.e
+                           FROM u WHERE m.id = u.id)
+                     UPDATE heads h SET due_at = u.at FROM u WHERE h.target = u.t AND h.key = u.k",
+                )
+                .await?;
             tx.execute(
-                &attempt,
+                &st,
                 &[
-                    &s.id,
-                    &s.attempt.at,
-                    &s.attempt.duration_ms,
-                    &code,
-                    &s.attempt.status_code,
-                    &s.attempt.error_class,
-                    &s.attempt.excerpt,
+                    &retry.id,
+                    &retry.target,
+                    &retry.key,
+                    &retry.error,
+                    &retry.at,
+                    &now,
                 ],
             )
             .await?;
-            let h = tx
-                .query_opt(&head, &[&s.target, &s.key])
-                .await?
-                .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
-            if h != Some((s.id, s.lease)) {
-                continue; // claimed again after the lease ran out: the newer claim settles it
-            }
-            applied += 1;
-            let error = error_text(s);
-            match &s.outcome {
-                Outcome::Delivered => {
-                    tx.execute(
-                        "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = $2, last_error = NULL WHERE id = $1",
-                        &[&s.id, &now],
-                    )
-                    .await?;
-                    advance(&tx, &s.target, &s.key, now).await?;
-                }
-                Outcome::Retry { at } => {
-                    tx.execute(
-                        "UPDATE messages SET attempts = attempts + 1, updated_at = $2, last_error = $3 WHERE id = $1",
-                        &[&s.id, &now, &error],
-                    )
-                    .await?;
-                    tx.execute(
-                        "UPDATE heads SET due_at = $3 WHERE target = $1 AND key = $2",
-                        &[&s.target, &s.key, at],
-                    )
-                    .await?;
-                }
-                Outcome::Dead { .. } => {
-                    tx.execute(
-                        "UPDATE messages SET status = 2, attempts = attempts + 1, updated_at = $2, last_error = $3 WHERE id = $1",
-                        &[&s.id, &now, &error],
-                    )
-                    .await?;
-                    tx.execute(
-                        "UPDATE heads SET due_at = NULL WHERE target = $1 AND key = $2",
-                        &[&s.target, &s.key],
-                    )
-                    .await?;
-                }
-            }
+        }
+        if !dead.id.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "WITH u AS (SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+                                AS u(id, t, k, e)),
+                     m AS (UPDATE messages m SET status = 2, attempts = m.attempts + 1, updated_at = $5, last_error = u.e
+                           FROM u WHERE m.id = u.id)
+                     UPDATE heads h SET due_at = NULL FROM u WHERE h.target = u.t AND h.key = u.k",
+                )
+                .await?;
+            tx.execute(&st, &[&dead.id, &dead.target, &dead.key, &dead.error, &now])
+                .await?;
         }
         tx.commit().await?;
         Ok(applied)
@@ -278,17 +396,23 @@ impl PgStore {
         &self,
         claims: Vec<(String, String, i64)>,
     ) -> Result<(), StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let now = now_ms();
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let (mut t, mut k, mut l) = (Vec::new(), Vec::new(), Vec::new());
         for (target, key, lease) in &claims {
-            tx.execute(
-                "UPDATE heads SET due_at = $4 WHERE target = $1 AND key = $2 AND lease = $3",
-                &[target, key, lease, &now],
+            t.push(target.as_str());
+            k.push(key.as_str());
+            l.push(*lease);
+        }
+        let st = c
+            .prepare_cached(
+                "UPDATE heads h SET due_at = $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(t, k, l)
+                 WHERE h.target = u.t AND h.key = u.k AND h.lease = u.l",
             )
             .await?;
-        }
-        tx.commit().await?;
+        c.execute(&st, &[&t, &k, &l, &now_ms()]).await?;
         Ok(())
     }
 
@@ -334,7 +458,8 @@ impl PgStore {
             &[&id, &now],
         )
         .await?;
-        advance(&tx, &target, &key, now).await?;
+        lock_head(&tx, &target, &key).await?;
+        advance_many(&tx, &[&target], &[&key], now).await?;
         audit(&tx, actor, "skip", &format!("message {id}"), reason).await?;
         tx.commit().await?;
         Ok(())
@@ -485,36 +610,61 @@ fn message_row(r: &tokio_postgres::Row) -> MessageRow {
     }
 }
 
-/// Moves a key's head to its next pending message, or removes it.
-async fn advance(
+/// Columns of the attempts recorded by one settle.
+#[derive(Default)]
+struct AttemptCols<'a> {
+    id: Vec<i64>,
+    at: Vec<i64>,
+    duration: Vec<i64>,
+    outcome: Vec<i64>,
+    status: Vec<Option<i64>>,
+    class: Vec<Option<&'a str>>,
+    excerpt: Vec<Option<&'a str>>,
+}
+
+/// Columns of the settles of one outcome.
+#[derive(Default)]
+struct KeyCols<'a> {
+    id: Vec<i64>,
+    target: Vec<&'a str>,
+    key: Vec<&'a str>,
+    error: Vec<Option<String>>,
+    at: Vec<i64>,
+}
+
+/// Moves each key's head to its next pending message, or removes it. The
+/// caller holds the heads' locks.
+async fn advance_many(
     tx: &Transaction<'_>,
-    target: &str,
-    key: &str,
+    targets: &[&str],
+    keys: &[&str],
     now: i64,
 ) -> Result<(), StoreError> {
-    let next = tx
-        .query_opt(
-            "SELECT id FROM messages WHERE target = $1 AND key = $2 AND status = 0 ORDER BY id LIMIT 1",
-            &[&target, &key],
+    let st = tx
+        .prepare_cached(
+            "WITH nxt AS (
+                 SELECT u.t, u.k, (SELECT m.id FROM messages m
+                                   WHERE m.target = u.t AND m.key = u.k AND m.status = 0
+                                   ORDER BY m.id LIMIT 1) AS id
+                 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)),
+             moved AS (
+                 UPDATE heads h SET message_id = nxt.id, due_at = $3
+                 FROM nxt WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NOT NULL)
+             DELETE FROM heads h USING nxt
+             WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NULL",
         )
         .await?;
-    match next {
-        Some(r) => {
-            let n: i64 = r.get(0);
-            tx.execute(
-                "UPDATE heads SET message_id = $3, due_at = $4 WHERE target = $1 AND key = $2",
-                &[&target, &key, &n, &now],
-            )
-            .await?
-        }
-        None => {
-            tx.execute(
-                "DELETE FROM heads WHERE target = $1 AND key = $2",
-                &[&target, &key],
-            )
-            .await?
-        }
-    };
+    tx.execute(&st, &[&targets, &keys, &now]).await?;
+    Ok(())
+}
+
+/// Locks a key's head.
+async fn lock_head(tx: &Transaction<'_>, target: &str, key: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT 1 FROM heads WHERE target = $1 AND key = $2 FOR UPDATE",
+        &[&target, &key],
+    )
+    .await?;
     Ok(())
 }
 

@@ -32,6 +32,8 @@ pub struct Receiver {
     pub requests: AtomicU64,
     /// Accepted deliveries in arrival order: (idempotency key, body).
     pub accepted: Mutex<Vec<(String, String)>>,
+    /// Sizes of the batch requests accepted.
+    pub batches: Mutex<Vec<usize>>,
 }
 
 /// Starts a receiver; returns its state and its URL.
@@ -88,6 +90,29 @@ async fn handle(
             [("retry-after", "")],
             "unknown person 110105199003070017".to_string(),
         );
+    }
+    if headers.contains_key("x-tongban-batch-size") {
+        // A batch: each item carries its own idempotency key.
+        let v: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [("retry-after", "")],
+                    e.to_string(),
+                )
+            }
+        };
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        r.batches.lock().unwrap().push(items.len());
+        let mut acc = r.accepted.lock().unwrap();
+        for it in items {
+            acc.push((
+                it["idempotency_key"].as_str().unwrap_or("").to_string(),
+                it["record"].to_string(),
+            ));
+        }
+        return (StatusCode::OK, [("retry-after", "")], "ok".to_string());
     }
     let key = headers
         .get("idempotency-key")

@@ -35,6 +35,7 @@ pub struct HttpSink {
     method: reqwest::Method,
     content_type: &'static str,
     timeout: Duration,
+    batch: usize,
 }
 
 impl HttpSink {
@@ -59,6 +60,7 @@ impl HttpSink {
             method,
             content_type: "application/json",
             timeout,
+            batch: 1,
         })
     }
 
@@ -68,17 +70,64 @@ impl HttpSink {
         self
     }
 
+    /// Carries up to `n` messages per request (JSON bodies).
+    pub fn with_batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
     async fn send(&self, m: &Claimed) -> Result<Delivered, DeliveryError> {
+        self.request(m.payload.clone(), Some(&m.idem_key), None)
+            .await
+    }
+
+    /// `{"items": [{"idempotency_key": "…", "record": …}, …]}`.
+    async fn send_batch(&self, ms: &[Claimed]) -> Result<Delivered, DeliveryError> {
+        let mut body =
+            Vec::with_capacity(ms.iter().map(|m| m.payload.len() + 64).sum::<usize>() + 16);
+        body.extend_from_slice(b"{\"items\":[");
+        for (i, m) in ms.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"idempotency_key\":");
+            // Idempotency keys are hex digests: no escaping needed, but be safe.
+            body.extend_from_slice(
+                serde_json::to_string(&m.idem_key)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            body.extend_from_slice(b",\"record\":");
+            body.extend_from_slice(&m.payload);
+            body.push(b'}');
+        }
+        body.extend_from_slice(b"]}");
+        self.request(body, None, Some(ms.len())).await
+    }
+
+    async fn request(
+        &self,
+        body: Vec<u8>,
+        idem_key: Option<&str>,
+        batch: Option<usize>,
+    ) -> Result<Delivered, DeliveryError> {
         let req = self.client.request(self.method.clone(), self.url.clone());
         let req = match &self.auth {
             None => req,
             Some(HttpAuth::Bearer(t)) => req.bearer_auth(t),
             Some(HttpAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
         };
+        let req = match idem_key {
+            Some(k) => req.header("Idempotency-Key", k),
+            None => req,
+        };
+        let req = match batch {
+            Some(n) => req.header("X-Tongban-Batch-Size", n),
+            None => req,
+        };
         let resp = req
-            .header("Idempotency-Key", &m.idem_key)
             .header("Content-Type", self.content_type)
-            .body(m.payload.clone())
+            .body(body)
             .timeout(self.timeout)
             .send()
             .await
@@ -130,5 +179,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 impl Sink for HttpSink {
     fn deliver<'a>(&'a self, m: &'a Claimed) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(self.send(m))
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batch
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        ms: &'a [Claimed],
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.send_batch(ms))
     }
 }
