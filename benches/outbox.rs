@@ -114,6 +114,90 @@ async fn measure(name: &str, s: Store, n: usize, backlog: usize) {
     );
 }
 
+/// Ingest 500 (distinct keys) → claim 500 → settle 500, for `secs`: the
+/// cycle benches/pgbench/cycle.sql runs with the same statements.
+async fn cycle(s: &Store, secs: u64) -> f64 {
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k0 = (seed >> 33) % 99_500;
+        let batch: Vec<Ingest> = (1..=500u64)
+            .map(|g| Ingest {
+                source: "cycle.source".into(),
+                source_id: format!("{seed}-{g}"),
+                record: br#"{"event_id":"x"}"#.to_vec(),
+                messages: vec![NewMessage {
+                    mapping: "m".into(),
+                    target: "cycle.target".into(),
+                    key: format!("P{}", k0 + g),
+                    payload: vec![b'x'; 300],
+                }],
+                quarantine: vec![],
+                cursor: None,
+            })
+            .collect();
+        s.ingest(batch).await.unwrap();
+        let c = s
+            .claim("cycle.target", 500, Duration::from_secs(60))
+            .await
+            .unwrap();
+        n += c.len();
+        let settles = c
+            .iter()
+            .map(|m| Settle {
+                id: m.id,
+                target: m.target.clone(),
+                key: m.key.clone(),
+                lease: m.lease,
+                outcome: Outcome::Delivered,
+                attempt: Attempt {
+                    at: now_ms(),
+                    duration_ms: 1,
+                    status_code: Some(200),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        s.settle(settles).await.unwrap();
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// pgbench running benches/pgbench/cycle.sql on the same database; its
+/// messages/s (transactions/s × 500), or why it could not run.
+fn pgbench(url: &str, secs: u64) -> Result<f64, String> {
+    let bin = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin")),
+        )
+        .map(|d| d.join("pgbench"))
+        .find(|p| p.is_file())
+        .ok_or("pgbench not found")?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pgbench/cycle.sql");
+    let o = std::process::Command::new(bin)
+        .args(["-n", "-c", "1", "-T", &secs.to_string(), "-f", script, url])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let tps = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| format!("pgbench: {out}{}", String::from_utf8_lossy(&o.stderr)))?;
+    Ok(tps * 500.0)
+}
+
 fn main() {
     let n: usize = std::env::var("TONGBAN_BENCH_MESSAGES")
         .ok()
@@ -133,6 +217,16 @@ fn main() {
         if let Ok(url) = std::env::var("TONGBAN_BENCH_DATABASE_URL") {
             let s = Store::open(&url, std::path::Path::new(".")).await.unwrap();
             measure("postgres", s, n, backlog).await;
+            // Distance to the server's limit: the same cycle, tongban then pgbench.
+            let s = Store::open(&url, std::path::Path::new(".")).await.unwrap();
+            let ours = cycle(&s, 20).await;
+            match pgbench(&url, 20) {
+                Ok(theirs) => println!(
+                    "postgres: cycle of 500 (ingest, claim, settle), one client: tongban {ours:.0} messages/s, pgbench with the same statements {theirs:.0} messages/s ({:.0}%)",
+                    ours / theirs * 100.0
+                ),
+                Err(e) => println!("postgres: cycle: tongban {ours:.0} messages/s; pgbench did not run: {e}"),
+            }
         } else {
             println!(
                 "postgres: not measured (set TONGBAN_BENCH_DATABASE_URL to an empty database)"

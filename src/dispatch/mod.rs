@@ -124,9 +124,10 @@ pub async fn run_target(
     let mut breaker = Breaker::new(s.breaker.clone());
     let mut rng = crate::synth::Rng::new(crate::store::now_ms() as u64 ^ hash(&s.target));
     let mut store_failures = 0u32;
+    let mut recording = None;
     loop {
         if *shutdown.borrow() {
-            return Ok(());
+            return finish(&mut recording).await;
         }
         let per = sink.max_batch().max(1);
         let limit = match breaker.permit(Instant::now()) {
@@ -155,7 +156,12 @@ pub async fn run_target(
             }
         };
         if claimed.is_empty() {
-            wait(&mut shutdown, s.idle_poll).await;
+            if recording.is_some() {
+                // The last round's keys come free once it is recorded.
+                finish(&mut recording).await?;
+            } else {
+                wait(&mut shutdown, s.idle_poll).await;
+            }
             continue;
         }
         // One delivery per message, or per chunk of `per` messages.
@@ -251,21 +257,45 @@ pub async fn run_target(
                 attempt,
             });
         }
-        // The deliveries happened: keep trying to record them while the
-        // leases last (after that, the messages go again with the same
-        // idempotency keys, and receivers drop the repeats).
-        let deadline = Instant::now() + s.lease;
-        let mut tries = 0;
-        loop {
-            match store.settle(settles.clone()).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    tries += 1;
-                    tracing::warn!(target_name = %s.target, error = %e, "Settling failed; retrying");
-                    tokio::time::sleep(backoff(tries)).await;
-                }
-                Err(e) => return Err(e),
+        // Record this round while the next one is claimed and delivered:
+        // its keys stay leased until then, so nothing of theirs is claimed
+        // early. At most one round is being recorded at a time.
+        finish(&mut recording).await?;
+        let (store, target, lease) = (store.clone(), s.target.clone(), s.lease);
+        recording = Some(tokio::spawn(record(store, target, lease, settles)));
+    }
+}
+
+/// Waits for the round being recorded, if any.
+async fn finish(
+    recording: &mut Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+) -> Result<(), StoreError> {
+    match recording.take() {
+        None => Ok(()),
+        Some(h) => h.await.map_err(|e| StoreError::Task(e.to_string()))?,
+    }
+}
+
+/// The deliveries happened: keep trying to record them while the leases
+/// last (after that, the messages go again with the same idempotency keys,
+/// and receivers drop the repeats).
+async fn record(
+    store: Arc<Store>,
+    target: String,
+    lease: Duration,
+    settles: Vec<Settle>,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + lease;
+    let mut tries = 0;
+    loop {
+        match store.settle(settles.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tries += 1;
+                tracing::warn!(target_name = %target, error = %e, "Settling failed; retrying");
+                tokio::time::sleep(backoff(tries)).await;
             }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -26,7 +26,15 @@ fn pool_err(e: impl std::fmt::Display) -> StoreError {
 impl PgStore {
     /// Connects and migrates.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let cfg: tokio_postgres::Config = url.parse()?;
+        let mut cfg: tokio_postgres::Config = url.parse()?;
+        // Plan each statement for the tables as they are now: a generic
+        // plan cached while the tables were small (a seq scan of `heads`)
+        // would stay in use after they grew, and settle 10× slower.
+        let opts = format!(
+            "{} -c plan_cache_mode=force_custom_plan",
+            cfg.get_options().unwrap_or("")
+        );
+        cfg.options(opts.trim());
         let mgr = Manager::from_config(
             cfg,
             NoTls,
@@ -153,7 +161,7 @@ impl PgStore {
                          FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
                               WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
                          ORDER BY n
-                         ON CONFLICT (idem_key) DO NOTHING RETURNING id, target, key),
+                         RETURNING id, target, key),
                      f AS (
                          UPDATE heads h SET message_id = first.id, due_at = $7
                          FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first

@@ -66,7 +66,7 @@ impl SqliteStore {
                 )?;
                 let mut message = tx.prepare_cached(
                     "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (idem_key) DO NOTHING RETURNING id",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
                 )?;
                 let mut head = tx.prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
