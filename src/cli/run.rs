@@ -129,11 +129,7 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
     }
     let auth = match c.spec.auth.as_ref().map(|a| a.get_ref()) {
         None => None,
-        Some(Auth::Hmac(_)) => {
-            return Err(
-                "HMAC request signing is not built yet; its messages wait in the outbox".into(),
-            )
-        }
+        Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(h.signer()?)),
         Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
         Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
     };

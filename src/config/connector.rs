@@ -91,6 +91,49 @@ pub struct HmacAuth {
     /// MAC algorithm.
     #[serde(default)]
     pub algorithm: MacAlgorithm,
+    /// The string to sign, with `{method}`, `{path}`, `{timestamp}`,
+    /// `{nonce}`, `{app_key}` and `{body_digest}` (default:
+    /// `"{method}\n{path}\n{timestamp}\n{nonce}\n{body_digest}"`).
+    pub string_to_sign: Option<String>,
+    /// `hex` (default) or `base64`.
+    pub encoding: Option<String>,
+    /// Header carrying the app key (default `X-App-Key`).
+    pub app_key_header: Option<String>,
+    /// Header carrying the timestamp in ms (default `X-Timestamp`).
+    pub timestamp_header: Option<String>,
+    /// Header carrying the nonce (default `X-Nonce`).
+    pub nonce_header: Option<String>,
+    /// Header carrying the signature (default `X-Signature`).
+    pub signature_header: Option<String>,
+}
+
+impl HmacAuth {
+    /// The signer this recipe describes (the secret resolved).
+    pub fn signer(&self) -> Result<crate::connectors::http::sign::Signer, String> {
+        use crate::connectors::http::sign::{Encoding, Signer};
+        let secret = self.secret.resolve()?;
+        let mut s = Signer::new(&self.app_key, secret.as_bytes(), self.algorithm);
+        if let Some(t) = &self.string_to_sign {
+            s.template = t.clone();
+        }
+        s.encoding = match self.encoding.as_deref() {
+            None | Some("hex") => Encoding::Hex,
+            Some("base64") => Encoding::Base64,
+            Some(other) => return Err(format!("hmac encoding {other:?} must be hex or base64")),
+        };
+        let h = &mut s.headers;
+        for (field, value) in [
+            (&mut h.app_key, &self.app_key_header),
+            (&mut h.timestamp, &self.timestamp_header),
+            (&mut h.nonce, &self.nonce_header),
+            (&mut h.signature, &self.signature_header),
+        ] {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
+        }
+        Ok(s)
+    }
 }
 
 /// MAC algorithms for signed requests.

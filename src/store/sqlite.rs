@@ -28,6 +28,9 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            // 64 MiB of page cache: claims and settles walk indexes of
+            // millions of rows, which the default 2 MiB cannot hold.
+            conn.pragma_update(None, "cache_size", -65_536)?;
             conn.busy_timeout(Duration::from_secs(30))?;
             embedded::migrations::runner()
                 .run(&mut conn)

@@ -1,6 +1,7 @@
-//! HTTP: pushing records to a system's API. (Pulling, webhooks, signing
-//! and XML bodies are the connectors issue's; this is the push path the
-//! dispatcher needs.)
+//! HTTP: pushing records to a system's API, with bearer, basic or HMAC
+//! signed requests. (Pulling, webhooks and XML bodies are still to come.)
+
+pub mod sign;
 
 use crate::dispatch::failure::{excerpt, DeliveryError};
 use crate::dispatch::{Delivered, Sink};
@@ -15,6 +16,8 @@ pub enum HttpAuth {
     Bearer(String),
     /// HTTP basic authentication: user name and password.
     Basic(String, String),
+    /// HMAC request signing.
+    Hmac(sign::Signer),
 }
 
 impl std::fmt::Debug for HttpAuth {
@@ -23,6 +26,7 @@ impl std::fmt::Debug for HttpAuth {
         match self {
             HttpAuth::Bearer(_) => f.write_str("Bearer(***)"),
             HttpAuth::Basic(u, _) => write!(f, "Basic({u}, ***)"),
+            HttpAuth::Hmac(s) => write!(f, "Hmac({s:?})"),
         }
     }
 }
@@ -116,6 +120,17 @@ impl HttpSink {
             None => req,
             Some(HttpAuth::Bearer(t)) => req.bearer_auth(t),
             Some(HttpAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            Some(HttpAuth::Hmac(signer)) => {
+                let path = match self.url.query() {
+                    Some(q) => format!("{}?{q}", self.url.path()),
+                    None => self.url.path().to_string(),
+                };
+                let headers =
+                    signer.sign(self.method.as_str(), &path, &body, crate::store::now_ms());
+                headers
+                    .into_iter()
+                    .fold(req, |req, (name, value)| req.header(name, value))
+            }
         };
         let req = match idem_key {
             Some(k) => req.header("Idempotency-Key", k),
