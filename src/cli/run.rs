@@ -121,12 +121,6 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
             c.spec.kind
         ));
     }
-    if op.format != crate::config::BodyFormat::Json {
-        return Err(format!(
-            "{:?} bodies are not built yet; its messages wait in the outbox",
-            op.format
-        ));
-    }
     let auth = match c.spec.auth.as_ref().map(|a| a.get_ref()) {
         None => None,
         Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(h.signer()?)),
@@ -148,6 +142,18 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
     let sink = HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?
         .with_auth(auth)
         .with_batch(op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize));
+    let sink = match op.format {
+        crate::config::BodyFormat::Json => sink,
+        crate::config::BodyFormat::Xml => sink.with_xml(
+            op.xml_root.as_deref().unwrap_or("record"),
+            op.xml_namespace.as_deref(),
+        ),
+        crate::config::BodyFormat::Avro => {
+            return Err(
+                "Avro bodies over HTTP are not built; its messages wait in the outbox".into(),
+            )
+        }
+    };
     let mut s = TargetSettings::new(&t.to_string());
     s.concurrency = c.spec.concurrency.unwrap_or(16) as usize;
     let rate = op.rate_limit.as_ref().or(c.spec.rate_limit.as_ref());

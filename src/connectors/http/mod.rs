@@ -40,6 +40,8 @@ pub struct HttpSink {
     content_type: &'static str,
     timeout: Duration,
     batch: usize,
+    /// XML bodies: root element and default namespace.
+    xml: Option<(String, Option<String>)>,
 }
 
 impl HttpSink {
@@ -65,6 +67,7 @@ impl HttpSink {
             content_type: "application/json",
             timeout,
             batch: 1,
+            xml: None,
         })
     }
 
@@ -80,9 +83,22 @@ impl HttpSink {
         self
     }
 
+    /// Sends XML documents (`<root xmlns="namespace">…`) instead of JSON.
+    pub fn with_xml(mut self, root: &str, namespace: Option<&str>) -> Self {
+        self.xml = Some((root.to_string(), namespace.map(str::to_string)));
+        self.content_type = "application/xml; charset=utf-8";
+        self
+    }
+
     async fn send(&self, m: &Claimed) -> Result<Delivered, DeliveryError> {
-        self.request(m.payload.clone(), Some(&m.idem_key), None)
-            .await
+        let body = match &self.xml {
+            None => m.payload.clone(),
+            Some((root, ns)) => {
+                crate::formats::xml::json_to_document(&m.payload, root, ns.as_deref())
+                    .map_err(|e| DeliveryError::Request(e.to_string()))?
+            }
+        };
+        self.request(body, Some(&m.idem_key), None).await
     }
 
     /// `{"items": [{"idempotency_key": "…", "record": …}, …]}`.
