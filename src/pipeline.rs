@@ -103,3 +103,58 @@ pub fn content_id(raw: &[u8]) -> String {
     let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
+
+/// Replays a dead message re-mapped: its stored source record through the
+/// current version of its mapping, then back at the head of its key with
+/// the new payload (audited as `replay_remapped`). Refused when the message
+/// is not dead, when the current mapping rejects or filters the record, or
+/// when it would give the record another ordering key.
+pub async fn replay_remapped(
+    cfg: &Config,
+    store: &crate::store::Store,
+    id: i64,
+    actor: &str,
+    reason: &str,
+) -> Result<(), String> {
+    let msg = store
+        .message(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("there is no message {id}"))?;
+    let mapping = cfg.mappings.get(&msg.mapping).ok_or_else(|| {
+        format!(
+            "message {id}: its mapping {:?} is no longer configured",
+            msg.mapping
+        )
+    })?;
+    let (_, record) = store
+        .source_of(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("message {id}: its source record is missing"))?;
+    let datum = mapping.decode_json(&record).map_err(|r| {
+        format!("message {id}: the current mapping cannot read its source record: {r}")
+    })?;
+    let payload = match mapping.apply(&datum) {
+        Ok(Outcome::Mapped { key, record }) => {
+            if key.as_str() != msg.key {
+                return Err(format!(
+                    "message {id}: the current mapping gives it another ordering key; replay it as is or skip it"
+                ));
+            }
+            let mut payload = Vec::with_capacity(256);
+            encode_json(&record, mapping.target_type(), &mut payload);
+            payload
+        }
+        Ok(Outcome::Filtered) => {
+            return Err(format!(
+                "message {id}: the current mapping filters its source record out; skip it instead"
+            ))
+        }
+        Err(r) => return Err(format!("message {id}: the current mapping rejects it: {r}")),
+    };
+    store
+        .replay(id, Some(payload), actor, reason)
+        .await
+        .map_err(|e| e.to_string())
+}

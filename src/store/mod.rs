@@ -320,6 +320,11 @@ impl Store {
         both!(self, s => s.replay(id, payload, actor, reason).await)
     }
 
+    /// The source and stored source record a message was made from.
+    pub async fn source_of(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        both!(self, s => s.source_of(id).await)
+    }
+
     /// Skips a dead message with a reason: its key moves on. Audited.
     pub async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         both!(self, s => s.skip(id, actor, reason).await)

@@ -521,6 +521,17 @@ impl PgStore {
         )
     }
 
+    pub(super) async fn source_of(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let c = self.client().await?;
+        Ok(c
+            .query_opt(
+                "SELECT i.source, i.record FROM messages m JOIN inbox i ON i.id = m.inbox_id WHERE m.id = $1",
+                &[&id],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
     pub(super) async fn messages(
         &self,
         target: &str,

@@ -366,6 +366,18 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn source_of(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT i.source, i.record FROM messages m JOIN inbox i ON i.id = m.inbox_id WHERE m.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub(super) async fn messages(
         &self,
         target: &str,
