@@ -94,6 +94,35 @@ async fn start_batched(
     }
 }
 
+/// Waits for the 2,000 messages of `batch(100, 20, None)`, stops the
+/// dispatcher, checks that each key's came complete and in order, and
+/// returns the idempotency keys received (one per message).
+async fn all_delivered_in_order(r: &Running) -> std::collections::HashSet<String> {
+    support::eventually(Duration::from_secs(60), "2,000 deliveries", || async {
+        r.rx.accepted.lock().unwrap().len() >= 2000
+    })
+    .await;
+    r.stop.send(true).unwrap();
+    let seqs = sequences(&r.rx);
+    assert_eq!(seqs.len(), 100);
+    for (k, s) in &seqs {
+        assert_eq!(
+            *s,
+            (0..20).collect::<Vec<u64>>(),
+            "key {k} out of order or incomplete"
+        );
+    }
+    let keys: std::collections::HashSet<String> =
+        r.rx.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+    assert_eq!(keys.len(), 2000, "one idempotency key per message");
+    keys
+}
+
 /// Per key, the sequence numbers in the order they were accepted.
 fn sequences(rx: &Receiver) -> HashMap<String, Vec<u64>> {
     let mut out: HashMap<String, Vec<u64>> = HashMap::new();
@@ -125,29 +154,8 @@ async fn delivers_everything_in_key_order_with_stable_idempotency_keys() {
         receiver::ACCEPT,
     )
     .await;
-    support::eventually(Duration::from_secs(60), "2,000 deliveries", || async {
-        r.rx.accepted.lock().unwrap().len() >= 2000
-    })
-    .await;
-    r.stop.send(true).unwrap();
+    let keys = all_delivered_in_order(&r).await;
     r.task.await.unwrap().unwrap();
-    let seqs = sequences(&r.rx);
-    assert_eq!(seqs.len(), 100);
-    for (k, s) in &seqs {
-        assert_eq!(
-            *s,
-            (0..20).collect::<Vec<u64>>(),
-            "key {k} out of order or incomplete"
-        );
-    }
-    let keys: std::collections::HashSet<String> =
-        r.rx.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-    assert_eq!(keys.len(), 2000, "one idempotency key per message");
     assert!(keys.contains(&idempotency_key(
         "national_cert.events",
         "K3-7",
@@ -354,29 +362,8 @@ async fn batches_carry_each_items_key_and_keep_key_order() {
     let mut s = settings(vec![100], BreakerConfig::default());
     s.concurrency = 4;
     let r = start_batched(store, s, false, receiver::ACCEPT, 50).await;
-    support::eventually(Duration::from_secs(60), "2,000 deliveries", || async {
-        r.rx.accepted.lock().unwrap().len() >= 2000
-    })
-    .await;
-    r.stop.send(true).unwrap();
+    let keys = all_delivered_in_order(&r).await;
     r.task.await.unwrap().unwrap();
-    let seqs = sequences(&r.rx);
-    assert_eq!(seqs.len(), 100);
-    for (k, s) in &seqs {
-        assert_eq!(
-            *s,
-            (0..20).collect::<Vec<u64>>(),
-            "key {k} out of order or incomplete"
-        );
-    }
-    let keys: std::collections::HashSet<String> =
-        r.rx.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-    assert_eq!(keys.len(), 2000, "one idempotency key per message");
     assert!(keys.contains(&idempotency_key(
         "national_cert.events",
         "K42-19",

@@ -87,8 +87,8 @@ impl PgStore {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        if !keys.is_empty() {
-            let (kt, kk): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        let (kt, kk): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        if !kt.is_empty() {
             let st = tx
                 .prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at)
@@ -178,9 +178,8 @@ impl PgStore {
                 .get(0);
             out.messages = n as usize;
         }
-        if !keys.is_empty() {
+        if !kt.is_empty() {
             // Placeholders whose key got no new message after all.
-            let (kt, kk): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
             let st = tx
                 .prepare_cached(
                     "DELETE FROM heads h USING UNNEST($1::text[], $2::text[]) AS u(t, k)
