@@ -42,8 +42,59 @@ impl<'c> Pipeline<'c> {
         })
     }
 
-    /// Maps one JSON record through every feed.
+    /// Maps one JSON record through every feed. Its source id is its
+    /// `id_field`, or else a hash of its bytes.
     pub fn record(&self, raw: &[u8], cursor: Option<String>) -> Ingest {
+        self.record_as(raw, None, cursor)
+    }
+
+    /// The source operation.
+    pub fn source(&self) -> &OpRef {
+        &self.source
+    }
+
+    /// The source record's type (every feed of a source reads the same schema).
+    pub fn source_type(&self) -> &crate::schema::Type {
+        self.feeds[0].source_type()
+    }
+
+    /// A record that could not even be read (bad XML, an Avro record of
+    /// another schema…): stored verbatim and quarantined for every feed with
+    /// the reason, so nothing is lost and an operator sees why.
+    pub fn unreadable(
+        &self,
+        raw: &[u8],
+        source_id: Option<String>,
+        reason: &str,
+        cursor: Option<String>,
+    ) -> Ingest {
+        Ingest {
+            source: self.source.to_string(),
+            source_id: source_id.unwrap_or_else(|| content_id(raw)),
+            record: raw.to_vec(),
+            messages: Vec::new(),
+            quarantine: self
+                .feeds
+                .iter()
+                .map(|m| Quarantined {
+                    mapping: m.name.clone(),
+                    part: String::new(),
+                    reason: format!("input: {reason}"),
+                })
+                .collect(),
+            cursor,
+        }
+    }
+
+    /// Maps one JSON record through every feed. Its source id is its
+    /// `id_field`, or else `fallback_id` (a file name and line, a Kafka
+    /// partition and offset), or else a hash of its bytes.
+    pub fn record_as(
+        &self,
+        raw: &[u8],
+        fallback_id: Option<String>,
+        cursor: Option<String>,
+    ) -> Ingest {
         let mut ingest = Ingest {
             source: self.source.to_string(),
             source_id: String::new(),
@@ -54,19 +105,22 @@ impl<'c> Pipeline<'c> {
         };
         match self.feeds[0].decode_json(raw) {
             Err(r) => {
-                ingest.source_id = content_id(raw);
+                ingest.source_id = fallback_id.unwrap_or_else(|| content_id(raw));
                 for m in &self.feeds {
                     ingest.quarantine.push(quarantined(m, &r));
                 }
             }
             Ok(d) => {
-                ingest.source_id = match (&d, self.id_field) {
+                let from_field = match (&d, self.id_field) {
                     (Datum::Record(fs), Some(i)) => match &fs[i] {
-                        Datum::Str(s) => s.to_string(),
-                        _ => content_id(raw),
+                        Datum::Str(s) => Some(s.to_string()),
+                        _ => None,
                     },
-                    _ => content_id(raw),
+                    _ => None,
                 };
+                ingest.source_id = from_field
+                    .or(fallback_id)
+                    .unwrap_or_else(|| content_id(raw));
                 for m in &self.feeds {
                     match m.apply(&d) {
                         Ok(Outcome::Mapped { key, record }) => {

@@ -2,7 +2,11 @@
 
 use crate::config::connector::Auth;
 use crate::config::{Config, ConnectorKind, OpRef};
-use crate::connectors::http::{HttpAuth, HttpSink};
+use crate::connectors::file::{FileSink, FileSource};
+use crate::connectors::http::pull::HttpPull;
+use crate::connectors::http::webhook::{self, WebhookOp};
+use crate::connectors::http::{HttpAuth, HttpSink, Tls};
+use crate::connectors::intake::{GroupCommit, Intake};
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::{run_target, Sink, TargetSettings, TargetStats};
 use crate::pipeline::Pipeline;
@@ -115,18 +119,21 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .get(&t.operation)
         .ok_or("no such operation")?
         .get_ref();
-    if c.spec.kind != ConnectorKind::Http {
-        return Err(format!(
-            "{:?} sinks are not built yet; its messages wait in the outbox",
-            c.spec.kind
-        ));
+    if op
+        .xml_namespace
+        .as_deref()
+        .is_some_and(|n| n.starts_with("urn:iso:std:iso:20022"))
+    {
+        return Err("ISO 20022 payment files are made by the payout batch builder, which is not built yet; its messages wait in the outbox".into());
     }
-    let auth = match c.spec.auth.as_ref().map(|a| a.get_ref()) {
-        None => None,
-        Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(h.signer()?)),
-        Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
-        Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
-    };
+    match c.spec.kind {
+        ConnectorKind::Http => {}
+        ConnectorKind::File => return file_target(cfg, c, t, op),
+        ConnectorKind::Kafka => {
+            return Err("Kafka sinks are not built yet; its messages wait in the outbox".into())
+        }
+    }
+    let auth = auth_of(&c.spec)?;
     let base = c
         .spec
         .base_url
@@ -140,6 +147,7 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .map(|d| d.0)
         .unwrap_or(Duration::from_secs(30));
     let sink = HttpSink::new(&url, op.method.as_deref().unwrap_or("POST"), timeout)?
+        .with_tls(&tls_of(cfg, &c.spec)?)?
         .with_auth(auth)
         .with_batch(op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize));
     let sink = match op.format {
@@ -154,6 +162,79 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
             )
         }
     };
+    Ok((Arc::new(sink), settings(cfg, c, t, op, timeout)))
+}
+
+/// A file sink: each delivery one file under `directory/<path or out>/`.
+fn file_target(
+    cfg: &Config,
+    c: &crate::config::Connector,
+    t: &OpRef,
+    op: &crate::config::connector::Operation,
+) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+    let dir = cfg
+        .dir
+        .join(c.spec.directory.as_deref().unwrap_or("."))
+        .join(op.path.as_deref().unwrap_or("out"));
+    let batch = op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize);
+    let sink = FileSink::new(dir, &t.operation, batch)?;
+    let sink = match op.format {
+        crate::config::BodyFormat::Json => sink,
+        crate::config::BodyFormat::Xml => sink.with_xml(
+            op.xml_root.as_deref().unwrap_or("record"),
+            op.xml_namespace.as_deref(),
+        ),
+        crate::config::BodyFormat::Avro => {
+            return Err("Avro files are not written; use JSON or XML".into())
+        }
+    };
+    let mut s = settings(cfg, c, t, op, Duration::from_secs(30));
+    s.concurrency = s.concurrency.max(batch);
+    Ok((Arc::new(sink), s))
+}
+
+/// The authentication of a connector's requests (secrets resolved).
+fn auth_of(spec: &crate::config::ConnectorSpec) -> Result<Option<HttpAuth>, String> {
+    Ok(match spec.auth.as_ref().map(|a| a.get_ref()) {
+        None => None,
+        Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(h.signer()?)),
+        Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
+        Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
+    })
+}
+
+/// A connector's TLS files, read (relative to the configuration directory).
+fn tls_of(cfg: &Config, spec: &crate::config::ConnectorSpec) -> Result<Tls, String> {
+    let Some(t) = &spec.tls else {
+        return Ok(Tls::default());
+    };
+    let read =
+        |f: &str| std::fs::read(cfg.dir.join(f)).map_err(|e| format!("tls: cannot read {f}: {e}"));
+    let ca_pem = t.ca_file.as_deref().map(read).transpose()?;
+    let identity_pem = match (&t.client_cert, &t.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(key.resolve()?.as_bytes());
+            Some(pem)
+        }
+        _ => return Err("tls: client_cert and client_key go together".into()),
+    };
+    Ok(Tls {
+        ca_pem,
+        identity_pem,
+    })
+}
+
+/// Dispatch settings of a target: concurrency, rate limit, retries, lease.
+fn settings(
+    cfg: &Config,
+    c: &crate::config::Connector,
+    t: &OpRef,
+    op: &crate::config::connector::Operation,
+    timeout: Duration,
+) -> TargetSettings {
     let mut s = TargetSettings::new(&t.to_string());
     s.concurrency = c.spec.concurrency.unwrap_or(16) as usize;
     let rate = op.rate_limit.as_ref().or(c.spec.rate_limit.as_ref());
@@ -175,7 +256,7 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .lease
         .0
         .max(timeout + Duration::from_secs(5));
-    Ok((Arc::new(sink), s))
+    s
 }
 
 /// Runs a target, and runs it again after a pause when it stops on a store
@@ -210,10 +291,129 @@ async fn supervise(
     }
 }
 
-/// `tongban run`: a dispatcher task per target until SIGTERM or Ctrl-C; then
-/// in-flight deliveries finish and are recorded, and the process exits 0.
+/// Starts a task per source operation that some feed reads (file watch,
+/// HTTP pull), and the webhook endpoint if any source is a webhook.
+/// Sources that cannot run are logged with the reason.
+async fn start_sources(
+    cfg: &'static Config,
+    store: Arc<Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sources: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.from.clone()).collect();
+    let mut tasks = Vec::new();
+    let mut hooks = std::collections::HashMap::new();
+    for src in &sources {
+        let started = (|| -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+            let c = cfg
+                .connectors
+                .get(&src.connector)
+                .ok_or("no such connector")?;
+            let op = cfg.operation(src).ok_or("no such operation")?;
+            let intake = Intake::new(cfg, store.clone(), src)?;
+            match c.spec.kind {
+                ConnectorKind::File => {
+                    let fs = FileSource::new(cfg, intake, src)?;
+                    let w = shutdown.clone();
+                    Ok(Some(tokio::spawn(async move { fs.run(w).await })))
+                }
+                ConnectorKind::Http if op.webhook => {
+                    let signer =
+                        match c.spec.auth.as_ref().map(|a| a.get_ref()) {
+                            Some(Auth::Hmac(h)) => Some(h.signer()?),
+                            Some(_) => return Err(
+                                "webhooks verify HMAC signatures only; set [auth] type = \"hmac\""
+                                    .into(),
+                            ),
+                            None => None,
+                        };
+                    hooks.insert(
+                        (src.connector.clone(), src.operation.clone()),
+                        WebhookOp { intake, signer },
+                    );
+                    Ok(None)
+                }
+                ConnectorKind::Http => {
+                    let base = c
+                        .spec
+                        .base_url
+                        .as_ref()
+                        .map(|u| u.get_ref().trim_end_matches('/').to_string())
+                        .unwrap_or_default();
+                    let url = format!("{base}{}", op.path.as_deref().unwrap_or(""));
+                    let timeout = c.spec.timeout.map_or(Duration::from_secs(30), |d| d.0);
+                    let pull = HttpPull {
+                        intake,
+                        client: crate::connectors::http::client(timeout, &tls_of(cfg, &c.spec)?)?,
+                        url: reqwest::Url::parse(&url)
+                            .map_err(|e| format!("bad URL {url:?}: {e}"))?,
+                        method: reqwest::Method::from_bytes(
+                            op.method.as_deref().unwrap_or("GET").as_bytes(),
+                        )
+                        .map_err(|e| e.to_string())?,
+                        auth: auth_of(&c.spec)?,
+                        cursor_param: op.cursor_param.clone(),
+                        items_field: op.items_field.clone(),
+                        next_cursor_field: op.next_cursor_field.clone(),
+                        poll: op.poll_interval.map_or(Duration::from_secs(5), |d| d.0),
+                        timeout,
+                        format: op.format,
+                    };
+                    let w = shutdown.clone();
+                    Ok(Some(tokio::spawn(async move { pull.run(w).await })))
+                }
+                ConnectorKind::Kafka => Err("Kafka sources are not built yet".into()),
+            }
+        })();
+        match started {
+            Ok(Some(t)) => {
+                tracing::info!(source = %src, "Reading");
+                tasks.push(t);
+            }
+            Ok(None) => {}
+            Err(why) => tracing::warn!(source = %src, reason = %why, "Not reading"),
+        }
+    }
+    if !hooks.is_empty() {
+        let w = &cfg.hub.webhooks;
+        let limits = webhook::WebhookLimits {
+            max_body: w.max_body_bytes,
+            window: w.window.0,
+        };
+        let names: Vec<String> = hooks.keys().map(|(c, o)| format!("{c}.{o}")).collect();
+        let app = webhook::router(hooks, GroupCommit::start(store.clone(), 512), limits);
+        match tokio::net::TcpListener::bind(w.listen).await {
+            Ok(listener) => {
+                tracing::info!(listen = %w.listen, sources = ?names, "Serving webhooks");
+                let mut stop = shutdown.clone();
+                tasks.push(tokio::spawn(async move {
+                    let graceful = async move {
+                        while !*stop.borrow() {
+                            if stop.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(graceful)
+                        .await
+                    {
+                        tracing::error!(error = %e, "Webhook endpoint failed");
+                    }
+                }));
+            }
+            Err(e) => tracing::error!(listen = %w.listen, error = %e, "Cannot serve webhooks"),
+        }
+    }
+    tasks
+}
+
+/// `tongban run`: the sources, and a dispatcher task per target, until
+/// SIGTERM or Ctrl-C; then sources stop, in-flight deliveries finish and
+/// are recorded, and the process exits 0.
 pub fn run(cfg: Config) -> ExitCode {
     init_logs();
+    // The configuration lives as long as the process; tasks borrow it.
+    let cfg: &'static Config = Box::leak(Box::new(cfg));
     let rt = runtime();
     let code = rt.block_on(async move {
         let store = match Store::open(&cfg.hub.store.url, &cfg.dir).await {
@@ -225,9 +425,9 @@ pub fn run(cfg: Config) -> ExitCode {
         };
         let (stop, watch) = tokio::sync::watch::channel(false);
         let targets: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.to.clone()).collect();
-        let mut tasks = Vec::new();
+        let mut tasks = start_sources(cfg, store.clone(), watch.clone()).await;
         for t in &targets {
-            match target(&cfg, t) {
+            match target(cfg, t) {
                 Ok((sink, settings)) => {
                     tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
                     let stats = Arc::new(TargetStats::default());

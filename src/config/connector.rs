@@ -210,7 +210,8 @@ pub struct Operation {
     pub description: Option<String>,
     /// http: request method.
     pub method: Option<String>,
-    /// http: path under `base_url`.
+    /// http: path under `base_url`. file: the subdirectory of the
+    /// connector's directory (default `in` for sources, `out` for sinks).
     pub path: Option<String>,
     /// http source: the system pushes records to the hub's webhook
     /// `POST /ingest/<connector>/<operation>` instead of being pulled.
@@ -232,6 +233,13 @@ pub struct Operation {
     pub topic: Option<String>,
     /// file: glob of the file names, e.g. `*.xml`.
     pub file_pattern: Option<String>,
+    /// file: whether files travel with a `NAME.sha256` checksum file
+    /// (default true). A source then reads a file only once its checksum
+    /// file is there and matches; a sink writes one beside every file.
+    pub checksum: Option<bool>,
+    /// file source without checksum files: how long a file's size and time
+    /// must stay unchanged before it is read (default 2s).
+    pub settle_time: Option<Dur>,
     /// Rate limit for this operation alone.
     pub rate_limit: Option<RateLimit>,
     /// http sink: records per request (default 1). Above 1, the body is
@@ -323,13 +331,12 @@ impl ConnectorSpec {
                         format!("operation {name}: batch must be 1 to 10000, not {n}"),
                     ));
                 } else if n > 1
-                    && (self.kind != ConnectorKind::Http
-                        || op.direction != Direction::Sink
-                        || op.format != BodyFormat::Json)
+                    && (op.direction != Direction::Sink
+                        || (self.kind == ConnectorKind::Http && op.format != BodyFormat::Json))
                 {
                     out.push((
                         at,
-                        format!("operation {name}: batch applies to http sink operations with JSON bodies only"),
+                        format!("operation {name}: batch applies to sink operations (over http, with JSON bodies only)"),
                     ));
                 }
             }

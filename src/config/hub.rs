@@ -31,6 +31,45 @@ pub struct HubConfig {
     /// Delivery defaults for every target.
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// The endpoint where systems push records to the hub.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+}
+
+/// `[webhooks]`: `POST /ingest/<connector>/<operation>`, served by
+/// `tongban run` when some source operation has `webhook = true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Address to listen on (separate from the admin API, which stays internal).
+    #[serde(default = "default_webhook_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How far a signed request's timestamp may be from the hub's clock.
+    #[serde(default = "default_window")]
+    pub window: Dur,
+}
+
+fn default_webhook_listen() -> std::net::SocketAddr {
+    ([127, 0, 0, 1], 8481).into()
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_window() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            listen: default_webhook_listen(),
+            max_body_bytes: default_max_body(),
+            window: default_window(),
+        }
+    }
 }
 
 /// `[store]`.

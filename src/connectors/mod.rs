@@ -1,3 +1,6 @@
-//! Connectors: how the hub talks to each external system.
+//! Connectors: how records come into the hub (sources) and leave it
+//! (sinks), one folder per kind of system interface.
 
+pub mod file;
 pub mod http;
+pub mod intake;

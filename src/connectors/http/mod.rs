@@ -1,7 +1,11 @@
-//! HTTP: pushing records to a system's API, with bearer, basic or HMAC
-//! signed requests. (Pulling, webhooks and XML bodies are still to come.)
+//! HTTP: pushing records to a system's API (JSON or XML bodies, one or a
+//! batch per request), pulling them by cursor, and receiving them as
+//! webhooks; requests authenticated by bearer token, basic auth or HMAC
+//! signing, over TLS with a custom CA and client certificates if needed.
 
+pub mod pull;
 pub mod sign;
+pub mod webhook;
 
 use crate::dispatch::failure::{excerpt, DeliveryError};
 use crate::dispatch::{Delivered, Sink};
@@ -49,16 +53,7 @@ impl HttpSink {
     pub fn new(url: &str, method: &str, timeout: Duration) -> Result<Self, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url:?}: {e}"))?;
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(64)
-            .user_agent(format!(
-                "tongban/{} (pid {})",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id()
-            ))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = client(timeout, &Tls::default())?;
         Ok(HttpSink {
             auth: None,
             client,
@@ -69,6 +64,12 @@ impl HttpSink {
             batch: 1,
             xml: None,
         })
+    }
+
+    /// Uses these TLS settings (a custom CA, a client certificate).
+    pub fn with_tls(mut self, tls: &Tls) -> Result<Self, String> {
+        self.client = client(self.timeout, tls)?;
+        Ok(self)
     }
 
     /// Authenticates every request.
@@ -132,22 +133,7 @@ impl HttpSink {
         batch: Option<usize>,
     ) -> Result<Delivered, DeliveryError> {
         let req = self.client.request(self.method.clone(), self.url.clone());
-        let req = match &self.auth {
-            None => req,
-            Some(HttpAuth::Bearer(t)) => req.bearer_auth(t),
-            Some(HttpAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
-            Some(HttpAuth::Hmac(signer)) => {
-                let path = match self.url.query() {
-                    Some(q) => format!("{}?{q}", self.url.path()),
-                    None => self.url.path().to_string(),
-                };
-                let headers =
-                    signer.sign(self.method.as_str(), &path, &body, crate::store::now_ms());
-                headers
-                    .into_iter()
-                    .fold(req, |req, (name, value)| req.header(name, value))
-            }
-        };
+        let req = authorize(req, self.auth.as_ref(), &self.method, &self.url, &body);
         let req = match idem_key {
             Some(k) => req.header("Idempotency-Key", k),
             None => req,
@@ -187,7 +173,67 @@ impl HttpSink {
     }
 }
 
-fn classify(e: reqwest::Error, timeout: Duration) -> DeliveryError {
+/// TLS settings of a connector, as PEM bytes (files already read).
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// A CA certificate to trust (besides the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and private key, for mutual TLS.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+/// A client with keep-alive connections, the hub's User-Agent, a connect
+/// timeout and these TLS settings.
+pub fn client(timeout: Duration, tls: &Tls) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(64)
+        .user_agent(format!(
+            "tongban/{} (pid {})",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        ));
+    if let Some(ca) = &tls.ca_pem {
+        let cert = reqwest::Certificate::from_pem(ca)
+            .map_err(|e| format!("tls.ca_file is not a PEM certificate: {e}"))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(id) = &tls.identity_pem {
+        let id = reqwest::Identity::from_pem(id).map_err(|e| {
+            format!("tls.client_cert and tls.client_key are not a PEM certificate and key: {e}")
+        })?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// Adds the authentication of `auth` to a request for `method url` with
+/// this body.
+pub(crate) fn authorize(
+    req: reqwest::RequestBuilder,
+    auth: Option<&HttpAuth>,
+    method: &reqwest::Method,
+    url: &reqwest::Url,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    match auth {
+        None => req,
+        Some(HttpAuth::Bearer(t)) => req.bearer_auth(t),
+        Some(HttpAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+        Some(HttpAuth::Hmac(signer)) => {
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let headers = signer.sign(method.as_str(), &path, body, crate::store::now_ms());
+            headers
+                .into_iter()
+                .fold(req, |req, (name, value)| req.header(name, value))
+        }
+    }
+}
+
+pub(crate) fn classify(e: reqwest::Error, timeout: Duration) -> DeliveryError {
     if e.is_timeout() {
         DeliveryError::Timeout(timeout)
     } else if e.is_connect() {

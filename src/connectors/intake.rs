@@ -1,0 +1,161 @@
+//! The one path from any source into the store: a record as it arrived
+//! (JSON, XML or Avro single-object encoded) is read against the source
+//! operation's schema, run through every feed of that operation, and stored
+//! with its messages, quarantine rows and cursor in one transaction.
+//!
+//! JSON records are kept in the inbox exactly as received. XML and Avro
+//! records are kept in their canonical JSON form (read losslessly against
+//! the schema), so that a replay re-mapped reads every stored record the
+//! same way. A record that cannot be read at all is kept as received and
+//! quarantined for every feed with the reason.
+
+use crate::config::{BodyFormat, Config, OpRef};
+use crate::pipeline::Pipeline;
+use crate::schema::encode_json;
+use crate::schema::AvroCodec;
+use crate::store::{Ingest, IngestOutcome, Store, StoreError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A source operation's way into the store.
+pub struct Intake {
+    pipeline: Pipeline<'static>,
+    store: Arc<Store>,
+    format: BodyFormat,
+    avro: Option<AvroCodec>,
+}
+
+impl Intake {
+    /// The intake of `source` (`connector.operation`), which at least one
+    /// mapping must read.
+    pub fn new(cfg: &'static Config, store: Arc<Store>, source: &OpRef) -> Result<Self, String> {
+        let pipeline = Pipeline::new(cfg, &source.to_string())?;
+        let op = cfg
+            .operation(source)
+            .ok_or_else(|| format!("no operation {source}"))?;
+        let avro = match op.format {
+            BodyFormat::Avro => {
+                let schema = cfg
+                    .schemas
+                    .get(op.schema.get_ref())
+                    .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?;
+                Some(AvroCodec::new(schema.clone()))
+            }
+            _ => None,
+        };
+        Ok(Intake {
+            pipeline,
+            store,
+            format: op.format,
+            avro,
+        })
+    }
+
+    /// The source operation.
+    pub fn source(&self) -> &OpRef {
+        self.pipeline.source()
+    }
+
+    /// The store records go to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// One record as received, ready for [`Intake::commit`]. `fallback_id`
+    /// is the record's id when its operation has no `id_field` (a file's
+    /// digest and line, a Kafka partition and offset).
+    pub fn prepare(
+        &self,
+        raw: &[u8],
+        fallback_id: Option<String>,
+        cursor: Option<String>,
+    ) -> Ingest {
+        let ty = self.pipeline.source_type();
+        match self.format {
+            BodyFormat::Json => self.pipeline.record_as(raw, fallback_id, cursor),
+            BodyFormat::Xml => {
+                let read = std::str::from_utf8(raw)
+                    .map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))
+                    .and_then(|doc| {
+                        crate::formats::xml::document_to_json(doc, ty).map_err(|e| e.to_string())
+                    });
+                match read {
+                    Ok(v) => {
+                        let json = serde_json::to_vec(&v).unwrap_or_default();
+                        self.pipeline.record_as(&json, fallback_id, cursor)
+                    }
+                    Err(e) => self.pipeline.unreadable(
+                        raw,
+                        fallback_id,
+                        &format!("not a readable XML record: {e}"),
+                        cursor,
+                    ),
+                }
+            }
+            BodyFormat::Avro => {
+                let codec = self.avro.as_ref().expect("Avro operations have a codec");
+                match codec.decode(raw) {
+                    Ok(d) => {
+                        let mut json = Vec::with_capacity(raw.len() * 2);
+                        encode_json(&d, ty, &mut json);
+                        self.pipeline.record_as(&json, fallback_id, cursor)
+                    }
+                    Err(e) => self
+                        .pipeline
+                        .unreadable(raw, fallback_id, &e.to_string(), cursor),
+                }
+            }
+        }
+    }
+
+    /// Stores a batch in one transaction.
+    pub async fn commit(&self, batch: Vec<Ingest>) -> Result<IngestOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(IngestOutcome::default());
+        }
+        self.store.ingest(batch).await
+    }
+}
+
+/// A record waiting for its group commit, and who to tell.
+type Pending = (Ingest, oneshot::Sender<Result<IngestOutcome, String>>);
+
+/// Group commit for sources that receive one record per request
+/// (webhooks): requests that arrive together share one transaction, so a
+/// burst costs one disk flush, not one per request. Each caller learns
+/// only once its record is durable.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the committing task; it ends when every handle is dropped.
+    pub fn start(store: Arc<Store>, max_batch: usize) -> GroupCommit {
+        let (tx, mut rx) = mpsc::channel::<Pending>(max_batch * 4);
+        tokio::spawn(async move {
+            let mut buf: Vec<Pending> = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut buf, max_batch).await > 0 {
+                let (batch, waiters): (Vec<Ingest>, Vec<_>) = buf.drain(..).unzip();
+                let result = store.ingest(batch).await.map_err(|e| e.to_string());
+                for w in waiters {
+                    // Each waiter hears the batch's outcome; a caller that
+                    // went away no longer listens, which is fine.
+                    let _ = w.send(result.clone());
+                }
+            }
+        });
+        GroupCommit { tx }
+    }
+
+    /// Stores one record; returns once it is durable (or failed).
+    pub async fn commit(&self, ingest: Ingest) -> Result<IngestOutcome, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((ingest, tx))
+            .await
+            .map_err(|_| "the store writer has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the store writer has stopped".to_string())?
+    }
+}
