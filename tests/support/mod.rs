@@ -73,3 +73,22 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `addr`.
+pub async fn listening(addr: &str, limit: std::time::Duration) {
+    let a = addr.to_string();
+    eventually(limit, &format!("a server on {addr}"), || {
+        let a = a.clone();
+        async move { tokio::net::TcpStream::connect(&a).await.is_ok() }
+    })
+    .await;
+}
