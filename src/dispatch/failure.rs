@@ -27,6 +27,16 @@ pub enum DeliveryError {
         /// The start of the response body, masked.
         excerpt: String,
     },
+    /// A message broker (Kafka) could not take the message: unavailable,
+    /// busy or timed out (transient), or refusing it for good (too large,
+    /// not authorised, invalid record).
+    #[error("the broker {}: {reason}", if *.transient { "could not take it for now" } else { "refused it for good" })]
+    Broker {
+        /// The broker's error, in words.
+        reason: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
     /// The request could not be made from the message (a configuration or
     /// payload problem on our side).
     #[error("the request could not be made: {0}")]
@@ -61,6 +71,12 @@ impl DeliveryError {
                 408 | 425 | 429 | 500..=599 => Class::Transient,
                 _ => Class::Permanent,
             },
+            DeliveryError::Broker {
+                transient: true, ..
+            } => Class::Transient,
+            DeliveryError::Broker {
+                transient: false, ..
+            } => Class::Permanent,
             DeliveryError::Request(_) => Class::Permanent,
         }
     }
@@ -72,6 +88,12 @@ impl DeliveryError {
             DeliveryError::Timeout(_) => "timeout".into(),
             DeliveryError::Io(_) => "io".into(),
             DeliveryError::Status { status, .. } => format!("http_{status}"),
+            DeliveryError::Broker {
+                transient: true, ..
+            } => "broker".into(),
+            DeliveryError::Broker {
+                transient: false, ..
+            } => "broker_refused".into(),
             DeliveryError::Request(_) => "request".into(),
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod kafka;
 pub mod pg;
 pub mod receiver;
 
