@@ -194,9 +194,14 @@ pub fn client(timeout: Duration, tls: &Tls) -> Result<reqwest::Client, String> {
             std::process::id()
         ));
     if let Some(ca) = &tls.ca_pem {
-        let cert = reqwest::Certificate::from_pem(ca)
+        let certs = reqwest::Certificate::from_pem_bundle(ca)
             .map_err(|e| format!("tls.ca_file is not a PEM certificate: {e}"))?;
-        b = b.add_root_certificate(cert);
+        if certs.is_empty() {
+            return Err("tls.ca_file holds no PEM certificate".into());
+        }
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
     }
     if let Some(id) = &tls.identity_pem {
         let id = reqwest::Identity::from_pem(id).map_err(|e| {
