@@ -612,3 +612,22 @@ async fn ingesting_while_delivering_keeps_key_order_and_loses_nothing(s: Store) 
         }
     }
 }
+
+/// A hub and a command (`tongban ingest`) may open a new SQLite store at
+/// the same moment: every opener must succeed, and the schema be set up once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_new_sqlite_store_all_succeed() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, base) = (url.clone(), dir.path().to_path_buf());
+                tokio::spawn(async move { Store::open(&url, &base).await.map(|_| ()) })
+            })
+            .collect();
+        for o in opens {
+            o.await.unwrap().expect("every concurrent open succeeds");
+        }
+    }
+}

@@ -150,10 +150,12 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .with_batch(op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize));
     let sink = match op.format {
         crate::config::BodyFormat::Json => sink,
-        crate::config::BodyFormat::Xml => sink.with_xml(
-            op.xml_root.as_deref().unwrap_or("record"),
-            op.xml_namespace.as_deref(),
-        ),
+        crate::config::BodyFormat::Xml => sink
+            .with_xml(
+                op.xml_root.as_deref().unwrap_or("record"),
+                op.xml_namespace.as_deref(),
+            )
+            .with_xml_envelope(op.xml_envelope.as_deref()),
         crate::config::BodyFormat::Avro => {
             return Err(
                 "Avro bodies over HTTP are not built; its messages wait in the outbox".into(),

@@ -229,6 +229,10 @@ pub struct Operation {
     pub xml_root: Option<String>,
     /// xml: the default namespace of the body.
     pub xml_namespace: Option<String>,
+    /// xml sink: an envelope the record's element is placed in, with
+    /// `{record}` where it goes and optionally `{idempotency_key}`, e.g.
+    /// `"<Request xmlns='urn:x'><Head><Id>{idempotency_key}</Id></Head><Body>{record}</Body></Request>"`.
+    pub xml_envelope: Option<String>,
     /// kafka: the topic.
     pub topic: Option<String>,
     /// kafka source: the consumer group (default `tongban.<connector>.<operation>`).
@@ -312,6 +316,14 @@ impl ConnectorSpec {
                             at,
                             format!("operation {name}: webhook applies to source operations only"),
                         ));
+                    }
+                    if let Some(env) = &op.xml_envelope {
+                        if env.matches("{record}").count() != 1 || op.format != BodyFormat::Xml {
+                            out.push((
+                                at,
+                                format!("operation {name}: xml_envelope needs format = \"xml\" and exactly one {{record}}"),
+                            ));
+                        }
                     }
                     if op.format == BodyFormat::Xml {
                         need(

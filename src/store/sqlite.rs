@@ -24,17 +24,32 @@ impl SqliteStore {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
+            // Other processes may open the same file at the same moment (a
+            // hub and `tongban ingest`): the schema is set up under an
+            // exclusive lock on a file beside it, and every statement waits
+            // for a busy database rather than failing.
+            let lock_path = path.with_extension("lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            // SAFETY: flock on a file descriptor we own; released when `lock` drops.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+                return Err(StoreError::Io(std::io::Error::last_os_error()));
+            }
             let mut conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             // 64 MiB of page cache: claims and settles walk indexes of
             // millions of rows, which the default 2 MiB cannot hold.
             conn.pragma_update(None, "cache_size", -65_536)?;
-            conn.busy_timeout(Duration::from_secs(30))?;
             embedded::migrations::runner()
                 .run(&mut conn)
                 .map_err(|e| StoreError::Migration(e.to_string()))?;
+            drop(lock);
             Ok(SqliteStore {
                 conn: Arc::new(Mutex::new(conn)),
             })

@@ -46,6 +46,8 @@ pub struct HttpSink {
     batch: usize,
     /// XML bodies: root element and default namespace.
     xml: Option<(String, Option<String>)>,
+    /// XML bodies: the envelope around the record (`{record}`, `{idempotency_key}`).
+    envelope: Option<String>,
 }
 
 impl HttpSink {
@@ -63,6 +65,7 @@ impl HttpSink {
             timeout,
             batch: 1,
             xml: None,
+            envelope: None,
         })
     }
 
@@ -91,12 +94,23 @@ impl HttpSink {
         self
     }
 
+    /// Places XML records inside an envelope: `{record}` marks where the
+    /// record's element goes, `{idempotency_key}` is replaced by the key.
+    pub fn with_xml_envelope(mut self, envelope: Option<&str>) -> Self {
+        self.envelope = envelope.map(str::to_string);
+        self
+    }
+
     async fn send(&self, m: &Claimed) -> Result<Delivered, DeliveryError> {
         let body = match &self.xml {
             None => m.payload.clone(),
             Some((root, ns)) => {
-                crate::formats::xml::json_to_document(&m.payload, root, ns.as_deref())
-                    .map_err(|e| DeliveryError::Request(e.to_string()))?
+                let doc = crate::formats::xml::json_to_document(&m.payload, root, ns.as_deref())
+                    .map_err(|e| DeliveryError::Request(e.to_string()))?;
+                match &self.envelope {
+                    None => doc,
+                    Some(env) => enveloped(&doc, env, &m.idem_key),
+                }
             }
         };
         self.request(body, Some(&m.idem_key), None).await
@@ -171,6 +185,21 @@ impl HttpSink {
             })
         }
     }
+}
+
+/// A document's root element inside an envelope, under one XML declaration.
+pub fn enveloped(doc: &[u8], envelope: &str, idem_key: &str) -> Vec<u8> {
+    const DECL: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+    let element = doc.strip_prefix(DECL).unwrap_or(doc);
+    let element = String::from_utf8_lossy(element);
+    let mut out = DECL.to_vec();
+    out.extend_from_slice(
+        envelope
+            .replace("{idempotency_key}", idem_key)
+            .replace("{record}", &element)
+            .as_bytes(),
+    );
+    out
 }
 
 /// TLS settings of a connector, as PEM bytes (files already read).
