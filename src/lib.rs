@@ -13,5 +13,6 @@ pub mod formats;
 pub mod mapping;
 pub mod pipeline;
 pub mod schema;
+pub mod sim;
 pub mod store;
 pub mod synth;

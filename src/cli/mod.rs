@@ -3,8 +3,9 @@
 //! Exit codes: 0 success; 1 some records or test cases failed; 2 the
 //! configuration or the command line is wrong.
 
+pub mod demo;
 mod map;
-mod run;
+pub(crate) mod run;
 
 use crate::config::{Config, Diagnostics};
 use clap::{Parser, Subcommand};
@@ -61,6 +62,39 @@ enum Command {
         #[arg(long, short, default_value = ".")]
         config: PathBuf,
     },
+    /// Run the whole one-application chain against simulated systems and
+    /// check the outcome: `DIR/report.json`, exit 0 only if every invariant holds.
+    Demo {
+        /// Synthetic applicants.
+        #[arg(long, default_value_t = 2000)]
+        people: usize,
+        /// Work directory: the demo's configuration, store, log and report
+        /// (it replaces what an earlier demo left there).
+        #[arg(long, default_value = "var/demo")]
+        workdir: PathBuf,
+        /// Where the shipped connectors, mappings and schemas are.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Seed of the synthetic data (the same seed, the same people).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Switch the simulators' faults (errors, 429s, latency) off.
+        #[arg(long)]
+        no_faults: bool,
+        /// Give up after this long, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        timeout: humantime::Duration,
+    },
+    /// Run a simulator of one system on 127.0.0.1 (its API, rules, faults at
+    /// /_faults and ledger at /_ledger). Credentials, when set, come from the
+    /// same environment variables as the shipped connectors.
+    Sim {
+        /// platform, cert, sscard, subsidies, pension or employment.
+        system: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Run the test cases beside every mapping.
     Test {
         /// Configuration directory.
@@ -72,9 +106,106 @@ enum Command {
     },
 }
 
+/// `tongban sim SYSTEM --listen ADDR`.
+fn sim(system: &str, listen: std::net::SocketAddr) -> ExitCode {
+    use crate::sim;
+    let env = |k: &str| std::env::var(k).ok();
+    let standalone = |c: &std::sync::Arc<sim::Common>| {
+        c.exit_on_crash
+            .store(true, std::sync::atomic::Ordering::Relaxed)
+    };
+    let router = match system {
+        "platform" => {
+            let s = sim::platform::Platform::new(env("PLATFORM_APP_SECRET").as_deref());
+            standalone(&s.common);
+            s.router()
+        }
+        "cert" => {
+            let s = sim::cert::Cert::new(env("CERT_APP_SECRET").as_deref());
+            standalone(&s.common);
+            s.router()
+        }
+        "sscard" => {
+            let s = sim::sscard::Sscard::new(env("SSCARD_TOKEN").as_deref(), Some(20));
+            standalone(&s.common);
+            s.router()
+        }
+        "subsidies" => sim::subsidies::Subsidies::new(
+            env("SUBSIDIES_PASSWORD").as_deref().map(|p| ("tongban", p)),
+            sim::subsidies::Rates::default(),
+        )
+        .router(),
+        "pension" => {
+            let s = sim::referral::Referral::new(
+                sim::referral::Kind::Pension,
+                env("PENSION_TOKEN").as_deref(),
+            );
+            standalone(&s.common);
+            s.router()
+        }
+        "employment" => {
+            let s = sim::referral::Referral::new(
+                sim::referral::Kind::Employment,
+                env("EMPLOYMENT_TOKEN").as_deref(),
+            );
+            standalone(&s.common);
+            s.router()
+        }
+        other => {
+            eprintln!("error: no simulator {other:?}: platform, cert, sscard, subsidies, pension or employment");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = run::runtime();
+    rt.block_on(async move {
+        let l = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        println!("{system} simulator on http://{addr} (ledger: /_ledger, faults: /_faults)");
+        let serve = sim::serve(l, router);
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return ExitCode::from(1),
+            };
+        tokio::select! {
+            _ = serve => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        ExitCode::SUCCESS
+    })
+}
+
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo {
+        people,
+        workdir,
+        config,
+        seed,
+        no_faults,
+        timeout,
+    } = cli.command
+    {
+        return demo::demo(demo::DemoArgs {
+            people,
+            workdir,
+            config,
+            seed,
+            no_faults,
+            timeout: timeout.into(),
+        });
+    }
+    if let Command::Sim { system, listen } = cli.command {
+        return sim(&system, listen);
+    }
     if let Command::Run { config } = cli.command {
         let Some(cfg) = load(&config, true) else {
             return ExitCode::from(2);
@@ -85,7 +216,9 @@ pub fn main() -> ExitCode {
     // away (`tongban map … | head`), they end quietly, as Unix tools do.
     restore_sigpipe();
     match cli.command {
-        Command::Run { .. } => unreachable!("handled above"),
+        Command::Run { .. } | Command::Demo { .. } | Command::Sim { .. } => {
+            unreachable!("handled above")
+        }
         Command::Ingest {
             source,
             input,

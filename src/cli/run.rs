@@ -19,14 +19,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
 }
 
-fn init_logs() {
+pub(crate) fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TONGBAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -454,6 +454,40 @@ async fn start_sources(
     tasks
 }
 
+/// The served targets of a running hub, with their counters.
+pub type Served = Vec<(OpRef, Arc<TargetStats>)>;
+
+/// Starts the hub on an open store: every source a feed reads and a
+/// dispatcher per target a feed writes to, until `shutdown` turns true.
+/// Returns the tasks (await them after shutdown) and the targets served.
+pub async fn start_hub(
+    cfg: &'static Config,
+    store: Arc<Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Served) {
+    let targets: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.to.clone()).collect();
+    let mut tasks = start_sources(cfg, store.clone(), shutdown.clone()).await;
+    let mut served = Vec::new();
+    for t in &targets {
+        match target(cfg, t) {
+            Ok((sink, settings)) => {
+                tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
+                let stats = Arc::new(TargetStats::default());
+                served.push((t.clone(), stats.clone()));
+                tasks.push(tokio::spawn(supervise(
+                    store.clone(),
+                    sink,
+                    settings,
+                    stats,
+                    shutdown.clone(),
+                )));
+            }
+            Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
+        }
+    }
+    (tasks, served)
+}
+
 /// `tongban run`: the sources, and a dispatcher task per target, until
 /// SIGTERM or Ctrl-C; then sources stop, in-flight deliveries finish and
 /// are recorded, and the process exits 0.
@@ -471,19 +505,9 @@ pub fn run(cfg: Config) -> ExitCode {
             }
         };
         let (stop, watch) = tokio::sync::watch::channel(false);
-        let targets: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.to.clone()).collect();
-        let mut tasks = start_sources(cfg, store.clone(), watch.clone()).await;
-        for t in &targets {
-            match target(cfg, t) {
-                Ok((sink, settings)) => {
-                    tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
-                    let stats = Arc::new(TargetStats::default());
-                    tasks.push(tokio::spawn(supervise(store.clone(), sink, settings, stats, watch.clone())));
-                }
-                Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
-            }
-        }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let (tasks, _) = start_hub(cfg, store.clone(), watch).await;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

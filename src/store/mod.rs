@@ -207,6 +207,46 @@ pub struct MessageRow {
     pub payload: Vec<u8>,
 }
 
+/// What [`Store::counts`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// (target, state, messages).
+    pub messages: Vec<(String, i64, i64)>,
+    /// (target, attempts that failed and were retried).
+    pub retries: Vec<(String, i64)>,
+    /// (source, mapping, quarantine rows).
+    pub quarantined: Vec<(String, String, i64)>,
+}
+
+impl Counts {
+    /// Messages of a target in a state.
+    pub fn messages(&self, target: &str, status: i64) -> i64 {
+        self.messages
+            .iter()
+            .filter(|(t, s, _)| t == target && *s == status)
+            .map(|r| r.2)
+            .sum()
+    }
+
+    /// Retried attempts of a target.
+    pub fn retries(&self, target: &str) -> i64 {
+        self.retries
+            .iter()
+            .filter(|(t, _)| t == target)
+            .map(|r| r.1)
+            .sum()
+    }
+
+    /// Quarantine rows of a mapping.
+    pub fn quarantined(&self, mapping: &str) -> i64 {
+        self.quarantined
+            .iter()
+            .filter(|(_, m, _)| m == mapping)
+            .map(|r| r.2)
+            .sum()
+    }
+}
+
 /// An audit row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRow {
@@ -387,6 +427,12 @@ impl Store {
     /// Number of inbox rows.
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {
         both!(self, s => s.inbox_len().await)
+    }
+
+    /// Messages per target and state, failed attempts retried per target,
+    /// and quarantine rows per source and mapping.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        both!(self, s => s.counts().await)
     }
 }
 

@@ -609,6 +609,27 @@ impl PgStore {
         let c = self.client().await?;
         Ok(c.query_one("SELECT count(*) FROM inbox", &[]).await?.get(0))
     }
+
+    pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
+        let c = self.client().await?;
+        let mut out = Counts::default();
+        for r in c
+            .query(
+                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
+                &[],
+            )
+            .await?
+        {
+            out.messages.push((r.get(0), r.get(1), r.get(2)));
+        }
+        for r in c.query("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = 0 GROUP BY m.target", &[]).await? {
+            out.retries.push((r.get(0), r.get(1)));
+        }
+        for r in c.query("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", &[]).await? {
+            out.quarantined.push((r.get(0), r.get(1), r.get(2)));
+        }
+        Ok(out)
+    }
 }
 
 const MESSAGE_SELECT: &str =

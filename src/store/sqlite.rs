@@ -467,6 +467,26 @@ impl SqliteStore {
         self.with(|c| Ok(c.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?))
             .await
     }
+
+    pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
+        self.with(|c| {
+            let mut out = Counts::default();
+            let mut st = c.prepare("SELECT target, status, count(*) FROM messages GROUP BY target, status")?;
+            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+                out.messages.push(r?);
+            }
+            let mut st = c.prepare("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = 0 GROUP BY m.target")?;
+            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                out.retries.push(r?);
+            }
+            let mut st = c.prepare("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping")?;
+            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+                out.quarantined.push(r?);
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 const MESSAGE_SELECT: &str =

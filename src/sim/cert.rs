@@ -1,0 +1,280 @@
+//! The national disability-certificate system (全国残疾人证管理系统).
+//!
+//! - `POST /api/cert/v3/applications` (HMAC-SM3 signed, app key
+//!   `tongban-hub`): a certificate application (`CertificateApplication`).
+//!   The holder's ID number must be valid and the name present (else 422).
+//!   Each application id is handled once. After `issue_delay_ms` (the
+//!   assessment, public notice and approval, compressed) the certificate
+//!   event follows: 新办 NEW → `ISSUED` with a 20-character number (ID
+//!   number + category + level, from the person's assessment), valid 10
+//!   years; 换领 RENEW → `RENEWED`; 挂失补办 REISSUE → `REISSUED` with the next
+//!   `B1`, `B2`… suffix; 迁移 MIGRATE → `MIGRATED`; 注销 CANCEL → `CANCELLED`;
+//!   CHANGE → `LEVEL_CHANGED` (re-assessed). A NEW for a holder who has a
+//!   certificate, or another kind for one who has none, is refused (422).
+//! - `GET /api/cert/v3/events?after=N`: up to 500 events after position N,
+//!   `{"events": […], "next": N'}`.
+//!
+//! Assessments come from [`Cert::assess`] (the demo seeds the people it
+//! made), or else are derived from the ID number, so the same person always
+//! gets the same category and level.
+
+use super::{header, refuse, with_common, Common};
+use crate::config::connector::MacAlgorithm;
+use crate::connectors::http::sign::Signer;
+use crate::domain::ResidentId;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Events per page.
+pub const PAGE: usize = 500;
+
+#[derive(Default)]
+struct Book {
+    /// Assessments seeded: ID number → (category, level).
+    assessed: HashMap<String, (u8, u8)>,
+    /// Current certificate per holder.
+    certs: HashMap<String, String>,
+    /// Events, in order, as JSON.
+    events: Vec<Arc<[u8]>>,
+}
+
+/// The certificate system's state.
+pub struct Cert {
+    /// Faults, ledger, counters.
+    pub common: Arc<Common>,
+    signer: Option<Signer>,
+    book: Mutex<Book>,
+    /// Delay from application to the certificate event, in ms.
+    pub issue_delay_ms: AtomicU64,
+}
+
+impl Cert {
+    /// A certificate system checking HMAC-SM3 signatures with `secret`, if given.
+    pub fn new(secret: Option<&str>) -> Arc<Cert> {
+        Arc::new(Cert {
+            common: Common::new("national_cert"),
+            signer: secret.map(|s| Signer::new("tongban-hub", s.as_bytes(), MacAlgorithm::HmacSm3)),
+            book: Mutex::new(Book::default()),
+            issue_delay_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Seeds a person's assessment (category 1–7, level 1–4).
+    pub fn assess(&self, id_no: &str, category: u8, level: u8) {
+        self.book
+            .lock()
+            .unwrap()
+            .assessed
+            .insert(id_no.to_string(), (category, level));
+    }
+
+    /// A person's assessment: seeded, or derived from the ID number.
+    pub fn assessment(&self, id_no: &str) -> (u8, u8) {
+        if let Some(a) = self.book.lock().unwrap().assessed.get(id_no) {
+            return *a;
+        }
+        let h = id_no
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        ((h % 7) as u8 + 1, ((h / 7) % 4) as u8 + 1)
+    }
+
+    /// Events so far.
+    pub fn events(&self) -> usize {
+        self.book.lock().unwrap().events.len()
+    }
+
+    /// The current certificate of each holder.
+    pub fn certificates(&self) -> HashMap<String, String> {
+        self.book.lock().unwrap().certs.clone()
+    }
+
+    /// The simulator's routes, with `/_ledger` and `/_faults`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let app = Router::new()
+            .route("/api/cert/v3/applications", post(apply))
+            .route("/api/cert/v3/events", get(events))
+            .with_state(self.clone());
+        with_common(app, self.common.clone())
+    }
+
+    /// Decides an application and appends its event; Err is the refusal.
+    fn decide(&self, app: &Value) -> Result<(), String> {
+        let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
+        let id = s("id_no");
+        let kind = s("kind");
+        let today = chrono::Utc::now()
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+            .date_naive();
+        let mut book = self.book.lock().unwrap();
+        let current = book.certs.get(&id).cloned();
+        let (event_kind, number, previous, region) = match (kind.as_str(), current) {
+            ("NEW", Some(c)) => {
+                return Err(format!(
+                    "the holder already has certificate {}",
+                    crate::domain::mask::id_number(&c)
+                ))
+            }
+            ("NEW", None) => {
+                drop(book);
+                let (cat, lvl) = self.assessment(&id);
+                book = self.book.lock().unwrap();
+                ("ISSUED", format!("{id}{cat}{lvl}"), None, s("region_code"))
+            }
+            (_, None) => return Err(format!("{kind}: the holder has no certificate")),
+            ("RENEW", Some(c)) => ("RENEWED", c, None, s("region_code")),
+            ("REISSUE", Some(c)) => {
+                let base = &c[..20];
+                let n: u32 = c.get(21..).and_then(|n| n.parse().ok()).unwrap_or(0);
+                (
+                    "REISSUED",
+                    format!("{base}B{}", n + 1),
+                    Some(c),
+                    s("region_code"),
+                )
+            }
+            ("MIGRATE", Some(c)) => (
+                "MIGRATED",
+                c,
+                None,
+                app["target_region_code"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| s("region_code")),
+            ),
+            ("CANCEL", Some(c)) => ("CANCELLED", c, None, s("region_code")),
+            ("CHANGE", Some(c)) => {
+                let lvl = (c.as_bytes()[19] - b'0') % 4 + 1;
+                let number = format!("{}{lvl}", &c[..19]);
+                ("LEVEL_CHANGED", number, Some(c), s("region_code"))
+            }
+            (other, _) => return Err(format!("unknown application kind {other:?}")),
+        };
+        if event_kind == "CANCELLED" {
+            book.certs.remove(&id);
+        } else {
+            book.certs.insert(id.clone(), number.clone());
+        }
+        let n = book.events.len() + 1;
+        let event = json!({
+            "event_id": format!("CE-{n:09}"),
+            "kind": event_kind,
+            "certificate_no": number,
+            "previous_certificate_no": previous,
+            "holder_id": id,
+            "holder_name": s("name"),
+            "region_code": region,
+            "issued_on": today.to_string(),
+            "valid_until": today.checked_add_months(chrono::Months::new(120)).unwrap_or(today).to_string(),
+            "occurred_at": chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).to_rfc3339(),
+            "cancel_reason": if event_kind == "CANCELLED" { json!("REQUESTED") } else { Value::Null },
+            "application": app["context"],
+        });
+        book.events
+            .push(Arc::from(serde_json::to_vec(&event).unwrap_or_default()));
+        drop(book);
+        self.common.apply(
+            "",
+            "certificate",
+            &id,
+            format!("{event_kind} {}", crate::domain::mask::id_number(&number)),
+        );
+        Ok(())
+    }
+}
+
+async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(s) = &c.signer {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        if let Err(e) = s.verify(
+            "POST",
+            path,
+            &body,
+            |n| h.get(n).and_then(|v| v.to_str().ok()),
+            crate::store::now_ms(),
+            300_000,
+        ) {
+            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    }
+    let app: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let id = app["id_no"].as_str().unwrap_or("");
+    let name = app["name"].as_str().unwrap_or("").trim();
+    let application_id = app["application_id"].as_str().unwrap_or("").to_string();
+    if c.common.refuses_bad() {
+        if let Err(e) = ResidentId::parse(id) {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "invalid ID number {}: {e}",
+                    crate::domain::mask::id_number(id)
+                ),
+            );
+        }
+        if name.is_empty() || application_id.is_empty() {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "name and application_id are required",
+            );
+        }
+    }
+    // Each application is decided once, whatever its idempotency key.
+    let key = format!("app:{application_id}");
+    let first = c.common.apply(
+        &key,
+        "application",
+        id,
+        format!("{} {}", app["kind"].as_str().unwrap_or(""), application_id),
+    );
+    if !first {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "already received" })),
+        )
+            .into_response();
+    }
+    let _ = header(&h, "idempotency-key");
+    let delay = c.issue_delay_ms.load(Ordering::Relaxed);
+    if delay == 0 {
+        if let Err(why) = c.decide(&app) {
+            return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
+        }
+    } else {
+        let c = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            if let Err(why) = c.decide(&app) {
+                c.common.apply("", "refused", "", why);
+            }
+        });
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response()
+}
+
+async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let book = c.book.lock().unwrap();
+    let to = (from + PAGE).min(book.events.len());
+    let mut body = Vec::with_capacity(to.saturating_sub(from) * 700 + 64);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, e) in book.events[from.min(to)..to].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
+    }
+    body.extend_from_slice(format!("],\"next\":{}}}", to.max(from)).as_bytes());
+    drop(book);
+    ([("content-type", "application/json")], body).into_response()
+}

@@ -1,0 +1,206 @@
+//! The provincial government-services platform (一体化政务服务平台): citizens
+//! file one-application forms (一张表单) here; the hub pulls them by cursor
+//! (or the platform pushes each to the hub's webhook, signed), and sends
+//! back the status of each application.
+//!
+//! - `POST /api/v1/applications`: file a form (JSON `OneApplication`); 201
+//!   with its cursor position. A form without `application_id` is refused.
+//! - `GET /api/v1/applications?cursor=N`: up to 500 forms after position N,
+//!   `{"items": […], "next_cursor": "…"}`; requests signed with HMAC-SHA256
+//!   when a secret is set.
+//! - `POST /api/v1/applications/status`: a status update (`ApplicationStatus`),
+//!   signed; each idempotency key applied once.
+
+use super::{header, refuse, with_common, Common};
+use crate::config::connector::MacAlgorithm;
+use crate::connectors::http::sign::Signer;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Forms per page.
+pub const PAGE: usize = 500;
+
+/// The platform's state.
+pub struct Platform {
+    /// Faults, ledger, counters.
+    pub common: Arc<Common>,
+    forms: Mutex<Vec<Arc<[u8]>>>,
+    signer: Option<Signer>,
+    /// Push each filed form to this webhook URL (signed), if set.
+    push: Option<(String, Signer)>,
+    client: reqwest::Client,
+}
+
+impl Platform {
+    /// A platform whose API checks HMAC-SHA256 signatures with `secret`
+    /// (app key `tongban-hub`), if given.
+    pub fn new(secret: Option<&str>) -> Arc<Platform> {
+        Arc::new(Platform {
+            common: Common::new("provincial_platform"),
+            forms: Mutex::new(Vec::new()),
+            signer: secret
+                .map(|s| Signer::new("tongban-hub", s.as_bytes(), MacAlgorithm::HmacSha256)),
+            push: None,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    /// A platform that also pushes every form to a hub webhook, signing with
+    /// app key `provincial-platform`.
+    pub fn pushing(secret: Option<&str>, url: &str, hook_secret: &str) -> Arc<Platform> {
+        let mut p = Arc::into_inner(Platform::new(secret)).expect("new");
+        p.push = Some((
+            url.to_string(),
+            Signer::new(
+                "provincial-platform",
+                hook_secret.as_bytes(),
+                MacAlgorithm::HmacSha256,
+            ),
+        ));
+        Arc::new(p)
+    }
+
+    /// Files a form; returns its position.
+    pub fn file(&self, form: &[u8]) -> usize {
+        let n = {
+            let mut f = self.forms.lock().unwrap();
+            f.push(Arc::from(form));
+            f.len()
+        };
+        if let Some((url, signer)) = &self.push {
+            let (url, signer, client, body) = (
+                url.clone(),
+                signer.clone(),
+                self.client.clone(),
+                form.to_vec(),
+            );
+            tokio::spawn(async move {
+                let path = reqwest::Url::parse(&url)
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_default();
+                // Retried a few times, as a platform would.
+                for _ in 0..5 {
+                    let mut req = client.post(&url).body(body.clone());
+                    for (k, v) in signer.sign("POST", &path, &body, crate::store::now_ms()) {
+                        req = req.header(k, v);
+                    }
+                    if let Ok(r) = req.send().await {
+                        if r.status().is_success() || r.status().is_client_error() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            });
+        }
+        n
+    }
+
+    /// Forms filed so far.
+    pub fn filed(&self) -> usize {
+        self.forms.lock().unwrap().len()
+    }
+
+    /// Latest status per application id.
+    pub fn statuses(&self) -> HashMap<String, String> {
+        self.common
+            .effects("status")
+            .into_iter()
+            .map(|e| (e.subject, e.detail))
+            .collect()
+    }
+
+    fn verify(&self, method: &str, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Result<(), String> {
+        let Some(s) = &self.signer else { return Ok(()) };
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        s.verify(
+            method,
+            path,
+            body,
+            |n| h.get(n).and_then(|v| v.to_str().ok()),
+            crate::store::now_ms(),
+            300_000,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// The simulator's routes, with `/_ledger` and `/_faults`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let app = Router::new()
+            .route("/api/v1/applications", post(file).get(pull))
+            .route("/api/v1/applications/status", post(status))
+            .with_state(self.clone());
+        with_common(app, self.common.clone())
+    }
+}
+
+async fn file(State(p): State<Arc<Platform>>, body: Bytes) -> Response {
+    let ok = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("application_id")
+                .and_then(|a| a.as_str().map(str::to_string))
+        });
+    match ok {
+        None => refuse(StatusCode::BAD_REQUEST, "a form needs an application_id"),
+        Some(_) => {
+            let n = p.file(&body);
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({ "cursor": n })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn pull(
+    State(p): State<Arc<Platform>>,
+    uri: Uri,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(e) = p.verify("GET", &uri, &h, b"") {
+        return refuse(StatusCode::UNAUTHORIZED, e);
+    }
+    let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let forms = p.forms.lock().unwrap();
+    let to = (from + PAGE).min(forms.len());
+    let mut body = Vec::with_capacity((to.saturating_sub(from)) * 600 + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, f) in forms[from.min(to)..to].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(f);
+    }
+    body.extend_from_slice(format!("],\"next_cursor\":\"{}\"}}", to.max(from)).as_bytes());
+    drop(forms);
+    ([("content-type", "application/json")], body).into_response()
+}
+
+async fn status(State(p): State<Arc<Platform>>, uri: Uri, h: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = p.verify("POST", &uri, &h, &body) {
+        return refuse(StatusCode::UNAUTHORIZED, e);
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let (Some(app), Some(st)) = (v["application_id"].as_str(), v["status"].as_str()) else {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a status update needs application_id and status",
+        );
+    };
+    p.common
+        .apply(header(&h, "idempotency-key"), "status", app, st.to_string());
+    (StatusCode::OK, Json(serde_json::json!({ "ok": true }))).into_response()
+}

@@ -1,0 +1,111 @@
+//! The residents' pension system (城乡居民基本养老保险) and the employment
+//! service platform: each takes one kind of record by `POST` with a bearer
+//! token and applies each idempotency key once.
+//!
+//! - pension: `POST /api/pension/v1/enrolments` (`PensionEnrolment`): refused
+//!   with 422 when the level is above 2 or the holder's ID number is invalid.
+//! - employment: `POST /api/employment/v1/referrals` (`EmploymentReferral`):
+//!   refused with 422 when the person wants neither work nor training.
+
+use super::{bearer_ok, header, refuse, with_common, Common};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Which system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Pension enrolments.
+    Pension,
+    /// Employment and training referrals.
+    Employment,
+}
+
+/// A pension or employment system.
+pub struct Referral {
+    /// Faults, ledger, counters.
+    pub common: Arc<Common>,
+    kind: Kind,
+    token: Option<String>,
+}
+
+impl Referral {
+    /// The system of `kind`, wanting `token` if given.
+    pub fn new(kind: Kind, token: Option<&str>) -> Arc<Referral> {
+        Arc::new(Referral {
+            common: Common::new(match kind {
+                Kind::Pension => "pension",
+                Kind::Employment => "employment",
+            }),
+            kind,
+            token: token.map(str::to_string),
+        })
+    }
+
+    /// The simulator's routes, with `/_ledger` and `/_faults`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let path = match self.kind {
+            Kind::Pension => "/api/pension/v1/enrolments",
+            Kind::Employment => "/api/employment/v1/referrals",
+        };
+        let app = Router::new()
+            .route(path, post(receive))
+            .with_state(self.clone());
+        with_common(app, self.common.clone())
+    }
+}
+
+async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(t) = &r.token {
+        if !bearer_ok(&h, t) {
+            return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+        }
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let id = v["holder_id"].as_str().unwrap_or("");
+    if r.common.refuses_bad() {
+        if let Err(e) = crate::domain::ResidentId::parse(id) {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid ID number: {e}"),
+            );
+        }
+        let ok = match r.kind {
+            Kind::Pension => v["level"].as_i64().is_some_and(|l| (1..=2).contains(&l)),
+            Kind::Employment => {
+                v["wants_employment"].as_bool() == Some(true)
+                    || v["wants_training"].as_bool() == Some(true)
+            }
+        };
+        if !ok {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                match r.kind {
+                    Kind::Pension => {
+                        "only levels 1 and 2 are enrolled with government-paid premiums"
+                    }
+                    Kind::Employment => "the person asked for neither work nor training",
+                },
+            );
+        }
+    }
+    let kind = match r.kind {
+        Kind::Pension => "enrolled",
+        Kind::Employment => "referred",
+    };
+    r.common.apply(
+        header(&h, "idempotency-key"),
+        kind,
+        id,
+        v["request_id"].as_str().unwrap_or("").to_string(),
+    );
+    Json(serde_json::json!({ "ok": true })).into_response()
+}

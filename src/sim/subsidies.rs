@@ -1,0 +1,334 @@
+//! The national two-subsidies system (全国残疾人两项补贴信息系统).
+//!
+//! - `POST /api/subsidy/v1/eligibility` (basic auth): a
+//!   `SubsidyEligibilityRequest`. Refused with 422: an invalid ID number, a
+//!   certificate that is not the holder's, a bank card failing its check
+//!   digit, a person on 特困供养 (destitute support). Otherwise the rules of
+//!   [`entitlement`] decide the living and the care subsidy, paid from
+//!   `start_month`. One record per holder; each idempotency key applied once.
+//! - `POST /api/subsidy/v1/stops`: a `SubsidyStop`: nothing is paid for
+//!   `effective_month` and after.
+//! - `GET /api/subsidy/v1/payouts?cursor=N[&period=YYYY-MM]`: the month's
+//!   payout list (`PayoutRecord`s; `payout_id` = type-holder-period), 500 a
+//!   page; the period defaults to [`Subsidies::period`].
+//! - `POST /api/subsidy/v1/payout-results`: the banks' results (`PayoutResult`).
+
+use super::{basic_ok, header, refuse, with_common, Common};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Amounts (fen a month) and the province's switches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rates {
+    /// Living subsidy, 低保 households.
+    pub living_dibao_fen: i64,
+    /// Living subsidy, near-低保 households (低保边缘).
+    pub living_near_dibao_fen: i64,
+    /// Whether the province extends the living subsidy to near-低保 households.
+    pub near_dibao_living: bool,
+    /// Care subsidy, level 1.
+    pub care_level1_fen: i64,
+    /// Care subsidy, level 2.
+    pub care_level2_fen: i64,
+    /// Whether the province extends the care subsidy to levels 3–4 of
+    /// intellectual (5) and mental (6) disability.
+    pub care_intellectual_mental_3_4: bool,
+    /// Their rate, in percent of the level 2 amount (Shanxi: 50).
+    pub care_3_4_percent: i64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        // Shanghai 2021 figures (DOMAIN.md §5).
+        Rates {
+            living_dibao_fen: 41_000,
+            living_near_dibao_fen: 29_000,
+            near_dibao_living: true,
+            care_level1_fen: 30_000,
+            care_level2_fen: 15_000,
+            care_intellectual_mental_3_4: true,
+            care_3_4_percent: 50,
+        }
+    }
+}
+
+/// The monthly living and care subsidy of a person, in fen (0: none).
+/// `dibao` is `NONE`, `DIBAO`, `NEAR_DIBAO` or `TEKUN`.
+pub fn entitlement(
+    r: &Rates,
+    category: u8,
+    level: u8,
+    dibao: &str,
+    needs_long_term_care: bool,
+) -> (i64, i64) {
+    if dibao == "TEKUN" {
+        return (0, 0);
+    }
+    let living = match dibao {
+        "DIBAO" => r.living_dibao_fen,
+        "NEAR_DIBAO" if r.near_dibao_living => r.living_near_dibao_fen,
+        _ => 0,
+    };
+    let care = match level {
+        1 if needs_long_term_care => r.care_level1_fen,
+        2 if needs_long_term_care => r.care_level2_fen,
+        3 | 4 if r.care_intellectual_mental_3_4 && matches!(category, 5 | 6) => {
+            r.care_level2_fen * r.care_3_4_percent / 100
+        }
+        _ => 0,
+    };
+    (living, care)
+}
+
+#[derive(Clone, Debug)]
+struct Recipient {
+    name: String,
+    certificate_no: String,
+    region_code: String,
+    bank_account_no: String,
+    bank_code: String,
+    account_name: String,
+    start_month: String,
+    stop_month: Option<String>,
+    living_fen: i64,
+    care_fen: i64,
+}
+
+/// The subsidies system's state.
+pub struct Subsidies {
+    /// Faults, ledger, counters.
+    pub common: Arc<Common>,
+    credentials: Option<(String, String)>,
+    /// Amounts and switches.
+    pub rates: Rates,
+    /// The month whose payout list is served by default.
+    pub period: Mutex<String>,
+    people: Mutex<(Vec<String>, HashMap<String, Recipient>)>,
+}
+
+impl Subsidies {
+    /// A subsidies system wanting basic auth `credentials` (if given).
+    pub fn new(credentials: Option<(&str, &str)>, rates: Rates) -> Arc<Subsidies> {
+        Arc::new(Subsidies {
+            common: Common::new("subsidies"),
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            rates,
+            period: Mutex::new(super::period_of(crate::store::now_ms())),
+            people: Mutex::new((Vec::new(), HashMap::new())),
+        })
+    }
+
+    /// The simulator's routes, with `/_ledger` and `/_faults`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let app = Router::new()
+            .route("/api/subsidy/v1/eligibility", post(eligibility))
+            .route("/api/subsidy/v1/stops", post(stop))
+            .route("/api/subsidy/v1/payouts", get(payouts))
+            .route("/api/subsidy/v1/payout-results", post(results))
+            .with_state(self.clone());
+        with_common(app, self.common.clone())
+    }
+
+    /// The payout list of a month, as `PayoutRecord` JSON values, in the
+    /// order people became eligible.
+    pub fn payout_list(&self, period: &str) -> Vec<Value> {
+        let people = self.people.lock().unwrap();
+        let mut out = Vec::new();
+        for id in &people.0 {
+            let r = &people.1[id];
+            if r.start_month.as_str() > period
+                || r.stop_month.as_deref().is_some_and(|s| s <= period)
+            {
+                continue;
+            }
+            for (ty, fen) in [("LIVING", r.living_fen), ("CARE", r.care_fen)] {
+                if fen > 0 {
+                    out.push(json!({
+                        "payout_id": format!("{ty}-{id}-{period}"),
+                        "subsidy_type": ty,
+                        "holder_id": id,
+                        "name": r.name,
+                        "certificate_no": r.certificate_no,
+                        "period": period,
+                        "amount_fen": fen,
+                        "bank_account_no": r.bank_account_no,
+                        "bank_code": r.bank_code,
+                        "account_name": r.account_name,
+                        "region_code": r.region_code,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    fn authorised(&self, h: &HeaderMap) -> bool {
+        self.credentials
+            .as_ref()
+            .is_none_or(|(u, p)| basic_ok(h, u, p))
+    }
+}
+
+async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let g = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let (id, cert, card) = (g("holder_id"), g("certificate_no"), g("bank_account_no"));
+    if s.common.refuses_bad() {
+        let why = if let Err(e) = crate::domain::ResidentId::parse(&id) {
+            Some(format!("invalid ID number: {e}"))
+        } else if !cert.starts_with(&id) {
+            Some("the certificate is not the holder's".into())
+        } else if let Err(e) = crate::domain::luhn::validate_card(&card) {
+            Some(format!(
+                "bank account {}: {e}",
+                crate::domain::mask::bank_card(&card)
+            ))
+        } else if g("dibao") == "TEKUN" {
+            Some("not eligible: the person receives destitute support (特困供养)".into())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
+        }
+    }
+    let (living, care) = entitlement(
+        &s.rates,
+        v["category"].as_i64().unwrap_or(0) as u8,
+        v["level"].as_i64().unwrap_or(0) as u8,
+        &g("dibao"),
+        v["needs_long_term_care"].as_bool().unwrap_or(false),
+    );
+    let idem = header(&h, "idempotency-key").to_string();
+    let mut people = s.people.lock().unwrap();
+    if s.common.apply(
+        &idem,
+        "eligibility",
+        &id,
+        format!("living {living} care {care}"),
+    ) && (living > 0 || care > 0)
+    {
+        if !people.1.contains_key(&id) {
+            people.0.push(id.clone());
+        }
+        people.1.insert(
+            id.clone(),
+            Recipient {
+                name: g("name"),
+                certificate_no: cert,
+                region_code: g("region_code"),
+                bank_account_no: card,
+                bank_code: g("bank_code"),
+                account_name: g("account_name"),
+                start_month: g("start_month"),
+                stop_month: None,
+                living_fen: living,
+                care_fen: care,
+            },
+        );
+    }
+    drop(people);
+    Json(json!({ "eligible": living > 0 || care > 0, "living_fen": living, "care_fen": care }))
+        .into_response()
+}
+
+async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let id = v["holder_id"].as_str().unwrap_or("").to_string();
+    let month = v["effective_month"].as_str().unwrap_or("").to_string();
+    let idem = header(&h, "idempotency-key").to_string();
+    if s.common.apply(&idem, "stop", &id, format!("from {month}")) {
+        if let Some(r) = s.people.lock().unwrap().1.get_mut(&id) {
+            r.stop_month = Some(month);
+        }
+    }
+    Json(json!({ "ok": true })).into_response()
+}
+
+async fn payouts(
+    State(s): State<Arc<Subsidies>>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let period = q
+        .get("period")
+        .cloned()
+        .unwrap_or_else(|| s.period.lock().unwrap().clone());
+    let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let list = s.payout_list(&period);
+    let to = (from + 500).min(list.len());
+    Json(json!({
+        "items": &list[from.min(to)..to],
+        "next_cursor": to.max(from).to_string(),
+    }))
+    .into_response()
+}
+
+async fn results(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let idem = header(&h, "idempotency-key").to_string();
+    s.common.apply(
+        &idem,
+        "payout_result",
+        v["payment_id"].as_str().unwrap_or(""),
+        v["status"].as_str().unwrap_or("").to_string(),
+    );
+    Json(json!({ "ok": true })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entitlements_follow_the_rules() {
+        let r = Rates::default();
+        // 低保, level 1 needing care: both.
+        assert_eq!(entitlement(&r, 4, 1, "DIBAO", true), (41_000, 30_000));
+        // Near-低保 level 2 without long-term care: living only.
+        assert_eq!(entitlement(&r, 4, 2, "NEAR_DIBAO", false), (29_000, 0));
+        // Level 3 intellectual: care at 50 % of level 2.
+        assert_eq!(entitlement(&r, 5, 3, "NONE", false), (0, 7_500));
+        // Level 3 physical: nothing.
+        assert_eq!(entitlement(&r, 4, 3, "NONE", false), (0, 0));
+        // 特困供养: nothing.
+        assert_eq!(entitlement(&r, 4, 1, "TEKUN", true), (0, 0));
+        // A province without the extensions.
+        let strict = Rates {
+            near_dibao_living: false,
+            care_intellectual_mental_3_4: false,
+            ..Rates::default()
+        };
+        assert_eq!(entitlement(&strict, 5, 3, "NEAR_DIBAO", true), (0, 0));
+    }
+}
