@@ -215,3 +215,19 @@ fn a_failing_mapping_test_prints_a_diff_and_exits_1() {
     let o = support::run(&["test"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
 }
+
+/// The hub settings of docker/compose.yaml, with the shipped connectors,
+/// mappings and schemas, pass `tongban check`.
+#[test]
+fn the_docker_compose_settings_check() {
+    let dir = support::copy_config();
+    std::fs::copy(
+        support::root().join("docker/tongban.compose.toml"),
+        dir.path().join("tongban.toml"),
+    )
+    .unwrap();
+    let o = support::run(&["check", "--config", dir.path().to_str().unwrap()]);
+    let (out, err) = support::text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("0 errors"), "{out}");
+}

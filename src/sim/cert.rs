@@ -92,6 +92,11 @@ impl Cert {
         self.book.lock().unwrap().events.len()
     }
 
+    /// How many holders have a certificate.
+    pub fn holders(&self) -> usize {
+        self.book.lock().unwrap().certs.len()
+    }
+
     /// The current certificate of each holder.
     pub fn certificates(&self) -> HashMap<String, String> {
         self.book.lock().unwrap().certs.clone()

@@ -55,7 +55,7 @@ pub struct Faults {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Effect {
     /// What was done (`card_loaded`, `eligibility`, `status`, …).
-    pub kind: String,
+    pub kind: &'static str,
     /// Who it was for (ID number) or what it is about (application id).
     pub subject: String,
     /// A short description.
@@ -68,7 +68,11 @@ pub struct Effect {
 #[derive(Default)]
 pub struct Ledger {
     effects: Vec<Effect>,
-    keys: HashMap<String, usize>,
+    /// Idempotency keys applied, as 64-bit hashes (a ledger of millions of
+    /// keys stays small; a collision would need 2^32 keys).
+    keys: std::collections::HashSet<u64>,
+    /// Effects per kind.
+    counts: HashMap<&'static str, u64>,
     /// Requests that carried an idempotency key already applied.
     pub repeats: u64,
 }
@@ -76,21 +80,35 @@ pub struct Ledger {
 impl Ledger {
     /// Records an effect once per idempotency key; false if it was a repeat.
     pub fn apply(&mut self, idem_key: &str, effect: Effect) -> bool {
-        if !idem_key.is_empty() && self.keys.contains_key(idem_key) {
+        if !idem_key.is_empty() && !self.keys.insert(key_hash(idem_key)) {
             self.repeats += 1;
             return false;
         }
-        if !idem_key.is_empty() {
-            self.keys.insert(idem_key.to_string(), self.effects.len());
-        }
+        *self.counts.entry(effect.kind).or_default() += 1;
         self.effects.push(effect);
         true
+    }
+
+    /// How many effects of a kind.
+    pub fn count(&self, kind: &str) -> u64 {
+        self.counts.get(kind).copied().unwrap_or(0)
     }
 
     /// Every effect, in order.
     pub fn effects(&self) -> &[Effect] {
         &self.effects
     }
+}
+
+/// A 64-bit hash of an idempotency key (FNV-1a then a final mix).
+fn key_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h.wrapping_mul(0xff51_afd7_ed55_8ccd)
 }
 
 /// What every simulator shares: its name, faults, ledger and counters.
@@ -134,11 +152,11 @@ impl Common {
     }
 
     /// Records an effect (see [`Ledger::apply`]).
-    pub fn apply(&self, idem_key: &str, kind: &str, subject: &str, detail: String) -> bool {
+    pub fn apply(&self, idem_key: &str, kind: &'static str, subject: &str, detail: String) -> bool {
         self.ledger.lock().unwrap().apply(
             idem_key,
             Effect {
-                kind: kind.to_string(),
+                kind,
                 subject: subject.to_string(),
                 detail,
                 at: crate::store::now_ms(),
@@ -156,6 +174,11 @@ impl Common {
             .filter(|e| e.kind == kind)
             .cloned()
             .collect()
+    }
+
+    /// How many effects of one kind (cheap: for progress).
+    pub fn count(&self, kind: &str) -> u64 {
+        self.ledger.lock().unwrap().count(kind)
     }
 
     /// Whether records breaking the rules are refused.
@@ -293,7 +316,7 @@ mod tests {
     fn the_ledger_applies_each_idempotency_key_once() {
         let mut l = Ledger::default();
         let e = |s: &str| Effect {
-            kind: "k".into(),
+            kind: "k",
             subject: s.into(),
             detail: String::new(),
             at: 0,

@@ -1,0 +1,330 @@
+//! The simulators over HTTP on 127.0.0.1: their rules (DOMAIN.md), their
+//! ledgers (each idempotency key applied once) and their fault switches.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tongban::config::connector::MacAlgorithm;
+use tongban::connectors::http::sign::Signer;
+use tongban::sim;
+
+async fn serve(router: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(sim::serve(l, router));
+    url
+}
+
+fn signed(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    secret: &str,
+    alg: MacAlgorithm,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    let body = serde_json::to_vec(body).unwrap();
+    let s = Signer::new("tongban-hub", secret.as_bytes(), alg);
+    let mut req = client.post(format!("{url}{path}")).body(body.clone());
+    for (k, v) in s.sign("POST", path, &body, tongban::store::now_ms()) {
+        req = req.header(k, v);
+    }
+    req
+}
+
+fn application(id: &str, kind: &str, app_id: &str) -> Value {
+    json!({
+        "application_id": app_id, "kind": kind, "id_no": id, "name": "张三", "sex": "M",
+        "birth_date": "1990-03-07", "region_code": "110105", "certificate_no": null,
+        "target_region_code": null, "submitted_on": "2026-11-23",
+        "context": {"application_id": app_id, "phone": null,
+            "bank": {"account_no": "6217000000000000004", "bank_code": "105100000017", "account_name": "张三"},
+            "dibao": "DIBAO", "needs_long_term_care": true, "wants_employment": false,
+            "wants_training": false, "pension": "NONE"}
+    })
+}
+
+#[tokio::test]
+async fn the_certificate_system_issues_reissues_and_cancels_by_its_rules() {
+    let cert = sim::cert::Cert::new(Some("s3cret"));
+    cert.assess("110105199003070017", 4, 1);
+    let url = serve(cert.router()).await;
+    let c = reqwest::Client::new();
+    let post = |body: Value, secret: &str| {
+        signed(
+            &c,
+            &url,
+            "/api/cert/v3/applications",
+            secret,
+            MacAlgorithm::HmacSm3,
+            &body,
+        )
+        .send()
+    };
+    let r = post(application("110105199003070017", "NEW", "A-1"), "wrong")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = post(application("110105199003070011", "NEW", "A-0"), "s3cret")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        422,
+        "an ID number failing its check digit"
+    );
+    assert!(
+        r.text().await.unwrap().contains("110105********0011"),
+        "masked in the reason"
+    );
+    for _ in 0..2 {
+        let r = post(application("110105199003070017", "NEW", "A-1"), "s3cret")
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let r = post(application("110105199003070017", "NEW", "A-2"), "s3cret")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "a second NEW for a holder");
+    post(
+        application("110105199003070017", "REISSUE", "A-3"),
+        "s3cret",
+    )
+    .await
+    .unwrap();
+    post(
+        application("110105199003070017", "REISSUE", "A-4"),
+        "s3cret",
+    )
+    .await
+    .unwrap();
+    post(application("110105199003070017", "CANCEL", "A-5"), "s3cret")
+        .await
+        .unwrap();
+    let page: Value = c
+        .get(format!("{url}/api/cert/v3/events?after=0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = page["events"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["certificate_no"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ISSUED", "11010519900307001741"),
+            ("REISSUED", "11010519900307001741B1"),
+            ("REISSUED", "11010519900307001741B2"),
+            ("CANCELLED", "11010519900307001741B2"),
+        ]
+    );
+    assert_eq!(page["next"], 4);
+    assert_eq!(
+        events[0]["application"]["bank"]["account_no"],
+        "6217000000000000004"
+    );
+    let later: Value = c
+        .get(format!("{url}/api/cert/v3/events?after=4"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(later["events"].as_array().unwrap().len(), 0);
+}
+
+fn card_request(id: &str, cert: &str) -> String {
+    format!("<?xml version=\"1.0\"?><CertificateLoadRequest xmlns=\"{}\"><request_id>R-1</request_id><operation>LOAD</operation><social_security_no>{id}</social_security_no><name>张三</name><certificate_no>{cert}</certificate_no><category>4</category><level>1</level></CertificateLoadRequest>", sim::sscard::NS)
+}
+
+#[tokio::test]
+async fn the_card_system_refuses_unknown_people_and_applies_each_key_once() {
+    let cards = sim::sscard::Sscard::new(Some("tok"), Some(1000));
+    cards.issue_card("110105199003070017");
+    let url = serve(cards.router()).await;
+    let c = reqwest::Client::new();
+    let load = |body: String, key: &str| {
+        c.post(format!("{url}/sscard/v1/certificate/load"))
+            .bearer_auth("tok")
+            .header("Idempotency-Key", key.to_string())
+            .body(body)
+            .send()
+    };
+    let r = load(
+        card_request("110105199003070025", "11010519900307002541"),
+        "k0",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("unknown person"));
+    let r = load(
+        card_request("110105199003070017", "11010519491231002X41"),
+        "k1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "another person's certificate");
+    for _ in 0..3 {
+        let r = load(
+            card_request("110105199003070017", "11010519900307001741"),
+            "k2",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert_eq!(cards.common.effects("card_loaded").len(), 1);
+    assert_eq!(cards.common.ledger.lock().unwrap().repeats, 2);
+    let xml = c
+        .get(format!("{url}/sscard/v1/certificate/results?since=0"))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page =
+        tongban::connectors::http::pull::read_xml_page(xml.as_bytes(), Some("next")).unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.next.as_deref(), Some("1"));
+    assert!(String::from_utf8_lossy(&page.records[0]).contains("<status>LOADED</status>"));
+}
+
+#[tokio::test]
+async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
+    let s =
+        sim::subsidies::Subsidies::new(Some(("tongban", "pw")), sim::subsidies::Rates::default());
+    let url = serve(s.router()).await;
+    let c = reqwest::Client::new();
+    let apply = |id: &str, cat: i64, level: i64, dibao: &str, card: &str| {
+        c.post(format!("{url}/api/subsidy/v1/eligibility"))
+            .basic_auth("tongban", Some("pw"))
+            .header("Idempotency-Key", format!("{id}-{dibao}"))
+            .json(&json!({"request_id": "x", "holder_id": id, "name": "张三",
+                "certificate_no": format!("{id}{cat}{level}"), "category": cat, "level": level,
+                "region_code": "110105", "dibao": dibao, "needs_long_term_care": true,
+                "start_month": "2026-11", "bank_account_no": card, "bank_code": "105100000017",
+                "account_name": "张三"}))
+            .send()
+    };
+    let r = apply("110105199003070017", 4, 1, "DIBAO", "6217000000000000004")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = apply("11010519491231002X", 5, 3, "NONE", "6222000000000000004")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = apply("440524188001010014", 4, 1, "TEKUN", "6222000000000000004")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "destitute support excludes");
+    let r = apply("360426199101010071", 4, 1, "DIBAO", "6217000000000000001")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "a card failing Luhn");
+    let list: Value = c
+        .get(format!("{url}/api/subsidy/v1/payouts?period=2026-11"))
+        .basic_auth("tongban", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items: Vec<(String, i64)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["payout_id"].as_str().unwrap().to_string(),
+                p["amount_fen"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("LIVING-110105199003070017-2026-11".to_string(), 41_000),
+            ("CARE-110105199003070017-2026-11".to_string(), 30_000),
+            ("CARE-11010519491231002X-2026-11".to_string(), 7_500),
+        ]
+    );
+    // Nothing before the start month; nothing from the stop month on.
+    assert!(s.payout_list("2026-10").is_empty());
+    c.post(format!("{url}/api/subsidy/v1/stops"))
+        .basic_auth("tongban", Some("pw"))
+        .json(&json!({"request_id": "s", "holder_id": "110105199003070017",
+            "certificate_no": "11010519900307001741", "reason": "DECEASED", "effective_month": "2026-12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.payout_list("2026-11").len(), 3);
+    assert_eq!(s.payout_list("2026-12").len(), 1);
+}
+
+#[tokio::test]
+async fn fault_switches_answer_503_429_and_hang() {
+    let p = sim::referral::Referral::new(sim::referral::Kind::Pension, None);
+    let url = serve(p.router()).await;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let body = json!({"holder_id": "110105199003070017", "level": 1, "request_id": "r"});
+    let set = |f: Value| c.post(format!("{url}/_faults")).json(&f).send();
+    let send = || {
+        c.post(format!("{url}/api/pension/v1/enrolments"))
+            .json(&body)
+            .send()
+    };
+    set(json!({"error_permille": 1000})).await.unwrap();
+    assert_eq!(send().await.unwrap().status().as_u16(), 503);
+    set(json!({"throttle_permille": 1000, "retry_after_s": 3}))
+        .await
+        .unwrap();
+    let r = send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "3");
+    set(json!({"hang_permille": 1000})).await.unwrap();
+    assert!(send().await.unwrap_err().is_timeout());
+    set(json!({})).await.unwrap();
+    assert_eq!(send().await.unwrap().status().as_u16(), 200);
+    let r = c
+        .post(format!("{url}/api/pension/v1/enrolments"))
+        .json(&json!({"holder_id": "110105199003070017", "level": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "level 3 is not enrolled");
+    set(json!({"crash_at": 1})).await.unwrap();
+    assert!(send().await.is_err(), "a crashed simulator answers nothing");
+    let ledger: Value = c
+        .get(format!("{url}/_ledger"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["effects"].as_array().unwrap().len(), 1);
+    assert!(ledger["faulted"].as_u64().unwrap() >= 3);
+    let _ = Arc::strong_count(&p);
+}
