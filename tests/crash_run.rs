@@ -30,19 +30,10 @@ async fn crash_and_recover(store_url: &str) {
     }
     let during = rx.accepted.lock().unwrap().len();
     let mut child = hub(dir.path());
-    let distinct = |rx: &receiver::Receiver| {
-        rx.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-    };
     support::eventually(
         Duration::from_secs(240),
         "all 20,000 messages delivered",
-        || async { distinct(&rx) >= KEYS * PER_KEY },
+        || async { rx.distinct() >= KEYS * PER_KEY },
     )
     .await;
     // SIGTERM: a clean stop.

@@ -83,19 +83,7 @@ fn config(dir: &Path, feed_url: &str, receiver_url: &str) {
 }
 
 fn hub(dir: &Path) -> Child {
-    support::tongban()
-        .args(["run", "--config", dir.to_str().unwrap()])
-        .env("TEST_PULL_TOKEN", "pull-token")
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("hub.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
+    support::hub::run_logged(dir, &[("TEST_PULL_TOKEN", "pull-token")])
 }
 
 #[tokio::test]
@@ -120,19 +108,10 @@ async fn pulls_every_page_once_across_bad_answers_and_a_sigkill() {
     );
 
     let mut child = hub(dir);
-    let distinct = |rx: &receiver::Receiver| {
-        rx.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-    };
     support::eventually(
         Duration::from_secs(120),
         "every record delivered",
-        || async { distinct(&rx) >= TOTAL as usize },
+        || async { rx.distinct() >= TOTAL as usize },
     )
     .await;
     // SAFETY: signalling our own child.
@@ -161,7 +140,7 @@ async fn pulls_every_page_once_across_bad_answers_and_a_sigkill() {
         "restarted from its stored cursor: {cursors:?}"
     );
     // The garbage answer and the 503 were asked again: no page was skipped.
-    assert_eq!(distinct(&rx), TOTAL as usize);
+    assert_eq!(rx.distinct(), TOTAL as usize);
     let log = std::fs::read_to_string(dir.join("hub.log")).unwrap();
     assert!(
         log.contains("not JSON"),

@@ -31,18 +31,7 @@ fn common(dir: &Path) {
 }
 
 fn hub(dir: &Path) -> Child {
-    support::tongban()
-        .args(["run", "--config", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("hub.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
+    support::hub::run_logged(dir, &[])
 }
 
 fn sigterm(mut child: Child) {

@@ -17,6 +17,16 @@ async fn serve(router: axum::Router) -> String {
     url
 }
 
+/// GET a URL (with basic auth if given) and read its JSON.
+async fn get_json(c: &reqwest::Client, url: &str, basic: Option<(&str, &str)>) -> Value {
+    let req = c.get(url);
+    let req = match basic {
+        Some((u, p)) => req.basic_auth(u, Some(p)),
+        None => req,
+    };
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn signed(
     client: &reqwest::Client,
     url: &str,
@@ -104,14 +114,7 @@ async fn the_certificate_system_issues_reissues_and_cancels_by_its_rules() {
     post(application("110105199003070017", "CANCEL", "A-5"), "s3cret")
         .await
         .unwrap();
-    let page: Value = c
-        .get(format!("{url}/api/cert/v3/events?after=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&c, &format!("{url}/api/cert/v3/events?after=0"), None).await;
     let events = page["events"].as_array().unwrap();
     let got: Vec<(&str, &str)> = events
         .iter()
@@ -136,14 +139,7 @@ async fn the_certificate_system_issues_reissues_and_cancels_by_its_rules() {
         events[0]["application"]["bank"]["account_no"],
         "6217000000000000004"
     );
-    let later: Value = c
-        .get(format!("{url}/api/cert/v3/events?after=4"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let later = get_json(&c, &format!("{url}/api/cert/v3/events?after=4"), None).await;
     assert_eq!(later["events"].as_array().unwrap().len(), 0);
 }
 
@@ -239,15 +235,12 @@ async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 422, "a card failing Luhn");
-    let list: Value = c
-        .get(format!("{url}/api/subsidy/v1/payouts?period=2026-11"))
-        .basic_auth("tongban", Some("pw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(
+        &c,
+        &format!("{url}/api/subsidy/v1/payouts?period=2026-11"),
+        Some(("tongban", "pw")),
+    )
+    .await;
     let items: Vec<(String, i64)> = list["items"]
         .as_array()
         .unwrap()
@@ -316,14 +309,7 @@ async fn fault_switches_answer_503_429_and_hang() {
     assert_eq!(r.status().as_u16(), 422, "level 3 is not enrolled");
     set(json!({"crash_at": 1})).await.unwrap();
     assert!(send().await.is_err(), "a crashed simulator answers nothing");
-    let ledger: Value = c
-        .get(format!("{url}/_ledger"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger = get_json(&c, &format!("{url}/_ledger"), None).await;
     assert_eq!(ledger["effects"].as_array().unwrap().len(), 1);
     assert!(ledger["faulted"].as_u64().unwrap() >= 3);
     let _ = Arc::strong_count(&p);

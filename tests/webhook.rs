@@ -36,19 +36,7 @@ fn config(dir: &Path, listen: &str, receiver_url: &str) {
 }
 
 fn hub(dir: &Path) -> Child {
-    support::tongban()
-        .args(["run", "--config", dir.to_str().unwrap()])
-        .env("TEST_HOOK_SECRET", SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("hub.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
+    support::hub::run_logged(dir, &[("TEST_HOOK_SECRET", SECRET)])
 }
 
 const PATH: &str = "/ingest/platform/forms";

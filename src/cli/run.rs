@@ -132,13 +132,7 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         ConnectorKind::Kafka => return kafka_target(cfg, c, t, op),
     }
     let auth = auth_of(&c.spec)?;
-    let base = c
-        .spec
-        .base_url
-        .as_ref()
-        .map(|u| u.get_ref().trim_end_matches('/').to_string())
-        .unwrap_or_default();
-    let url = format!("{base}{}", op.path.as_deref().unwrap_or(""));
+    let url = url_of(&c.spec, op);
     let timeout = c
         .spec
         .timeout
@@ -228,6 +222,16 @@ fn kafka_target(
     let mut s = settings(cfg, c, t, op, timeout);
     s.concurrency = s.concurrency.max(batch);
     Ok((Arc::new(sink), s))
+}
+
+/// An http operation's URL: the connector's `base_url` and its `path`.
+fn url_of(spec: &crate::config::ConnectorSpec, op: &crate::config::connector::Operation) -> String {
+    let base = spec
+        .base_url
+        .as_ref()
+        .map(|u| u.get_ref().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    format!("{base}{}", op.path.as_deref().unwrap_or(""))
 }
 
 /// The authentication of a connector's requests (secrets resolved).
@@ -370,13 +374,7 @@ async fn start_sources(
                     Ok(None)
                 }
                 ConnectorKind::Http => {
-                    let base = c
-                        .spec
-                        .base_url
-                        .as_ref()
-                        .map(|u| u.get_ref().trim_end_matches('/').to_string())
-                        .unwrap_or_default();
-                    let url = format!("{base}{}", op.path.as_deref().unwrap_or(""));
+                    let url = url_of(&c.spec, op);
                     let timeout = c.spec.timeout.map_or(Duration::from_secs(30), |d| d.0);
                     let pull = HttpPull {
                         intake,

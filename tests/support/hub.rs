@@ -73,3 +73,21 @@ pub fn ingest(dir: &Path, n: usize) {
         "{out}"
     );
 }
+
+/// `tongban run` on `dir` with these environment variables, its log
+/// appended to `dir/hub.log` (kept across restarts, for assertions and for
+/// reading after a failure).
+pub fn run_logged(dir: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("hub.log"))
+        .unwrap();
+    super::tongban()
+        .args(["run", "--config", dir.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}

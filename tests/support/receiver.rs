@@ -134,3 +134,16 @@ async fn handle(
     r.accepted.lock().unwrap().push((key, body));
     (StatusCode::OK, [("retry-after", "")], "ok".to_string())
 }
+
+impl Receiver {
+    /// How many different idempotency keys were accepted.
+    pub fn distinct(&self) -> usize {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+}
