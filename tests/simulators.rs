@@ -314,3 +314,51 @@ async fn fault_switches_answer_503_429_and_hang() {
     assert!(ledger["faulted"].as_u64().unwrap() >= 3);
     let _ = Arc::strong_count(&p);
 }
+
+#[tokio::test]
+async fn certificate_applications_go_through_assessment_notice_and_approval() {
+    let cert = sim::cert::Cert::new(None);
+    let url = serve(cert.router()).await;
+    let c = reqwest::Client::new();
+    let stages = json!({"assessment_ms": 150, "notice_ms": 150, "approval_ms": 150});
+    let r = c
+        .post(format!("{url}/_stages"))
+        .json(&stages)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = c
+        .post(format!("{url}/api/cert/v3/applications"))
+        .json(&application("110105199003070017", "NEW", "A-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "received, to be decided later");
+    assert_eq!(cert.events(), 0, "no certificate before approval");
+    support::eventually(
+        Duration::from_secs(10),
+        "the certificate issued",
+        || async { cert.events() == 1 },
+    )
+    .await;
+    let stages: Vec<&str> = cert
+        .common
+        .ledger
+        .lock()
+        .unwrap()
+        .effects()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "application",
+            "assessed",
+            "noticed",
+            "approved",
+            "certificate"
+        ]
+    );
+}

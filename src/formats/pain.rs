@@ -508,6 +508,7 @@ pub fn read_pain002<R: std::io::BufRead>(
                 }
                 path.push(name);
             }
+            // The guard pops the closed element whatever it was.
             Event::End(_) if path.pop().as_deref() == Some(b"TxInfAndSts".as_slice()) => {
                 if let Some(t) = tx.take() {
                     if t.end_to_end_id.is_empty() || t.status.is_empty() {

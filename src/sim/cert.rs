@@ -3,9 +3,11 @@
 //! - `POST /api/cert/v3/applications` (HMAC-SM3 signed, app key
 //!   `tongban-hub`): a certificate application (`CertificateApplication`).
 //!   The holder's ID number must be valid and the name present (else 422).
-//!   Each application id is handled once. After `issue_delay_ms` (the
-//!   assessment, public notice and approval, compressed) the certificate
-//!   event follows: 新办 NEW → `ISSUED` with a 20-character number (ID
+//!   Each application id is handled once. It then goes through assessment
+//!   (评定), public notice (公示) and approval (审批), each taking its
+//!   configured delay (`POST /_stages {"assessment_ms", "notice_ms",
+//!   "approval_ms"}`; all 0 by default) and each recorded in the ledger, and
+//!   the certificate event follows: 新办 NEW → `ISSUED` with a 20-character number (ID
 //!   number + category + level, from the person's assessment), valid 10
 //!   years; 换领 RENEW → `RENEWED`; 挂失补办 REISSUE → `REISSUED` with the next
 //!   `B1`, `B2`… suffix; 迁移 MIGRATE → `MIGRATED`; 注销 CANCEL → `CANCELLED`;
@@ -18,7 +20,7 @@
 //! made), or else are derived from the ID number, so the same person always
 //! gets the same category and level.
 
-use super::{header, refuse, with_common, Common};
+use super::{refuse, with_common, Common};
 use crate::config::connector::MacAlgorithm;
 use crate::connectors::http::sign::Signer;
 use crate::domain::ResidentId;
@@ -30,7 +32,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Events per page.
@@ -52,8 +53,20 @@ pub struct Cert {
     pub common: Arc<Common>,
     signer: Option<Signer>,
     book: Mutex<Book>,
-    /// Delay from application to the certificate event, in ms.
-    pub issue_delay_ms: AtomicU64,
+    /// The stages' delays, in ms.
+    stages: Mutex<Stages>,
+}
+
+/// How long each stage of a certificate application takes.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stages {
+    /// Assessment of category and level (评定).
+    pub assessment_ms: u64,
+    /// Public notice of the result (公示).
+    pub notice_ms: u64,
+    /// Approval by the home county (审批).
+    pub approval_ms: u64,
 }
 
 impl Cert {
@@ -63,8 +76,13 @@ impl Cert {
             common: Common::new("national_cert"),
             signer: secret.map(|s| Signer::new("tongban-hub", s.as_bytes(), MacAlgorithm::HmacSm3)),
             book: Mutex::new(Book::default()),
-            issue_delay_ms: AtomicU64::new(0),
+            stages: Mutex::new(Stages::default()),
         })
+    }
+
+    /// Sets the stages' delays.
+    pub fn set_stages(&self, s: Stages) {
+        *self.stages.lock().unwrap() = s;
     }
 
     /// Seeds a person's assessment (category 1–7, level 1–4).
@@ -107,6 +125,7 @@ impl Cert {
         let app = Router::new()
             .route("/api/cert/v3/applications", post(apply))
             .route("/api/cert/v3/events", get(events))
+            .route("/_stages", get(get_stages).post(set_stages))
             .with_state(self.clone());
         with_common(app, self.common.clone())
     }
@@ -249,22 +268,38 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
         )
             .into_response();
     }
-    let _ = header(&h, "idempotency-key");
-    let delay = c.issue_delay_ms.load(Ordering::Relaxed);
-    if delay == 0 {
+    let stages = *c.stages.lock().unwrap();
+    if stages == Stages::default() {
         if let Err(why) = c.decide(&app) {
             return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
         }
     } else {
         let c = c.clone();
+        let id = id.to_string();
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            for (stage, ms) in [
+                ("assessed", stages.assessment_ms),
+                ("noticed", stages.notice_ms),
+                ("approved", stages.approval_ms),
+            ] {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                c.common.apply("", stage, &id, String::new());
+            }
             if let Err(why) = c.decide(&app) {
-                c.common.apply("", "refused", "", why);
+                c.common.apply("", "refused", &id, why);
             }
         });
     }
     (StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response()
+}
+
+async fn get_stages(State(c): State<Arc<Cert>>) -> Json<Stages> {
+    Json(*c.stages.lock().unwrap())
+}
+
+async fn set_stages(State(c): State<Arc<Cert>>, Json(s): Json<Stages>) -> Json<Stages> {
+    c.set_stages(s);
+    Json(s)
 }
 
 async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, String>>) -> Response {
