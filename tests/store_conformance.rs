@@ -47,6 +47,8 @@ conformance!(
     operator_actions_refuse_wrong_states,
     concurrent_claimers_never_share_a_message,
     ingesting_while_delivering_keeps_key_order_and_loses_nothing,
+    payments_are_batched_once_per_bank_and_totals_add_up,
+    concurrent_batch_builders_never_put_a_payment_in_two_batches,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -630,4 +632,139 @@ async fn concurrent_opens_of_a_new_sqlite_store_all_succeed() {
             o.await.unwrap().expect("every concurrent open succeeds");
         }
     }
+}
+
+fn payment(i: u64, bank: &str, fen: i64) -> PaymentRow {
+    PaymentRow {
+        payment_id: format!("LIVING-{i:018}-2026-11"),
+        period: "2026-11".into(),
+        bank_code: bank.into(),
+        amount_fen: fen,
+        record: format!("{{\"payment_id\":\"LIVING-{i:018}-2026-11\"}}").into_bytes(),
+    }
+}
+
+/// Property, over random sets of payments: after building, every payment
+/// of the period is in exactly one live batch, each batch holds one bank's
+/// payments and at most `max`, and the batches' totals add up to the sum
+/// of the amounts. Building again makes nothing new; a later payment goes
+/// into a new batch numbered after the others.
+async fn payments_are_batched_once_per_bank_and_totals_add_up(store: Store) {
+    let mut rng = tongban::synth::Rng::new(tongban::store::now_ms() as u64);
+    let banks = [
+        "102100099996",
+        "103100000026",
+        "105100000017",
+        "308584000013",
+    ];
+    let mut next = 0u64;
+    for round in 0..4 {
+        let n = 1 + rng.below(300) as usize;
+        let max = 1 + rng.below(60) as usize;
+        let rows: Vec<PaymentRow> = (0..n)
+            .map(|_| {
+                next += 1;
+                payment(
+                    next,
+                    banks[rng.below(4) as usize],
+                    1 + rng.below(50_000) as i64,
+                )
+            })
+            .collect();
+        // Recording twice stores each once.
+        assert_eq!(store.record_payments(rows.clone()).await.unwrap(), n);
+        assert_eq!(
+            store.record_payments(rows[..n / 2].to_vec()).await.unwrap(),
+            0
+        );
+        let made = store
+            .build_batches("2026-11", max, "2026-11-23T10:00:00")
+            .await
+            .unwrap();
+        assert!(!made.is_empty());
+        let mut ids = std::collections::HashMap::new();
+        let mut total = 0;
+        for b in &made {
+            assert!(
+                b.count as usize <= max && b.count > 0,
+                "round {round}: {b:?}"
+            );
+            let items = store.batch_payments(&b.batch_id).await.unwrap();
+            assert_eq!(items.len() as i64, b.count);
+            assert_eq!(items.iter().map(|p| p.amount_fen).sum::<i64>(), b.total_fen);
+            for p in items {
+                assert_eq!(p.bank_code, b.bank_code);
+                assert!(
+                    ids.insert(p.payment_id, b.batch_id.clone()).is_none(),
+                    "a payment in two batches"
+                );
+            }
+            total += b.total_fen;
+        }
+        assert_eq!(
+            ids.len(),
+            n,
+            "round {round}: every new payment in one batch"
+        );
+        assert_eq!(total, rows.iter().map(|p| p.amount_fen).sum::<i64>());
+        assert!(store
+            .build_batches("2026-11", max, "x")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // Numbers continue per bank; the live batches of the period are listed.
+    let all = store.batches("2026-11").await.unwrap();
+    for bank in banks {
+        let seqs: Vec<i64> = all
+            .iter()
+            .filter(|b| b.bank_code == bank)
+            .map(|b| b.seq)
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{bank}");
+    }
+    assert!(all
+        .iter()
+        .all(|b| b.batch_id == tongban::store::batch_id("2026-11", &b.bank_code, b.seq)));
+    assert!(store.batches("2026-12").await.unwrap().is_empty());
+}
+
+/// Several builders at once (several hubs, or an operator and a cron job):
+/// each payment ends up in exactly one batch.
+async fn concurrent_batch_builders_never_put_a_payment_in_two_batches(store: Store) {
+    let rows: Vec<PaymentRow> = (0..2_000)
+        .map(|i| {
+            payment(
+                i,
+                ["102100099996", "105100000017"][i as usize % 2],
+                100 + i as i64,
+            )
+        })
+        .collect();
+    store.record_payments(rows).await.unwrap();
+    let store = std::sync::Arc::new(store);
+    let builders: Vec<_> = (0..4)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(
+                async move { s.build_batches("2026-11", 300, "2026-11-23T10:00:00").await },
+            )
+        })
+        .collect();
+    let mut made = Vec::new();
+    for b in builders {
+        // A builder may lose a race and fail; it must never double-book.
+        if let Ok(batches) = b.await.unwrap() {
+            made.extend(batches);
+        }
+    }
+    let all = store.batches("2026-11").await.unwrap();
+    assert_eq!(made.len(), all.len());
+    let mut seen = std::collections::HashSet::new();
+    for b in &all {
+        for p in store.batch_payments(&b.batch_id).await.unwrap() {
+            assert!(seen.insert(p.payment_id), "a payment in two batches");
+        }
+    }
+    assert_eq!(seen.len(), 2_000);
 }

@@ -207,6 +207,87 @@ pub struct MessageRow {
     pub payload: Vec<u8>,
 }
 
+/// A payment instruction in the payout register.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// Subsidy type + holder + period: unique.
+    pub payment_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// The creditor's bank (CNAPS code): batches are per bank.
+    pub bank_code: String,
+    /// Amount, fen.
+    pub amount_fen: i64,
+    /// The `PaymentInstruction` as JSON.
+    pub record: Vec<u8>,
+}
+
+/// A payment batch: one bank file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRow {
+    /// `TB-<period>-<bank>-<seq>`: the file's `MsgId`.
+    pub batch_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// The bank.
+    pub bank_code: String,
+    /// 1, 2, … per period and bank.
+    pub seq: i64,
+    /// The file's `CreDtTm`, fixed when the batch was made.
+    pub created: String,
+    /// Payments in it.
+    pub count: i64,
+    /// Their sum, fen.
+    pub total_fen: i64,
+}
+
+/// The id of a batch.
+pub fn batch_id(period: &str, bank_code: &str, seq: i64) -> String {
+    format!("TB-{period}-{bank_code}-{seq:04}")
+}
+
+/// Groups unbatched payments into batches: per bank (in bank order), in
+/// payment id order, at most `max` each, numbered after `next_seq(bank)`.
+pub(crate) fn plan_batches(
+    period: &str,
+    created: &str,
+    max: usize,
+    unbatched: &[(String, String, i64)],
+    mut next_seq: impl FnMut(&str) -> Result<i64, StoreError>,
+) -> Result<Vec<(BatchRow, Vec<String>)>, StoreError> {
+    let mut out: Vec<(BatchRow, Vec<String>)> = Vec::new();
+    let max = max.max(1);
+    let mut i = 0;
+    while i < unbatched.len() {
+        let bank = unbatched[i].1.clone();
+        let mut seq = next_seq(&bank)?;
+        while i < unbatched.len() && unbatched[i].1 == bank {
+            let end = (i..unbatched.len())
+                .take(max)
+                .take_while(|&j| unbatched[j].1 == bank)
+                .last()
+                .unwrap_or(i)
+                + 1;
+            let chunk = &unbatched[i..end];
+            out.push((
+                BatchRow {
+                    batch_id: batch_id(period, &bank, seq),
+                    period: period.to_string(),
+                    bank_code: bank.clone(),
+                    seq,
+                    created: created.to_string(),
+                    count: chunk.len() as i64,
+                    total_fen: chunk.iter().map(|c| c.2).sum(),
+                },
+                chunk.iter().map(|c| c.0.clone()).collect(),
+            ));
+            seq += 1;
+            i = end;
+        }
+    }
+    Ok(out)
+}
+
 /// What [`Store::counts`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -427,6 +508,35 @@ impl Store {
     /// Number of inbox rows.
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {
         both!(self, s => s.inbox_len().await)
+    }
+
+    /// Records payment instructions in the payout register; one already
+    /// there (same payment id) is left as it is. Returns how many are new.
+    pub async fn record_payments(&self, rows: Vec<PaymentRow>) -> Result<usize, StoreError> {
+        both!(self, s => s.record_payments(rows).await)
+    }
+
+    /// Puts every payment of `period` that is in no live batch into new
+    /// batches (per bank, at most `max` each, stamped `created`), in one
+    /// transaction, and returns them. A payment never gets into two live
+    /// batches: a unique index refuses it, whoever builds at the same time.
+    pub async fn build_batches(
+        &self,
+        period: &str,
+        max: usize,
+        created: &str,
+    ) -> Result<Vec<BatchRow>, StoreError> {
+        both!(self, s => s.build_batches(period, max, created).await)
+    }
+
+    /// The live batches of a period, by bank and number.
+    pub async fn batches(&self, period: &str) -> Result<Vec<BatchRow>, StoreError> {
+        both!(self, s => s.batches(period).await)
+    }
+
+    /// A batch's payments, in file order.
+    pub async fn batch_payments(&self, batch_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
+        both!(self, s => s.batch_payments(batch_id).await)
     }
 
     /// Messages per target and state, failed attempts retried per target,

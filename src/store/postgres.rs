@@ -610,6 +610,145 @@ impl PgStore {
         Ok(c.query_one("SELECT count(*) FROM inbox", &[]).await?.get(0))
     }
 
+    pub(super) async fn record_payments(&self, rows: Vec<PaymentRow>) -> Result<usize, StoreError> {
+        let c = self.client().await?;
+        let (mut id, mut period, mut bank, mut amount, mut record) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in &rows {
+            id.push(r.payment_id.as_str());
+            period.push(r.period.as_str());
+            bank.push(r.bank_code.as_str());
+            amount.push(r.amount_fen);
+            record.push(r.record.as_slice());
+        }
+        let n = c
+            .execute(
+                "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at)
+                 SELECT i, p, b, a, r, $6 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) AS u(i, p, b, a, r)
+                 ON CONFLICT (payment_id) DO NOTHING",
+                &[&id, &period, &bank, &amount, &record, &now_ms()],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    pub(super) async fn build_batches(
+        &self,
+        period: &str,
+        max: usize,
+        created: &str,
+    ) -> Result<Vec<BatchRow>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Builders of one period take turns; the unique index on live
+        // memberships is the guarantee either way.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tongban.build_batches:' || $1))",
+            &[&period],
+        )
+        .await?;
+        let unbatched: Vec<(String, String, i64)> = tx
+            .query(
+                "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
+                 WHERE p.period = $1 AND NOT EXISTS
+                   (SELECT 1 FROM batch_items i WHERE i.payment_id = p.payment_id AND i.live = 1)
+                 ORDER BY p.bank_code COLLATE \"C\", p.payment_id COLLATE \"C\"",
+                &[&period],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let banks: Vec<String> = {
+            let mut b: Vec<String> = unbatched.iter().map(|u| u.1.clone()).collect();
+            b.dedup();
+            b
+        };
+        let mut seqs = std::collections::HashMap::new();
+        for bank in &banks {
+            let next: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = $1 AND bank_code = $2",
+                    &[&period, bank],
+                )
+                .await?
+                .get(0);
+            seqs.insert(bank.clone(), next);
+        }
+        let plan = plan_batches(period, created, max, &unbatched, |bank| {
+            Ok(seqs.get(bank).copied().unwrap_or(1))
+        })?;
+        for (row, ids) in &plan {
+            tx.execute(
+                "INSERT INTO batches (batch_id, period, bank_code, seq, created, count, total_fen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &row.batch_id,
+                    &row.period,
+                    &row.bank_code,
+                    &row.seq,
+                    &row.created,
+                    &row.count,
+                    &row.total_fen,
+                ],
+            )
+            .await?;
+            let positions: Vec<i64> = (0..ids.len() as i64).collect();
+            tx.execute(
+                "INSERT INTO batch_items (batch_id, payment_id, position)
+                 SELECT $1, i, p FROM UNNEST($2::text[], $3::bigint[]) AS u(i, p)",
+                &[&row.batch_id, ids, &positions],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.into_iter().map(|(b, _)| b).collect())
+    }
+
+    pub(super) async fn batches(&self, period: &str) -> Result<Vec<BatchRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches
+             WHERE period = $1 AND live = 1 ORDER BY bank_code COLLATE \"C\", seq",
+            &[&period],
+        )
+        .await?
+        .iter()
+        .map(|r| BatchRow {
+            batch_id: r.get(0),
+            period: r.get(1),
+            bank_code: r.get(2),
+            seq: r.get(3),
+            created: r.get(4),
+            count: r.get(5),
+            total_fen: r.get(6),
+        })
+        .collect())
+    }
+
+    pub(super) async fn batch_payments(
+        &self,
+        batch_id: &str,
+    ) -> Result<Vec<PaymentRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
+             FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
+             WHERE i.batch_id = $1 ORDER BY i.position",
+            &[&batch_id],
+        )
+        .await?
+        .iter()
+        .map(|r| PaymentRow {
+            payment_id: r.get(0),
+            period: r.get(1),
+            bank_code: r.get(2),
+            amount_fen: r.get(3),
+            record: r.get(4),
+        })
+        .collect())
+    }
+
     pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
         let c = self.client().await?;
         let mut out = Counts::default();

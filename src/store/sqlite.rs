@@ -468,6 +468,121 @@ impl SqliteStore {
             .await
     }
 
+    pub(super) async fn record_payments(&self, rows: Vec<PaymentRow>) -> Result<usize, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (payment_id) DO NOTHING",
+                )?;
+                let now = now_ms();
+                for r in &rows {
+                    n += st.execute(rusqlite::params![r.payment_id, r.period, r.bank_code, r.amount_fen, r.record, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    pub(super) async fn build_batches(
+        &self,
+        period: &str,
+        max: usize,
+        created: &str,
+    ) -> Result<Vec<BatchRow>, StoreError> {
+        let (period, created) = (period.to_string(), created.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let unbatched: Vec<(String, String, i64)> = {
+                let mut st = tx.prepare(
+                    "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
+                     WHERE p.period = ?1 AND NOT EXISTS
+                       (SELECT 1 FROM batch_items i WHERE i.payment_id = p.payment_id AND i.live = 1)
+                     ORDER BY p.bank_code, p.payment_id",
+                )?;
+                let rows = st.query_map([&period], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let plan = plan_batches(&period, &created, max, &unbatched, |bank| {
+                Ok(tx.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = ?1 AND bank_code = ?2",
+                    [&period, bank],
+                    |r| r.get(0),
+                )?)
+            })?;
+            {
+                let mut b = tx.prepare_cached(
+                    "INSERT INTO batches (batch_id, period, bank_code, seq, created, count, total_fen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                let mut item = tx.prepare_cached(
+                    "INSERT INTO batch_items (batch_id, payment_id, position) VALUES (?1, ?2, ?3)",
+                )?;
+                for (row, ids) in &plan {
+                    b.execute(rusqlite::params![row.batch_id, row.period, row.bank_code, row.seq, row.created, row.count, row.total_fen])?;
+                    for (pos, id) in ids.iter().enumerate() {
+                        item.execute(rusqlite::params![row.batch_id, id, pos as i64])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(plan.into_iter().map(|(b, _)| b).collect())
+        })
+        .await
+    }
+
+    pub(super) async fn batches(&self, period: &str) -> Result<Vec<BatchRow>, StoreError> {
+        let period = period.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches
+                 WHERE period = ?1 AND live = 1 ORDER BY bank_code, seq",
+            )?;
+            let rows = st.query_map([&period], |r| {
+                Ok(BatchRow {
+                    batch_id: r.get(0)?,
+                    period: r.get(1)?,
+                    bank_code: r.get(2)?,
+                    seq: r.get(3)?,
+                    created: r.get(4)?,
+                    count: r.get(5)?,
+                    total_fen: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn batch_payments(
+        &self,
+        batch_id: &str,
+    ) -> Result<Vec<PaymentRow>, StoreError> {
+        let batch_id = batch_id.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
+                 FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
+                 WHERE i.batch_id = ?1 ORDER BY i.position",
+            )?;
+            let rows = st.query_map([&batch_id], |r| {
+                Ok(PaymentRow {
+                    payment_id: r.get(0)?,
+                    period: r.get(1)?,
+                    bank_code: r.get(2)?,
+                    amount_fen: r.get(3)?,
+                    record: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
         self.with(|c| {
             let mut out = Counts::default();
