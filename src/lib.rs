@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod formats;
 pub mod mapping;
+pub mod payout;
 pub mod pipeline;
 pub mod schema;
 pub mod sim;

@@ -95,6 +95,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Bank payouts: batch the period's payment instructions into pain.001
+    /// files, and see the period's batches.
+    Payouts {
+        #[command(subcommand)]
+        action: PayoutsCommand,
+    },
     /// Run the test cases beside every mapping.
     Test {
         /// Configuration directory.
@@ -104,6 +110,100 @@ enum Command {
         #[arg(long, short)]
         mapping: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PayoutsCommand {
+    /// Put every payment of the period that is in no batch into batches (per
+    /// bank, cut at payouts.max_per_file), and write each batch's pain.001
+    /// file with its checksum file (again, byte for byte, if it is missing).
+    Build {
+        /// The period, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// The pain.001 target (`connector.operation`), if there are several.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// The period's batches: payments, totals, files.
+    Status {
+        /// The period, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+}
+
+/// `tongban payouts …`.
+fn payouts(action: PayoutsCommand) -> ExitCode {
+    let (config, period) = match &action {
+        PayoutsCommand::Build { config, period, .. }
+        | PayoutsCommand::Status { config, period } => (config.clone(), period.clone()),
+    };
+    let Some(cfg) = load(&config, false) else {
+        return ExitCode::from(2);
+    };
+    let rt = run::runtime();
+    let result: Result<(), String> = rt.block_on(async {
+        let store = crate::store::Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        match &action {
+            PayoutsCommand::Build { target, .. } => {
+                let built = crate::payout::build(&cfg, &store, &period, target.as_deref()).await?;
+                let new = built.iter().filter(|b| b.new).count();
+                for b in &built {
+                    println!(
+                        "{}  {:>7} payments  {:>16} yuan  {}{}",
+                        b.batch.batch_id,
+                        b.batch.count,
+                        crate::formats::pain::amount(b.batch.total_fen),
+                        if b.new { "new" } else { "earlier" },
+                        if b.written {
+                            format!(", written to {}", b.file.display())
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                println!("{period}: {} batches ({new} new)", built.len());
+            }
+            PayoutsCommand::Status { .. } => {
+                let batches = store.batches(&period).await.map_err(|e| e.to_string())?;
+                let (n, total) = batches
+                    .iter()
+                    .fold((0, 0), |(n, t), b| (n + b.count, t + b.total_fen));
+                for b in &batches {
+                    println!(
+                        "{}  bank {}  {:>7} payments  {:>16} yuan  made {}",
+                        b.batch_id,
+                        b.bank_code,
+                        b.count,
+                        crate::formats::pain::amount(b.total_fen),
+                        b.created
+                    );
+                }
+                println!(
+                    "{period}: {} batches, {n} payments, {} yuan",
+                    batches.len(),
+                    crate::formats::pain::amount(total)
+                );
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `tongban sim SYSTEM --listen ADDR`.
@@ -206,6 +306,9 @@ pub fn main() -> ExitCode {
     if let Command::Sim { system, listen } = cli.command {
         return sim(&system, listen);
     }
+    if let Command::Payouts { action } = cli.command {
+        return payouts(action);
+    }
     if let Command::Run { config } = cli.command {
         let Some(cfg) = load(&config, true) else {
             return ExitCode::from(2);
@@ -216,7 +319,10 @@ pub fn main() -> ExitCode {
     // away (`tongban map … | head`), they end quietly, as Unix tools do.
     restore_sigpipe();
     match cli.command {
-        Command::Run { .. } | Command::Demo { .. } | Command::Sim { .. } => {
+        Command::Run { .. }
+        | Command::Demo { .. }
+        | Command::Sim { .. }
+        | Command::Payouts { .. } => {
             unreachable!("handled above")
         }
         Command::Ingest {

@@ -108,7 +108,11 @@ fn add(t: &mut crate::store::IngestOutcome, o: crate::store::IngestOutcome) {
 }
 
 /// Builds the sink and settings of one target, or says why it cannot run yet.
-fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+fn target(
+    cfg: &Config,
+    t: &OpRef,
+    store: &Arc<Store>,
+) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
     let c = cfg
         .connectors
         .get(&t.connector)
@@ -119,12 +123,23 @@ fn target(cfg: &Config, t: &OpRef) -> Result<(Arc<dyn Sink>, TargetSettings), St
         .get(&t.operation)
         .ok_or("no such operation")?
         .get_ref();
+    if c.spec.kind == ConnectorKind::File && crate::payout::pain_version(op).is_some() {
+        // Payment instructions go into the payout register; `tongban
+        // payouts build` makes the bank files from it.
+        let sink = crate::payout::PaymentsSink::new(store.clone());
+        let mut s = settings(cfg, c, t, op, Duration::from_secs(30));
+        s.concurrency = s.concurrency.max(1000);
+        return Ok((Arc::new(sink), s));
+    }
     if op
         .xml_namespace
         .as_deref()
         .is_some_and(|n| n.starts_with("urn:iso:std:iso:20022"))
     {
-        return Err("ISO 20022 payment files are made by the payout batch builder, which is not built yet; its messages wait in the outbox".into());
+        return Err(
+            "only pain.001.001.03 and .09 payment files are made; its messages wait in the outbox"
+                .into(),
+        );
     }
     match c.spec.kind {
         ConnectorKind::Http => {}
@@ -467,7 +482,7 @@ pub async fn start_hub(
     let mut tasks = start_sources(cfg, store.clone(), shutdown.clone()).await;
     let mut served = Vec::new();
     for t in &targets {
-        match target(cfg, t) {
+        match target(cfg, t, &store) {
             Ok((sink, settings)) => {
                 tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
                 let stats = Arc::new(TargetStats::default());

@@ -34,6 +34,65 @@ pub struct HubConfig {
     /// The endpoint where systems push records to the hub.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// Bank payment files.
+    #[serde(default)]
+    pub payouts: PayoutsConfig,
+}
+
+/// `[payouts]`: the payer of the subsidies and how batch files are cut.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutsConfig {
+    /// `InitgPty/Nm`: who sends the files.
+    #[serde(default = "default_initiator")]
+    pub initiator: String,
+    /// `Dbtr/Nm`: the account holder the subsidies are paid from.
+    #[serde(default = "default_debtor_name")]
+    pub debtor_name: String,
+    /// `DbtrAcct`: that account.
+    #[serde(default = "default_debtor_account")]
+    pub debtor_account: String,
+    /// `DbtrAgt`: its bank's CNAPS code.
+    #[serde(default = "default_debtor_bank")]
+    pub debtor_bank: String,
+    /// Payments per file at most.
+    #[serde(default = "default_max_per_file")]
+    pub max_per_file: usize,
+    /// The day of the period's month the bank pays (`ReqdExctnDt`).
+    #[serde(default = "default_execution_day")]
+    pub execution_day: u32,
+}
+
+fn default_initiator() -> String {
+    "tongban".into()
+}
+fn default_debtor_name() -> String {
+    "Subsidy payment account".into()
+}
+fn default_debtor_account() -> String {
+    "0000000000000000".into()
+}
+fn default_debtor_bank() -> String {
+    "000000000000".into()
+}
+fn default_max_per_file() -> usize {
+    50_000
+}
+fn default_execution_day() -> u32 {
+    25
+}
+
+impl Default for PayoutsConfig {
+    fn default() -> Self {
+        PayoutsConfig {
+            initiator: default_initiator(),
+            debtor_name: default_debtor_name(),
+            debtor_account: default_debtor_account(),
+            debtor_bank: default_debtor_bank(),
+            max_per_file: default_max_per_file(),
+            execution_day: default_execution_day(),
+        }
+    }
 }
 
 /// `[webhooks]`: `POST /ingest/<connector>/<operation>`, served by
@@ -168,6 +227,19 @@ impl HubConfig {
         }
         if self.dispatch.jitter_percent > 100 {
             out.push("dispatch.jitter_percent must be at most 100".into());
+        }
+        let p = &self.payouts;
+        if p.max_per_file == 0 {
+            out.push("payouts.max_per_file must be at least 1".into());
+        }
+        if !(1..=28).contains(&p.execution_day) {
+            out.push("payouts.execution_day must be 1 to 28".into());
+        }
+        if p.debtor_bank.len() != 12 || !p.debtor_bank.bytes().all(|b| b.is_ascii_digit()) {
+            out.push(format!(
+                "payouts.debtor_bank {:?} must be a 12-digit CNAPS code",
+                p.debtor_bank
+            ));
         }
         if self.dispatch.retry_schedule.is_empty() {
             out.push("dispatch.retry_schedule must have at least one delay".into());

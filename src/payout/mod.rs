@@ -1,0 +1,245 @@
+//! Bank payouts: payment instructions (from the two-subsidies system's
+//! monthly payout list, mapped by a feed) are recorded once each in the
+//! payout register, grouped into batches per bank and period, and written
+//! as ISO 20022 pain.001 files with a checksum file beside them, into the
+//! bank connector's outbound directory.
+//!
+//! - [`PaymentsSink`] is the sink of the pain.001 target: delivering an
+//!   instruction records it in the register (idempotent by payment id).
+//! - [`build`] (`tongban payouts build --period YYYY-MM`) makes batches of
+//!   every payment of the period that is in no live batch, and writes the
+//!   file of every live batch whose file is missing. A batch's content and
+//!   `CreDtTm` are stored, so a file written again after a crash is
+//!   byte-identical; the store's unique index keeps a payment out of a
+//!   second live batch.
+
+use crate::config::{Config, ConnectorKind, OpRef};
+use crate::dispatch::failure::DeliveryError;
+use crate::dispatch::{Delivered, Sink};
+use crate::formats::pain::{GroupHeader, Pain001Writer, PaymentBlock, Transfer, Version};
+use crate::store::{BatchRow, Claimed, PaymentRow, Store};
+use futures::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Records payment instructions in the payout register.
+pub struct PaymentsSink {
+    store: Arc<Store>,
+}
+
+impl PaymentsSink {
+    /// A sink writing into `store`'s register.
+    pub fn new(store: Arc<Store>) -> Self {
+        PaymentsSink { store }
+    }
+
+    async fn record(&self, ms: &[Claimed]) -> Result<Delivered, DeliveryError> {
+        let mut rows = Vec::with_capacity(ms.len());
+        for m in ms {
+            rows.push(payment_row(&m.payload).map_err(DeliveryError::Request)?);
+        }
+        let n = self
+            .store
+            .record_payments(rows)
+            .await
+            .map_err(|e| DeliveryError::Io(format!("the payout register: {e}")))?;
+        Ok(Delivered {
+            status_code: None,
+            excerpt: Some(format!("{n} new in the payout register")),
+        })
+    }
+}
+
+/// A `PaymentInstruction` (JSON) as a register row.
+pub fn payment_row(record: &[u8]) -> Result<PaymentRow, String> {
+    let v: serde_json::Value = serde_json::from_slice(record)
+        .map_err(|e| format!("the payment instruction is not JSON: {e}"))?;
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("the payment instruction has no {k}"))
+    };
+    Ok(PaymentRow {
+        payment_id: s("payment_id")?,
+        period: s("period")?,
+        bank_code: s("creditor_bank_code")?,
+        amount_fen: v["amount_fen"]
+            .as_i64()
+            .ok_or("the payment instruction has no amount_fen")?,
+        record: record.to_vec(),
+    })
+}
+
+impl Sink for PaymentsSink {
+    fn deliver<'a>(&'a self, m: &'a Claimed) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.record(std::slice::from_ref(m)))
+    }
+
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        ms: &'a [Claimed],
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.record(ms))
+    }
+}
+
+/// Whether an operation is a pain.001 target, and which version.
+pub fn pain_version(op: &crate::config::connector::Operation) -> Option<Version> {
+    match op.xml_namespace.as_deref()? {
+        "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03" => Some(Version::V03),
+        "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09" => Some(Version::V09),
+        _ => None,
+    }
+}
+
+/// The bank's pain.001 target: the operation, its outbound directory and
+/// the version. With several, `name` picks one.
+pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<(OpRef, PathBuf, Version), String> {
+    let mut found = Vec::new();
+    for (cname, c) in &cfg.connectors {
+        for (oname, op) in &c.spec.operations {
+            let op = op.get_ref();
+            if let (ConnectorKind::File, Some(v)) = (c.spec.kind, pain_version(op)) {
+                let r = OpRef {
+                    connector: cname.clone(),
+                    operation: oname.clone(),
+                };
+                if name.is_none_or(|n| n == r.to_string()) {
+                    let dir = cfg
+                        .dir
+                        .join(c.spec.directory.as_deref().unwrap_or("."))
+                        .join(op.path.as_deref().unwrap_or("out"));
+                    found.push((r, dir, v));
+                }
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err("no file connector operation writes pain.001 (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09)".into()),
+        _ => Err(format!(
+            "several pain.001 targets ({}); name one with --target",
+            found.iter().map(|f| f.0.to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The file name of a batch.
+pub fn file_name(batch: &BatchRow) -> String {
+    format!("{}.pain001.xml", batch.batch_id)
+}
+
+/// A batch as a pain.001 document: one payment block from the payer's
+/// account, the transfers in the batch's order.
+pub async fn render(
+    cfg: &Config,
+    store: &Store,
+    batch: &BatchRow,
+    version: Version,
+) -> Result<Vec<u8>, String> {
+    let p = &cfg.hub.payouts;
+    let payments = store
+        .batch_payments(&batch.batch_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut w = Pain001Writer::start(
+        Vec::with_capacity(payments.len() * 420 + 1024),
+        version,
+        GroupHeader {
+            msg_id: batch.batch_id.clone(),
+            created: batch.created.clone(),
+            count: batch.count,
+            total_fen: batch.total_fen,
+            initiator: p.initiator.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    w.block(PaymentBlock {
+        id: batch.batch_id.clone(),
+        execution_date: format!("{}-{:02}", batch.period, p.execution_day),
+        debtor_name: p.debtor_name.clone(),
+        debtor_account: p.debtor_account.clone(),
+        debtor_bank: p.debtor_bank.clone(),
+        count: batch.count,
+        total_fen: batch.total_fen,
+    })
+    .map_err(|e| e.to_string())?;
+    for pay in &payments {
+        let v: serde_json::Value = serde_json::from_slice(&pay.record)
+            .map_err(|e| format!("payment {}: {e}", pay.payment_id))?;
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        w.transfer(&Transfer {
+            end_to_end_id: pay.payment_id.clone(),
+            amount_fen: pay.amount_fen,
+            creditor_name: s("creditor_name"),
+            creditor_account: s("creditor_account"),
+            creditor_bank: Some(pay.bank_code.clone()),
+            remittance: s("remittance_info"),
+        })
+        .map_err(|e| format!("batch {}: {e}", batch.batch_id))?;
+    }
+    w.finish()
+        .map_err(|e| format!("batch {}: {e}", batch.batch_id))
+}
+
+/// What [`build`] did with one batch.
+#[derive(Debug)]
+pub struct Built {
+    /// The batch.
+    pub batch: BatchRow,
+    /// Its file.
+    pub file: PathBuf,
+    /// Made by this build (else an earlier build made it).
+    pub new: bool,
+    /// Its file was written now (new, or missing after a crash).
+    pub written: bool,
+}
+
+/// `tongban payouts build`: batches every unbatched payment of `period`,
+/// then writes the file of every live batch of the period that has none.
+pub async fn build(
+    cfg: &Config,
+    store: &Store,
+    period: &str,
+    target: Option<&str>,
+) -> Result<Vec<Built>, String> {
+    if let Err(e) = crate::schema::Format::Period.check(period) {
+        return Err(format!("period {period:?}: {e}"));
+    }
+    let (_, dir, version) = bank_target(cfg, target)?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let created = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let new: std::collections::HashSet<String> = store
+        .build_batches(period, cfg.hub.payouts.max_per_file, &created)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|b| b.batch_id)
+        .collect();
+    let mut out = Vec::new();
+    for batch in store.batches(period).await.map_err(|e| e.to_string())? {
+        let name = file_name(&batch);
+        let file = dir.join(&name);
+        let complete = dir.join(format!("{name}.sha256")).exists();
+        let written = !complete;
+        if written {
+            let bytes = render(cfg, store, &batch, version).await?;
+            crate::connectors::file::write_with_checksum(&dir, &name, &bytes)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        out.push(Built {
+            new: new.contains(&batch.batch_id),
+            batch,
+            file,
+            written,
+        });
+    }
+    Ok(out)
+}
