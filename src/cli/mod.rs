@@ -89,11 +89,15 @@ enum Command {
     /// /_faults and ledger at /_ledger). Credentials, when set, come from the
     /// same environment variables as the shipped connectors.
     Sim {
-        /// platform, cert, sscard, subsidies, pension or employment.
+        /// platform, cert, sscard, subsidies, pension, employment or bank.
         system: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// bank: the directory shared with the hub's bank connector (payment
+        /// files in `DIR/out`, status reports to `DIR/in`).
+        #[arg(long, default_value = "var/bank")]
+        dir: PathBuf,
     },
     /// Bank payouts: batch the period's payment instructions into pain.001
     /// files, and see the period's batches.
@@ -207,7 +211,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
 }
 
 /// `tongban sim SYSTEM --listen ADDR`.
-fn sim(system: &str, listen: std::net::SocketAddr) -> ExitCode {
+fn sim(system: &str, listen: std::net::SocketAddr, dir: &std::path::Path) -> ExitCode {
     use crate::sim;
     let env = |k: &str| std::env::var(k).ok();
     let standalone = |c: &std::sync::Arc<sim::Common>| {
@@ -251,8 +255,20 @@ fn sim(system: &str, listen: std::net::SocketAddr) -> ExitCode {
             standalone(&s.common);
             s.router()
         }
+        "bank" => {
+            let s = sim::bank::Bank::new(dir);
+            standalone(&s.common);
+            let router = s.router();
+            std::thread::spawn(move || loop {
+                if let Err(e) = s.poll_once() {
+                    eprintln!("bank simulator: {e}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            });
+            router
+        }
         other => {
-            eprintln!("error: no simulator {other:?}: platform, cert, sscard, subsidies, pension or employment");
+            eprintln!("error: no simulator {other:?}: platform, cert, sscard, subsidies, pension, employment or bank");
             return ExitCode::from(2);
         }
     };
@@ -303,8 +319,13 @@ pub fn main() -> ExitCode {
             timeout: timeout.into(),
         });
     }
-    if let Command::Sim { system, listen } = cli.command {
-        return sim(&system, listen);
+    if let Command::Sim {
+        system,
+        listen,
+        dir,
+    } = cli.command
+    {
+        return sim(&system, listen, &dir);
     }
     if let Command::Payouts { action } = cli.command {
         return payouts(action);

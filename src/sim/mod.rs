@@ -12,6 +12,7 @@
 //!
 //! Rates are in per mille (‰): integers, like every number here.
 
+pub mod bank;
 pub mod cert;
 pub mod platform;
 pub mod referral;

@@ -1,0 +1,248 @@
+//! A payout bank: payment files in, status reports out, through a shared
+//! directory (the bank connector's `directory`), as banks' bulk payment
+//! channels work.
+//!
+//! It picks up `*.pain001.xml` files from `<dir>/out` once their checksum
+//! file is there and matches (the hub's outbound directory), and answers
+//! each with a `pain.002` in `<dir>/in` (`<MsgId>.pain002.xml` and its
+//! checksum file, the hub's inbound directory); the file it read moves to
+//! `<dir>/out/processed/`.
+//!
+//! Its rules:
+//! - a file whose `NbOfTxs` or `CtrlSum` does not match its transfers, or
+//!   that cannot be read, is refused whole: `GrpSts` `RJCT`, reason `FF01`;
+//! - a file whose `MsgId` it already processed is refused whole: `AM05`
+//!   (duplicate), and nothing in it is paid;
+//! - otherwise each transfer is checked against the account book: `AC01`
+//!   no such account, `AC04` closed, `AC06` blocked, `BE01` name and
+//!   account do not match, `MD07` holder deceased; others are paid (`ACSC`)
+//!   and the group status is `ACSC`, `PART` or `RJCT`.
+//!
+//! With an empty account book every account is open and names are not
+//! checked. Each paid payment is an effect in the ledger keyed by its
+//! `EndToEndId`: a payment id paid twice shows as a repeat.
+
+use super::{with_common, Common};
+use crate::formats::pain::{self, StatusReport, TxStatus};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An account's state in the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountState {
+    /// Payments are credited.
+    Open,
+    /// Closed: AC04.
+    Closed,
+    /// Blocked: AC06.
+    Blocked,
+    /// The holder died: MD07.
+    Deceased,
+}
+
+/// The bank's state.
+pub struct Bank {
+    /// Faults, ledger, counters.
+    pub common: Arc<Common>,
+    dir: PathBuf,
+    book: Mutex<HashMap<String, (String, AccountState)>>,
+    seen: Mutex<HashSet<String>>,
+    /// Payments credited per end-to-end id (a second credit is a double payment).
+    credited: Mutex<HashMap<String, u32>>,
+}
+
+impl Bank {
+    /// A bank exchanging files under `dir`.
+    pub fn new(dir: &Path) -> Arc<Bank> {
+        Arc::new(Bank {
+            common: Common::new("bank"),
+            dir: dir.to_path_buf(),
+            book: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashSet::new()),
+            credited: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens (or sets the state of) an account held by `name`.
+    pub fn account(&self, account: &str, name: &str, state: AccountState) {
+        self.book
+            .lock()
+            .unwrap()
+            .insert(account.to_string(), (name.to_string(), state));
+    }
+
+    /// Payment ids credited more than once (never, if the hub is right).
+    pub fn paid_twice(&self) -> Vec<String> {
+        self.credited
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Amount credited per payment id.
+    pub fn credited(&self) -> HashMap<String, u32> {
+        self.credited.lock().unwrap().clone()
+    }
+
+    /// The routes (`/_ledger`, `/_faults`).
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        with_common(axum::Router::new(), self.common.clone())
+    }
+
+    /// Handles every complete file waiting; returns how many.
+    pub fn poll_once(&self) -> Result<usize, String> {
+        let inbox = self.dir.join("out");
+        let answers = self.dir.join("in");
+        let processed = inbox.join("processed");
+        for d in [&inbox, &answers, &processed] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&inbox)
+            .map_err(|e| format!("{}: {e}", inbox.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".pain001.xml") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut n = 0;
+        for name in names {
+            let sum = inbox.join(format!("{name}.sha256"));
+            let Ok(want) = std::fs::read_to_string(&sum) else {
+                continue; // still being written
+            };
+            let bytes = std::fs::read(inbox.join(&name)).map_err(|e| e.to_string())?;
+            if crate::connectors::file::checksum_line(&name, &bytes) != want {
+                continue; // the checksum file is ahead of the file: not yet complete
+            }
+            let (report, txs) = self.decide(&bytes);
+            let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+            let xml = pain::write_pain002(Vec::new(), &report, &created, txs)
+                .map_err(|e| e.to_string())?;
+            let answer = format!(
+                "{}.pain002.xml",
+                if report.original_msg_id.is_empty() {
+                    name.trim_end_matches(".pain001.xml")
+                } else {
+                    &report.original_msg_id
+                }
+            );
+            // A second answer to the same MsgId (a duplicate file) gets its own name.
+            let answer = if answers.join(&answer).exists() {
+                format!("{}-{}", crate::store::now_ms(), answer)
+            } else {
+                answer
+            };
+            crate::connectors::file::write_with_checksum(&answers, &answer, &xml)
+                .map_err(|e| e.to_string())?;
+            std::fs::rename(inbox.join(&name), processed.join(&name)).map_err(|e| e.to_string())?;
+            std::fs::rename(&sum, processed.join(format!("{name}.sha256")))
+                .map_err(|e| e.to_string())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Watches the directory until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.poll_once()).await {
+                Ok(Err(e)) => eprintln!("bank simulator: {e}"),
+                Err(e) => eprintln!("bank simulator: {e}"),
+                Ok(Ok(_)) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The status report for one file.
+    pub fn decide(&self, bytes: &[u8]) -> (StatusReport, Vec<TxStatus>) {
+        let mut txs = Vec::new();
+        let read = pain::read_pain001(bytes, |t| txs.push(t));
+        let msg_id = format!("BANK-{}", crate::store::now_ms());
+        let refuse = |orig: &str, code: &str| StatusReport {
+            msg_id: msg_id.clone(),
+            original_msg_id: orig.to_string(),
+            original_count: None,
+            original_total_fen: None,
+            group_status: Some("RJCT".into()),
+            group_reason: Some(code.into()),
+        };
+        let h = match read {
+            Ok(h) => h,
+            Err(e) => {
+                self.common.apply("", "refused", "", format!("FF01 {e}"));
+                return (refuse("", "FF01"), Vec::new());
+            }
+        };
+        let total: Option<i64> = txs.iter().map(|t| t.amount_fen).sum();
+        if h.count != Some(txs.len() as i64) || h.total_fen.is_none() || h.total_fen != total {
+            self.common
+                .apply("", "refused", &h.msg_id, "FF01 totals".into());
+            return (refuse(&h.msg_id, "FF01"), Vec::new());
+        }
+        if !self.seen.lock().unwrap().insert(h.msg_id.clone()) {
+            self.common
+                .apply("", "refused", &h.msg_id, "AM05 duplicate file".into());
+            return (refuse(&h.msg_id, "AM05"), Vec::new());
+        }
+        let book = self.book.lock().unwrap();
+        let mut out = Vec::with_capacity(txs.len());
+        let mut credited = self.credited.lock().unwrap();
+        for t in &txs {
+            let reason = if t.currency != "CNY" || t.amount_fen.is_none_or(|a| a <= 0) {
+                Some("AM03")
+            } else if book.is_empty() {
+                None
+            } else {
+                match book.get(&t.creditor_account) {
+                    None => Some("AC01"),
+                    Some((_, AccountState::Closed)) => Some("AC04"),
+                    Some((_, AccountState::Blocked)) => Some("AC06"),
+                    Some((_, AccountState::Deceased)) => Some("MD07"),
+                    Some((name, AccountState::Open)) if name != &t.creditor_name => Some("BE01"),
+                    Some(_) => None,
+                }
+            };
+            if reason.is_none() {
+                *credited.entry(t.end_to_end_id.clone()).or_default() += 1;
+                self.common.apply(
+                    &t.end_to_end_id,
+                    "paid",
+                    &t.end_to_end_id,
+                    pain::amount(t.amount_fen.unwrap_or(0)),
+                );
+            }
+            out.push(TxStatus {
+                end_to_end_id: t.end_to_end_id.clone(),
+                status: if reason.is_some() {
+                    "RJCT".into()
+                } else {
+                    "ACSC".into()
+                },
+                reason: reason.map(str::to_string),
+            });
+        }
+        let rejected = out.iter().filter(|t| t.status == "RJCT").count();
+        let group = match rejected {
+            0 => "ACSC",
+            n if n == out.len() => "RJCT",
+            _ => "PART",
+        };
+        (
+            StatusReport {
+                msg_id,
+                original_msg_id: h.msg_id,
+                original_count: h.count,
+                original_total_fen: h.total_fen,
+                group_status: Some(group.into()),
+                group_reason: None,
+            },
+            out,
+        )
+    }
+}
