@@ -147,3 +147,158 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     assert!(!o.status.success());
     assert!(support::text(&o).1.contains("2026-13"));
 }
+
+#[tokio::test]
+async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
+    let d = support::copy_config();
+    let dir = d.path();
+    let cfg = dir.to_str().unwrap();
+    let input = support::root().join("tests/data/payouts.jsonl");
+    run_ok(&[
+        "ingest",
+        "--config",
+        cfg,
+        "--source",
+        "subsidies.payout_list",
+        input.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paid: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["amount_fen"].as_i64() > Some(0))
+        .collect();
+
+    let mut hub = support::hub::run_logged(dir, &[]);
+    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap();
+    support::eventually(Duration::from_secs(60), "instructions recorded", || async {
+        store
+            .messages(
+                "bank.payment_instructions",
+                tongban::store::status::DELIVERED,
+                100,
+            )
+            .await
+            .unwrap()
+            .len()
+            == paid.len()
+    })
+    .await;
+    run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+
+    // The bank: every account open, but one closed.
+    let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
+    let closed = "6228480012345678903";
+    for v in &lines {
+        let acct = v["bank_account_no"].as_str().unwrap();
+        let state = if acct == closed {
+            tongban::sim::bank::AccountState::Closed
+        } else {
+            tongban::sim::bank::AccountState::Open
+        };
+        bank.account(acct, v["account_name"].as_str().unwrap(), state);
+    }
+    assert_eq!(bank.poll_once().unwrap(), 4, "one file per bank");
+
+    // The running hub reads the answers and reconciles them.
+    support::eventually(
+        Duration::from_secs(60),
+        "every payment has its result",
+        || async {
+            let r = store.results("2026-11").await.unwrap();
+            r.iter().all(|x| x.1.is_some())
+                && r.iter().map(|x| x.2).sum::<i64>() == paid.len() as i64
+        },
+    )
+    .await;
+    let results = store.results("2026-11").await.unwrap();
+    let of = |res: &str| {
+        results
+            .iter()
+            .filter(|x| x.1.as_deref() == Some(res))
+            .fold((0, 0), |a, x| (a.0 + x.2, a.1 + x.3))
+    };
+    let closed_fen: i64 = paid
+        .iter()
+        .filter(|v| v["bank_account_no"] == closed)
+        .map(|v| v["amount_fen"].as_i64().unwrap())
+        .sum();
+    let all_fen: i64 = paid.iter().map(|v| v["amount_fen"].as_i64().unwrap()).sum();
+    let n_closed = paid
+        .iter()
+        .filter(|v| v["bank_account_no"] == closed)
+        .count() as i64;
+    assert_eq!(of("REJECTED"), (n_closed, closed_fen));
+    assert_eq!(
+        of("ACCEPTED"),
+        (paid.len() as i64 - n_closed, all_fen - closed_fen)
+    );
+    // Each result goes on towards the two-subsidies system.
+    support::eventually(
+        Duration::from_secs(30),
+        "results queued for the subsidies system",
+        || async {
+            let c = store.counts().await.unwrap();
+            c.messages("subsidies.payout_results", tongban::store::status::PENDING)
+                == paid.len() as i64
+        },
+    )
+    .await;
+
+    // The bank gets a batch file a second time (say, resent by hand): it
+    // refuses it whole, nothing is paid twice, and the alarm names the batch.
+    let processed = dir.join("var/bank/out/processed");
+    let name = std::fs::read_dir(&processed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".pain001.xml"))
+        .unwrap();
+    let batch_id = name.trim_end_matches(".pain001.xml").to_string();
+    let bytes = std::fs::read(processed.join(&name)).unwrap();
+    tongban::connectors::file::write_with_checksum(
+        &dir.join("var/bank/out"),
+        &format!("again-{name}"),
+        &bytes,
+    )
+    .unwrap();
+    assert_eq!(bank.poll_once().unwrap(), 1);
+    support::eventually(
+        Duration::from_secs(60),
+        "the duplicate-file alarm",
+        || async {
+            store
+                .alarms()
+                .await
+                .unwrap()
+                .iter()
+                .any(|a| a.batch_id == batch_id && a.kind == "file_refused")
+        },
+    )
+    .await;
+    assert!(bank.paid_twice().is_empty());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+
+    let out = run_ok(&["payouts", "status", "--config", cfg, "--period", "2026-11"]);
+    assert!(
+        out.contains(&format!(
+            "ALARM {batch_id} file_refused: AM05: the bank refused the file as a duplicate"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "rejected {n_closed} / {}",
+            tongban::formats::pain::amount(closed_fen)
+        )),
+        "{out}"
+    );
+    // The results are still the first file's: the duplicate changed nothing.
+    assert_eq!(store.results("2026-11").await.unwrap(), results);
+}

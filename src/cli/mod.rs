@@ -179,24 +179,45 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
             }
             PayoutsCommand::Status { .. } => {
                 let batches = store.batches(&period).await.map_err(|e| e.to_string())?;
+                let results = store.results(&period).await.map_err(|e| e.to_string())?;
                 let (n, total) = batches
                     .iter()
                     .fold((0, 0), |(n, t), b| (n + b.count, t + b.total_fen));
+                let yuan = crate::formats::pain::amount;
                 for b in &batches {
+                    let of = |r: Option<&str>| {
+                        results
+                            .iter()
+                            .filter(|x| x.0 == b.batch_id && x.1.as_deref() == r)
+                            .fold((0, 0), |(n, t), x| (n + x.2, t + x.3))
+                    };
+                    let (a, r, p, w) = (
+                        of(Some("ACCEPTED")),
+                        of(Some("REJECTED")),
+                        of(Some("PENDING")),
+                        of(None),
+                    );
                     println!(
-                        "{}  bank {}  {:>7} payments  {:>16} yuan  made {}",
-                        b.batch_id,
-                        b.bank_code,
-                        b.count,
-                        crate::formats::pain::amount(b.total_fen),
-                        b.created
+                        "{}  bank {}  sent {} / {} yuan  accepted {} / {}  rejected {} / {}  pending {}  no result yet {}  made {}",
+                        b.batch_id, b.bank_code, b.count, yuan(b.total_fen), a.0, yuan(a.1),
+                        r.0, yuan(r.1), p.0, w.0, b.created
                     );
                 }
                 println!(
                     "{period}: {} batches, {n} payments, {} yuan",
                     batches.len(),
-                    crate::formats::pain::amount(total)
+                    yuan(total)
                 );
+                let alarms: Vec<_> = store
+                    .alarms()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|a| batches.iter().any(|b| b.batch_id == a.batch_id) || !a.batch_id.contains(&period))
+                    .collect();
+                for a in &alarms {
+                    println!("ALARM {} {}: {}", a.batch_id, a.kind, a.detail);
+                }
             }
         }
         Ok(())

@@ -165,6 +165,9 @@ fn target(
                 op.xml_namespace.as_deref(),
             )
             .with_xml_envelope(op.xml_envelope.as_deref()),
+        crate::config::BodyFormat::Pain002 => {
+            return Err("pain002 is a format of file sources only".into())
+        }
         crate::config::BodyFormat::Avro => {
             return Err(
                 "Avro bodies over HTTP are not built; its messages wait in the outbox".into(),
@@ -193,8 +196,10 @@ fn file_target(
             op.xml_root.as_deref().unwrap_or("record"),
             op.xml_namespace.as_deref(),
         ),
-        crate::config::BodyFormat::Avro => {
-            return Err("Avro files are not written; use JSON or XML".into())
+        crate::config::BodyFormat::Avro | crate::config::BodyFormat::Pain002 => {
+            return Err(
+                "Avro and pain002 files are not written by the file sink; use JSON or XML".into(),
+            )
         }
     };
     let mut s = settings(cfg, c, t, op, Duration::from_secs(30));
@@ -221,8 +226,8 @@ fn kafka_target(
             ))
         }
         crate::config::BodyFormat::Json => None,
-        crate::config::BodyFormat::Xml => {
-            return Err("XML values on Kafka are not written; use Avro or JSON".into())
+        crate::config::BodyFormat::Xml | crate::config::BodyFormat::Pain002 => {
+            return Err("only Avro or JSON values are written to Kafka".into())
         }
     };
     let timeout = c.spec.timeout.map_or(Duration::from_secs(30), |d| d.0);

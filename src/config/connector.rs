@@ -190,6 +190,10 @@ pub enum BodyFormat {
     Xml,
     /// Avro single-object encoding.
     Avro,
+    /// file source: ISO 20022 `pain.002` bank status reports, reconciled
+    /// against the payout register; one `PaymentResult` record per
+    /// transaction goes on to the feeds.
+    Pain002,
 }
 
 /// One named operation.
@@ -335,6 +339,16 @@ impl ConnectorSpec {
                 }
                 ConnectorKind::Kafka => need(&mut out, "topic", op.topic.is_some()),
                 ConnectorKind::File => need(&mut out, "file_pattern", op.file_pattern.is_some()),
+            }
+            if op.format == BodyFormat::Pain002
+                && (self.kind != ConnectorKind::File || op.direction != Direction::Source)
+            {
+                out.push((
+                    at,
+                    format!(
+                        "operation {name}: format pain002 applies to file source operations only"
+                    ),
+                ));
             }
             if let Some(b) = &op.batch {
                 let n = *b.get_ref();

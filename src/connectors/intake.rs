@@ -72,7 +72,9 @@ impl Intake {
     ) -> Ingest {
         let ty = self.pipeline.source_type();
         match self.format {
-            BodyFormat::Json => self.pipeline.record_as(raw, fallback_id, cursor),
+            BodyFormat::Json | BodyFormat::Pain002 => {
+                self.pipeline.record_as(raw, fallback_id, cursor)
+            }
             BodyFormat::Xml => {
                 let read = std::str::from_utf8(raw)
                     .map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))

@@ -243,3 +243,158 @@ pub async fn build(
     }
     Ok(out)
 }
+
+/// What reconciling one bank status report did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The batch it answers (`OrgnlMsgId`).
+    pub batch_id: String,
+    /// Payments accepted, and their fen.
+    pub accepted: (i64, i64),
+    /// Payments rejected, and their fen.
+    pub rejected: (i64, i64),
+    /// Payments the bank has not decided yet.
+    pub pending: i64,
+    /// Alarms raised: (kind, detail).
+    pub alarms: Vec<(String, String)>,
+    /// One `PaymentResult` (JSON) per payment of the batch the report
+    /// decides, for the feeds back to the two-subsidies system.
+    pub results: Vec<Vec<u8>>,
+}
+
+/// Words for a whole-file refusal.
+fn refusal(code: &str) -> &'static str {
+    match code {
+        "AM05" => "the bank refused the file as a duplicate",
+        "FF01" => "the bank refused the file: invalid file format or totals",
+        _ => "the bank refused the file",
+    }
+}
+
+/// Reconciles a bank status report against the payout register: each
+/// transaction matched by its `EndToEndId` and recorded as accepted,
+/// rejected (with its reason code) or pending; an alarm for a report on an
+/// unknown batch, a file refused whole, totals that disagree with the
+/// batch, and a transaction the batch does not hold. Doing it again with
+/// the same report changes nothing.
+pub async fn reconcile(
+    store: &Store,
+    report: &crate::formats::pain::StatusReport,
+    txs: &[crate::formats::pain::TxStatus],
+) -> Result<Reconciled, String> {
+    let mut out = Reconciled {
+        batch_id: report.original_msg_id.clone(),
+        ..Reconciled::default()
+    };
+    let e = |e: crate::store::StoreError| e.to_string();
+    let Some(batch) = store.batch(&report.original_msg_id).await.map_err(e)? else {
+        out.alarms.push((
+            "unknown_batch".into(),
+            format!(
+                "a status report ({}) for a batch the hub never made",
+                report.msg_id
+            ),
+        ));
+        store
+            .raise_alarms(
+                out.alarms
+                    .iter()
+                    .map(|(k, d)| (out.batch_id.clone(), k.clone(), d.clone()))
+                    .collect(),
+            )
+            .await
+            .map_err(e)?;
+        return Ok(out);
+    };
+    if let (Some("RJCT"), Some(code), true) = (
+        report.group_status.as_deref(),
+        report.group_reason.as_deref(),
+        txs.is_empty(),
+    ) {
+        out.alarms.push((
+            "file_refused".into(),
+            format!("{code}: {} (report {})", refusal(code), report.msg_id),
+        ));
+    }
+    let disagree = report.original_count.is_some_and(|n| n != batch.count)
+        || report
+            .original_total_fen
+            .is_some_and(|t| t != batch.total_fen);
+    if disagree {
+        out.alarms.push((
+            "totals_disagree".into(),
+            format!(
+                "the bank counts {} payments, {} yuan; the batch has {}, {} yuan",
+                report.original_count.map_or("?".into(), |n| n.to_string()),
+                report
+                    .original_total_fen
+                    .map_or("?".into(), crate::formats::pain::amount),
+                batch.count,
+                crate::formats::pain::amount(batch.total_fen)
+            ),
+        ));
+    }
+    let payments: std::collections::HashMap<String, PaymentRow> = store
+        .batch_payments(&batch.batch_id)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .map(|p| (p.payment_id.clone(), p))
+        .collect();
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+        .date_naive()
+        .to_string();
+    let mut results = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let Some(p) = payments.get(&tx.end_to_end_id) else {
+            out.alarms.push((
+                "unknown_payment".into(),
+                format!(
+                    "the bank reports {} ({}), which is not in the batch",
+                    tx.end_to_end_id, tx.status
+                ),
+            ));
+            continue;
+        };
+        let result = match tx.status.as_str() {
+            "ACSC" | "ACSP" | "ACCP" => "ACCEPTED",
+            "RJCT" => "REJECTED",
+            _ => "PENDING",
+        };
+        match result {
+            "ACCEPTED" => {
+                out.accepted.0 += 1;
+                out.accepted.1 += p.amount_fen;
+            }
+            "REJECTED" => {
+                out.rejected.0 += 1;
+                out.rejected.1 += p.amount_fen;
+            }
+            _ => out.pending += 1,
+        }
+        results.push((p.payment_id.clone(), result.to_string(), tx.reason.clone()));
+        out.results.push(
+            serde_json::to_vec(&serde_json::json!({
+                "payment_id": p.payment_id,
+                "batch_id": batch.batch_id,
+                "status": result,
+                "reason_code": tx.reason,
+                "amount_fen": p.amount_fen,
+                "settled_on": if result == "ACCEPTED" { serde_json::json!(today) } else { serde_json::Value::Null },
+            }))
+            .unwrap_or_default(),
+        );
+    }
+    store.set_results(results).await.map_err(e)?;
+    store
+        .raise_alarms(
+            out.alarms
+                .iter()
+                .map(|(k, d)| (batch.batch_id.clone(), k.clone(), d.clone()))
+                .collect(),
+        )
+        .await
+        .map_err(e)?;
+    Ok(out)
+}

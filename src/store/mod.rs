@@ -288,6 +288,22 @@ pub(crate) fn plan_batches(
     Ok(out)
 }
 
+/// An alarm operations must see: a bank result that does not fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmRow {
+    /// When it was raised, ms since the epoch.
+    pub at: i64,
+    /// The batch (the `OrgnlMsgId` of the report).
+    pub batch_id: String,
+    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`.
+    pub kind: String,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// Per batch and result: (batch id, result or None while waiting, payments, fen).
+pub type ResultCounts = Vec<(String, Option<String>, i64, i64)>;
+
 /// What [`Store::counts`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -537,6 +553,38 @@ impl Store {
     /// A batch's payments, in file order.
     pub async fn batch_payments(&self, batch_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
         both!(self, s => s.batch_payments(batch_id).await)
+    }
+
+    /// One batch.
+    pub async fn batch(&self, batch_id: &str) -> Result<Option<BatchRow>, StoreError> {
+        both!(self, s => s.batch(batch_id).await)
+    }
+
+    /// Records bank results: (payment id, `ACCEPTED` | `REJECTED` | `PENDING`, reason code).
+    pub async fn set_results(
+        &self,
+        results: Vec<(String, String, Option<String>)>,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.set_results(results).await)
+    }
+
+    /// Raises alarms (batch id, kind, detail); one already raised stays as it was.
+    pub async fn raise_alarms(
+        &self,
+        alarms: Vec<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.raise_alarms(alarms).await)
+    }
+
+    /// Every alarm, oldest first.
+    pub async fn alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
+        both!(self, s => s.alarms().await)
+    }
+
+    /// Results of the live batches of a period: per batch and result, the
+    /// payments and their fen.
+    pub async fn results(&self, period: &str) -> Result<ResultCounts, StoreError> {
+        both!(self, s => s.results(period).await)
     }
 
     /// Messages per target and state, failed attempts retried per target,

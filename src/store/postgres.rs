@@ -749,6 +749,93 @@ impl PgStore {
         .collect())
     }
 
+    pub(super) async fn batch(&self, batch_id: &str) -> Result<Option<BatchRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = $1",
+            &[&batch_id],
+        )
+        .await?
+        .map(|r| BatchRow {
+            batch_id: r.get(0),
+            period: r.get(1),
+            bank_code: r.get(2),
+            seq: r.get(3),
+            created: r.get(4),
+            count: r.get(5),
+            total_fen: r.get(6),
+        }))
+    }
+
+    pub(super) async fn set_results(
+        &self,
+        results: Vec<(String, String, Option<String>)>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let (mut id, mut res, mut why) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r, w) in &results {
+            id.push(i.as_str());
+            res.push(r.as_str());
+            why.push(w.as_deref());
+        }
+        c.execute(
+            "UPDATE payments p SET result = u.r, reason_code = u.w, result_at = $4
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(i, r, w) WHERE p.payment_id = u.i",
+            &[&id, &res, &why, &now_ms()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn raise_alarms(
+        &self,
+        alarms: Vec<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let (mut b, mut k, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for (x, y, z) in &alarms {
+            b.push(x.as_str());
+            k.push(y.as_str());
+            d.push(z.as_str());
+        }
+        c.execute(
+            "INSERT INTO alarms (at, batch_id, kind, detail)
+             SELECT $4, b, k, d FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(b, k, d)
+             ON CONFLICT (batch_id, kind, detail) DO NOTHING",
+            &[&b, &k, &d, &now_ms()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT at, batch_id, kind, detail FROM alarms ORDER BY at, batch_id COLLATE \"C\", kind COLLATE \"C\", detail COLLATE \"C\"",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| AlarmRow { at: r.get(0), batch_id: r.get(1), kind: r.get(2), detail: r.get(3) })
+        .collect())
+    }
+
+    pub(super) async fn results(&self, period: &str) -> Result<ResultCounts, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT b.batch_id, p.result, count(*), COALESCE(SUM(p.amount_fen), 0)::bigint
+             FROM batches b JOIN batch_items i ON i.batch_id = b.batch_id AND i.live = 1
+             JOIN payments p ON p.payment_id = i.payment_id
+             WHERE b.period = $1 AND b.live = 1
+             GROUP BY b.batch_id, p.result ORDER BY b.batch_id COLLATE \"C\", p.result COLLATE \"C\"",
+            &[&period],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+    }
+
     pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
         let c = self.client().await?;
         let mut out = Counts::default();

@@ -583,6 +583,108 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn batch(&self, batch_id: &str) -> Result<Option<BatchRow>, StoreError> {
+        let batch_id = batch_id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = ?1",
+                [&batch_id],
+                |r| {
+                    Ok(BatchRow {
+                        batch_id: r.get(0)?,
+                        period: r.get(1)?,
+                        bank_code: r.get(2)?,
+                        seq: r.get(3)?,
+                        created: r.get(4)?,
+                        count: r.get(5)?,
+                        total_fen: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn set_results(
+        &self,
+        results: Vec<(String, String, Option<String>)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE payments SET result = ?2, reason_code = ?3, result_at = ?4 WHERE payment_id = ?1",
+                )?;
+                let now = now_ms();
+                for (id, result, reason) in &results {
+                    st.execute(rusqlite::params![id, result, reason, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn raise_alarms(
+        &self,
+        alarms: Vec<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO alarms (at, batch_id, kind, detail) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (batch_id, kind, detail) DO NOTHING",
+                )?;
+                let now = now_ms();
+                for (b, k, d) in &alarms {
+                    st.execute(rusqlite::params![now, b, k, d])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT at, batch_id, kind, detail FROM alarms ORDER BY at, batch_id, kind, detail",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(AlarmRow {
+                    at: r.get(0)?,
+                    batch_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn results(&self, period: &str) -> Result<ResultCounts, StoreError> {
+        let period = period.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT b.batch_id, p.result, count(*), COALESCE(SUM(p.amount_fen), 0)
+                 FROM batches b JOIN batch_items i ON i.batch_id = b.batch_id AND i.live = 1
+                 JOIN payments p ON p.payment_id = i.payment_id
+                 WHERE b.period = ?1 AND b.live = 1
+                 GROUP BY b.batch_id, p.result ORDER BY b.batch_id, p.result",
+            )?;
+            let rows = st.query_map([&period], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub(super) async fn counts(&self) -> Result<Counts, StoreError> {
         self.with(|c| {
             let mut out = Counts::default();

@@ -260,9 +260,20 @@ impl FileSource {
                 return self.fail(name, &why);
             }
         }
-        let records = match self.records(&contents) {
-            Ok(r) => r,
-            Err(why) => return self.fail(name, &why),
+        let owned: Vec<(usize, Vec<u8>)>;
+        let records: Vec<(usize, &[u8])> = if self.format == BodyFormat::Pain002 {
+            match self.pain002(name, &contents).await {
+                Ok(r) => {
+                    owned = r;
+                    owned.iter().map(|(l, b)| (*l, b.as_slice())).collect()
+                }
+                Err(why) => return self.fail(name, &why),
+            }
+        } else {
+            match self.records(&contents) {
+                Ok(r) => r,
+                Err(why) => return self.fail(name, &why),
+            }
         };
         let src = self.intake.source().to_string();
         let mut total = crate::store::IngestOutcome::default();
@@ -302,6 +313,26 @@ impl FileSource {
         Ok(())
     }
 
+    /// A bank status report: reconciled against the payout register (see
+    /// [`crate::payout::reconcile`]); its per-payment results are the records.
+    async fn pain002(&self, name: &str, contents: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
+        let mut txs = Vec::new();
+        let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
+            .map_err(|e| format!("not a readable pain.002: {e}"))?;
+        let r = crate::payout::reconcile(self.intake.store(), &report, &txs).await?;
+        tracing::info!(source = %self.intake.source(), file = %name, batch = %r.batch_id,
+            accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
+            rejected_fen = r.rejected.1, pending = r.pending, "Bank results reconciled");
+        for (kind, detail) in &r.alarms {
+            tracing::warn!(batch = %r.batch_id, kind = %kind, detail = %detail, "Payout alarm");
+        }
+        Ok(r.results
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (i + 1, b))
+            .collect())
+    }
+
     /// The records of a file, with their 1-based line numbers.
     fn records<'a>(&self, contents: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>, String> {
         match self.format {
@@ -319,7 +350,7 @@ impl FileSource {
                     .map(|(line, doc)| (line, doc.as_bytes()))
                     .collect())
             }
-            BodyFormat::Avro => {
+            BodyFormat::Avro | BodyFormat::Pain002 => {
                 Err("Avro records are not read from files; use JSON lines or XML".into())
             }
         }
