@@ -115,8 +115,9 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
         sums.insert(bank.clone(), sha256(&file));
     }
 
-    // A crash lost one file (and its checksum file): the next build writes
-    // it again, byte for byte, and makes no new batch.
+    // A file gone from the directory (the bank took it, or lost it): a
+    // build does not send it again; `--resend` writes it again, byte for
+    // byte, and makes no new batch.
     let (bank, digest) = sums.iter().next().unwrap();
     let name = format!("TB-2026-11-{bank}-0001.pain001.xml");
     std::fs::remove_file(outdir.join(&name)).unwrap();
@@ -126,6 +127,12 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
         out.contains(&format!("2026-11: {} batches (0 new)", want.len())),
         "{out}"
     );
+    assert!(!out.contains("written to"), "{out}");
+    assert!(!outdir.join(&name).exists());
+    let batch_id = name.trim_end_matches(".pain001.xml");
+    let out = run_ok(&[
+        "payouts", "build", "--config", cfg, "--period", "2026-11", "--resend", batch_id,
+    ]);
     assert_eq!(out.matches("written to").count(), 1, "{out}");
     assert_eq!(&sha256(&outdir.join(&name)), digest);
 
@@ -301,4 +308,147 @@ async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
     );
     // The results are still the first file's: the duplicate changed nothing.
     assert_eq!(store.results("2026-11").await.unwrap(), results);
+
+    // Re-issue: never for an accepted payment; the rejected ones, with the
+    // corrected account, go out again in a new batch and are paid once.
+    let id_of = |v: &serde_json::Value| {
+        format!(
+            "{}-{}-{}",
+            v["subsidy_type"].as_str().unwrap(),
+            v["holder_id"].as_str().unwrap(),
+            v["period"].as_str().unwrap().replace('-', "")
+        )
+    };
+    let accepted = paid
+        .iter()
+        .find(|v| v["bank_account_no"] != closed)
+        .unwrap();
+    let o = support::run(&[
+        "payouts",
+        "reissue",
+        &id_of(accepted),
+        "--reason",
+        "x",
+        "--config",
+        cfg,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        support::text(&o).1.contains("never paid again"),
+        "{:?}",
+        support::text(&o)
+    );
+    let new_account = "6217000000000000004";
+    for v in paid.iter().filter(|v| v["bank_account_no"] == closed) {
+        let out = run_ok(&[
+            "payouts",
+            "reissue",
+            &id_of(v),
+            "--reason",
+            "account corrected after AC04",
+            "--account",
+            new_account,
+            "--actor",
+            "ops-wang",
+            "--config",
+            cfg,
+        ]);
+        assert!(out.contains("re-issued"), "{out}");
+        bank.account(
+            new_account,
+            v["account_name"].as_str().unwrap(),
+            tongban::sim::bank::AccountState::Open,
+        );
+    }
+    let out = run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+    assert!(out.contains("(1 new)"), "{out}");
+    let mut hub = support::hub::run_logged(dir, &[]);
+    assert_eq!(bank.poll_once().unwrap(), 1);
+    support::eventually(
+        Duration::from_secs(60),
+        "the re-issued payments accepted",
+        || async {
+            let r = store.results("2026-11").await.unwrap();
+            r.iter()
+                .filter(|x| x.1.as_deref() == Some("ACCEPTED"))
+                .map(|x| x.2)
+                .sum::<i64>()
+                == paid.len() as i64
+        },
+    )
+    .await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+    assert!(bank.paid_twice().is_empty(), "nobody paid twice");
+    let credited: i64 = bank
+        .credited()
+        .keys()
+        .map(|id| {
+            paid.iter().find(|v| &id_of(v) == id).unwrap()["amount_fen"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(credited, all_fen, "everyone paid exactly what is due");
+    let audit = store.audit().await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.action == "reissue" && a.actor == "ops-wang")
+            .count() as i64,
+        n_closed
+    );
+}
+
+#[tokio::test]
+async fn a_batch_made_before_a_crash_gets_its_file_at_the_next_build() {
+    let d = support::copy_config();
+    let dir = d.path();
+    let cfg = dir.to_str().unwrap();
+    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap();
+    let input = support::root().join("tests/data/payouts.jsonl");
+    let mut rows = Vec::new();
+    for line in std::fs::read_to_string(&input).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["amount_fen"].as_i64() > Some(0) {
+            let instr = serde_json::json!({
+                "payment_id": format!("{}-{}-202611", v["subsidy_type"].as_str().unwrap(), v["holder_id"].as_str().unwrap()),
+                "period": "2026-11", "amount_fen": v["amount_fen"], "currency": "CNY",
+                "creditor_name": v["account_name"], "creditor_account": v["bank_account_no"],
+                "creditor_bank_code": v["bank_code"], "remittance_info": "两项补贴 2026-11",
+            });
+            rows.push(tongban::payout::payment_row(&serde_json::to_vec(&instr).unwrap()).unwrap());
+        }
+    }
+    store.record_payments(rows).await.unwrap();
+    // The batches are made, then the process dies before writing files.
+    let made = store
+        .build_batches("2026-11", 50_000, "2026-11-23T10:00:00")
+        .await
+        .unwrap();
+    drop(store);
+    let out = run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+    assert!(
+        out.contains(&format!("{} batches (0 new)", made.len())),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("earlier, written to").count(),
+        made.len(),
+        "{out}"
+    );
+    for b in &made {
+        let text = std::fs::read_to_string(
+            dir.join("var/bank/out")
+                .join(format!("{}.pain001.xml", b.batch_id)),
+        )
+        .unwrap();
+        assert!(
+            text.contains("<CreDtTm>2026-11-23T10:00:00</CreDtTm>"),
+            "the batch's own time"
+        );
+    }
 }

@@ -49,6 +49,7 @@ conformance!(
     ingesting_while_delivering_keeps_key_order_and_loses_nothing,
     payments_are_batched_once_per_bank_and_totals_add_up,
     concurrent_batch_builders_never_put_a_payment_in_two_batches,
+    only_rejected_payments_are_reissued_into_a_later_batch,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -767,4 +768,99 @@ async fn concurrent_batch_builders_never_put_a_payment_in_two_batches(store: Sto
         }
     }
     assert_eq!(seen.len(), 2_000);
+}
+
+/// Re-issue: refused for an accepted payment, one without a result and an
+/// unknown one; a rejected one leaves its batch (audited, the old
+/// membership kept as history), takes its corrected account, and goes
+/// into the next batch built, and only there.
+async fn only_rejected_payments_are_reissued_into_a_later_batch(store: Store) {
+    let bank = "105100000017";
+    let rows: Vec<PaymentRow> = (1..=3).map(|i| payment(i, bank, 1000 * i as i64)).collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.payment_id.clone()).collect();
+    store.record_payments(rows).await.unwrap();
+    let first = store
+        .build_batches("2026-11", 10, "2026-11-23T10:00:00")
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    store
+        .set_results(vec![
+            (ids[0].clone(), "ACCEPTED".into(), None),
+            (ids[1].clone(), "REJECTED".into(), Some("AC04".into())),
+        ])
+        .await
+        .unwrap();
+    let refused = |r: Result<String, StoreError>| match r {
+        Err(StoreError::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let why = refused(store.reissue(&ids[0], None, "ops", "x").await);
+    assert!(
+        why.contains("accepted") && why.contains("never paid again"),
+        "{why}"
+    );
+    let why = refused(store.reissue(&ids[2], None, "ops", "x").await);
+    assert!(why.contains("no bank result"), "{why}");
+    assert!(refused(store.reissue("nope", None, "ops", "x").await).contains("no payment nope"));
+
+    let corrected = (
+        b"{\"creditor_account\":\"6222000000000000004\"}".to_vec(),
+        "102100099996".to_string(),
+    );
+    let old = store
+        .reissue(
+            &ids[1],
+            Some(corrected.clone()),
+            "ops-li",
+            "account corrected after AC04",
+        )
+        .await
+        .unwrap();
+    assert_eq!(old, first[0].batch_id);
+    let (row, result, _) = store.payment(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (row.record, row.bank_code, result),
+        (corrected.0, corrected.1.clone(), None)
+    );
+    let audit = store.audit().await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str()),
+        ("ops-li", "reissue")
+    );
+    assert!(
+        last.subject.contains(&ids[1]) && last.subject.contains(&old),
+        "{last:?}"
+    );
+    // Not twice before a new result.
+    assert!(refused(store.reissue(&ids[1], None, "ops", "x").await).contains("no bank result"));
+
+    let second = store
+        .build_batches("2026-11", 10, "2026-11-24T10:00:00")
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].bank_code, corrected.1);
+    let items = store.batch_payments(&second[0].batch_id).await.unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|p| p.payment_id.clone())
+            .collect::<Vec<_>>(),
+        vec![ids[1].clone()]
+    );
+    // The first batch's results no longer count it; nothing is built twice.
+    let results = store.results("2026-11").await.unwrap();
+    let in_first: i64 = results
+        .iter()
+        .filter(|r| r.0 == first[0].batch_id)
+        .map(|r| r.2)
+        .sum();
+    assert_eq!(in_first, 2);
+    assert!(store
+        .build_batches("2026-11", 10, "x")
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -131,6 +131,35 @@ enum PayoutsCommand {
         /// The pain.001 target (`connector.operation`), if there are several.
         #[arg(long)]
         target: Option<String>,
+        /// Write this batch's file again (the bank lost it); byte for byte
+        /// the same, and refused by the bank if it had read it.
+        #[arg(long)]
+        resend: Option<String>,
+    },
+    /// Re-issue a payment the bank rejected (after its account is
+    /// corrected): it leaves its batch and goes into the next one built.
+    /// Audited; refused for a payment that was accepted.
+    Reissue {
+        /// The payment id (subsidy type-holder-period).
+        payment_id: String,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: String,
+        /// The corrected bank card or account number.
+        #[arg(long)]
+        account: Option<String>,
+        /// The corrected bank (12-digit CNAPS code).
+        #[arg(long)]
+        bank: Option<String>,
+        /// The corrected account holder's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Who does it (kept in the audit).
+        #[arg(long, default_value = "operator")]
+        actor: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
     },
     /// The period's batches: payments, totals, files.
     Status {
@@ -148,6 +177,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
     let (config, period) = match &action {
         PayoutsCommand::Build { config, period, .. }
         | PayoutsCommand::Status { config, period } => (config.clone(), period.clone()),
+        PayoutsCommand::Reissue { config, .. } => (config.clone(), String::new()),
     };
     let Some(cfg) = load(&config, false) else {
         return ExitCode::from(2);
@@ -158,8 +188,15 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
             .await
             .map_err(|e| e.to_string())?;
         match &action {
-            PayoutsCommand::Build { target, .. } => {
-                let built = crate::payout::build(&cfg, &store, &period, target.as_deref()).await?;
+            PayoutsCommand::Build { target, resend, .. } => {
+                let built = crate::payout::build(
+                    &cfg,
+                    &store,
+                    &period,
+                    target.as_deref(),
+                    resend.as_deref(),
+                )
+                .await?;
                 let new = built.iter().filter(|b| b.new).count();
                 for b in &built {
                     println!(
@@ -176,6 +213,53 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                     );
                 }
                 println!("{period}: {} batches ({new} new)", built.len());
+            }
+            PayoutsCommand::Reissue {
+                payment_id,
+                reason,
+                account,
+                bank,
+                name,
+                actor,
+                ..
+            } => {
+                let corrected = if account.is_some() || bank.is_some() || name.is_some() {
+                    let (row, _, _) = store
+                        .payment(payment_id)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("there is no payment {payment_id}"))?;
+                    let mut v: serde_json::Value = serde_json::from_slice(&row.record)
+                        .map_err(|e| format!("payment {payment_id}: {e}"))?;
+                    if let Some(a) = account {
+                        crate::domain::luhn::validate_card(a).map_err(|e| {
+                            format!("--account {}: {e}", crate::domain::mask::bank_card(a))
+                        })?;
+                        v["creditor_account"] = a.as_str().into();
+                    }
+                    if let Some(b) = bank {
+                        crate::schema::Format::CnapsCode
+                            .check(b)
+                            .map_err(|e| format!("--bank {b}: {e}"))?;
+                        v["creditor_bank_code"] = b.as_str().into();
+                    }
+                    if let Some(n) = name {
+                        v["creditor_name"] = n.as_str().into();
+                    }
+                    Some((
+                        serde_json::to_vec(&v).map_err(|e| e.to_string())?,
+                        bank.clone().unwrap_or(row.bank_code),
+                    ))
+                } else {
+                    None
+                };
+                let old = store
+                    .reissue(payment_id, corrected, actor, reason)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "payment {payment_id} re-issued: out of batch {old}; the next `tongban payouts build` puts it in a new batch"
+                );
             }
             PayoutsCommand::Status { .. } => {
                 let batches = store.batches(&period).await.map_err(|e| e.to_string())?;
@@ -217,6 +301,27 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                     .collect();
                 for a in &alarms {
                     println!("ALARM {} {}: {}", a.batch_id, a.kind, a.detail);
+                }
+                // Batches whose results are late.
+                let now = chrono::Utc::now()
+                    .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+                    .naive_local();
+                let deadline = chrono::Duration::from_std(cfg.hub.payouts.results_deadline.0)
+                    .unwrap_or(chrono::Duration::days(3));
+                for b in &batches {
+                    let waiting: i64 = results
+                        .iter()
+                        .filter(|x| x.0 == b.batch_id && x.1.is_none())
+                        .map(|x| x.2)
+                        .sum();
+                    let made = chrono::NaiveDateTime::parse_from_str(&b.created, "%Y-%m-%dT%H:%M:%S");
+                    if waiting > 0 && made.is_ok_and(|m| now - m > deadline) {
+                        println!(
+                            "ALARM {} results_missing: {waiting} payments without a bank result {} after the file was made",
+                            b.batch_id,
+                            humantime::format_duration(cfg.hub.payouts.results_deadline.0)
+                        );
+                    }
                 }
             }
         }

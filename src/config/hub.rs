@@ -61,6 +61,14 @@ pub struct PayoutsConfig {
     /// The day of the period's month the bank pays (`ReqdExctnDt`).
     #[serde(default = "default_execution_day")]
     pub execution_day: u32,
+    /// How long after a file is made its bank results may take before
+    /// `payouts status` raises an alarm.
+    #[serde(default = "default_results_deadline")]
+    pub results_deadline: Dur,
+}
+
+fn default_results_deadline() -> Dur {
+    Dur(Duration::from_secs(3 * 24 * 3600))
 }
 
 fn default_initiator() -> String {
@@ -91,6 +99,7 @@ impl Default for PayoutsConfig {
             debtor_bank: default_debtor_bank(),
             max_per_file: default_max_per_file(),
             execution_day: default_execution_day(),
+            results_deadline: default_results_deadline(),
         }
     }
 }

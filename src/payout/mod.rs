@@ -200,12 +200,17 @@ pub struct Built {
 }
 
 /// `tongban payouts build`: batches every unbatched payment of `period`,
-/// then writes the file of every live batch of the period that has none.
+/// then writes the file of every live batch of the period whose file was
+/// never written (a crash between making a batch and writing its file
+/// leaves such a batch), and of the batch `resend` names (a file the bank
+/// lost). Files are byte-identical however often they are written; a file
+/// the bank already read is refused by it as a duplicate (AM05).
 pub async fn build(
     cfg: &Config,
     store: &Store,
     period: &str,
     target: Option<&str>,
+    resend: Option<&str>,
 ) -> Result<Vec<Built>, String> {
     if let Err(e) = crate::schema::Format::Period.check(period) {
         return Err(format!("period {period:?}: {e}"));
@@ -216,23 +221,43 @@ pub async fn build(
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
+    let e = |e: crate::store::StoreError| e.to_string();
     let new: std::collections::HashSet<String> = store
         .build_batches(period, cfg.hub.payouts.max_per_file, &created)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(e)?
         .into_iter()
         .map(|b| b.batch_id)
         .collect();
+    let batches = store.batches(period).await.map_err(e)?;
+    if let Some(r) = resend {
+        if !batches.iter().any(|b| b.batch_id == r) {
+            return Err(format!("there is no live batch {r} in {period}"));
+        }
+    }
     let mut out = Vec::new();
-    for batch in store.batches(period).await.map_err(|e| e.to_string())? {
+    for batch in batches {
         let name = file_name(&batch);
         let file = dir.join(&name);
-        let complete = dir.join(format!("{name}.sha256")).exists();
-        let written = !complete;
+        let earlier = store.written(&batch.batch_id).await.map_err(e)?;
+        let written = earlier.is_none() || resend == Some(batch.batch_id.as_str());
         if written {
             let bytes = render(cfg, store, &batch, version).await?;
+            let digest = crate::connectors::file::sha256_hex(&bytes);
+            if let Some(before) = &earlier {
+                if before != &digest {
+                    return Err(format!(
+                        "batch {}: its file would differ from the one sent (SHA-256 {before}); not sent",
+                        batch.batch_id
+                    ));
+                }
+            }
             crate::connectors::file::write_with_checksum(&dir, &name, &bytes)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
+            store
+                .mark_written(&batch.batch_id, &digest)
+                .await
+                .map_err(e)?;
         }
         out.push(Built {
             new: new.contains(&batch.batch_id),

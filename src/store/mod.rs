@@ -301,6 +301,23 @@ pub struct AlarmRow {
     pub detail: String,
 }
 
+/// Why a re-issue is refused, in words, or None if it may go ahead.
+pub(crate) fn reissue_refusal(payment_id: &str, result: Option<&str>) -> Option<String> {
+    match result {
+        Some("REJECTED") => None,
+        Some("ACCEPTED") => Some(format!(
+            "payment {payment_id} was accepted by the bank: an accepted payment is never paid again"
+        )),
+        Some(other) => Some(format!(
+            "payment {payment_id} is {}: only payments the bank rejected are re-issued",
+            other.to_lowercase()
+        )),
+        None => Some(format!(
+            "payment {payment_id} has no bank result yet: only payments the bank rejected are re-issued"
+        )),
+    }
+}
+
 /// Per batch and result: (batch id, result or None while waiting, payments, fen).
 pub type ResultCounts = Vec<(String, Option<String>, i64, i64)>;
 
@@ -553,6 +570,39 @@ impl Store {
     /// A batch's payments, in file order.
     pub async fn batch_payments(&self, batch_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
         both!(self, s => s.batch_payments(batch_id).await)
+    }
+
+    /// Re-issues a rejected payment (an operator action, audited): it
+    /// leaves its batch (the membership is kept, no longer live), takes the
+    /// corrected instruction if given (`record`, and its bank), and goes into
+    /// the next batch built. Refused for a payment that was accepted or has
+    /// no result yet: an accepted payment is never paid again.
+    pub async fn reissue(
+        &self,
+        payment_id: &str,
+        corrected: Option<(Vec<u8>, String)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, StoreError> {
+        both!(self, s => s.reissue(payment_id, corrected, actor, reason).await)
+    }
+
+    /// One payment of the register with its result: (row, result, reason code).
+    pub async fn payment(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+        both!(self, s => s.payment(payment_id).await)
+    }
+
+    /// Records that a batch's file was written, with its SHA-256.
+    pub async fn mark_written(&self, batch_id: &str, sha256: &str) -> Result<(), StoreError> {
+        both!(self, s => s.mark_written(batch_id, sha256).await)
+    }
+
+    /// The SHA-256 of a batch's file, if it was written.
+    pub async fn written(&self, batch_id: &str) -> Result<Option<String>, StoreError> {
+        both!(self, s => s.written(batch_id).await)
     }
 
     /// One batch.

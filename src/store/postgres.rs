@@ -749,6 +749,111 @@ impl PgStore {
         .collect())
     }
 
+    pub(super) async fn reissue(
+        &self,
+        payment_id: &str,
+        corrected: Option<(Vec<u8>, String)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT result FROM payments WHERE payment_id = $1 FOR UPDATE",
+                &[&payment_id],
+            )
+            .await?
+        else {
+            return Err(StoreError::Refused(format!(
+                "there is no payment {payment_id}"
+            )));
+        };
+        let result: Option<String> = row.get(0);
+        if let Some(why) = reissue_refusal(payment_id, result.as_deref()) {
+            return Err(StoreError::Refused(why));
+        }
+        let batch: String = tx
+            .query_opt(
+                "UPDATE batch_items SET live = 0 WHERE payment_id = $1 AND live = 1 RETURNING batch_id",
+                &[&payment_id],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        tx.execute(
+            "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = $1",
+            &[&payment_id],
+        )
+        .await?;
+        if let Some((record, bank)) = &corrected {
+            tx.execute(
+                "UPDATE payments SET record = $2, bank_code = $3 WHERE payment_id = $1",
+                &[&payment_id, record, bank],
+            )
+            .await?;
+        }
+        audit(
+            &tx,
+            actor,
+            "reissue",
+            &format!("payment {payment_id} (rejected in batch {batch})"),
+            reason,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    pub(super) async fn payment(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = $1",
+            &[&payment_id],
+        )
+        .await?
+        .map(|r| {
+            (
+                PaymentRow {
+                    payment_id: r.get(0),
+                    period: r.get(1),
+                    bank_code: r.get(2),
+                    amount_fen: r.get(3),
+                    record: r.get(4),
+                },
+                r.get(5),
+                r.get(6),
+            )
+        }))
+    }
+
+    pub(super) async fn mark_written(
+        &self,
+        batch_id: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE batches SET file_sha256 = $2 WHERE batch_id = $1",
+            &[&batch_id, &sha256],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn written(&self, batch_id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT file_sha256 FROM batches WHERE batch_id = $1",
+            &[&batch_id],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
+    }
+
     pub(super) async fn batch(&self, batch_id: &str) -> Result<Option<BatchRow>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(

@@ -583,6 +583,113 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn reissue(
+        &self,
+        payment_id: &str,
+        corrected: Option<(Vec<u8>, String)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, StoreError> {
+        let (payment_id, actor, reason) = (
+            payment_id.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let result: Option<Option<String>> = tx
+                .query_row("SELECT result FROM payments WHERE payment_id = ?1", [&payment_id], |r| r.get(0))
+                .optional()?;
+            let Some(result) = result else {
+                return Err(StoreError::Refused(format!("there is no payment {payment_id}")));
+            };
+            if let Some(why) = reissue_refusal(&payment_id, result.as_deref()) {
+                return Err(StoreError::Refused(why));
+            }
+            let batch: Option<String> = tx
+                .query_row(
+                    "SELECT batch_id FROM batch_items WHERE payment_id = ?1 AND live = 1",
+                    [&payment_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute("UPDATE batch_items SET live = 0 WHERE payment_id = ?1 AND live = 1", [&payment_id])?;
+            tx.execute(
+                "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = ?1",
+                [&payment_id],
+            )?;
+            if let Some((record, bank)) = &corrected {
+                tx.execute(
+                    "UPDATE payments SET record = ?2, bank_code = ?3 WHERE payment_id = ?1",
+                    rusqlite::params![payment_id, record, bank],
+                )?;
+            }
+            let batch = batch.unwrap_or_default();
+            audit(&tx, &actor, "reissue", &format!("payment {payment_id} (rejected in batch {batch})"), &reason)?;
+            tx.commit()?;
+            Ok(batch)
+        })
+        .await
+    }
+
+    pub(super) async fn payment(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+        let payment_id = payment_id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1",
+                [&payment_id],
+                |r| {
+                    Ok((
+                        PaymentRow {
+                            payment_id: r.get(0)?,
+                            period: r.get(1)?,
+                            bank_code: r.get(2)?,
+                            amount_fen: r.get(3)?,
+                            record: r.get(4)?,
+                        },
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_written(
+        &self,
+        batch_id: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let (b, h) = (batch_id.to_string(), sha256.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE batches SET file_sha256 = ?2 WHERE batch_id = ?1",
+                [&b, &h],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn written(&self, batch_id: &str) -> Result<Option<String>, StoreError> {
+        let b = batch_id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT file_sha256 FROM batches WHERE batch_id = ?1",
+                [&b],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
+
     pub(super) async fn batch(&self, batch_id: &str) -> Result<Option<BatchRow>, StoreError> {
         let batch_id = batch_id.to_string();
         self.with(move |c| {
