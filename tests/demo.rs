@@ -45,6 +45,26 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
             > 0
     );
     assert!(report["payout_list"]["items"].as_i64().unwrap() > 0);
+    // The bank leg: the month paid, the closed accounts re-issued, none twice.
+    for inv in [
+        "paid_total_per_person_equals_the_eligible_amount",
+        "no_payment_paid_twice",
+    ] {
+        assert!(report["invariants"].get(inv).is_some(), "missing {inv}");
+    }
+    let bank = &report["bank"];
+    assert!(bank["batches"].as_u64().unwrap() >= 2, "{bank}");
+    assert!(bank["paid"].as_u64().unwrap() > 0, "{bank}");
+    assert_eq!(bank["rejected_first"], bank["reissued"], "{bank}");
+    assert_eq!(bank["paid_twice"], 0);
+    let pain_files = walk(&dir.path().join("var"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .count();
+    assert!(
+        pain_files >= 2,
+        "batch files under the workdir: {pain_files}"
+    );
     assert!(!report["rejected"].as_object().unwrap().is_empty());
     // Faults were injected and survived.
     let injected: u64 = report["simulators"]
@@ -68,4 +88,17 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
         }
     }
     assert!(stdout.contains("each_eligible_card_loaded_exactly_once"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

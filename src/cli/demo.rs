@@ -263,7 +263,9 @@ async fn start_sims(faults: bool) -> Result<Sims, String> {
 /// simulators, with their capacity as rate limits and short poll intervals.
 fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
-    for sub in ["connectors", "mappings", "schemas", "store"] {
+    // Everything an earlier demo left: its files would meet batch ids
+    // that start again from 1 with the new store.
+    for sub in ["connectors", "mappings", "schemas", "store", "var"] {
         let _ = std::fs::remove_dir_all(dir.join(sub));
     }
     for sub in [
@@ -566,13 +568,157 @@ async fn run_demo(args: DemoArgs) -> Result<bool, String> {
     for b in [&b_certs, &b_cards, &b_subsidy, &b_pension, &b_employment] {
         b.finish();
     }
+    let bank = pay(&args, &sims, &store, cfg, &people, &mp).await?;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
     }
 
-    report(&args, &sims, &store, cfg, &people, elapsed).await
+    report(&args, &sims, &store, cfg, &people, elapsed, &bank).await
+}
+
+/// What the bank leg did.
+#[derive(Default)]
+struct BankLeg {
+    /// Batches built (first round and re-issue round).
+    batches: usize,
+    /// Payments rejected by the bank the first time (closed accounts).
+    rejected: usize,
+    /// Payments re-issued with a corrected account.
+    reissued: usize,
+    /// Credited per payment id, by the bank.
+    credited: HashMap<String, u32>,
+    /// Payment ids the bank credited twice.
+    paid_twice: Vec<String>,
+    /// Alarms raised.
+    alarms: usize,
+    /// Whether every payment got its result in time.
+    settled: bool,
+}
+
+/// The month's payouts: the payout list through the hub into the payout
+/// register, batch files to the bank (a few accounts closed), the bank's
+/// answers reconciled, the rejected payments re-issued with corrected
+/// accounts, and paid.
+async fn pay(
+    args: &DemoArgs,
+    sims: &Sims,
+    store: &Arc<Store>,
+    cfg: &Config,
+    people: &[(Applicant, Vec<u8>)],
+    mp: &MultiProgress,
+) -> Result<BankLeg, String> {
+    let e = |e: crate::store::StoreError| e.to_string();
+    let period = sims.subsidies.period.lock().unwrap().clone();
+    let want = sims.subsidies.payout_list(&period).len() as i64;
+    let deadline = Instant::now() + args.timeout;
+    let wait = |what: &'static str| {
+        let mp = mp.clone();
+        move |ok: bool| {
+            if !ok && Instant::now() > deadline {
+                mp.println(format!("gave up waiting for {what}")).ok();
+                return true;
+            }
+            ok
+        }
+    };
+    // The whole list is in the payout register.
+    let done = wait("the payout register");
+    loop {
+        let c = store.counts().await.map_err(e)?;
+        if done(c.messages("bank.payment_instructions", status::DELIVERED) >= want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The bank: every card open with its holder's name, but one in 200 closed.
+    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+    let mut closed = Vec::new();
+    for (i, p) in sims.subsidies.payout_list(&period).iter().enumerate() {
+        let acct = p["bank_account_no"].as_str().unwrap_or_default();
+        let name = p["account_name"].as_str().unwrap_or_default();
+        let state = if i % 200 == 7 {
+            closed.push(p["holder_id"].as_str().unwrap_or_default().to_string());
+            sim::bank::AccountState::Closed
+        } else {
+            sim::bank::AccountState::Open
+        };
+        bank.account(acct, name, state);
+    }
+    let banker = tokio::spawn(bank.clone().run());
+    let mut leg = BankLeg::default();
+    let results_in = |store: Arc<Store>, period: String| async move {
+        store
+            .results(&period)
+            .await
+            .map(|r| r.iter().all(|x| x.1.is_some()))
+            .unwrap_or(false)
+    };
+    leg.batches += crate::payout::build(cfg, store, &period, None, None)
+        .await?
+        .len();
+    let done = wait("the bank's results");
+    while !done(results_in(store.clone(), period.clone()).await) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Re-issue what the bank rejected, each with its holder's new card.
+    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let rejected: Vec<String> = {
+        let mut ids = Vec::new();
+        for (a, _) in people {
+            for ty in ["LIVING", "CARE"] {
+                let id = format!("{ty}-{}-{}", a.id, period.replace('-', ""));
+                if let Some((_, Some(r), _)) = store.payment(&id).await.map_err(e)? {
+                    if r == "REJECTED" {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
+    };
+    leg.rejected = rejected.len();
+    for id in &rejected {
+        let (row, _, _) = store.payment(id).await.map_err(e)?.ok_or("payment gone")?;
+        let mut v: Value = serde_json::from_slice(&row.record).map_err(|e| e.to_string())?;
+        let card = synth::luhn_complete(&format!("621700{:012}", rng.below(1_000_000_000_000)));
+        bank.account(
+            &card,
+            v["creditor_name"].as_str().unwrap_or_default(),
+            sim::bank::AccountState::Open,
+        );
+        v["creditor_account"] = card.into();
+        let record = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+        store
+            .reissue(
+                id,
+                Some((record, row.bank_code)),
+                "demo-operator",
+                "account corrected after the bank's AC04",
+            )
+            .await
+            .map_err(e)?;
+        leg.reissued += 1;
+    }
+    if leg.reissued > 0 {
+        leg.batches += crate::payout::build(cfg, store, &period, None, None)
+            .await?
+            .iter()
+            .filter(|b| b.new)
+            .count();
+        let done = wait("the re-issued payments' results");
+        while !done(results_in(store.clone(), period.clone()).await) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    leg.settled = results_in(store.clone(), period.clone()).await;
+    banker.abort();
+    leg.credited = bank.credited();
+    leg.paid_twice = bank.paid_twice();
+    leg.alarms = store.alarms().await.map_err(e)?.len();
+    let _ = closed;
+    Ok(leg)
 }
 
 async fn report(
@@ -582,6 +728,7 @@ async fn report(
     cfg: &Config,
     people: &[(Applicant, Vec<u8>)],
     elapsed: Duration,
+    bank: &BankLeg,
 ) -> Result<bool, String> {
     let counts = store.counts().await.map_err(|e| e.to_string())?;
     let mut invariants = BTreeMap::new();
@@ -640,6 +787,33 @@ async fn report(
         }
     }
     payouts_ok &= list.len() == expected_items;
+    // The bank paid each payment of the list exactly once (re-issues
+    // included), so each person got exactly what the rules give them.
+    let mut paid_per_person: HashMap<String, i64> = HashMap::new();
+    for p in &list {
+        let id = format!(
+            "{}-{}-{}",
+            p["subsidy_type"].as_str().unwrap_or(""),
+            p["holder_id"].as_str().unwrap_or(""),
+            period.replace('-', "")
+        );
+        if bank.credited.get(&id) == Some(&1) {
+            *paid_per_person
+                .entry(p["holder_id"].as_str().unwrap_or("").to_string())
+                .or_default() += p["amount_fen"].as_i64().unwrap_or(0);
+        }
+    }
+    let mut paid_ok = bank.settled && bank.credited.len() == expected_items;
+    for (a, _) in people {
+        let (living, care) = if a.subsidy_request() {
+            subsidies::entitlement(&sims.subsidies.rates, a.category, a.level, a.dibao, a.care)
+        } else {
+            (0, 0)
+        };
+        paid_ok &= paid_per_person.get(&a.id).copied().unwrap_or(0) == living + care;
+    }
+    invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
+    invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
     let paid_total: i64 = list
         .iter()
         .map(|p| p["amount_fen"].as_i64().unwrap_or(0))
@@ -785,6 +959,14 @@ async fn report(
         "faults": !args.no_faults,
         "period": period,
         "payout_list": {"items": list.len(), "total_fen": paid_total},
+        "bank": {
+            "batches": bank.batches,
+            "rejected_first": bank.rejected,
+            "reissued": bank.reissued,
+            "paid": bank.credited.len(),
+            "paid_twice": bank.paid_twice.len(),
+            "alarms": bank.alarms,
+        },
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
             "filed_to_subsidy_decided": {"p50": percentile(&subsidy_lat, 50), "p99": percentile(&subsidy_lat, 99)},
@@ -839,6 +1021,15 @@ async fn report(
         "payout list {period}: {} payments, {} fen in all",
         list.len(),
         paid_total
+    );
+    println!(
+        "bank: {} batch files; {} payments rejected (closed accounts) and re-issued with corrected accounts: {}; {} payments paid, {} paid twice, {} alarms",
+        bank.batches,
+        bank.rejected,
+        bank.reissued,
+        bank.credited.len(),
+        bank.paid_twice.len(),
+        bank.alarms
     );
     println!("rejected records, by reason:");
     for (r, n) in report["rejected"].as_object().into_iter().flatten() {
