@@ -98,6 +98,11 @@ enum Command {
         /// files in `DIR/out`, status reports to `DIR/in`).
         #[arg(long, default_value = "var/bank")]
         dir: PathBuf,
+        /// bank: take payment files in this delimited or fixed-width layout
+        /// (e.g. `layouts/bank_fixed_gbk.toml`) and answer with its result
+        /// files, instead of pain.001 and pain.002.
+        #[arg(long)]
+        layout: Option<PathBuf>,
     },
     /// Bank payouts: batch the period's payment instructions into pain.001
     /// files, and see the period's batches.
@@ -337,7 +342,20 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
 }
 
 /// `tongban sim SYSTEM --listen ADDR`.
-fn sim(system: &str, listen: std::net::SocketAddr, dir: &std::path::Path) -> ExitCode {
+fn sim(
+    system: &str,
+    listen: std::net::SocketAddr,
+    dir: &std::path::Path,
+    layout: Option<&std::path::Path>,
+) -> ExitCode {
+    let layout = match layout.map(crate::formats::layout::Layout::load) {
+        None => None,
+        Some(Ok(l)) => Some(std::sync::Arc::new(l)),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     use crate::sim;
     let env = |k: &str| std::env::var(k).ok();
     let standalone = |c: &std::sync::Arc<sim::Common>| {
@@ -382,7 +400,10 @@ fn sim(system: &str, listen: std::net::SocketAddr, dir: &std::path::Path) -> Exi
             s.router()
         }
         "bank" => {
-            let s = sim::bank::Bank::new(dir);
+            let s = match layout {
+                Some(l) => sim::bank::Bank::with_layout(dir, l),
+                None => sim::bank::Bank::new(dir),
+            };
             standalone(&s.common);
             let router = s.router();
             std::thread::spawn(move || loop {
@@ -449,9 +470,10 @@ pub fn main() -> ExitCode {
         system,
         listen,
         dir,
+        layout,
     } = cli.command
     {
-        return sim(&system, listen, &dir);
+        return sim(&system, listen, &dir, layout.as_deref());
     }
     if let Command::Payouts { action } = cli.command {
         return payouts(action);

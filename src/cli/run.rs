@@ -123,7 +123,7 @@ fn target(
         .get(&t.operation)
         .ok_or("no such operation")?
         .get_ref();
-    if c.spec.kind == ConnectorKind::File && crate::payout::pain_version(op).is_some() {
+    if crate::payout::bank_format(c, &t.operation).is_some() {
         // Payment instructions go into the payout register; `tongban
         // payouts build` makes the bank files from it.
         let sink = crate::payout::PaymentsSink::new(store.clone());
@@ -165,8 +165,8 @@ fn target(
                 op.xml_namespace.as_deref(),
             )
             .with_xml_envelope(op.xml_envelope.as_deref()),
-        crate::config::BodyFormat::Pain002 => {
-            return Err("pain002 is a format of file sources only".into())
+        crate::config::BodyFormat::Pain002 | crate::config::BodyFormat::Layout => {
+            return Err("pain002 and layout are formats of file connectors only".into())
         }
         crate::config::BodyFormat::Avro => {
             return Err(
@@ -196,7 +196,9 @@ fn file_target(
             op.xml_root.as_deref().unwrap_or("record"),
             op.xml_namespace.as_deref(),
         ),
-        crate::config::BodyFormat::Avro | crate::config::BodyFormat::Pain002 => {
+        crate::config::BodyFormat::Avro
+        | crate::config::BodyFormat::Pain002
+        | crate::config::BodyFormat::Layout => {
             return Err(
                 "Avro and pain002 files are not written by the file sink; use JSON or XML".into(),
             )
@@ -226,7 +228,9 @@ fn kafka_target(
             ))
         }
         crate::config::BodyFormat::Json => None,
-        crate::config::BodyFormat::Xml | crate::config::BodyFormat::Pain002 => {
+        crate::config::BodyFormat::Xml
+        | crate::config::BodyFormat::Pain002
+        | crate::config::BodyFormat::Layout => {
             return Err("only Avro or JSON values are written to Kafka".into())
         }
     };

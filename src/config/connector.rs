@@ -194,6 +194,10 @@ pub enum BodyFormat {
     /// against the payout register; one `PaymentResult` record per
     /// transaction goes on to the feeds.
     Pain002,
+    /// file: a bank's delimited or fixed-width layout (see
+    /// [`crate::formats::layout`]), named by `layout`: payment batch files
+    /// for a sink, result files (reconciled like pain.002) for a source.
+    Layout,
 }
 
 /// One named operation.
@@ -237,6 +241,9 @@ pub struct Operation {
     /// `{record}` where it goes and optionally `{idempotency_key}`, e.g.
     /// `"<Request xmlns='urn:x'><Head><Id>{idempotency_key}</Id></Head><Body>{record}</Body></Request>"`.
     pub xml_envelope: Option<String>,
+    /// file, `format = "layout"`: the layout file, relative to the
+    /// configuration directory (e.g. `layouts/bank_fixed_gbk.toml`).
+    pub layout: Option<Spanned<String>>,
     /// kafka: the topic.
     pub topic: Option<String>,
     /// kafka source: the consumer group (default `tongban.<connector>.<operation>`).
@@ -348,6 +355,14 @@ impl ConnectorSpec {
                     format!(
                         "operation {name}: format pain002 applies to file source operations only"
                     ),
+                ));
+            }
+            if (op.format == BodyFormat::Layout) != op.layout.is_some()
+                || (op.format == BodyFormat::Layout && self.kind != ConnectorKind::File)
+            {
+                out.push((
+                    at,
+                    format!("operation {name}: format = \"layout\" goes with layout = \"layouts/….toml\", on file connectors"),
                 ));
             }
             if let Some(b) = &op.batch {

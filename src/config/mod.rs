@@ -32,6 +32,8 @@ pub struct Connector {
     pub file: PathBuf,
     /// Its settings.
     pub spec: ConnectorSpec,
+    /// The bank file layouts its operations name, by operation.
+    pub layouts: BTreeMap<String, Arc<crate::formats::layout::Layout>>,
 }
 
 /// A whole, validated configuration.
@@ -300,12 +302,39 @@ impl Loader {
                 }
             }
             self.secret_warnings(&src, &spec);
+            let mut layouts = BTreeMap::new();
+            for (op_name, op) in &spec.operations {
+                let Some(l) = &op.get_ref().layout else {
+                    continue;
+                };
+                let path = self.dir.join(l.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        let lsrc = SourceText::new(self.shown(&path), text);
+                        match crate::formats::layout::Layout::parse(&lsrc) {
+                            Ok(layout) => {
+                                layouts.insert(op_name.clone(), Arc::new(layout));
+                            }
+                            Err(ds) => {
+                                for d in ds {
+                                    self.diags.push(d);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => self.diags.push(src.error(
+                        l.span().start,
+                        format!("operation {op_name}: layout {:?}: {e}", l.get_ref()),
+                    )),
+                }
+            }
             out.insert(
                 name.clone(),
                 Connector {
                     name,
                     file: src.path.clone(),
                     spec,
+                    layouts,
                 },
             );
         }

@@ -72,7 +72,7 @@ impl Intake {
     ) -> Ingest {
         let ty = self.pipeline.source_type();
         match self.format {
-            BodyFormat::Json | BodyFormat::Pain002 => {
+            BodyFormat::Json | BodyFormat::Pain002 | BodyFormat::Layout => {
                 self.pipeline.record_as(raw, fallback_id, cursor)
             }
             BodyFormat::Xml => {

@@ -16,6 +16,7 @@
 use crate::config::{Config, ConnectorKind, OpRef};
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
+use crate::formats::layout::Layout;
 use crate::formats::pain::{GroupHeader, Pain001Writer, PaymentBlock, Transfer, Version};
 use crate::store::{BatchRow, Claimed, PaymentRow, Store};
 use futures::future::BoxFuture;
@@ -96,14 +97,59 @@ pub fn pain_version(op: &crate::config::connector::Operation) -> Option<Version>
     }
 }
 
-/// The bank's pain.001 target: the operation, its outbound directory and
-/// the version. With several, `name` picks one.
-pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<(OpRef, PathBuf, Version), String> {
+/// How a bank takes its payment files.
+#[derive(Clone, Debug)]
+pub enum BankFormat {
+    /// ISO 20022 pain.001 of this version.
+    Pain(Version),
+    /// A delimited or fixed-width layout.
+    Layout(Arc<Layout>),
+}
+
+/// A bank's payment-file target.
+#[derive(Clone, Debug)]
+pub struct BankTarget {
+    /// The sink operation.
+    pub op: OpRef,
+    /// Where its files go.
+    pub dir: PathBuf,
+    /// What they look like.
+    pub format: BankFormat,
+}
+
+impl BankTarget {
+    /// The file name of a batch.
+    pub fn file_name(&self, batch: &BatchRow) -> String {
+        match &self.format {
+            BankFormat::Pain(_) => format!("{}.pain001.xml", batch.batch_id),
+            BankFormat::Layout(l) => l.payment_file_name(&batch.batch_id),
+        }
+    }
+}
+
+/// Whether a connector's operation is a payment-file target (a file sink
+/// writing pain.001 or a bank layout), and how.
+pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFormat> {
+    let op = c.spec.operations.get(op_name)?.get_ref();
+    if c.spec.kind != ConnectorKind::File
+        || op.direction != crate::config::connector::Direction::Sink
+    {
+        return None;
+    }
+    if let Some(v) = pain_version(op) {
+        return Some(BankFormat::Pain(v));
+    }
+    c.layouts.get(op_name).cloned().map(BankFormat::Layout)
+}
+
+/// The bank's payment-file target: the operation, its outbound directory
+/// and its format. With several, `name` picks one.
+pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, String> {
     let mut found = Vec::new();
     for (cname, c) in &cfg.connectors {
         for (oname, op) in &c.spec.operations {
             let op = op.get_ref();
-            if let (ConnectorKind::File, Some(v)) = (c.spec.kind, pain_version(op)) {
+            if let Some(format) = bank_format(c, oname) {
                 let r = OpRef {
                     connector: cname.clone(),
                     operation: oname.clone(),
@@ -113,29 +159,108 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<(OpRef, PathBuf, 
                         .dir
                         .join(c.spec.directory.as_deref().unwrap_or("."))
                         .join(op.path.as_deref().unwrap_or("out"));
-                    found.push((r, dir, v));
+                    found.push(BankTarget { op: r, dir, format });
                 }
             }
         }
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err("no file connector operation writes pain.001 (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09)".into()),
+        0 => Err("no file connector operation writes payment files (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09, or format = \"layout\")".into()),
         _ => Err(format!(
-            "several pain.001 targets ({}); name one with --target",
-            found.iter().map(|f| f.0.to_string()).collect::<Vec<_>>().join(", ")
+            "several payment-file targets ({}); name one with --target",
+            found.iter().map(|f| f.op.to_string()).collect::<Vec<_>>().join(", ")
         )),
     }
 }
 
-/// The file name of a batch.
-pub fn file_name(batch: &BatchRow) -> String {
-    format!("{}.pain001.xml", batch.batch_id)
+/// A batch as its bank's file.
+pub async fn render(
+    cfg: &Config,
+    store: &Store,
+    batch: &BatchRow,
+    format: &BankFormat,
+) -> Result<Vec<u8>, String> {
+    match format {
+        BankFormat::Pain(v) => render_pain(cfg, store, batch, *v).await,
+        BankFormat::Layout(l) => render_layout(cfg, store, batch, l).await,
+    }
+}
+
+/// A batch in a bank's layout: the header, one detail line per payment in
+/// the batch's order, the trailer.
+pub async fn render_layout(
+    cfg: &Config,
+    store: &Store,
+    batch: &BatchRow,
+    layout: &Layout,
+) -> Result<Vec<u8>, String> {
+    let p = &cfg.hub.payouts;
+    let payments = store
+        .batch_payments(&batch.batch_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let date = batch.created.get(..10).unwrap_or_default().replace('-', "");
+    let execution_date = format!("{}{:02}", batch.period.replace('-', ""), p.execution_day);
+    let group = |k: &str| -> Option<String> {
+        Some(match k {
+            "batch_id" => batch.batch_id.clone(),
+            "period" => batch.period.clone(),
+            "created" => batch.created.clone(),
+            "date" => date.clone(),
+            "execution_date" => execution_date.clone(),
+            "count" => batch.count.to_string(),
+            "total_fen" => batch.total_fen.to_string(),
+            "total" => crate::formats::pain::amount(batch.total_fen),
+            "debtor_account" => p.debtor_account.clone(),
+            "debtor_name" => p.debtor_name.clone(),
+            "debtor_bank" => p.debtor_bank.clone(),
+            "initiator" => p.initiator.clone(),
+            _ => return None,
+        })
+    };
+    let err = |e: String| format!("batch {}: {e}", batch.batch_id);
+    let mut out = Vec::with_capacity(payments.len() * 160 + 256);
+    let mut line = 1;
+    if !layout.payments.header.is_empty() {
+        layout
+            .write_line(&layout.payments.header, line, &group, &mut out)
+            .map_err(err)?;
+        line += 1;
+    }
+    for (i, pay) in payments.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_slice(&pay.record)
+            .map_err(|e| format!("payment {}: {e}", pay.payment_id))?;
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let detail = |k: &str| -> Option<String> {
+            Some(match k {
+                "seq" => (i + 1).to_string(),
+                "payment_id" => pay.payment_id.clone(),
+                "creditor_account" => s("creditor_account"),
+                "creditor_name" => s("creditor_name"),
+                "bank_code" => pay.bank_code.clone(),
+                "amount_fen" => pay.amount_fen.to_string(),
+                "amount" => crate::formats::pain::amount(pay.amount_fen),
+                "remittance" => s("remittance_info"),
+                _ => return None,
+            })
+        };
+        layout
+            .write_line(&layout.payments.detail, line, &detail, &mut out)
+            .map_err(|e| err(format!("payment {}: {e}", pay.payment_id)))?;
+        line += 1;
+    }
+    if !layout.payments.trailer.is_empty() {
+        layout
+            .write_line(&layout.payments.trailer, line, &group, &mut out)
+            .map_err(err)?;
+    }
+    Ok(out)
 }
 
 /// A batch as a pain.001 document: one payment block from the payer's
 /// account, the transfers in the batch's order.
-pub async fn render(
+pub async fn render_pain(
     cfg: &Config,
     store: &Store,
     batch: &BatchRow,
@@ -215,8 +340,9 @@ pub async fn build(
     if let Err(e) = crate::schema::Format::Period.check(period) {
         return Err(format!("period {period:?}: {e}"));
     }
-    let (_, dir, version) = bank_target(cfg, target)?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bank = bank_target(cfg, target)?;
+    let dir = &bank.dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let created = chrono::Utc::now()
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
         .format("%Y-%m-%dT%H:%M:%S")
@@ -237,12 +363,12 @@ pub async fn build(
     }
     let mut out = Vec::new();
     for batch in batches {
-        let name = file_name(&batch);
+        let name = bank.file_name(&batch);
         let file = dir.join(&name);
         let earlier = store.written(&batch.batch_id).await.map_err(e)?;
         let written = earlier.is_none() || resend == Some(batch.batch_id.as_str());
         if written {
-            let bytes = render(cfg, store, &batch, version).await?;
+            let bytes = render(cfg, store, &batch, &bank.format).await?;
             let digest = crate::connectors::file::sha256_hex(&bytes);
             if let Some(before) = &earlier {
                 if before != &digest {
@@ -252,7 +378,7 @@ pub async fn build(
                     ));
                 }
             }
-            crate::connectors::file::write_with_checksum(&dir, &name, &bytes)
+            crate::connectors::file::write_with_checksum(dir, &name, &bytes)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             store
                 .mark_written(&batch.batch_id, &digest)
@@ -267,6 +393,62 @@ pub async fn build(
         });
     }
     Ok(out)
+}
+
+/// A bank's result file in its layout, as a status report and its
+/// transactions: the header or trailer names the batch (`batch_id`), may
+/// declare `count` and `total`, and a file refused whole carries `status`
+/// `RJCT` and its `reason_code` with no detail lines.
+pub fn read_layout_result(
+    layout: &Layout,
+    name: &str,
+    bytes: &[u8],
+) -> Result<
+    (
+        crate::formats::pain::StatusReport,
+        Vec<crate::formats::pain::TxStatus>,
+    ),
+    String,
+> {
+    let (header, details, trailer) = layout.read_file(&layout.results, bytes)?;
+    let get = |k: &str| {
+        trailer
+            .get(k)
+            .or_else(|| header.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let batch_id = get("batch_id")
+        .or_else(|| {
+            let (pre, post) = layout.result_file.split_once("{batch_id}")?;
+            Some(name.strip_prefix(pre)?.strip_suffix(post)?.to_string())
+        })
+        .ok_or("the result file names no batch (batch_id)")?;
+    let (count, total) = crate::formats::layout::declared(&header, &trailer);
+    let mut txs = Vec::with_capacity(details.len());
+    for (line, d) in details {
+        let id = d
+            .get("payment_id")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("line {line}: no payment_id"))?;
+        let status = d.get("status").cloned().unwrap_or_else(|| "ACSC".into());
+        txs.push(crate::formats::pain::TxStatus {
+            end_to_end_id: id.clone(),
+            status,
+            reason: d.get("reason_code").filter(|v| !v.is_empty()).cloned(),
+        });
+    }
+    Ok((
+        crate::formats::pain::StatusReport {
+            msg_id: name.to_string(),
+            original_msg_id: batch_id,
+            original_count: count,
+            original_total_fen: total,
+            group_status: get("status"),
+            group_reason: get("reason_code"),
+        },
+        txs,
+    ))
 }
 
 /// What reconciling one bank status report did.

@@ -23,6 +23,7 @@
 //! `EndToEndId`: a payment id paid twice shows as a repeat.
 
 use super::{with_common, Common};
+use crate::formats::layout::Layout;
 use crate::formats::pain::{self, StatusReport, TxStatus};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct Bank {
     seen: Mutex<HashSet<String>>,
     /// Payments credited per end-to-end id (a second credit is a double payment).
     credited: Mutex<HashMap<String, u32>>,
+    /// Files in a delimited or fixed-width layout instead of ISO 20022.
+    layout: Option<Arc<Layout>>,
 }
 
 impl Bank {
@@ -61,6 +64,20 @@ impl Bank {
             book: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             credited: Mutex::new(HashMap::new()),
+            layout: None,
+        })
+    }
+
+    /// A bank that takes payment files in `layout` and answers with the
+    /// layout's result files.
+    pub fn with_layout(dir: &Path, layout: Arc<Layout>) -> Arc<Bank> {
+        Arc::new(Bank {
+            common: Common::new("bank"),
+            dir: dir.to_path_buf(),
+            book: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashSet::new()),
+            credited: Mutex::new(HashMap::new()),
+            layout: Some(layout),
         })
     }
 
@@ -105,7 +122,10 @@ impl Bank {
             .map_err(|e| format!("{}: {e}", inbox.display()))?
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".pain001.xml") && !n.starts_with('.'))
+            .filter(|n| match &self.layout {
+                Some(l) => l.is_payment_file(n),
+                None => n.ends_with(".pain001.xml") && !n.starts_with('.'),
+            })
             .collect();
         names.sort();
         let mut n = 0;
@@ -118,25 +138,31 @@ impl Bank {
             if crate::connectors::file::checksum_line(&name, &bytes) != want {
                 continue; // the checksum file is ahead of the file: not yet complete
             }
-            let (report, txs) = self.decide(&bytes);
-            let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
-            let xml = pain::write_pain002(Vec::new(), &report, &created, txs)
-                .map_err(|e| e.to_string())?;
-            let answer = format!(
-                "{}.pain002.xml",
-                if report.original_msg_id.is_empty() {
-                    name.trim_end_matches(".pain001.xml")
-                } else {
-                    &report.original_msg_id
+            let (answer, body) = match &self.layout {
+                None => {
+                    let (report, txs) = self.decide(&bytes);
+                    let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+                    let xml = pain::write_pain002(Vec::new(), &report, &created, txs)
+                        .map_err(|e| e.to_string())?;
+                    let answer = format!(
+                        "{}.pain002.xml",
+                        if report.original_msg_id.is_empty() {
+                            name.trim_end_matches(".pain001.xml")
+                        } else {
+                            &report.original_msg_id
+                        }
+                    );
+                    (answer, xml)
                 }
-            );
+                Some(l) => self.answer_layout(l, &name, &bytes)?,
+            };
             // A second answer to the same MsgId (a duplicate file) gets its own name.
             let answer = if answers.join(&answer).exists() {
                 format!("{}-{}", crate::store::now_ms(), answer)
             } else {
                 answer
             };
-            crate::connectors::file::write_with_checksum(&answers, &answer, &xml)
+            crate::connectors::file::write_with_checksum(&answers, &answer, &body)
                 .map_err(|e| e.to_string())?;
             std::fs::rename(inbox.join(&name), processed.join(&name)).map_err(|e| e.to_string())?;
             std::fs::rename(&sum, processed.join(format!("{name}.sha256")))
@@ -159,10 +185,108 @@ impl Bank {
         }
     }
 
-    /// The status report for one file.
+    /// The status report for one pain.001 file.
     pub fn decide(&self, bytes: &[u8]) -> (StatusReport, Vec<TxStatus>) {
         let mut txs = Vec::new();
-        let read = pain::read_pain001(bytes, |t| txs.push(t));
+        let read = pain::read_pain001(bytes, |t| txs.push(t)).map_err(|e| e.to_string());
+        self.decide_read(read, &txs)
+    }
+
+    /// A payment file in the bank's layout, answered with a result file in
+    /// the same layout: (its name, its bytes).
+    fn answer_layout(
+        &self,
+        l: &Layout,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(String, Vec<u8>), String> {
+        let mut txs = Vec::new();
+        let read = l.read_file(&l.payments, bytes).map(|(h, details, t)| {
+            let batch_id = t
+                .get("batch_id")
+                .or_else(|| h.get("batch_id"))
+                .cloned()
+                .or_else(|| {
+                    let (pre, post) = l.payment_file.split_once("{batch_id}")?;
+                    Some(name.strip_prefix(pre)?.strip_suffix(post)?.to_string())
+                })
+                .unwrap_or_default();
+            let (count, total_fen) = crate::formats::layout::declared(&h, &t);
+            for (_, d) in details {
+                let s = |k: &str| d.get(k).cloned().unwrap_or_default();
+                txs.push(pain::ReadTransfer {
+                    end_to_end_id: s("payment_id"),
+                    amount_fen: crate::formats::layout::amount_of(&d),
+                    currency: "CNY".into(),
+                    creditor_name: s("creditor_name"),
+                    creditor_account: s("creditor_account"),
+                });
+            }
+            pain::ReadHeader {
+                msg_id: batch_id,
+                count,
+                total_fen,
+            }
+        });
+        let (report, statuses) = self.decide_read(read, &txs);
+        let now = chrono::Utc::now()
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"));
+        let created = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let date = now.format("%Y%m%d").to_string();
+        let batch_id = if report.original_msg_id.is_empty() {
+            name.to_string()
+        } else {
+            report.original_msg_id.clone()
+        };
+        let group = |k: &str| -> Option<String> {
+            Some(match k {
+                "batch_id" => batch_id.clone(),
+                "created" => created.clone(),
+                "date" => date.clone(),
+                "count" => report.original_count.unwrap_or(0).to_string(),
+                "total_fen" => report.original_total_fen.unwrap_or(0).to_string(),
+                "total" => pain::amount(report.original_total_fen.unwrap_or(0)),
+                "status" => report.group_status.clone().unwrap_or_default(),
+                "reason_code" => report.group_reason.clone().unwrap_or_default(),
+                _ => return None,
+            })
+        };
+        let mut out = Vec::new();
+        let mut line = 1;
+        if !l.results.header.is_empty() {
+            l.write_line(&l.results.header, line, &group, &mut out)?;
+            line += 1;
+        }
+        for (i, st) in statuses.iter().enumerate() {
+            let t = &txs[i];
+            let detail = |k: &str| -> Option<String> {
+                Some(match k {
+                    "seq" => (i + 1).to_string(),
+                    "payment_id" => st.end_to_end_id.clone(),
+                    "creditor_account" => t.creditor_account.clone(),
+                    "amount_fen" => t.amount_fen.unwrap_or(0).to_string(),
+                    "amount" => pain::amount(t.amount_fen.unwrap_or(0)),
+                    "status" => st.status.clone(),
+                    "reason_code" => st.reason.clone().unwrap_or_default(),
+                    _ => return None,
+                })
+            };
+            l.write_line(&l.results.detail, line, &detail, &mut out)?;
+            line += 1;
+        }
+        if !l.results.trailer.is_empty() {
+            l.write_line(&l.results.trailer, line, &group, &mut out)?;
+        }
+        Ok((l.result_file_name(&batch_id), out))
+    }
+
+    /// The bank's decision on a file as read: refused whole, or each
+    /// transfer paid or rejected by the account book.
+    fn decide_read(
+        &self,
+        read: Result<pain::ReadHeader, String>,
+        txs: &[pain::ReadTransfer],
+    ) -> (StatusReport, Vec<TxStatus>) {
         let msg_id = format!("BANK-{}", crate::store::now_ms());
         let refuse = |orig: &str, code: &str| StatusReport {
             msg_id: msg_id.clone(),
@@ -193,7 +317,7 @@ impl Bank {
         let book = self.book.lock().unwrap();
         let mut out = Vec::with_capacity(txs.len());
         let mut credited = self.credited.lock().unwrap();
-        for t in &txs {
+        for t in txs {
             let reason = if t.currency != "CNY" || t.amount_fen.is_none_or(|a| a <= 0) {
                 Some("AM03")
             } else if book.is_empty() {

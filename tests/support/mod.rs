@@ -29,7 +29,13 @@ pub fn run(args: &[&str]) -> Output {
 /// Copies the shipped configuration into a fresh temporary directory.
 pub fn copy_config() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    for sub in ["connectors", "mappings", "mappings/tables", "schemas"] {
+    for sub in [
+        "connectors",
+        "layouts",
+        "mappings",
+        "mappings/tables",
+        "schemas",
+    ] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for e in std::fs::read_dir(root().join(sub)).unwrap() {
             let p = e.unwrap().path();

@@ -117,6 +117,8 @@ pub struct FileSource {
     readiness: Readiness,
     poll: Duration,
     format: BodyFormat,
+    /// `format = "layout"`: the bank's layout of its result files.
+    layout: Option<std::sync::Arc<crate::formats::layout::Layout>>,
     /// Sizes and times seen at the last poll (quiet readiness).
     seen: std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, SystemTime, SystemTime)>>,
     /// Files read to the end (for tests and logs).
@@ -153,6 +155,7 @@ impl FileSource {
             readiness,
             poll: op.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
             format: op.format,
+            layout: c.layouts.get(&op_ref.operation).cloned(),
             seen: Default::default(),
             files_done: AtomicU64::new(0),
         })
@@ -261,20 +264,21 @@ impl FileSource {
             }
         }
         let owned: Vec<(usize, Vec<u8>)>;
-        let records: Vec<(usize, &[u8])> = if self.format == BodyFormat::Pain002 {
-            match self.pain002(name, &contents).await {
-                Ok(r) => {
-                    owned = r;
-                    owned.iter().map(|(l, b)| (*l, b.as_slice())).collect()
+        let records: Vec<(usize, &[u8])> =
+            if matches!(self.format, BodyFormat::Pain002 | BodyFormat::Layout) {
+                match self.pain002(name, &contents).await {
+                    Ok(r) => {
+                        owned = r;
+                        owned.iter().map(|(l, b)| (*l, b.as_slice())).collect()
+                    }
+                    Err(why) => return self.fail(name, &why),
                 }
-                Err(why) => return self.fail(name, &why),
-            }
-        } else {
-            match self.records(&contents) {
-                Ok(r) => r,
-                Err(why) => return self.fail(name, &why),
-            }
-        };
+            } else {
+                match self.records(&contents) {
+                    Ok(r) => r,
+                    Err(why) => return self.fail(name, &why),
+                }
+            };
         let src = self.intake.source().to_string();
         let mut total = crate::store::IngestOutcome::default();
         for chunk in records.chunks(BATCH) {
@@ -316,9 +320,16 @@ impl FileSource {
     /// A bank status report: reconciled against the payout register (see
     /// [`crate::payout::reconcile`]); its per-payment results are the records.
     async fn pain002(&self, name: &str, contents: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
-        let mut txs = Vec::new();
-        let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
-            .map_err(|e| format!("not a readable pain.002: {e}"))?;
+        let (report, txs) = match &self.layout {
+            Some(l) => crate::payout::read_layout_result(l, name, contents)
+                .map_err(|e| format!("not a readable result file: {e}"))?,
+            None => {
+                let mut txs = Vec::new();
+                let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
+                    .map_err(|e| format!("not a readable pain.002: {e}"))?;
+                (report, txs)
+            }
+        };
         let r = crate::payout::reconcile(self.intake.store(), &report, &txs).await?;
         tracing::info!(source = %self.intake.source(), file = %name, batch = %r.batch_id,
             accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
@@ -350,7 +361,7 @@ impl FileSource {
                     .map(|(line, doc)| (line, doc.as_bytes()))
                     .collect())
             }
-            BodyFormat::Avro | BodyFormat::Pain002 => {
+            BodyFormat::Avro | BodyFormat::Pain002 | BodyFormat::Layout => {
                 Err("Avro records are not read from files; use JSON lines or XML".into())
             }
         }
