@@ -7,14 +7,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-fn run_ok(args: &[&str]) -> String {
-    let o = support::run(args);
-    let (out, err) = support::text(&o);
-    assert!(o.status.success(), "tongban {args:?}:\n{out}{err}");
-    out
-}
+use support::payouts::run_ok;
 
 /// The bank connector switched to the fixed-width GBK layout.
 fn use_layout(dir: &std::path::Path) {
@@ -40,20 +34,7 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
     let cfg = dir.to_str().unwrap();
     use_layout(dir);
     run_ok(&["check", "--config", cfg]);
-    let input = support::root().join("tests/data/payouts.jsonl");
-    run_ok(&[
-        "ingest",
-        "--config",
-        cfg,
-        "--source",
-        "subsidies.payout_list",
-        input.to_str().unwrap(),
-    ]);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&input)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = support::payouts::ingest_sample(cfg);
     let paid: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| v["amount_fen"].as_i64() > Some(0))
@@ -71,19 +52,7 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
     let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
         .await
         .unwrap();
-    support::eventually(Duration::from_secs(60), "instructions recorded", || async {
-        store
-            .messages(
-                "bank.payment_instructions",
-                tongban::store::status::DELIVERED,
-                100,
-            )
-            .await
-            .unwrap()
-            .len()
-            == paid.len()
-    })
-    .await;
+    support::payouts::recorded(&store, paid.len()).await;
     let out = run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
     assert!(out.contains(".txt"), "{out}");
 
@@ -142,15 +111,7 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
     );
     let bank = tongban::sim::bank::Bank::with_layout(&dir.join("var/bank"), layout);
     let closed = "6228480012345678903";
-    for v in &lines {
-        let acct = v["bank_account_no"].as_str().unwrap();
-        let state = if acct == closed {
-            tongban::sim::bank::AccountState::Closed
-        } else {
-            tongban::sim::bank::AccountState::Open
-        };
-        bank.account(acct, v["account_name"].as_str().unwrap(), state);
-    }
+    support::payouts::open_accounts(&bank, &lines, closed);
     assert_eq!(bank.poll_once().unwrap(), want.len());
     let answers: Vec<String> = std::fs::read_dir(dir.join("var/bank/in"))
         .unwrap()
@@ -161,23 +122,8 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
         "{answers:?}"
     );
 
-    support::eventually(
-        Duration::from_secs(60),
-        "every payment has its result",
-        || async {
-            let r = store.results("2026-11").await.unwrap();
-            r.iter().all(|x| x.1.is_some())
-                && r.iter().map(|x| x.2).sum::<i64>() == paid.len() as i64
-        },
-    )
-    .await;
-    let results = store.results("2026-11").await.unwrap();
-    let of = |res: &str| {
-        results
-            .iter()
-            .filter(|x| x.1.as_deref() == Some(res))
-            .fold((0, 0), |a, x| (a.0 + x.2, a.1 + x.3))
-    };
+    let results = support::payouts::all_results(&store, paid.len()).await;
+    let of = |res: &str| support::payouts::tally(&results, res);
     let closed_paid: Vec<&&serde_json::Value> = paid
         .iter()
         .filter(|v| v["bank_account_no"] == closed)
@@ -211,19 +157,7 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
     tongban::connectors::file::write_with_checksum(&outdir, &format!("again-{name}"), &bytes)
         .unwrap();
     assert_eq!(bank.poll_once().unwrap(), 1);
-    support::eventually(
-        Duration::from_secs(60),
-        "the duplicate-file alarm",
-        || async {
-            store
-                .alarms()
-                .await
-                .unwrap()
-                .iter()
-                .any(|a| a.batch_id == batch_id && a.kind == "file_refused")
-        },
-    )
-    .await;
+    support::payouts::alarm(&store, &batch_id, "file_refused").await;
     assert!(bank.paid_twice().is_empty());
     assert_eq!(store.results("2026-11").await.unwrap(), results);
     // SAFETY: signalling our own child.

@@ -10,12 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn run_ok(args: &[&str]) -> String {
-    let o = support::run(args);
-    let (out, err) = support::text(&o);
-    assert!(o.status.success(), "tongban {args:?}:\n{out}{err}");
-    out
-}
+use support::payouts::run_ok;
 
 fn sha256(p: &std::path::Path) -> String {
     tongban::connectors::file::sha256_hex(&std::fs::read(p).unwrap())
@@ -26,20 +21,11 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     let d = support::copy_config();
     let dir = d.path();
     let cfg = dir.to_str().unwrap();
-    let input = support::root().join("tests/data/payouts.jsonl");
-    run_ok(&[
-        "ingest",
-        "--config",
-        cfg,
-        "--source",
-        "subsidies.payout_list",
-        input.to_str().unwrap(),
-    ]);
+    let lines = support::payouts::ingest_sample(cfg);
 
     // What the files must hold: per bank, the payments with an amount.
     let mut want: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for line in std::fs::read_to_string(&input).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in &lines {
         let fen = v["amount_fen"].as_i64().unwrap();
         if fen > 0 {
             let e = want
@@ -55,19 +41,7 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
         .await
         .unwrap();
-    support::eventually(Duration::from_secs(60), "instructions recorded", || async {
-        store
-            .messages(
-                "bank.payment_instructions",
-                tongban::store::status::DELIVERED,
-                100,
-            )
-            .await
-            .unwrap()
-            .len() as i64
-            == payments
-    })
-    .await;
+    support::payouts::recorded(&store, payments as usize).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
     assert!(hub.wait().unwrap().success());
@@ -160,20 +134,7 @@ async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
     let d = support::copy_config();
     let dir = d.path();
     let cfg = dir.to_str().unwrap();
-    let input = support::root().join("tests/data/payouts.jsonl");
-    run_ok(&[
-        "ingest",
-        "--config",
-        cfg,
-        "--source",
-        "subsidies.payout_list",
-        input.to_str().unwrap(),
-    ]);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&input)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = support::payouts::ingest_sample(cfg);
     let paid: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| v["amount_fen"].as_i64() > Some(0))
@@ -183,53 +144,18 @@ async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
     let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
         .await
         .unwrap();
-    support::eventually(Duration::from_secs(60), "instructions recorded", || async {
-        store
-            .messages(
-                "bank.payment_instructions",
-                tongban::store::status::DELIVERED,
-                100,
-            )
-            .await
-            .unwrap()
-            .len()
-            == paid.len()
-    })
-    .await;
+    support::payouts::recorded(&store, paid.len()).await;
     run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
 
     // The bank: every account open, but one closed.
     let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
     let closed = "6228480012345678903";
-    for v in &lines {
-        let acct = v["bank_account_no"].as_str().unwrap();
-        let state = if acct == closed {
-            tongban::sim::bank::AccountState::Closed
-        } else {
-            tongban::sim::bank::AccountState::Open
-        };
-        bank.account(acct, v["account_name"].as_str().unwrap(), state);
-    }
+    support::payouts::open_accounts(&bank, &lines, closed);
     assert_eq!(bank.poll_once().unwrap(), 4, "one file per bank");
 
     // The running hub reads the answers and reconciles them.
-    support::eventually(
-        Duration::from_secs(60),
-        "every payment has its result",
-        || async {
-            let r = store.results("2026-11").await.unwrap();
-            r.iter().all(|x| x.1.is_some())
-                && r.iter().map(|x| x.2).sum::<i64>() == paid.len() as i64
-        },
-    )
-    .await;
-    let results = store.results("2026-11").await.unwrap();
-    let of = |res: &str| {
-        results
-            .iter()
-            .filter(|x| x.1.as_deref() == Some(res))
-            .fold((0, 0), |a, x| (a.0 + x.2, a.1 + x.3))
-    };
+    let results = support::payouts::all_results(&store, paid.len()).await;
+    let of = |res: &str| support::payouts::tally(&results, res);
     let closed_fen: i64 = paid
         .iter()
         .filter(|v| v["bank_account_no"] == closed)
@@ -274,19 +200,7 @@ async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
     )
     .unwrap();
     assert_eq!(bank.poll_once().unwrap(), 1);
-    support::eventually(
-        Duration::from_secs(60),
-        "the duplicate-file alarm",
-        || async {
-            store
-                .alarms()
-                .await
-                .unwrap()
-                .iter()
-                .any(|a| a.batch_id == batch_id && a.kind == "file_refused")
-        },
-    )
-    .await;
+    support::payouts::alarm(&store, &batch_id, "file_refused").await;
     assert!(bank.paid_twice().is_empty());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };

@@ -181,25 +181,25 @@ pub async fn render(
     batch: &BatchRow,
     format: &BankFormat,
 ) -> Result<Vec<u8>, String> {
+    let payments = store
+        .batch_payments(&batch.batch_id)
+        .await
+        .map_err(|e| e.to_string())?;
     match format {
-        BankFormat::Pain(v) => render_pain(cfg, store, batch, *v).await,
-        BankFormat::Layout(l) => render_layout(cfg, store, batch, l).await,
+        BankFormat::Pain(v) => render_pain(cfg, batch, &payments, *v),
+        BankFormat::Layout(l) => render_layout(cfg, batch, &payments, l),
     }
 }
 
 /// A batch in a bank's layout: the header, one detail line per payment in
 /// the batch's order, the trailer.
-pub async fn render_layout(
+pub fn render_layout(
     cfg: &Config,
-    store: &Store,
     batch: &BatchRow,
+    payments: &[PaymentRow],
     layout: &Layout,
 ) -> Result<Vec<u8>, String> {
     let p = &cfg.hub.payouts;
-    let payments = store
-        .batch_payments(&batch.batch_id)
-        .await
-        .map_err(|e| e.to_string())?;
     let date = batch.created.get(..10).unwrap_or_default().replace('-', "");
     let execution_date = format!("{}{:02}", batch.period.replace('-', ""), p.execution_day);
     let group = |k: &str| -> Option<String> {
@@ -260,17 +260,13 @@ pub async fn render_layout(
 
 /// A batch as a pain.001 document: one payment block from the payer's
 /// account, the transfers in the batch's order.
-pub async fn render_pain(
+pub fn render_pain(
     cfg: &Config,
-    store: &Store,
     batch: &BatchRow,
+    payments: &[PaymentRow],
     version: Version,
 ) -> Result<Vec<u8>, String> {
     let p = &cfg.hub.payouts;
-    let payments = store
-        .batch_payments(&batch.batch_id)
-        .await
-        .map_err(|e| e.to_string())?;
     let mut w = Pain001Writer::start(
         Vec::with_capacity(payments.len() * 420 + 1024),
         version,
@@ -293,7 +289,7 @@ pub async fn render_pain(
         total_fen: batch.total_fen,
     })
     .map_err(|e| e.to_string())?;
-    for pay in &payments {
+    for pay in payments {
         let v: serde_json::Value = serde_json::from_slice(&pay.record)
             .map_err(|e| format!("payment {}: {e}", pay.payment_id))?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();

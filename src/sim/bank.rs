@@ -58,26 +58,23 @@ pub struct Bank {
 impl Bank {
     /// A bank exchanging files under `dir`.
     pub fn new(dir: &Path) -> Arc<Bank> {
-        Arc::new(Bank {
-            common: Common::new("bank"),
-            dir: dir.to_path_buf(),
-            book: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashSet::new()),
-            credited: Mutex::new(HashMap::new()),
-            layout: None,
-        })
+        Bank::make(dir, None)
     }
 
     /// A bank that takes payment files in `layout` and answers with the
     /// layout's result files.
     pub fn with_layout(dir: &Path, layout: Arc<Layout>) -> Arc<Bank> {
+        Bank::make(dir, Some(layout))
+    }
+
+    fn make(dir: &Path, layout: Option<Arc<Layout>>) -> Arc<Bank> {
         Arc::new(Bank {
             common: Common::new("bank"),
             dir: dir.to_path_buf(),
             book: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             credited: Mutex::new(HashMap::new()),
-            layout: Some(layout),
+            layout,
         })
     }
 
