@@ -55,6 +55,24 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
         )),
         "{out}"
     );
+    // The files went out through the outbox: one delivered message per
+    // batch on the files target, each with its attempt recorded.
+    let files = store
+        .messages(
+            "bank.payment_instructions/files",
+            tongban::store::status::DELIVERED,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(files.len(), want.len(), "one file message per bank");
+    for m in &files {
+        assert_eq!(m.attempts, 1);
+        let a = store.attempts(m.id).await.unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(a[0].error_class.is_none(), "{:?}", a[0]);
+        assert!(a[0].excerpt.as_deref().unwrap_or("").contains("written to"));
+    }
     let outdir = dir.join("var/bank/out");
     let xsd = support::root().join("tests/data/iso20022/pain.001.001.03.xsd");
     let mut sums = BTreeMap::new();
@@ -104,11 +122,34 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     assert!(!out.contains("written to"), "{out}");
     assert!(!outdir.join(&name).exists());
     let batch_id = name.trim_end_matches(".pain001.xml");
-    let out = run_ok(&[
+    let o = support::run(&[
         "payouts", "build", "--config", cfg, "--period", "2026-11", "--resend", batch_id,
+    ]);
+    assert!(!o.status.success(), "a resend without a reason is refused");
+    let out = run_ok(&[
+        "payouts",
+        "build",
+        "--config",
+        cfg,
+        "--period",
+        "2026-11",
+        "--resend",
+        batch_id,
+        "--reason",
+        "the bank lost it",
+        "--actor",
+        "ops-li",
     ]);
     assert_eq!(out.matches("written to").count(), 1, "{out}");
     assert_eq!(&sha256(&outdir.join(&name)), digest);
+    assert!(store
+        .audit()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.action == "resend_file"
+            && a.actor == "ops-li"
+            && a.subject == format!("batch {batch_id}")));
 
     // Nothing to do the third time; status lists the batches.
     let out = run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
@@ -365,4 +406,100 @@ async fn a_batch_made_before_a_crash_gets_its_file_at_the_next_build() {
             "the batch's own time"
         );
     }
+}
+
+#[tokio::test]
+async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identical_and_is_paid_once(
+) {
+    use tongban::dispatch::Sink;
+    let d = support::copy_config();
+    let dir = d.path();
+    let (cfg, diags) = tongban::config::Config::load(dir);
+    let cfg = cfg.unwrap_or_else(|| panic!("{diags:?}"));
+    let store = std::sync::Arc::new(
+        tongban::store::Store::open("sqlite://var/tongban.db", dir)
+            .await
+            .unwrap(),
+    );
+    let lines = support::payouts::ingest_sample(dir.to_str().unwrap());
+    let hub = support::hub::run_logged(dir, &[]);
+    let paid = lines
+        .iter()
+        .filter(|v| v["amount_fen"].as_i64() > Some(0))
+        .count();
+    support::payouts::recorded(&store, paid).await;
+    let mut hub = hub;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+
+    let plan = tongban::payout::build(&cfg, &store, "2026-11", None, None)
+        .await
+        .unwrap();
+    assert_eq!(plan.queued, plan.batches.len());
+    let sink = tongban::payout::FilesSink::new(
+        store.clone(),
+        cfg.hub.payouts.clone(),
+        plan.bank.clone(),
+        None,
+    );
+    let target = plan.bank.files_target();
+    let lease = Duration::from_millis(200);
+    let outdir = dir.join("var/bank/out");
+    // Delivered, then the process dies before the outbox hears of it.
+    let first = store.claim(&target, 100, lease).await.unwrap();
+    assert_eq!(first.len(), plan.batches.len());
+    let mut sums = BTreeMap::new();
+    for m in &first {
+        sink.deliver(m).await.unwrap();
+    }
+    for b in &plan.batches {
+        sums.insert(
+            b.batch_id.clone(),
+            sha256(&outdir.join(format!("{}.pain001.xml", b.batch_id))),
+        );
+    }
+    // The bank takes and pays the files meanwhile.
+    let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
+    support::payouts::open_accounts(&bank, &lines, "none closed");
+    assert_eq!(bank.poll_once().unwrap(), plan.batches.len());
+
+    // After the lease, the same messages are claimed again (same
+    // idempotency keys) and the same files go out again, byte for byte.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let again = store.claim(&target, 100, lease).await.unwrap();
+    assert_eq!(
+        again.iter().map(|m| &m.idem_key).collect::<Vec<_>>(),
+        first.iter().map(|m| &m.idem_key).collect::<Vec<_>>()
+    );
+    for m in &again {
+        sink.deliver(m).await.unwrap();
+    }
+    for (id, sum) in &sums {
+        assert_eq!(
+            &sha256(&outdir.join(format!("{id}.pain001.xml"))),
+            sum,
+            "{id} byte for byte"
+        );
+        assert_eq!(store.written(id).await.unwrap().as_ref(), Some(sum));
+    }
+    // The bank refuses the second copies (AM05): nobody is paid twice.
+    assert_eq!(bank.poll_once().unwrap(), plan.batches.len());
+    assert!(bank.paid_twice().is_empty());
+    assert_eq!(bank.credited().len(), paid);
+
+    // A build after the restart makes no batch and queues no file; every
+    // payment is in exactly one batch.
+    let plan2 = tongban::payout::build(&cfg, &store, "2026-11", None, None)
+        .await
+        .unwrap();
+    assert!(plan2.new.is_empty());
+    assert_eq!(plan2.queued, 0);
+    let mut seen = std::collections::HashSet::new();
+    for b in &plan2.batches {
+        for p in store.batch_payments(&b.batch_id).await.unwrap() {
+            assert!(seen.insert(p.payment_id), "a payment in two batches");
+        }
+    }
+    assert_eq!(seen.len(), paid);
 }

@@ -655,8 +655,11 @@ async fn pay(
             .map(|r| r.iter().all(|x| x.1.is_some()))
             .unwrap_or(false)
     };
+    // The batches are made and their files queued; the running hub's files
+    // target delivers them to the bank's directory.
     leg.batches += crate::payout::build(cfg, store, &period, None, None)
         .await?
+        .batches
         .len();
     let done = wait("the bank's results");
     while !done(results_in(store.clone(), period.clone()).await) {
@@ -704,9 +707,8 @@ async fn pay(
     if leg.reissued > 0 {
         leg.batches += crate::payout::build(cfg, store, &period, None, None)
             .await?
-            .iter()
-            .filter(|b| b.new)
-            .count();
+            .new
+            .len();
         let done = wait("the re-issued payments' results");
         while !done(results_in(store.clone(), period.clone()).await) {
             tokio::time::sleep(Duration::from_millis(200)).await;

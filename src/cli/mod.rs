@@ -124,8 +124,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum PayoutsCommand {
     /// Put every payment of the period that is in no batch into batches (per
-    /// bank, cut at payouts.max_per_file), and write each batch's pain.001
-    /// file with its checksum file (again, byte for byte, if it is missing).
+    /// bank, cut at payouts.max_per_file), and deliver each new batch's file
+    /// through the outbox (dropped with its checksum file, or uploaded).
     Build {
         /// The period, YYYY-MM.
         #[arg(long)]
@@ -136,10 +136,16 @@ enum PayoutsCommand {
         /// The pain.001 target (`connector.operation`), if there are several.
         #[arg(long)]
         target: Option<String>,
-        /// Write this batch's file again (the bank lost it); byte for byte
-        /// the same, and refused by the bank if it had read it.
-        #[arg(long)]
+        /// Send this batch's file again (the bank lost it); byte for byte
+        /// the same, and refused by the bank if it had read it. Audited.
+        #[arg(long, requires = "reason")]
         resend: Option<String>,
+        /// Why the file is sent again (kept in the audit).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who sends it again (kept in the audit).
+        #[arg(long, default_value = "operator")]
+        actor: String,
     },
     /// Re-issue a payment the bank rejected (after its account is
     /// corrected): it leaves its batch and goes into the next one built.
@@ -193,31 +199,57 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
             .await
             .map_err(|e| e.to_string())?;
         match &action {
-            PayoutsCommand::Build { target, resend, .. } => {
-                let built = crate::payout::build(
-                    &cfg,
-                    &store,
-                    &period,
-                    target.as_deref(),
-                    resend.as_deref(),
-                )
-                .await?;
+            PayoutsCommand::Build {
+                target,
+                resend,
+                reason,
+                actor,
+                ..
+            } => {
+                let resend = match (resend, reason) {
+                    (Some(b), Some(r)) => Some((b.as_str(), actor.as_str(), r.as_str())),
+                    (Some(_), None) => {
+                        return Err("--resend needs --reason (kept in the audit)".into())
+                    }
+                    (None, _) => None,
+                };
+                let store = std::sync::Arc::new(store);
+                let built =
+                    run::build_payouts(&cfg, &store, &period, target.as_deref(), resend).await?;
                 let new = built.iter().filter(|b| b.new).count();
+                let mut undelivered = 0;
                 for b in &built {
+                    use crate::payout::FileState;
+                    let file = match &b.file {
+                        FileState::Sent => match b.place.contains("://") {
+                            true => format!(", uploaded to {}", b.place),
+                            false => format!(", written to {}", b.place),
+                        },
+                        FileState::SentEarlier => String::new(),
+                        FileState::Waiting(e) => {
+                            undelivered += 1;
+                            format!(
+                                ", NOT DELIVERED YET ({}); `tongban run` goes on trying",
+                                e.as_deref().unwrap_or("not tried yet")
+                            )
+                        }
+                        FileState::Dead(e) => {
+                            undelivered += 1;
+                            format!(", DEAD LETTER: {e}; replay it once the cause is fixed")
+                        }
+                    };
                     println!(
-                        "{}  {:>7} payments  {:>16} yuan  {}{}",
+                        "{}  {:>7} payments  {:>16} yuan  {}{file}",
                         b.batch.batch_id,
                         b.batch.count,
                         crate::formats::pain::amount(b.batch.total_fen),
                         if b.new { "new" } else { "earlier" },
-                        if b.written {
-                            format!(", written to {}", b.file.display())
-                        } else {
-                            String::new()
-                        }
                     );
                 }
                 println!("{period}: {} batches ({new} new)", built.len());
+                if undelivered > 0 {
+                    return Err(format!("{undelivered} batch files not delivered"));
+                }
             }
             PayoutsCommand::Reissue {
                 payment_id,
@@ -404,6 +436,9 @@ fn sim(
                 Some(l) => sim::bank::Bank::with_layout(dir, l),
                 None => sim::bank::Bank::new(dir),
             };
+            if let Some(t) = env("BANK_TOKEN") {
+                s.require_token(&t);
+            }
             standalone(&s.common);
             let router = s.router();
             std::thread::spawn(move || loop {

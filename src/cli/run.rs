@@ -125,7 +125,8 @@ fn target(
         .get_ref();
     if crate::payout::bank_format(c, &t.operation).is_some() {
         // Payment instructions go into the payout register; `tongban
-        // payouts build` makes the bank files from it.
+        // payouts build` makes batches from it, and their files go out on
+        // the files target (see `files_target`).
         let sink = crate::payout::PaymentsSink::new(store.clone());
         let mut s = settings(cfg, c, t, op, Duration::from_secs(30));
         s.concurrency = s.concurrency.max(1000);
@@ -175,6 +176,53 @@ fn target(
         }
     };
     Ok((Arc::new(sink), settings(cfg, c, t, op, timeout)))
+}
+
+/// The sink and settings of a bank's files target (`<op>/files`): the
+/// connector's retry schedule, rate limit and, for uploads, its URL, TLS
+/// and authentication; one file at a time per bank.
+pub(crate) fn files_target(
+    cfg: &Config,
+    bank: &crate::payout::BankTarget,
+    store: &Arc<Store>,
+) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+    let c = cfg
+        .connectors
+        .get(&bank.op.connector)
+        .ok_or("no such connector")?;
+    let op = cfg.operation(&bank.op).ok_or("no such operation")?;
+    let timeout = c.spec.timeout.map_or(Duration::from_secs(60), |d| d.0);
+    let upload = match &bank.dest {
+        crate::payout::Destination::Dir(_) => None,
+        crate::payout::Destination::Upload(url) => Some(
+            HttpSink::new(url, op.method.as_deref().unwrap_or("POST"), timeout)?
+                .with_tls(&tls_of(cfg, &c.spec)?)?
+                .with_auth(auth_of(&c.spec)?),
+        ),
+    };
+    let sink =
+        crate::payout::FilesSink::new(store.clone(), cfg.hub.payouts.clone(), bank.clone(), upload);
+    let mut s = settings(cfg, c, &bank.op, op, timeout);
+    s.target = bank.files_target();
+    s.concurrency = s.concurrency.min(4);
+    Ok((Arc::new(sink), s))
+}
+
+/// `tongban payouts build`: batches the period, queues their files on the
+/// files target, delivers them now through the outbox, and says where each
+/// batch's file stands.
+pub(crate) async fn build_payouts(
+    cfg: &Config,
+    store: &Arc<Store>,
+    period: &str,
+    target: Option<&str>,
+    resend: Option<(&str, &str, &str)>,
+) -> Result<Vec<crate::payout::Built>, String> {
+    let plan = crate::payout::build(cfg, store, period, target, resend).await?;
+    let (sink, settings) = files_target(cfg, &plan.bank, store)?;
+    let before = crate::payout::delivered_ids(store, &settings.target).await?;
+    crate::payout::deliver_now(store.clone(), sink, settings, Duration::from_secs(60)).await?;
+    crate::payout::outcome(store, &plan, &before).await
 }
 
 /// A file sink: each delivery one file under `directory/<path or out>/`.
@@ -250,12 +298,7 @@ fn kafka_target(
 
 /// An http operation's URL: the connector's `base_url` and its `path`.
 fn url_of(spec: &crate::config::ConnectorSpec, op: &crate::config::connector::Operation) -> String {
-    let base = spec
-        .base_url
-        .as_ref()
-        .map(|u| u.get_ref().trim_end_matches('/').to_string())
-        .unwrap_or_default();
-    format!("{base}{}", op.path.as_deref().unwrap_or(""))
+    spec.url(op)
 }
 
 /// The authentication of a connector's requests (secrets resolved).
@@ -505,6 +548,37 @@ pub async fn start_hub(
                 )));
             }
             Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
+        }
+        let Some(bank) = cfg
+            .connectors
+            .get(&t.connector)
+            .and_then(|c| crate::payout::bank_format(c, &t.operation))
+            .and_then(|_| crate::payout::bank_target(cfg, Some(&t.to_string())).ok())
+        else {
+            continue;
+        };
+        match files_target(cfg, &bank, &store) {
+            Ok((sink, settings)) => {
+                tracing::info!(target_name = %settings.target, "Dispatching batch files");
+                let stats = Arc::new(TargetStats::default());
+                served.push((
+                    OpRef {
+                        connector: t.connector.clone(),
+                        operation: format!("{}/files", t.operation),
+                    },
+                    stats.clone(),
+                ));
+                tasks.push(tokio::spawn(supervise(
+                    store.clone(),
+                    sink,
+                    settings,
+                    stats,
+                    shutdown.clone(),
+                )));
+            }
+            Err(why) => {
+                tracing::warn!(target_name = %bank.files_target(), reason = %why, "Not dispatching")
+            }
         }
     }
     (tasks, served)

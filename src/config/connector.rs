@@ -266,6 +266,16 @@ pub struct Operation {
 }
 
 impl ConnectorSpec {
+    /// An http operation's URL: the connector's `base_url` and its `path`.
+    pub fn url(&self, op: &Operation) -> String {
+        let base = self
+            .base_url
+            .as_ref()
+            .map(|u| u.get_ref().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        format!("{base}{}", op.path.as_deref().unwrap_or(""))
+    }
+
     /// Checks what serde cannot; returns (byte offset or None, message).
     pub fn validate(&self) -> Vec<(Option<usize>, String)> {
         let mut out = Vec::new();
@@ -357,12 +367,14 @@ impl ConnectorSpec {
                     ),
                 ));
             }
+            let layout_here = self.kind == ConnectorKind::File
+                || (self.kind == ConnectorKind::Http && op.direction == Direction::Sink);
             if (op.format == BodyFormat::Layout) != op.layout.is_some()
-                || (op.format == BodyFormat::Layout && self.kind != ConnectorKind::File)
+                || (op.format == BodyFormat::Layout && !layout_here)
             {
                 out.push((
                     at,
-                    format!("operation {name}: format = \"layout\" goes with layout = \"layouts/….toml\", on file connectors"),
+                    format!("operation {name}: format = \"layout\" goes with layout = \"layouts/….toml\", on file connectors or http sinks (payment file uploads)"),
                 ));
             }
             if let Some(b) = &op.batch {

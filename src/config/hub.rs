@@ -40,7 +40,7 @@ pub struct HubConfig {
 }
 
 /// `[payouts]`: the payer of the subsidies and how batch files are cut.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutsConfig {
     /// `InitgPty/Nm`: who sends the files.

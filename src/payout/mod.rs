@@ -1,18 +1,24 @@
 //! Bank payouts: payment instructions (from the two-subsidies system's
 //! monthly payout list, mapped by a feed) are recorded once each in the
-//! payout register, grouped into batches per bank and period, and written
-//! as ISO 20022 pain.001 files with a checksum file beside them, into the
-//! bank connector's outbound directory.
+//! payout register, grouped into batches per bank and period, and delivered
+//! to the bank as ISO 20022 pain.001 files (or in the bank's layout) with a
+//! checksum, through the outbox like every other delivery.
 //!
-//! - [`PaymentsSink`] is the sink of the pain.001 target: delivering an
+//! - [`PaymentsSink`] is the sink of the payment target: delivering an
 //!   instruction records it in the register (idempotent by payment id).
 //! - [`build`] (`tongban payouts build --period YYYY-MM`) makes batches of
-//!   every payment of the period that is in no live batch, and writes the
-//!   file of every live batch whose file is missing. A batch's content and
-//!   `CreDtTm` are stored, so a file written again after a crash is
-//!   byte-identical; the store's unique index keeps a payment out of a
-//!   second live batch.
+//!   every payment of the period that is in no live batch, and puts one
+//!   outbox message per batch (its id only) on the files target
+//!   (`<connector.operation>/files`, ordered per bank). The store's unique
+//!   index keeps a payment out of a second live batch.
+//! - [`FilesSink`] delivers those messages: it renders the batch from the
+//!   register at delivery time (its content and `CreDtTm` are stored, so
+//!   every rendering is byte-identical), refuses to send a file that would
+//!   differ from one sent before, and drops it into the bank's directory
+//!   (atomically, checksum file last) or uploads it over HTTP. Retries,
+//!   dead letters, pauses and replays are the outbox's.
 
+use crate::config::hub::PayoutsConfig;
 use crate::config::{Config, ConnectorKind, OpRef};
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
@@ -106,13 +112,22 @@ pub enum BankFormat {
     Layout(Arc<Layout>),
 }
 
+/// Where a bank's payment files go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// Dropped into this directory (a file connector).
+    Dir(PathBuf),
+    /// Uploaded to this URL, one request per file (an http connector).
+    Upload(String),
+}
+
 /// A bank's payment-file target.
 #[derive(Clone, Debug)]
 pub struct BankTarget {
-    /// The sink operation.
+    /// The sink operation (its messages are the payment instructions).
     pub op: OpRef,
     /// Where its files go.
-    pub dir: PathBuf,
+    pub dest: Destination,
     /// What they look like.
     pub format: BankFormat,
 }
@@ -125,13 +140,31 @@ impl BankTarget {
             BankFormat::Layout(l) => l.payment_file_name(&batch.batch_id),
         }
     }
+
+    /// The outbox target of its batch files.
+    pub fn files_target(&self) -> String {
+        files_target(&self.op)
+    }
+
+    /// Where a batch's file goes, in words.
+    pub fn place(&self, batch: &BatchRow) -> String {
+        match &self.dest {
+            Destination::Dir(d) => d.join(self.file_name(batch)).display().to_string(),
+            Destination::Upload(u) => format!("{u} as {}", self.file_name(batch)),
+        }
+    }
 }
 
-/// Whether a connector's operation is a payment-file target (a file sink
-/// writing pain.001 or a bank layout), and how.
+/// The outbox target of a payment target's batch files.
+pub fn files_target(op: &OpRef) -> String {
+    format!("{op}/files")
+}
+
+/// Whether a connector's operation is a payment-file target (a file or http
+/// sink writing pain.001 or a bank layout), and how.
 pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFormat> {
     let op = c.spec.operations.get(op_name)?.get_ref();
-    if c.spec.kind != ConnectorKind::File
+    if !matches!(c.spec.kind, ConnectorKind::File | ConnectorKind::Http)
         || op.direction != crate::config::connector::Direction::Sink
     {
         return None;
@@ -142,8 +175,8 @@ pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFo
     c.layouts.get(op_name).cloned().map(BankFormat::Layout)
 }
 
-/// The bank's payment-file target: the operation, its outbound directory
-/// and its format. With several, `name` picks one.
+/// The bank's payment-file target: the operation, where its files go and
+/// their format. With several, `name` picks one.
 pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, String> {
     let mut found = Vec::new();
     for (cname, c) in &cfg.connectors {
@@ -155,18 +188,26 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Strin
                     operation: oname.clone(),
                 };
                 if name.is_none_or(|n| n == r.to_string()) {
-                    let dir = cfg
-                        .dir
-                        .join(c.spec.directory.as_deref().unwrap_or("."))
-                        .join(op.path.as_deref().unwrap_or("out"));
-                    found.push(BankTarget { op: r, dir, format });
+                    let dest = match c.spec.kind {
+                        ConnectorKind::Http => Destination::Upload(c.spec.url(op)),
+                        _ => Destination::Dir(
+                            cfg.dir
+                                .join(c.spec.directory.as_deref().unwrap_or("."))
+                                .join(op.path.as_deref().unwrap_or("out")),
+                        ),
+                    };
+                    found.push(BankTarget {
+                        op: r,
+                        dest,
+                        format,
+                    });
                 }
             }
         }
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err("no file connector operation writes payment files (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09, or format = \"layout\")".into()),
+        0 => Err("no file or http connector operation takes payment files (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09, or format = \"layout\")".into()),
         _ => Err(format!(
             "several payment-file targets ({}); name one with --target",
             found.iter().map(|f| f.op.to_string()).collect::<Vec<_>>().join(", ")
@@ -176,7 +217,7 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Strin
 
 /// A batch as its bank's file.
 pub async fn render(
-    cfg: &Config,
+    p: &PayoutsConfig,
     store: &Store,
     batch: &BatchRow,
     format: &BankFormat,
@@ -186,20 +227,19 @@ pub async fn render(
         .await
         .map_err(|e| e.to_string())?;
     match format {
-        BankFormat::Pain(v) => render_pain(cfg, batch, &payments, *v),
-        BankFormat::Layout(l) => render_layout(cfg, batch, &payments, l),
+        BankFormat::Pain(v) => render_pain(p, batch, &payments, *v),
+        BankFormat::Layout(l) => render_layout(p, batch, &payments, l),
     }
 }
 
 /// A batch in a bank's layout: the header, one detail line per payment in
 /// the batch's order, the trailer.
 pub fn render_layout(
-    cfg: &Config,
+    p: &PayoutsConfig,
     batch: &BatchRow,
     payments: &[PaymentRow],
     layout: &Layout,
 ) -> Result<Vec<u8>, String> {
-    let p = &cfg.hub.payouts;
     let date = batch.created.get(..10).unwrap_or_default().replace('-', "");
     let execution_date = format!("{}{:02}", batch.period.replace('-', ""), p.execution_day);
     let group = |k: &str| -> Option<String> {
@@ -261,12 +301,11 @@ pub fn render_layout(
 /// A batch as a pain.001 document: one payment block from the payer's
 /// account, the transfers in the batch's order.
 pub fn render_pain(
-    cfg: &Config,
+    p: &PayoutsConfig,
     batch: &BatchRow,
     payments: &[PaymentRow],
     version: Version,
 ) -> Result<Vec<u8>, String> {
-    let p = &cfg.hub.payouts;
     let mut w = Pain001Writer::start(
         Vec::with_capacity(payments.len() * 420 + 1024),
         version,
@@ -307,38 +346,69 @@ pub fn render_pain(
         .map_err(|e| format!("batch {}: {e}", batch.batch_id))
 }
 
-/// What [`build`] did with one batch.
+/// Where a batch's file stands after `payouts build`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Delivered by this build (written or uploaded).
+    Sent,
+    /// Delivered before this build.
+    SentEarlier,
+    /// In the outbox after a failed attempt (the last error); `tongban run`
+    /// goes on trying.
+    Waiting(Option<String>),
+    /// Dead letter: the reason. Replay it once the cause is fixed.
+    Dead(String),
+}
+
+/// What `payouts build` did with one batch.
 #[derive(Debug)]
 pub struct Built {
     /// The batch.
     pub batch: BatchRow,
-    /// Its file.
-    pub file: PathBuf,
+    /// Where its file goes (a path, or a URL and file name).
+    pub place: String,
     /// Made by this build (else an earlier build made it).
     pub new: bool,
-    /// Its file was written now (new, or missing after a crash).
-    pub written: bool,
+    /// Its file.
+    pub file: FileState,
 }
 
+/// What [`build`] made and queued.
+#[derive(Debug)]
+pub struct Plan {
+    /// The bank's payment-file target.
+    pub bank: BankTarget,
+    /// The period's live batches.
+    pub batches: Vec<BatchRow>,
+    /// Those made by this build.
+    pub new: std::collections::HashSet<String>,
+    /// Those whose file was delivered before this build.
+    pub sent_before: std::collections::HashSet<String>,
+    /// Messages put on the files target now.
+    pub queued: usize,
+}
+
+/// The source name of batch records in the inbox.
+pub const BATCH_SOURCE: &str = "payouts.batches";
+
 /// `tongban payouts build`: batches every unbatched payment of `period`,
-/// then writes the file of every live batch of the period whose file was
-/// never written (a crash between making a batch and writing its file
-/// leaves such a batch), and of the batch `resend` names (a file the bank
-/// lost). Files are byte-identical however often they are written; a file
-/// the bank already read is refused by it as a duplicate (AM05).
+/// and puts one message per batch whose file was never delivered on the
+/// files target (a crash between making a batch and queueing its file is
+/// mended here: queueing is idempotent by batch id). `resend` (a batch id,
+/// the operator and the reason) queues a batch's file once more (the bank
+/// lost it); audited. The file is the same, byte for byte, and a bank that
+/// had read it refuses it as a duplicate (AM05).
 pub async fn build(
     cfg: &Config,
     store: &Store,
     period: &str,
     target: Option<&str>,
-    resend: Option<&str>,
-) -> Result<Vec<Built>, String> {
+    resend: Option<(&str, &str, &str)>,
+) -> Result<Plan, String> {
     if let Err(e) = crate::schema::Format::Period.check(period) {
         return Err(format!("period {period:?}: {e}"));
     }
     let bank = bank_target(cfg, target)?;
-    let dir = &bank.dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let created = chrono::Utc::now()
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
         .format("%Y-%m-%dT%H:%M:%S")
@@ -352,43 +422,262 @@ pub async fn build(
         .map(|b| b.batch_id)
         .collect();
     let batches = store.batches(period).await.map_err(e)?;
-    if let Some(r) = resend {
+    if let Some((r, _, _)) = resend {
         if !batches.iter().any(|b| b.batch_id == r) {
             return Err(format!("there is no live batch {r} in {period}"));
         }
     }
-    let mut out = Vec::new();
-    for batch in batches {
-        let name = bank.file_name(&batch);
-        let file = dir.join(&name);
-        let earlier = store.written(&batch.batch_id).await.map_err(e)?;
-        let written = earlier.is_none() || resend == Some(batch.batch_id.as_str());
-        if written {
-            let bytes = render(cfg, store, &batch, &bank.format).await?;
-            let digest = crate::connectors::file::sha256_hex(&bytes);
-            if let Some(before) = &earlier {
-                if before != &digest {
-                    return Err(format!(
-                        "batch {}: its file would differ from the one sent (SHA-256 {before}); not sent",
-                        batch.batch_id
-                    ));
+    let mut sent_before = std::collections::HashSet::new();
+    let mut queue = Vec::new();
+    let message = |b: &BatchRow, source_id: String, resend: bool| {
+        let record = serde_json::json!({
+            "batch_id": b.batch_id, "period": b.period, "bank_code": b.bank_code,
+            "count": b.count, "total_fen": b.total_fen, "resend": resend,
+        });
+        crate::store::Ingest {
+            source: BATCH_SOURCE.into(),
+            source_id,
+            record: record.to_string().into_bytes(),
+            messages: vec![crate::store::NewMessage {
+                mapping: "payouts.build".into(),
+                target: bank.files_target(),
+                key: b.bank_code.clone(),
+                payload: serde_json::json!({ "batch_id": b.batch_id, "resend": resend })
+                    .to_string()
+                    .into_bytes(),
+            }],
+            quarantine: Vec::new(),
+            cursor: None,
+        }
+    };
+    for b in &batches {
+        if store.written(&b.batch_id).await.map_err(e)?.is_some() {
+            sent_before.insert(b.batch_id.clone());
+            if let Some((r, actor, reason)) = resend {
+                if r == b.batch_id {
+                    store
+                        .note(actor, "resend_file", &format!("batch {r}"), reason)
+                        .await
+                        .map_err(e)?;
+                    let id = format!("{r}/resend/{}", crate::store::now_ms());
+                    queue.push(message(b, id, true));
                 }
             }
-            crate::connectors::file::write_with_checksum(dir, &name, &bytes)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-            store
-                .mark_written(&batch.batch_id, &digest)
-                .await
-                .map_err(e)?;
+        } else {
+            queue.push(message(b, b.batch_id.clone(), false));
         }
+    }
+    let queued = store.ingest(queue).await.map_err(e)?.messages;
+    Ok(Plan {
+        bank,
+        batches,
+        new,
+        sent_before,
+        queued,
+    })
+}
+
+/// The batch a files-target message is for.
+fn batch_of(m: &crate::store::MessageRow) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+    v["batch_id"].as_str().map(str::to_string)
+}
+
+/// Ids of the files target's delivered messages.
+pub async fn delivered_ids(
+    store: &Store,
+    target: &str,
+) -> Result<std::collections::HashSet<i64>, String> {
+    Ok(store
+        .messages(target, crate::store::status::DELIVERED, usize::MAX >> 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|m| m.id)
+        .collect())
+}
+
+/// Runs the files target's dispatcher until every message on it has had an
+/// attempt (or `wait` is over), then stops it. A running hub may deliver
+/// some of them instead: claims are exclusive.
+pub async fn deliver_now(
+    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
+    settings: crate::dispatch::TargetSettings,
+    wait: std::time::Duration,
+) -> Result<(), String> {
+    let target = settings.target.clone();
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let stats = Arc::new(crate::dispatch::TargetStats::default());
+    let task = tokio::spawn(crate::dispatch::run_target(
+        store.clone(),
+        sink,
+        settings,
+        stats,
+        watch,
+    ));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let pending = store
+            .messages(&target, crate::store::status::PENDING, 100_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        if pending.iter().all(|m| m.attempts > 0) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    task.await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Where each batch's file stands, after [`deliver_now`]: `before` holds the
+/// files target's delivered messages from before it ran.
+pub async fn outcome(
+    store: &Store,
+    plan: &Plan,
+    before: &std::collections::HashSet<i64>,
+) -> Result<Vec<Built>, String> {
+    use crate::store::status;
+    let target = plan.bank.files_target();
+    let mut latest: std::collections::HashMap<String, crate::store::MessageRow> =
+        std::collections::HashMap::new();
+    for st in [status::DELIVERED, status::PENDING, status::DEAD] {
+        for m in store
+            .messages(&target, st, usize::MAX >> 1)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if let Some(b) = batch_of(&m) {
+                if latest.get(&b).is_none_or(|l| l.id < m.id) {
+                    latest.insert(b, m);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(plan.batches.len());
+    for batch in &plan.batches {
+        let file = match latest.get(&batch.batch_id) {
+            Some(m) if m.status == status::DEAD => {
+                FileState::Dead(m.last_error.clone().unwrap_or_default())
+            }
+            Some(m) if m.status == status::PENDING => FileState::Waiting(m.last_error.clone()),
+            Some(m) if m.status == status::DELIVERED && !before.contains(&m.id) => FileState::Sent,
+            _ if plan.sent_before.contains(&batch.batch_id) => FileState::SentEarlier,
+            Some(_) => FileState::SentEarlier,
+            None => FileState::Waiting(None),
+        };
         out.push(Built {
-            new: new.contains(&batch.batch_id),
-            batch,
+            place: plan.bank.place(batch),
+            new: plan.new.contains(&batch.batch_id),
+            batch: batch.clone(),
             file,
-            written,
         });
     }
     Ok(out)
+}
+
+/// Delivers batch files: each message on a files target names a batch,
+/// which is rendered from the payout register (byte-identical every time),
+/// checked against the SHA-256 of any earlier delivery, and dropped into the
+/// bank's directory with its checksum file, or uploaded.
+pub struct FilesSink {
+    store: Arc<Store>,
+    payouts: PayoutsConfig,
+    bank: BankTarget,
+    upload: Option<crate::connectors::http::HttpSink>,
+}
+
+impl FilesSink {
+    /// A sink for `bank`'s files: `upload` is the client for an http bank
+    /// connector (its URL, TLS and authentication).
+    pub fn new(
+        store: Arc<Store>,
+        payouts: PayoutsConfig,
+        bank: BankTarget,
+        upload: Option<crate::connectors::http::HttpSink>,
+    ) -> Self {
+        FilesSink {
+            store,
+            payouts,
+            bank,
+            upload,
+        }
+    }
+
+    async fn send(&self, m: &Claimed) -> Result<Delivered, DeliveryError> {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload)
+            .map_err(|e| DeliveryError::Request(format!("not a batch file message: {e}")))?;
+        let id = v["batch_id"]
+            .as_str()
+            .ok_or_else(|| DeliveryError::Request("the message names no batch_id".into()))?;
+        let io =
+            |e: crate::store::StoreError| DeliveryError::Io(format!("the payout register: {e}"));
+        let batch = self
+            .store
+            .batch(id)
+            .await
+            .map_err(io)?
+            .ok_or_else(|| DeliveryError::Request(format!("there is no batch {id}")))?;
+        let bytes = render(&self.payouts, &self.store, &batch, &self.bank.format)
+            .await
+            .map_err(DeliveryError::Request)?;
+        let digest = crate::connectors::file::sha256_hex(&bytes);
+        if let Some(before) = self.store.written(id).await.map_err(io)? {
+            if before != digest {
+                return Err(DeliveryError::Request(format!(
+                    "batch {id}: its file would differ from the one sent (SHA-256 {before}); not sent"
+                )));
+            }
+        }
+        let name = self.bank.file_name(&batch);
+        let delivered = match (&self.bank.dest, &self.upload) {
+            (_, Some(http)) => {
+                let content_type = match self.bank.format {
+                    BankFormat::Pain(_) => "application/xml",
+                    BankFormat::Layout(_) => "application/octet-stream",
+                };
+                let headers = [
+                    ("X-File-Name", name.clone()),
+                    ("X-Checksum-SHA256", digest.clone()),
+                ];
+                let mut d = http
+                    .upload(bytes, &m.idem_key, &headers, content_type)
+                    .await?;
+                d.excerpt = Some(format!("uploaded to {} as {name}", http.url()));
+                d
+            }
+            (Destination::Dir(dir), None) => {
+                let (dir, file) = (dir.clone(), name.clone());
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    crate::connectors::file::write_with_checksum(&dir, &file, &bytes)
+                })
+                .await
+                .map_err(|e| DeliveryError::Io(e.to_string()))?
+                .map_err(|e| DeliveryError::Io(format!("{name}: {e}")))?;
+                Delivered {
+                    status_code: None,
+                    excerpt: Some(format!("written to {}", self.bank.place(&batch))),
+                }
+            }
+            (Destination::Upload(u), None) => {
+                return Err(DeliveryError::Request(format!(
+                    "no HTTP client for the upload to {u}"
+                )))
+            }
+        };
+        self.store.mark_written(id, &digest).await.map_err(io)?;
+        Ok(delivered)
+    }
+}
+
+impl Sink for FilesSink {
+    fn deliver<'a>(&'a self, m: &'a Claimed) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(self.send(m))
+    }
 }
 
 /// A bank's result file in its layout, as a status report and its

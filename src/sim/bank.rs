@@ -18,6 +18,12 @@
 //!   account do not match, `MD07` holder deceased; others are paid (`ACSC`)
 //!   and the group status is `ACSC`, `PART` or `RJCT`.
 //!
+//! Files can also be uploaded: `POST /payments/files` with the file as the
+//! body, its name in `X-File-Name` and its SHA-256 in `X-Checksum-SHA256`
+//! (a bearer token if one is set); an upload whose checksum does not match
+//! is refused (422) and nothing is written; a good one lands in `<dir>/out`
+//! with its checksum file and is handled like a dropped file.
+//!
 //! With an empty account book every account is open and names are not
 //! checked. Each paid payment is an effect in the ledger keyed by its
 //! `EndToEndId`: a payment id paid twice shows as a repeat.
@@ -25,6 +31,7 @@
 use super::{with_common, Common};
 use crate::formats::layout::Layout;
 use crate::formats::pain::{self, StatusReport, TxStatus};
+use axum::response::IntoResponse;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -53,6 +60,8 @@ pub struct Bank {
     credited: Mutex<HashMap<String, u32>>,
     /// Files in a delimited or fixed-width layout instead of ISO 20022.
     layout: Option<Arc<Layout>>,
+    /// The bearer token uploads must carry, if any.
+    token: Mutex<Option<String>>,
 }
 
 impl Bank {
@@ -75,7 +84,13 @@ impl Bank {
             seen: Mutex::new(HashSet::new()),
             credited: Mutex::new(HashMap::new()),
             layout,
+            token: Mutex::new(None),
         })
+    }
+
+    /// Uploads must carry `Authorization: Bearer <token>`.
+    pub fn require_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_string());
     }
 
     /// Opens (or sets the state of) an account held by `name`.
@@ -102,9 +117,22 @@ impl Bank {
         self.credited.lock().unwrap().clone()
     }
 
-    /// The routes (`/_ledger`, `/_faults`).
+    /// The routes: `POST /payments/files` (uploads), `/_ledger`, `/_faults`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        with_common(axum::Router::new(), self.common.clone())
+        let app = axum::Router::new()
+            .route("/payments/files", axum::routing::post(upload))
+            .with_state(self.clone());
+        with_common(app, self.common.clone())
+    }
+
+    /// Whether `name` is a payment file this bank takes.
+    fn takes(&self, name: &str) -> bool {
+        !name.starts_with('.')
+            && !name.contains(['/', '\\'])
+            && match &self.layout {
+                Some(l) => l.is_payment_file(name),
+                None => name.ends_with(".pain001.xml"),
+            }
     }
 
     /// Handles every complete file waiting; returns how many.
@@ -365,5 +393,53 @@ impl Bank {
             },
             out,
         )
+    }
+}
+
+/// `POST /payments/files`: one payment file, written into the directory the
+/// bank reads (with its checksum file, atomically) once its SHA-256 checks.
+async fn upload(
+    axum::extract::State(b): axum::extract::State<Arc<Bank>>,
+    h: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use super::{header, refuse};
+    use axum::http::StatusCode;
+    if let Some(t) = b.token.lock().unwrap().clone() {
+        if !super::bearer_ok(&h, &t) {
+            return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+        }
+    }
+    let name = header(&h, "x-file-name").to_string();
+    if !b.takes(&name) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("X-File-Name {name:?} is not a payment file name this bank takes"),
+        );
+    }
+    let sum = crate::connectors::file::sha256_hex(&body);
+    if header(&h, "x-checksum-sha256") != sum {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name}: X-Checksum-SHA256 does not match the body (SHA-256 {sum})"),
+        );
+    }
+    let dir = b.dir.join("out");
+    let written = tokio::task::spawn_blocking({
+        let (dir, name) = (dir.clone(), name.clone());
+        move || {
+            std::fs::create_dir_all(&dir)?;
+            crate::connectors::file::write_with_checksum(&dir, &name, &body)
+        }
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({ "received": name, "sha256": sum })),
+        )
+            .into_response(),
+        Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}")),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

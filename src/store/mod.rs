@@ -479,6 +479,18 @@ impl Store {
         both!(self, s => s.source_of(id).await)
     }
 
+    /// Writes an audit row for an operator's action that changes no
+    /// message by itself (a batch file sent again, say).
+    pub async fn note(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.note(actor, action, subject, reason).await)
+    }
+
     /// Skips a dead message with a reason: its key moves on. Audited.
     pub async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         both!(self, s => s.skip(id, actor, reason).await)

@@ -455,6 +455,20 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn note(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        audit(&tx, actor, action, subject, reason).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

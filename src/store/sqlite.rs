@@ -300,6 +300,28 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn note(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (actor, action, subject, reason) = (
+            actor.to_string(),
+            action.to_string(),
+            subject.to_string(),
+            reason.to_string(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            audit(&tx, &actor, &action, &subject, &reason)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {

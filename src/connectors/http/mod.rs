@@ -113,7 +113,26 @@ impl HttpSink {
                 }
             }
         };
-        self.request(body, Some(&m.idem_key), None).await
+        self.request(body, Some(&m.idem_key), None, &[], self.content_type)
+            .await
+    }
+
+    /// Sends a file as the body of one request, with the message's
+    /// idempotency key and these headers (its name and checksum, say).
+    pub async fn upload(
+        &self,
+        body: Vec<u8>,
+        idem_key: &str,
+        headers: &[(&'static str, String)],
+        content_type: &'static str,
+    ) -> Result<Delivered, DeliveryError> {
+        self.request(body, Some(idem_key), None, headers, content_type)
+            .await
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
     }
 
     /// `{"items": [{"idempotency_key": "…", "record": …}, …]}`.
@@ -137,7 +156,8 @@ impl HttpSink {
             body.push(b'}');
         }
         body.extend_from_slice(b"]}");
-        self.request(body, None, Some(ms.len())).await
+        self.request(body, None, Some(ms.len()), &[], self.content_type)
+            .await
     }
 
     async fn request(
@@ -145,6 +165,8 @@ impl HttpSink {
         body: Vec<u8>,
         idem_key: Option<&str>,
         batch: Option<usize>,
+        headers: &[(&'static str, String)],
+        content_type: &'static str,
     ) -> Result<Delivered, DeliveryError> {
         let req = self.client.request(self.method.clone(), self.url.clone());
         let req = authorize(req, self.auth.as_ref(), &self.method, &self.url, &body);
@@ -156,8 +178,11 @@ impl HttpSink {
             Some(n) => req.header("X-Tongban-Batch-Size", n),
             None => req,
         };
+        let req = headers
+            .iter()
+            .fold(req, |req, (name, value)| req.header(*name, value));
         let resp = req
-            .header("Content-Type", self.content_type)
+            .header("Content-Type", content_type)
             .body(body)
             .timeout(self.timeout)
             .send()
