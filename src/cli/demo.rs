@@ -102,7 +102,9 @@ impl Applicant {
 /// Makes the applicants and their forms.
 fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
     let mut rng = Rng::new(seed);
-    let today = chrono::Utc::now().date_naive();
+    // The certificate system dates issues in China's time zone; ages must
+    // be counted on the same day.
+    let today = crate::domain::china_now().date_naive();
     // One person, one ID number: synthetic numbers collide now and then
     // (county × birth date × sequence), and a second person with the same
     // number would be refused by the certificate system, rightly.
@@ -154,7 +156,7 @@ fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
             let application_id = format!("SX-{seed:04}-{i:08}");
             let form = json!({
                 "application_id": application_id,
-                "submitted_at": chrono::Utc::now().to_rfc3339(),
+                "submitted_at": crate::domain::china_now().to_rfc3339(),
                 "request": "NEW",
                 "applicant": {
                     "id_no": id, "name": name,

@@ -340,8 +340,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                     println!("ALARM {} {}: {}", a.batch_id, a.kind, a.detail);
                 }
                 // Batches whose results are late.
-                let now = chrono::Utc::now()
-                    .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+                let now = crate::domain::china_now()
                     .naive_local();
                 let deadline = chrono::Duration::from_std(cfg.hub.payouts.results_deadline.0)
                     .unwrap_or(chrono::Duration::days(3));

@@ -11,4 +11,10 @@ pub mod luhn;
 pub mod mask;
 
 pub use cert::{CertError, CertificateNo};
+
+/// Now in China Standard Time (UTC+8): the day that dates on certificates,
+/// ages, payment files and periods are counted in.
+pub fn china_now() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+}
 pub use id::{IdError, ResidentId};

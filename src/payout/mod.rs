@@ -409,8 +409,7 @@ pub async fn build(
         return Err(format!("period {period:?}: {e}"));
     }
     let bank = bank_target(cfg, target)?;
-    let created = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+    let created = crate::domain::china_now()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
     let e = |e: crate::store::StoreError| e.to_string();
@@ -833,8 +832,7 @@ pub async fn reconcile(
         .into_iter()
         .map(|p| (p.payment_id.clone(), p))
         .collect();
-    let today = chrono::Utc::now()
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+    let today = crate::domain::china_now()
         .date_naive()
         .to_string();
     let mut results = Vec::with_capacity(txs.len());

@@ -166,7 +166,7 @@ impl Bank {
             let (answer, body) = match &self.layout {
                 None => {
                     let (report, txs) = self.decide(&bytes);
-                    let created = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+                    let created = crate::domain::china_now().format("%Y-%m-%dT%H:%M:%S").to_string();
                     let xml = pain::write_pain002(Vec::new(), &report, &created, txs)
                         .map_err(|e| e.to_string())?;
                     let answer = format!(
@@ -254,8 +254,7 @@ impl Bank {
             }
         });
         let (report, statuses) = self.decide_read(read, &txs);
-        let now = chrono::Utc::now()
-            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"));
+        let now = crate::domain::china_now();
         let created = now.format("%Y-%m-%dT%H:%M:%S").to_string();
         let date = now.format("%Y%m%d").to_string();
         let batch_id = if report.original_msg_id.is_empty() {

@@ -135,8 +135,7 @@ impl Cert {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let kind = s("kind");
-        let today = chrono::Utc::now()
-            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        let today = crate::domain::china_now()
             .date_naive();
         let mut book = self.book.lock().unwrap();
         let current = book.certs.get(&id).cloned();
@@ -198,7 +197,7 @@ impl Cert {
             "region_code": region,
             "issued_on": today.to_string(),
             "valid_until": today.checked_add_months(chrono::Months::new(120)).unwrap_or(today).to_string(),
-            "occurred_at": chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).to_rfc3339(),
+            "occurred_at": crate::domain::china_now().to_rfc3339(),
             "cancel_reason": if event_kind == "CANCELLED" { json!("REQUESTED") } else { Value::Null },
             "application": app["context"],
         });

@@ -126,8 +126,7 @@ impl Sscard {
         } else {
             None
         };
-        let now = chrono::Utc::now()
-            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        let now = crate::domain::china_now()
             .to_rfc3339();
         if let Some(why) = refusal {
             if self.common.refuses_bad() {
