@@ -4,6 +4,7 @@
 //! outbox and on to sink connectors. This crate holds the configuration
 //! loader, the Avro schemas, the mapping compiler and the command-line tool.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connectors;

@@ -158,23 +158,26 @@ pub fn content_id(raw: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// Replays a dead message re-mapped: its stored source record through the
-/// current version of its mapping, then back at the head of its key with
-/// the new payload (audited as `replay_remapped`). Refused when the message
+/// A dead message's payload as its mapping makes it now, from its stored
+/// source record: the message and the new payload. Refused when the message
 /// is not dead, when the current mapping rejects or filters the record, or
 /// when it would give the record another ordering key.
-pub async fn replay_remapped(
+pub async fn remap(
     cfg: &Config,
     store: &crate::store::Store,
     id: i64,
-    actor: &str,
-    reason: &str,
-) -> Result<(), String> {
+) -> Result<(crate::store::MessageRow, Vec<u8>), String> {
     let msg = store
         .message(id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("there is no message {id}"))?;
+    if msg.status != crate::store::status::DEAD {
+        return Err(format!(
+            "message {id} is {}, not dead: only dead messages are replayed",
+            crate::store::status_name(msg.status)
+        ));
+    }
     let mapping = cfg.mappings.get(&msg.mapping).ok_or_else(|| {
         format!(
             "message {id}: its mapping {:?} is no longer configured",
@@ -207,6 +210,19 @@ pub async fn replay_remapped(
         }
         Err(r) => return Err(format!("message {id}: the current mapping rejects it: {r}")),
     };
+    Ok((msg, payload))
+}
+
+/// Replays a dead message re-mapped ([`remap`]), back at the head of its key
+/// with the new payload (audited as `replay_remapped`).
+pub async fn replay_remapped(
+    cfg: &Config,
+    store: &crate::store::Store,
+    id: i64,
+    actor: &str,
+    reason: &str,
+) -> Result<(), String> {
+    let (_, payload) = remap(cfg, store, id).await?;
     store
         .replay(id, Some(payload), actor, reason)
         .await

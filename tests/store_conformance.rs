@@ -50,6 +50,9 @@ conformance!(
     payments_are_batched_once_per_bank_and_totals_add_up,
     concurrent_batch_builders_never_put_a_payment_in_two_batches,
     only_rejected_payments_are_reissued_into_a_later_batch,
+    failed_messages_are_found_by_filter_in_pages,
+    targets_show_backlog_dead_letters_and_pauses,
+    tokens_are_found_by_hash_until_revoked,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -863,4 +866,180 @@ async fn only_rejected_payments_are_reissued_into_a_later_batch(store: Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn failed_messages_are_found_by_filter_in_pages(s: Store) {
+    const U: &str = "pension.enrol";
+    s.ingest(vec![
+        record("1", &[(T, "A"), (U, "A")]),
+        record("2", &[(T, "B")]),
+        record("3", &[(T, "C")]),
+        record("4", &[(T, "D")]),
+    ])
+    .await
+    .unwrap();
+    let c = s.claim(T, 10, LEASE).await.unwrap();
+    let dead = |c: &Claimed, why: &str, class: &str| {
+        let mut x = settle(c, Outcome::Dead { reason: why.into() });
+        x.attempt.error_class = Some(class.into());
+        x.attempt.status_code = Some(422);
+        x
+    };
+    let before = now_ms();
+    s.settle(vec![
+        dead(
+            &c[0],
+            "refused for good: unknown person 50% sure",
+            "http_422",
+        ),
+        dead(&c[1], "refused for good: bad certificate", "http_422"),
+        dead(
+            &c[2],
+            "gave up after 7 attempts; the last: timeout",
+            "timeout",
+        ),
+        settle(&c[3], Outcome::Delivered),
+    ])
+    .await
+    .unwrap();
+    let ids = |rows: Vec<MessageRow>| rows.iter().map(|m| m.id).collect::<Vec<_>>();
+    let s = &s;
+    let f = |f: MessageFilter| async move { s.find_messages(&f, 100).await.unwrap() };
+    let dead_t = MessageFilter {
+        target: Some(T.into()),
+        status: Some(status::DEAD),
+        ..Default::default()
+    };
+    assert_eq!(ids(f(dead_t.clone()).await), [c[0].id, c[1].id, c[2].id]);
+    // Pages by id.
+    let page = s.find_messages(&dead_t, 2).await.unwrap();
+    assert_eq!(ids(page.clone()), [c[0].id, c[1].id]);
+    let rest = MessageFilter {
+        after: Some(page[1].id),
+        ..dead_t.clone()
+    };
+    assert_eq!(ids(f(rest).await), [c[2].id]);
+    // By error class, by text (a `%` in it is a character, not a wildcard), by key.
+    let by_class = MessageFilter {
+        error_class: Some("timeout".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(f(by_class).await), [c[2].id]);
+    let by_text = MessageFilter {
+        text: Some("50% sure".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(f(by_text).await), [c[0].id]);
+    let wildcard = MessageFilter {
+        text: Some("50%".into()),
+        status: Some(status::DEAD),
+        ..Default::default()
+    };
+    assert_eq!(f(wildcard).await.len(), 1);
+    let by_key = MessageFilter {
+        key: Some("A".into()),
+        ..Default::default()
+    };
+    let rows = f(by_key).await;
+    assert_eq!(rows.len(), 2, "key A on both targets");
+    // By time: changed since the settle, none before.
+    let since = MessageFilter {
+        since: Some(before),
+        status: Some(status::DEAD),
+        ..Default::default()
+    };
+    assert_eq!(f(since).await.len(), 3);
+    let until = MessageFilter {
+        until: Some(before - 60_000),
+        ..Default::default()
+    };
+    assert!(f(until).await.is_empty());
+    let m = s.message(c[0].id).await.unwrap().unwrap();
+    assert!(m.created_at <= m.updated_at && m.updated_at >= before);
+}
+
+async fn targets_show_backlog_dead_letters_and_pauses(s: Store) {
+    const U: &str = "pension.enrol";
+    s.ingest(vec![
+        record("1", &[(T, "A")]),
+        record("2", &[(T, "A")]),
+        record("3", &[(T, "B"), (U, "B")]),
+    ])
+    .await
+    .unwrap();
+    let made = now_ms();
+    let c = s.claim(T, 10, LEASE).await.unwrap();
+    s.settle(vec![
+        settle(
+            &c[0],
+            Outcome::Dead {
+                reason: "no".into(),
+            },
+        ),
+        settle(&c[1], Outcome::Delivered),
+    ])
+    .await
+    .unwrap();
+    s.set_paused(U, true, "ops", "their maintenance window")
+        .await
+        .unwrap();
+    s.set_paused("kafka.idle", true, "ops", "not yet live")
+        .await
+        .unwrap();
+    let t = s.targets().await.unwrap();
+    let get = |n: &str| t.iter().find(|r| r.target == n).unwrap().clone();
+    let tt = get(T);
+    assert_eq!(
+        (tt.pending, tt.delivered, tt.dead, tt.paused),
+        (1, 1, 1, false)
+    );
+    // The pending message behind the dead one is parked, not waiting: its
+    // target's age counts only messages that can go.
+    let uu = get(U);
+    assert_eq!((uu.pending, uu.paused), (1, true));
+    assert!(uu.oldest_pending_at.is_some_and(|at| at <= made));
+    let idle = get("kafka.idle");
+    assert_eq!(
+        (idle.pending, idle.paused, idle.oldest_pending_at),
+        (0, true, None)
+    );
+}
+
+async fn tokens_are_found_by_hash_until_revoked(s: Store) {
+    s.create_token("vera", "viewer", "h1", "setup")
+        .await
+        .unwrap();
+    s.create_token("otto", "operator", "h2", "setup")
+        .await
+        .unwrap();
+    assert!(
+        s.create_token("vera", "admin", "h3", "setup")
+            .await
+            .is_err(),
+        "names are unique"
+    );
+    assert_eq!(
+        s.token("h1").await.unwrap(),
+        Some(("vera".into(), "viewer".into()))
+    );
+    assert_eq!(s.token("nope").await.unwrap(), None);
+    assert!(s.revoke_token("vera", "ada", "left").await.unwrap());
+    assert!(!s.revoke_token("vera", "ada", "again").await.unwrap());
+    assert_eq!(s.token("h1").await.unwrap(), None);
+    let all = s.tokens().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].revoked_at.is_some() && all[1].revoked_at.is_none());
+    let audit = s.audit().await.unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .map(|a| (a.actor.as_str(), a.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("setup", "token_create"),
+            ("setup", "token_create"),
+            ("ada", "token_revoke")
+        ]
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod demo;
 mod map;
+mod ops;
 pub(crate) mod run;
 
 use crate::config::{Config, Diagnostics};
@@ -109,6 +110,62 @@ enum Command {
     Payouts {
         #[command(subcommand)]
         action: PayoutsCommand,
+    },
+    /// API tokens of the operations API.
+    Token {
+        #[command(subcommand)]
+        action: ops::TokenCommand,
+    },
+    /// Find messages and look at one (personal data masked).
+    Messages {
+        #[command(subcommand)]
+        action: ops::MessagesCommand,
+    },
+    /// Replay a dead message: as is, or re-mapped with the current mapping.
+    Replay {
+        /// Message id.
+        id: i64,
+        /// Map it again from its stored source record.
+        #[arg(long)]
+        remap: bool,
+        /// Show the fields re-mapping would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        args: ops::ActionArgs,
+    },
+    /// Skip a dead message: its key moves on.
+    Skip {
+        /// Message id.
+        id: i64,
+        #[command(flatten)]
+        args: ops::ActionArgs,
+    },
+    /// Pause a target: nothing is delivered to it until it is resumed.
+    Pause {
+        /// `connector.operation`.
+        target: String,
+        #[command(flatten)]
+        args: ops::ActionArgs,
+    },
+    /// Resume a paused target.
+    Resume {
+        /// `connector.operation`.
+        target: String,
+        #[command(flatten)]
+        args: ops::ActionArgs,
+    },
+    /// Targets: pending, delivered, dead, skipped, oldest pending, paused.
+    Targets {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// The audit: who did what, when and why.
+    Audit {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
     },
     /// Run the test cases beside every mapping.
     Test {
@@ -551,6 +608,19 @@ pub fn main() -> ExitCode {
             map::run(&cfg, &mapping, &input, max_record_bytes)
         }
         Command::Test { config, mapping } => test(&config, mapping.as_deref()),
+        Command::Token { action } => ops::token(action),
+        Command::Messages { action } => ops::messages(action),
+        Command::Replay {
+            id,
+            remap,
+            dry_run,
+            args,
+        } => ops::replay(id, remap, dry_run, args),
+        Command::Skip { id, args } => ops::skip(id, args),
+        Command::Pause { target, args } => ops::pause(target, true, args),
+        Command::Resume { target, args } => ops::pause(target, false, args),
+        Command::Targets { config } => ops::targets(config),
+        Command::Audit { config } => ops::audit(config),
         Command::Functions => {
             for (_, sig) in crate::mapping::functions::SIGNATURES {
                 println!("{sig}");

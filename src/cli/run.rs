@@ -601,7 +601,22 @@ pub fn run(cfg: Config) -> ExitCode {
             }
         };
         let (stop, watch) = tokio::sync::watch::channel(false);
-        let (tasks, _) = start_hub(cfg, store.clone(), watch).await;
+        let (mut tasks, served) = start_hub(cfg, store.clone(), watch.clone()).await;
+        let listen = cfg.hub.admin.listen;
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => {
+                tracing::info!(listen = %listen, "Serving the operations API");
+                let admin = Arc::new(crate::admin::Admin {
+                    store: store.clone(),
+                    cfg,
+                    served,
+                });
+                tasks.push(tokio::spawn(crate::admin::serve(listener, admin, watch)));
+            }
+            Err(e) => {
+                tracing::error!(listen = %listen, error = %e, "Cannot serve the operations API")
+            }
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {

@@ -105,6 +105,42 @@ pub struct TargetStats {
     pub retried: AtomicU64,
     /// Messages that went dead.
     pub dead: AtomicU64,
+    /// The breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker: std::sync::atomic::AtomicU8,
+    /// Request durations.
+    pub latency: Histogram,
+}
+
+/// Upper bounds of the request-duration buckets, in ms.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000,
+];
+
+/// A histogram of request durations (Prometheus buckets: each counts the
+/// requests at or under its bound).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bound of [`LATENCY_BUCKETS_MS`], then the rest.
+    pub buckets: [AtomicU64; 13],
+    /// Sum of the durations, in µs.
+    pub sum_us: AtomicU64,
+    /// Number of requests.
+    pub count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_millis() as u64;
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs one target until `shutdown` turns true. In-flight deliveries finish
@@ -194,6 +230,7 @@ pub async fn run_target(
         for (chunk, r) in claimed.chunks(per).zip(results) {
             // The breaker counts requests, not the messages they carried.
             stats.requests.fetch_add(1, Ordering::Relaxed);
+            stats.latency.observe(r.2);
             match &r.0 {
                 Ok(_) => breaker.success(),
                 Err(e) if e.class() == Class::Transient => breaker.failure(now),
@@ -201,6 +238,14 @@ pub async fn run_target(
             }
             per_message.extend(chunk.iter().map(|m| (m, r.clone())));
         }
+        stats.breaker.store(
+            match breaker.state(now) {
+                breaker::State::Closed => 0,
+                breaker::State::Open => 1,
+                breaker::State::HalfOpen => 2,
+            },
+            Ordering::Relaxed,
+        );
         for (m, (r, at, took)) in per_message {
             let mut attempt = Attempt {
                 at,

@@ -832,9 +832,7 @@ pub async fn reconcile(
         .into_iter()
         .map(|p| (p.payment_id.clone(), p))
         .collect();
-    let today = crate::domain::china_now()
-        .date_naive()
-        .to_string();
+    let today = crate::domain::china_now().date_naive().to_string();
     let mut results = Vec::with_capacity(txs.len());
     for tx in txs {
         let Some(p) = payments.get(&tx.end_to_end_id) else {

@@ -166,7 +166,9 @@ impl Bank {
             let (answer, body) = match &self.layout {
                 None => {
                     let (report, txs) = self.decide(&bytes);
-                    let created = crate::domain::china_now().format("%Y-%m-%dT%H:%M:%S").to_string();
+                    let created = crate::domain::china_now()
+                        .format("%Y-%m-%dT%H:%M:%S")
+                        .to_string();
                     let xml = pain::write_pain002(Vec::new(), &report, &created, txs)
                         .map_err(|e| e.to_string())?;
                     let answer = format!(

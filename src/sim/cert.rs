@@ -135,8 +135,7 @@ impl Cert {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let kind = s("kind");
-        let today = crate::domain::china_now()
-            .date_naive();
+        let today = crate::domain::china_now().date_naive();
         let mut book = self.book.lock().unwrap();
         let current = book.certs.get(&id).cloned();
         let (event_kind, number, previous, region) = match (kind.as_str(), current) {

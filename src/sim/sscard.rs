@@ -126,8 +126,7 @@ impl Sscard {
         } else {
             None
         };
-        let now = crate::domain::china_now()
-            .to_rfc3339();
+        let now = crate::domain::china_now().to_rfc3339();
         if let Some(why) = refusal {
             if self.common.refuses_bad() {
                 drop(cards);

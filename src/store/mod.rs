@@ -205,6 +205,124 @@ pub struct MessageRow {
     pub last_error: Option<String>,
     /// Encoded record.
     pub payload: Vec<u8>,
+    /// When it was made, ms since the epoch.
+    pub created_at: i64,
+    /// When its state last changed, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// Which messages [`Store::find_messages`] returns: every field set narrows
+/// the search; pages go by id (`after`: the last id of the previous page).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// `connector.operation`.
+    pub target: Option<String>,
+    /// One of [`status`].
+    pub status: Option<i64>,
+    /// The ordering key (the person).
+    pub key: Option<String>,
+    /// An attempt failed with this class (`http_422`, `timeout`, …).
+    pub error_class: Option<String>,
+    /// Last changed at or after this time, ms since the epoch.
+    pub since: Option<i64>,
+    /// Last changed before this time, ms since the epoch.
+    pub until: Option<i64>,
+    /// Text in the last error (the reason), case as written.
+    pub text: Option<String>,
+    /// Ids above this one.
+    pub after: Option<i64>,
+}
+
+/// A bound value of a [`MessageFilter`] query.
+#[derive(Clone, Debug)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl MessageFilter {
+    /// The `WHERE` clause (over `messages m`) and its values, with `ph(n)`
+    /// the placeholder of the n-th value (from 1).
+    pub(crate) fn sql(&self, ph: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+        let mut w = Vec::new();
+        let mut p = Vec::new();
+        let mut add = |cond: &str, v: Param| {
+            p.push(v);
+            w.push(cond.replace('?', &ph(p.len())));
+        };
+        if let Some(t) = &self.target {
+            add("m.target = ?", Param::Text(t.clone()));
+        }
+        if let Some(s) = self.status {
+            add("m.status = ?", Param::Int(s));
+        }
+        if let Some(k) = &self.key {
+            add("m.key = ?", Param::Text(k.clone()));
+        }
+        if let Some(c) = &self.error_class {
+            add(
+                "EXISTS (SELECT 1 FROM attempts a WHERE a.message_id = m.id AND a.error_class = ?)",
+                Param::Text(c.clone()),
+            );
+        }
+        if let Some(t) = self.since {
+            add("m.updated_at >= ?", Param::Int(t));
+        }
+        if let Some(t) = self.until {
+            add("m.updated_at < ?", Param::Int(t));
+        }
+        if let Some(t) = &self.text {
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            add(
+                "m.last_error LIKE ? ESCAPE '\\'",
+                Param::Text(format!("%{escaped}%")),
+            );
+        }
+        if let Some(a) = self.after {
+            add("m.id > ?", Param::Int(a));
+        }
+        let clause = if w.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", w.join(" AND "))
+        };
+        (clause, p)
+    }
+}
+
+/// A target as operations see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetRow {
+    /// `connector.operation`.
+    pub target: String,
+    /// Messages waiting (or being delivered).
+    pub pending: i64,
+    /// Messages delivered.
+    pub delivered: i64,
+    /// Dead letters.
+    pub dead: i64,
+    /// Skipped by an operator.
+    pub skipped: i64,
+    /// When the oldest pending message was made, ms since the epoch.
+    pub oldest_pending_at: Option<i64>,
+    /// Paused by an operator.
+    pub paused: bool,
+}
+
+/// An API token as stored (its hash only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Its name (who or what holds it).
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// When it was made, ms since the epoch.
+    pub created_at: i64,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// A payment instruction in the payout register.
@@ -489,6 +607,52 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         both!(self, s => s.note(actor, action, subject, reason).await)
+    }
+
+    /// Messages matching `filter`, by id, at most `limit`.
+    pub async fn find_messages(
+        &self,
+        filter: &MessageFilter,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        both!(self, s => s.find_messages(filter, limit).await)
+    }
+
+    /// Every target with messages or a pause: counts per state, the age of
+    /// its oldest pending message, whether it is paused.
+    pub async fn targets(&self) -> Result<Vec<TargetRow>, StoreError> {
+        both!(self, s => s.targets().await)
+    }
+
+    /// Stores a new API token by its SHA-256 (`hash`), audited.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.create_token(name, role, hash, actor).await)
+    }
+
+    /// The live token with this SHA-256: its name and role.
+    pub async fn token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        both!(self, s => s.token(hash).await)
+    }
+
+    /// Every token, live or revoked (no hashes).
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        both!(self, s => s.tokens().await)
+    }
+
+    /// Revokes a token by name, audited; false if there is no live one.
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        both!(self, s => s.revoke_token(name, actor, reason).await)
     }
 
     /// Skips a dead message with a reason: its key moves on. Audited.

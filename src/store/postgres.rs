@@ -469,6 +469,160 @@ impl PgStore {
         Ok(())
     }
 
+    pub(super) async fn find_messages(
+        &self,
+        filter: &MessageFilter,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let (clause, params) = filter.sql(|n| format!("${n}"));
+        let sql = format!(
+            "SELECT m.id, m.target, m.key, m.mapping, m.idem_key, m.status, m.attempts, m.last_error, m.payload, m.created_at, m.updated_at
+             FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
+        );
+        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql).await?;
+        let rows = c.query(&st, &refs).await?;
+        Ok(rows.iter().map(message_row).collect())
+    }
+
+    pub(super) async fn targets(&self) -> Result<Vec<TargetRow>, StoreError> {
+        let c = self.client().await?;
+        let mut out: std::collections::BTreeMap<String, TargetRow> = Default::default();
+        fn row<'a>(
+            out: &'a mut std::collections::BTreeMap<String, TargetRow>,
+            t: &str,
+        ) -> &'a mut TargetRow {
+            out.entry(t.to_string()).or_insert_with(|| TargetRow {
+                target: t.to_string(),
+                ..TargetRow::default()
+            })
+        }
+        for r in c
+            .query(
+                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
+                &[],
+            )
+            .await?
+        {
+            let (t, status, n): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let e = row(&mut out, &t);
+            match status {
+                0 => e.pending = n,
+                1 => e.delivered = n,
+                2 => e.dead = n,
+                _ => e.skipped += n,
+            }
+        }
+        for r in c
+            .query(
+                "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target",
+                &[],
+            )
+            .await?
+        {
+            let (t, at): (String, i64) = (r.get(0), r.get(1));
+            let e = row(&mut out, &t);
+            if e.pending > 0 {
+                e.oldest_pending_at = Some(at);
+            }
+        }
+        for r in c
+            .query("SELECT target FROM targets WHERE paused = 1", &[])
+            .await?
+        {
+            let t: String = r.get(0);
+            row(&mut out, &t).paused = true;
+        }
+        Ok(out.into_values().collect())
+    }
+
+    pub(super) async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4)",
+            &[&name, &role, &hash, &now_ms()],
+        )
+        .await?;
+        audit(
+            &tx,
+            actor,
+            "token_create",
+            &format!("token {name} ({role})"),
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .await?;
+        Ok(c.query_opt(&st, &[&hash])
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(super) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| TokenRow {
+            name: r.get(0),
+            role: r.get(1),
+            created_at: r.get(2),
+            revoked_at: r.get(3),
+        })
+        .collect())
+    }
+
+    pub(super) async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+                &[&name, &now_ms()],
+            )
+            .await?;
+        if n > 0 {
+            audit(&tx, actor, "token_revoke", &format!("token {name}"), reason).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -978,7 +1132,7 @@ impl PgStore {
 }
 
 const MESSAGE_SELECT: &str =
-    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload FROM messages";
+    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload, created_at, updated_at FROM messages";
 
 fn message_row(r: &tokio_postgres::Row) -> MessageRow {
     MessageRow {
@@ -991,6 +1145,8 @@ fn message_row(r: &tokio_postgres::Row) -> MessageRow {
         attempts: r.get(6),
         last_error: r.get(7),
         payload: r.get(8),
+        created_at: r.get(9),
+        updated_at: r.get(10),
     }
 }
 

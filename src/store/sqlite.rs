@@ -322,6 +322,172 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn find_messages(
+        &self,
+        filter: &MessageFilter,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let (clause, params) = filter.sql(|n| format!("?{n}"));
+        let sql = format!(
+            "SELECT m.id, m.target, m.key, m.mapping, m.idem_key, m.status, m.attempts, m.last_error, m.payload, m.created_at, m.updated_at
+             FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
+        );
+        self.with(move |c| {
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Text(t) => rusqlite::types::Value::Text(t),
+                    Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(values), message_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn targets(&self) -> Result<Vec<TargetRow>, StoreError> {
+        self.with(|c| {
+            let mut out: std::collections::BTreeMap<String, TargetRow> = Default::default();
+            fn row<'a>(
+                out: &'a mut std::collections::BTreeMap<String, TargetRow>,
+                t: &str,
+            ) -> &'a mut TargetRow {
+                out.entry(t.to_string()).or_insert_with(|| TargetRow {
+                    target: t.to_string(),
+                    ..TargetRow::default()
+                })
+            }
+            let mut st = c.prepare_cached(
+                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
+            )?;
+            let counts: Vec<(String, i64, i64)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (t, status, n) in counts {
+                let r = row(&mut out, &t);
+                match status {
+                    0 => r.pending = n,
+                    1 => r.delivered = n,
+                    2 => r.dead = n,
+                    _ => r.skipped += n,
+                }
+            }
+            // The oldest pending message of a target is the lowest pending id.
+            let mut st = c.prepare_cached(
+                "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target",
+            )?;
+            let oldest: Vec<(String, i64)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (t, at) in oldest {
+                let r = row(&mut out, &t);
+                if r.pending > 0 {
+                    r.oldest_pending_at = Some(at);
+                }
+            }
+            let mut st = c.prepare_cached("SELECT target FROM targets WHERE paused = 1")?;
+            let paused: Vec<String> = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for t in paused {
+                row(&mut out, &t).paused = true;
+            }
+            Ok(out.into_values().collect())
+        })
+        .await
+    }
+
+    pub(super) async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        hash: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let (name, role, hash, actor) = (
+            name.to_string(),
+            role.to_string(),
+            hash.to_string(),
+            actor.to_string(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, role, hash, now_ms()],
+            )?;
+            audit(
+                &tx,
+                &actor,
+                "token_create",
+                &format!("token {name} ({role})"),
+                "",
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        let hash = hash.to_string();
+        self.with(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+            )?
+            .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(super) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                Ok(TokenRow {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let (name, actor, reason) = (name.to_string(), actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, now_ms()],
+            )?;
+            if n > 0 {
+                audit(
+                    &tx,
+                    &actor,
+                    "token_revoke",
+                    &format!("token {name}"),
+                    &reason,
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {
@@ -836,7 +1002,7 @@ impl SqliteStore {
 }
 
 const MESSAGE_SELECT: &str =
-    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload FROM messages";
+    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload, created_at, updated_at FROM messages";
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -849,6 +1015,8 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         attempts: r.get(6)?,
         last_error: r.get(7)?,
         payload: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
     })
 }
 

@@ -1,0 +1,686 @@
+//! The operations API, served by `tongban run` on `[admin] listen`: targets
+//! with their backlog, failed messages found by filter, one message in full
+//! with its attempts, replay (as is, or re-mapped with a dry run first),
+//! skip, pause and resume, the quarantine, the audit, API tokens, and
+//! Prometheus metrics.
+//!
+//! Every endpoint but `/api/openapi.json` wants `Authorization: Bearer
+//! <token>`: 401 without a live token, 403 when its role is too low.
+//! Tokens are stored as SHA-256 digests only. Roles: `viewer` reads, with
+//! personal data masked; `operator` also acts (replay, skip, pause) and may
+//! see a message unmasked, giving a reason; `admin` also reads the audit and
+//! manages tokens. Every action and every unmasked view writes an audit row
+//! with the token's name as the actor.
+
+pub mod metrics;
+
+use crate::config::Config;
+use crate::domain::mask;
+use crate::store::{status, MessageFilter, MessageRow, Store};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// A role, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads, masked.
+    Viewer,
+    /// Reads, replays, skips, pauses.
+    Operator,
+    /// All of that, the audit and the tokens.
+    Admin,
+}
+
+impl Role {
+    /// `viewer`, `operator` or `admin`.
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("no role {other:?}: viewer, operator or admin")),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A new random API token (`tb_` and 64 hex digits) and its SHA-256.
+pub fn new_token() -> Result<(String, String), String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("no randomness for a token: {e}"))?;
+    let token = format!("tb_{}", crate::connectors::http::sign::hex(&bytes));
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+/// What is stored of a token.
+pub fn token_hash(token: &str) -> String {
+    crate::connectors::file::sha256_hex(token.as_bytes())
+}
+
+/// The API's state.
+pub struct Admin {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The configuration (feeds, for replays re-mapped).
+    pub cfg: &'static Config,
+    /// The targets this process serves, with their counters.
+    pub served: crate::cli::run::Served,
+}
+
+/// Who called: the token's name.
+struct Caller {
+    name: String,
+}
+
+/// An error answer: `{"error": "…"}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    why: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.why }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+/// What a handler answers.
+type Reply = Result<Response, ApiError>;
+
+fn error(status: StatusCode, why: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        why: why.into(),
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "Store error in the operations API");
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}"))
+}
+
+fn conflict(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::CONFLICT, e.to_string())
+}
+
+impl Admin {
+    /// The caller, if its token is live and its role at least `need`.
+    async fn caller(&self, h: &HeaderMap, need: Role) -> Result<Caller, ApiError> {
+        let token = h
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let unauthorized = |why: &str| error(StatusCode::UNAUTHORIZED, why);
+        let Some(token) = token else {
+            return Err(unauthorized(
+                "an API token is needed: Authorization: Bearer <token>",
+            ));
+        };
+        let Some((name, role)) = self
+            .store
+            .token(&token_hash(token))
+            .await
+            .map_err(store_error)?
+        else {
+            return Err(unauthorized("unknown or revoked token"));
+        };
+        let role = Role::parse(&role).map_err(|e| error(StatusCode::FORBIDDEN, e))?;
+        if role < need {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("{name} is a {}; this needs {}", role.name(), need.name()),
+            ));
+        }
+        Ok(Caller { name })
+    }
+}
+
+/// The API's routes.
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/targets", get(targets))
+        .route("/api/targets/{target}/pause", post(pause))
+        .route("/api/targets/{target}/resume", post(resume))
+        .route("/api/messages", get(list))
+        .route("/api/messages/{id}", get(show))
+        .route("/api/messages/{id}/replay", post(replay))
+        .route("/api/messages/{id}/skip", post(skip))
+        .route("/api/quarantine", get(quarantine))
+        .route("/api/audit", get(audit))
+        .route("/api/tokens", get(tokens).post(create_token))
+        .route("/api/tokens/{name}/revoke", post(revoke_token))
+        .route("/metrics", get(metrics::serve))
+        .with_state(admin)
+}
+
+/// Serves the API on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    admin: Arc<Admin>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, router(admin))
+        .with_graceful_shutdown(graceful)
+        .await
+    {
+        tracing::error!(error = %e, "Operations API failed");
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn targets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let rows = a.store.targets().await.map_err(store_error)?;
+    let now = crate::store::now_ms();
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        let stats = a
+            .served
+            .iter()
+            .find(|(t, _)| t.to_string() == r.target)
+            .map(|(_, s)| s.clone());
+        seen.insert(r.target.clone());
+        out.push(target_json(&r, stats.as_deref(), now));
+    }
+    for (t, s) in &a.served {
+        if !seen.contains(&t.to_string()) {
+            let r = crate::store::TargetRow {
+                target: t.to_string(),
+                ..Default::default()
+            };
+            out.push(target_json(&r, Some(s), now));
+        }
+    }
+    Ok(Json(json!({ "targets": out })).into_response())
+}
+
+fn target_json(
+    r: &crate::store::TargetRow,
+    s: Option<&crate::dispatch::TargetStats>,
+    now: i64,
+) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "target": r.target,
+        "pending": r.pending,
+        "delivered": r.delivered,
+        "dead": r.dead,
+        "skipped": r.skipped,
+        "oldest_pending_age_s": r.oldest_pending_at.map(|t| (now - t).max(0) / 1000),
+        "paused": r.paused,
+        "served_here": s.is_some(),
+        "breaker": s.map(|s| match s.breaker.load(Relaxed) { 0 => "closed", 1 => "open", _ => "half-open" }),
+        "requests": s.map(|s| s.requests.load(Relaxed)),
+        "delivered_here": s.map(|s| s.delivered.load(Relaxed)),
+        "retried_here": s.map(|s| s.retried.load(Relaxed)),
+    })
+}
+
+/// A request body as `T`, after the caller is known (so a caller without a
+/// token gets 401, not a complaint about the body); an empty body is
+/// `T::default()`.
+fn body<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> Result<T, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the request body: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+fn reason_of(r: &str) -> Result<&str, ApiError> {
+    let r = r.trim();
+    if r.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "a reason is needed (it goes into the audit)",
+        ));
+    }
+    Ok(r)
+}
+
+async fn pause(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(target): Path<String>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    set_paused(a, h, target, raw, true).await
+}
+
+async fn resume(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(target): Path<String>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    set_paused(a, h, target, raw, false).await
+}
+
+async fn set_paused(
+    a: Arc<Admin>,
+    h: HeaderMap,
+    target: String,
+    raw: axum::body::Bytes,
+    paused: bool,
+) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: Reason = body(&raw)?;
+    let reason = reason_of(&b.reason)?;
+    a.store
+        .set_paused(&target, paused, &c.name, reason)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "target": target, "paused": paused })).into_response())
+}
+
+/// `GET /api/messages` query.
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    target: Option<String>,
+    status: Option<String>,
+    key: Option<String>,
+    error_class: Option<String>,
+    /// ms since the epoch.
+    since: Option<i64>,
+    /// ms since the epoch.
+    until: Option<i64>,
+    text: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// A status by name.
+pub fn status_code(s: &str) -> Result<i64, String> {
+    match s {
+        "pending" => Ok(status::PENDING),
+        "delivered" => Ok(status::DELIVERED),
+        "dead" => Ok(status::DEAD),
+        "skipped" => Ok(status::SKIPPED),
+        other => Err(format!(
+            "no status {other:?}: pending, delivered, dead or skipped"
+        )),
+    }
+}
+
+fn summary(m: &MessageRow) -> Value {
+    json!({
+        "id": m.id,
+        "target": m.target,
+        "key": mask::text(&m.key),
+        "mapping": m.mapping,
+        "status": crate::store::status_name(m.status),
+        "attempts": m.attempts,
+        "last_error": m.last_error.as_deref().map(mask::text),
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    })
+}
+
+async fn list(State(a): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<ListQuery>) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let status = q
+        .status
+        .as_deref()
+        .map(status_code)
+        .transpose()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = MessageFilter {
+        target: q.target,
+        status,
+        key: q.key,
+        error_class: q.error_class,
+        since: q.since,
+        until: q.until,
+        text: q.text,
+        after: q.after,
+    };
+    let mut rows = a
+        .store
+        .find_messages(&filter, limit + 1)
+        .await
+        .map_err(store_error)?;
+    let next = (rows.len() > limit).then(|| rows[limit - 1].id);
+    rows.truncate(limit);
+    Ok(Json(json!({
+        "items": rows.iter().map(summary).collect::<Vec<_>>(),
+        "next": next,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ShowQuery {
+    #[serde(default)]
+    unmasked: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A payload as JSON: masked, or as it is.
+fn payload_json(bytes: &[u8], unmasked: bool) -> Value {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut v) => {
+            if !unmasked {
+                mask::json(&mut v);
+            }
+            v
+        }
+        Err(_) => {
+            let t = String::from_utf8_lossy(bytes);
+            Value::String(if unmasked {
+                t.into_owned()
+            } else {
+                mask::text(&t)
+            })
+        }
+    }
+}
+
+async fn show(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<ShowQuery>,
+) -> Reply {
+    let need = if q.unmasked {
+        Role::Operator
+    } else {
+        Role::Viewer
+    };
+    let c = a.caller(&h, need).await?;
+    let reason = if q.unmasked {
+        Some(reason_of(&q.reason)?)
+    } else {
+        None
+    };
+    let v = message_detail(&a.store, id, q.unmasked)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("there is no message {id}")))?;
+    if let Some(reason) = reason {
+        a.store
+            .note(&c.name, "view_unmasked", &format!("message {id}"), reason)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(Json(v).into_response())
+}
+
+/// One message in full: its summary, source record, payload and attempts,
+/// masked unless `unmasked`.
+pub async fn message_detail(
+    store: &Store,
+    id: i64,
+    unmasked: bool,
+) -> Result<Option<Value>, crate::store::StoreError> {
+    let Some(m) = store.message(id).await? else {
+        return Ok(None);
+    };
+    let source = store.source_of(id).await?;
+    let attempts = store.attempts(id).await?;
+    let text = |s: &str| {
+        if unmasked {
+            s.to_string()
+        } else {
+            mask::text(s)
+        }
+    };
+    let mut v = summary(&m);
+    if unmasked {
+        v["key"] = m.key.clone().into();
+        v["last_error"] = m.last_error.clone().into();
+    }
+    v["idempotency_key"] = m.idem_key.clone().into();
+    v["payload"] = payload_json(&m.payload, unmasked);
+    v["source"] = match source {
+        Some((src, record)) => json!({ "source": src, "record": payload_json(&record, unmasked) }),
+        None => Value::Null,
+    };
+    v["attempts"] = attempts
+        .iter()
+        .map(|t| {
+            json!({
+                "at": t.at,
+                "duration_ms": t.duration_ms,
+                "status_code": t.status_code,
+                "error_class": t.error_class,
+                "excerpt": t.excerpt.as_deref().map(text),
+            })
+        })
+        .collect();
+    v["masked"] = (!unmasked).into();
+    Ok(Some(v))
+}
+
+#[derive(Deserialize, Default)]
+struct ReplayBody {
+    #[serde(default)]
+    reason: String,
+    /// Re-map from the stored source record with the current mapping.
+    #[serde(default)]
+    remap: bool,
+    /// Show what would change; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The fields whose values differ between two JSON objects (masked).
+pub fn diff(before: &[u8], after: &[u8]) -> Vec<Value> {
+    let parse = |b: &[u8]| {
+        let mut v: Value = serde_json::from_slice(b).unwrap_or(Value::Null);
+        mask::json(&mut v);
+        v
+    };
+    let (b, a) = (parse(before), parse(after));
+    let mut out = Vec::new();
+    let empty = serde_json::Map::new();
+    let (bo, ao) = (
+        b.as_object().unwrap_or(&empty),
+        a.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = bo.keys().chain(ao.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        let (x, y) = (bo.get(k), ao.get(k));
+        if x != y {
+            out.push(json!({ "field": k, "before": x, "after": y }));
+        }
+    }
+    out
+}
+
+async fn replay(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: ReplayBody = body(&raw)?;
+    if b.remap || b.dry_run {
+        let (msg, payload) = crate::pipeline::remap(a.cfg, &a.store, id)
+            .await
+            .map_err(conflict)?;
+        let changes = diff(&msg.payload, &payload);
+        if b.dry_run {
+            return Ok(
+                Json(json!({ "id": id, "dry_run": true, "changes": changes })).into_response(),
+            );
+        }
+        let reason = reason_of(&b.reason)?;
+        a.store
+            .replay(id, Some(payload), &c.name, reason)
+            .await
+            .map_err(conflict)?;
+        return Ok(
+            Json(json!({ "id": id, "replayed": "remapped", "changes": changes })).into_response(),
+        );
+    }
+    let reason = reason_of(&b.reason)?;
+    a.store
+        .replay(id, None, &c.name, reason)
+        .await
+        .map_err(conflict)?;
+    Ok(Json(json!({ "id": id, "replayed": "as is" })).into_response())
+}
+
+async fn skip(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: Reason = body(&raw)?;
+    let reason = reason_of(&b.reason)?;
+    a.store.skip(id, &c.name, reason).await.map_err(conflict)?;
+    Ok(Json(json!({ "id": id, "skipped": true })).into_response())
+}
+
+#[derive(Deserialize)]
+struct SourceQuery {
+    source: String,
+}
+
+async fn quarantine(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Query(q): Query<SourceQuery>,
+) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let rows = a.store.quarantine(&q.source).await.map_err(store_error)?;
+    Ok(Json(json!({
+        "source": q.source,
+        "items": rows.iter().map(|(m, part, why)| json!({
+            "mapping": m, "part": part, "reason": mask::text(why),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn audit(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    a.caller(&h, Role::Admin).await?;
+    let rows = a.store.audit().await.map_err(store_error)?;
+    Ok(Json(json!({
+        "items": rows.iter().map(|r| json!({
+            "at": r.at, "actor": r.actor, "action": r.action,
+            "subject": r.subject, "reason": r.reason,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn tokens(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    a.caller(&h, Role::Admin).await?;
+    let rows = a.store.tokens().await.map_err(store_error)?;
+    Ok(Json(json!({
+        "items": rows.iter().map(|t| json!({
+            "name": t.name, "role": t.role,
+            "created_at": t.created_at, "revoked_at": t.revoked_at,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct NewToken {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+async fn create_token(State(a): State<Arc<Admin>>, h: HeaderMap, raw: axum::body::Bytes) -> Reply {
+    let c = a.caller(&h, Role::Admin).await?;
+    let b: NewToken = body(&raw)?;
+    Role::parse(&b.role).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let name = b.name.trim();
+    if name.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "a token needs a name"));
+    }
+    let (token, hash) = new_token().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    a.store
+        .create_token(name, &b.role, &hash, &c.name)
+        .await
+        .map_err(conflict)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name, "role": b.role, "token": token })),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    let c = a.caller(&h, Role::Admin).await?;
+    let b: Reason = body(&raw)?;
+    let reason = reason_of(&b.reason)?;
+    if a.store
+        .revoke_token(&name, &c.name, reason)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(Json(json!({ "name": name, "revoked": true })).into_response())
+    } else {
+        Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no live token {name:?}"),
+        ))
+    }
+}

@@ -1,0 +1,397 @@
+//! Operations from the command line, on the store of a configuration: the
+//! same actions as the operations API (`tongban messages`, `replay`,
+//! `skip`, `targets`, `pause`, `resume`, `audit`, `token`). Whoever runs
+//! them can open the store, so no token is asked for; personal data is
+//! still masked unless `--unmasked` is given with a reason (audited), and
+//! every action is audited under `--actor`.
+
+use super::{load, run};
+use crate::admin;
+use crate::store::{MessageFilter, Store};
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The actor of an action: `--actor`, else `$USER`, else `cli`.
+fn actor(a: &Option<String>) -> String {
+    a.clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token; it is printed once and stored only as a hash.
+    Create {
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it (unique).
+        #[arg(long)]
+        name: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Who creates it (kept in the audit).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// The tokens: names, roles, when made and revoked.
+    List {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// Its name.
+        name: String,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Who revokes it (kept in the audit).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MessagesCommand {
+    /// Messages by filter, one line each, masked.
+    List {
+        /// `connector.operation`.
+        #[arg(long)]
+        target: Option<String>,
+        /// pending, delivered, dead or skipped.
+        #[arg(long)]
+        status: Option<String>,
+        /// The ordering key.
+        #[arg(long)]
+        key: Option<String>,
+        /// An error class of an attempt (http_422, timeout, connect, …).
+        #[arg(long)]
+        error_class: Option<String>,
+        /// Text in the last error.
+        #[arg(long)]
+        text: Option<String>,
+        /// Ids above this one (the next page).
+        #[arg(long)]
+        after: Option<i64>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// One message in full (JSON): source record, payload, attempts.
+    Show {
+        /// Message id.
+        id: i64,
+        /// Show personal data (audited; needs --reason).
+        #[arg(long, requires = "reason")]
+        unmasked: bool,
+        /// Why the personal data is needed.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who looks (kept in the audit).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+}
+
+/// Arguments shared by the actions on one message or target.
+#[derive(clap::Args, Debug)]
+pub struct ActionArgs {
+    /// Why (kept in the audit).
+    #[arg(long)]
+    pub reason: String,
+    /// Who does it (kept in the audit).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Configuration directory.
+    #[arg(long, short, default_value = ".")]
+    pub config: PathBuf,
+}
+
+/// Runs `f` on the configuration's store; prints its error and exits 1 on
+/// failure, 2 on a bad configuration.
+fn with_store<F>(config: &std::path::Path, f: F) -> ExitCode
+where
+    F: AsyncFnOnce(&'static crate::config::Config, Store) -> Result<(), String>,
+{
+    let Some(cfg) = load(config, false) else {
+        return ExitCode::from(2);
+    };
+    let cfg: &'static crate::config::Config = Box::leak(Box::new(cfg));
+    let rt = run::runtime();
+    let r = rt.block_on(async move {
+        let store = Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        f(cfg, store).await
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `tongban token …`.
+pub fn token(cmd: TokenCommand) -> ExitCode {
+    match cmd {
+        TokenCommand::Create {
+            role,
+            name,
+            config,
+            actor: who,
+        } => with_store(&config, async move |_, store| {
+            admin::Role::parse(&role)?;
+            let (token, hash) = admin::new_token()?;
+            store
+                .create_token(&name, &role, &hash, &actor(&who))
+                .await
+                .map_err(|e| format!("token {name:?}: {e}"))?;
+            eprintln!("token {name} ({role}) created; it is shown this once:");
+            println!("{token}");
+            Ok(())
+        }),
+        TokenCommand::List { config } => with_store(&config, async move |_, store| {
+            for t in store.tokens().await.map_err(|e| e.to_string())? {
+                println!(
+                    "{:<24} {:<9} created {}{}",
+                    t.name,
+                    t.role,
+                    time(t.created_at),
+                    t.revoked_at
+                        .map(|r| format!(", revoked {}", time(r)))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }),
+        TokenCommand::Revoke {
+            name,
+            reason,
+            config,
+            actor: who,
+        } => with_store(&config, async move |_, store| {
+            if store
+                .revoke_token(&name, &actor(&who), &reason)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("token {name} revoked");
+                Ok(())
+            } else {
+                Err(format!("no live token {name:?}"))
+            }
+        }),
+    }
+}
+
+/// A time in ms since the epoch, in China Standard Time.
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// `tongban messages …`.
+pub fn messages(cmd: MessagesCommand) -> ExitCode {
+    match cmd {
+        MessagesCommand::List {
+            target,
+            status,
+            key,
+            error_class,
+            text,
+            after,
+            limit,
+            config,
+        } => with_store(&config, async move |_, store| {
+            let status = status.as_deref().map(admin::status_code).transpose()?;
+            let filter = MessageFilter {
+                target,
+                status,
+                key,
+                error_class,
+                text,
+                after,
+                ..MessageFilter::default()
+            };
+            let rows = store
+                .find_messages(&filter, limit.max(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            for m in &rows {
+                println!(
+                    "{:>9}  {:<9}  {:<40}  key {:<20}  attempts {:>2}  {}",
+                    m.id,
+                    crate::store::status_name(m.status),
+                    m.target,
+                    crate::domain::mask::text(&m.key),
+                    m.attempts,
+                    m.last_error
+                        .as_deref()
+                        .map(crate::domain::mask::text)
+                        .unwrap_or_default()
+                );
+            }
+            if rows.len() == limit {
+                if let Some(last) = rows.last() {
+                    eprintln!("more: --after {}", last.id);
+                }
+            }
+            Ok(())
+        }),
+        MessagesCommand::Show {
+            id,
+            unmasked,
+            reason,
+            actor: who,
+            config,
+        } => with_store(&config, async move |_, store| {
+            let v = admin::message_detail(&store, id, unmasked)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("there is no message {id}"))?;
+            if unmasked {
+                store
+                    .note(
+                        &actor(&who),
+                        "view_unmasked",
+                        &format!("message {id}"),
+                        reason.as_deref().unwrap_or_default(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// `tongban replay ID`: as is, or `--remap` (with `--dry-run` to see the
+/// changed fields first).
+pub fn replay(id: i64, remap: bool, dry_run: bool, a: ActionArgs) -> ExitCode {
+    with_store(&a.config, async move |cfg, store| {
+        if remap || dry_run {
+            let (msg, payload) = crate::pipeline::remap(cfg, &store, id).await?;
+            let changes = admin::diff(&msg.payload, &payload);
+            if dry_run {
+                if changes.is_empty() {
+                    println!("message {id}: the current mapping makes the same payload");
+                }
+                for c in &changes {
+                    println!(
+                        "{}: {} → {}",
+                        c["field"].as_str().unwrap_or(""),
+                        c["before"],
+                        c["after"]
+                    );
+                }
+                return Ok(());
+            }
+            store
+                .replay(id, Some(payload), &actor(&a.actor), &a.reason)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "message {id} replayed re-mapped ({} fields changed)",
+                changes.len()
+            );
+        } else {
+            store
+                .replay(id, None, &actor(&a.actor), &a.reason)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("message {id} replayed as is");
+        }
+        Ok(())
+    })
+}
+
+/// `tongban skip ID`.
+pub fn skip(id: i64, a: ActionArgs) -> ExitCode {
+    with_store(&a.config, async move |_, store| {
+        store
+            .skip(id, &actor(&a.actor), &a.reason)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("message {id} skipped");
+        Ok(())
+    })
+}
+
+/// `tongban pause TARGET` / `tongban resume TARGET`.
+pub fn pause(target: String, paused: bool, a: ActionArgs) -> ExitCode {
+    with_store(&a.config, async move |_, store| {
+        store
+            .set_paused(&target, paused, &actor(&a.actor), &a.reason)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("{target} {}", if paused { "paused" } else { "resumed" });
+        Ok(())
+    })
+}
+
+/// `tongban targets`.
+pub fn targets(config: PathBuf) -> ExitCode {
+    with_store(&config, async move |_, store| {
+        let now = crate::store::now_ms();
+        println!(
+            "{:<44} {:>9} {:>10} {:>7} {:>7} {:>12}  paused",
+            "target", "pending", "delivered", "dead", "skipped", "oldest (s)"
+        );
+        for t in store.targets().await.map_err(|e| e.to_string())? {
+            println!(
+                "{:<44} {:>9} {:>10} {:>7} {:>7} {:>12}  {}",
+                t.target,
+                t.pending,
+                t.delivered,
+                t.dead,
+                t.skipped,
+                t.oldest_pending_at
+                    .map(|a| ((now - a).max(0) / 1000).to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if t.paused { "yes" } else { "" }
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `tongban audit`.
+pub fn audit(config: PathBuf) -> ExitCode {
+    with_store(&config, async move |_, store| {
+        for r in store.audit().await.map_err(|e| e.to_string())? {
+            println!(
+                "{}  {:<16} {:<16} {:<32} {}",
+                time(r.at),
+                r.actor,
+                r.action,
+                r.subject,
+                r.reason
+            );
+        }
+        Ok(())
+    })
+}

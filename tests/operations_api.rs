@@ -1,0 +1,587 @@
+//! The operations API of a running hub (`tongban run`), with tokens made by
+//! `tongban token create`: a role matrix over every endpoint (no token 401,
+//! a lower role 403, the right role works); viewers see personal data
+//! masked; an operator's unmasked view needs a reason and is audited; a
+//! dead message replayed after the receiver is fixed is delivered with its
+//! own idempotency key; skip and pause are audited; metrics; the OpenAPI
+//! description names every route; no token and no ID number in the logs.
+//! The CLI's `messages`, `targets`, `replay --dry-run` and `audit` too.
+
+mod support;
+
+use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Rx {
+    refuse: AtomicBool,
+    accepted: Mutex<Vec<(String, String)>>,
+}
+
+async fn rx(State(r): State<Arc<Rx>>, h: HeaderMap, body: String) -> (StatusCode, String) {
+    if r.refuse.load(Ordering::SeqCst) {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{{\"error\":\"unknown person {}\"}}",
+                v["holder_id"].as_str().unwrap_or("")
+            ),
+        );
+    }
+    let key = h
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    r.accepted.lock().unwrap().push((key, body));
+    (StatusCode::OK, "{}".into())
+}
+
+fn people() -> Vec<tongban::synth::Person> {
+    let mut rng = tongban::synth::Rng::new(7);
+    (0..3).map(|_| tongban::synth::person(&mut rng)).collect()
+}
+
+fn config(dir: &std::path::Path, admin: &str, rx_url: &str) {
+    let w = support::hub::write;
+    w(dir, "tongban.toml", &format!(
+        "[store]\nurl = \"sqlite://var/tongban.db\"\n[admin]\nlisten = \"{admin}\"\n[dispatch]\nretry_schedule = [\"100ms\"]\nlease = \"3s\"\n"
+    ));
+    w(
+        dir,
+        "schemas/Person.avsc",
+        r#"{"type":"record","name":"Person","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"holder_id","type":"string"},{"name":"name","type":"string"},{"name":"seq","type":"long"}]}"#,
+    );
+    w(
+        dir,
+        "schemas/Out.avsc",
+        r#"{"type":"record","name":"Out","namespace":"t","fields":[{"name":"holder_id","type":"string"},{"name":"name","type":"string"},{"name":"seq","type":"long"}]}"#,
+    );
+    w(dir, "connectors/src.toml", "kind = \"file\"\ndirectory = \"in\"\n[operations.people]\ndirection = \"source\"\nschema = \"Person\"\nid_field = \"id\"\nfile_pattern = \"*.jsonl\"\n");
+    w(dir, "connectors/rx.toml", &format!(
+        "kind = \"http\"\nbase_url = \"{rx_url}\"\ntimeout = \"2s\"\n[operations.deliver]\ndirection = \"sink\"\nschema = \"Out\"\nmethod = \"POST\"\npath = \"/deliver\"\n"
+    ));
+    w(dir, "mappings/people_to_rx.toml", "from = \"src.people\"\nto = \"rx.deliver\"\nas = \"p\"\nkey = \"p.holder_id\"\n[fields]\nholder_id = \"p.holder_id\"\nname = \"p.name\"\nseq = \"p.seq\"\n");
+    let mut input = String::new();
+    for (i, p) in people().iter().enumerate() {
+        input.push_str(&format!(
+            "{{\"id\":\"P{i}\",\"holder_id\":\"{}\",\"name\":\"{}\",\"seq\":{i}}}\n",
+            p.id, p.name
+        ));
+    }
+    w(dir, "input.jsonl", &input);
+}
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", dir.to_str().unwrap()]);
+    let o = support::run(&all);
+    let (out, err) = support::text(&o);
+    assert!(o.status.success(), "tongban {all:?}: {out}{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_api_roles_masking_replay_and_audit() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let state = Arc::new(Rx::default());
+    state.refuse.store(true, Ordering::SeqCst);
+    let app = Router::new()
+        .route("/deliver", post(rx))
+        .with_state(state.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rx_url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let admin_addr = format!("127.0.0.1:{}", support::free_port());
+    config(dir, &admin_addr, &rx_url);
+    let base = format!("http://{admin_addr}");
+
+    let token = |role: &str, name: &str| {
+        cli(
+            dir,
+            &[
+                "token", "create", "--role", role, "--name", name, "--actor", "setup",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    let viewer = token("viewer", "vera");
+    let operator = token("operator", "otto");
+    let admin = token("admin", "ada");
+    assert!(viewer.starts_with("tb_") && viewer.len() == 67, "{viewer}");
+
+    cli(
+        dir,
+        &[
+            "ingest",
+            "--source",
+            "src.people",
+            dir.join("input.jsonl").to_str().unwrap(),
+        ],
+    );
+    let mut hub = support::hub::run_logged(dir, &[("TONGBAN_LOG", "debug")]);
+    support::listening(&admin_addr, Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, tok: Option<&str>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(t) = tok {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+
+    // All three refused for good: dead, with the receiver's reason.
+    support::eventually(Duration::from_secs(30), "three dead letters", || async {
+        let r = get("/api/messages?status=dead", Some(&viewer))
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["items"].as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let v: serde_json::Value = get(
+        "/api/messages?status=dead&target=rx.deliver&limit=2",
+        Some(&viewer),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let page1: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page1.len(), 2);
+    let next = v["next"].as_i64().expect("a next page");
+    let v: serde_json::Value = get(
+        &format!("/api/messages?status=dead&after={next}"),
+        Some(&viewer),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let ids: Vec<i64> = page1
+        .iter()
+        .copied()
+        .chain(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_i64().unwrap()),
+        )
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    // Filters: error class, reason text, key.
+    let n = |v: serde_json::Value| v["items"].as_array().unwrap().len();
+    let q = |path: String| {
+        let (http, viewer, base) = (http.clone(), viewer.clone(), base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(viewer)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(n(q("/api/messages?error_class=http_422".into()).await), 3);
+    assert_eq!(n(q("/api/messages?error_class=timeout".into()).await), 0);
+    assert_eq!(n(q("/api/messages?text=unknown%20person".into()).await), 3);
+    assert_eq!(
+        n(q("/api/messages?text=nothing%20like%20it".into()).await),
+        0
+    );
+    let p0 = &people()[0];
+    assert_eq!(n(q(format!("/api/messages?key={}", p0.id)).await), 1);
+
+    // The role matrix.
+    let reads = [
+        ("/api/targets", "viewer"),
+        ("/api/messages?status=dead", "viewer"),
+        (&*format!("/api/messages/{a}"), "viewer"),
+        ("/api/quarantine?source=src.people", "viewer"),
+        ("/metrics", "viewer"),
+        ("/api/audit", "admin"),
+        ("/api/tokens", "admin"),
+    ];
+    let rank = |r: &str| {
+        ["viewer", "operator", "admin"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap()
+    };
+    let tokens = [
+        ("viewer", &viewer),
+        ("operator", &operator),
+        ("admin", &admin),
+    ];
+    for (path, need) in reads {
+        assert_eq!(
+            get(path, None).await.unwrap().status(),
+            401,
+            "{path} without a token"
+        );
+        assert_eq!(
+            get(path, Some("tb_forged")).await.unwrap().status(),
+            401,
+            "{path} forged"
+        );
+        for (role, tok) in &tokens {
+            let s = get(path, Some(tok)).await.unwrap().status();
+            if rank(role) >= rank(need) {
+                assert_eq!(s, 200, "{path} as {role}");
+            } else {
+                assert_eq!(s, 403, "{path} as {role}");
+            }
+        }
+    }
+    let post = |path: String, tok: Option<String>, body: serde_json::Value| {
+        let mut r = http.post(format!("{base}{path}")).json(&body);
+        if let Some(t) = tok {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let reason = serde_json::json!({"reason": "test"});
+    let actions = [
+        (format!("/api/messages/{a}/replay"), "operator"),
+        (format!("/api/messages/{a}/skip"), "operator"),
+        ("/api/targets/rx.deliver/pause".to_string(), "operator"),
+        ("/api/targets/rx.deliver/resume".to_string(), "operator"),
+        ("/api/tokens".to_string(), "admin"),
+        ("/api/tokens/vera/revoke".to_string(), "admin"),
+    ];
+    for (path, need) in &actions {
+        assert_eq!(
+            post(path.clone(), None, reason.clone())
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
+        for (role, tok) in &tokens {
+            if rank(role) < rank(need) {
+                let s = post(path.clone(), Some(tok.to_string()), reason.clone())
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(s, 403, "{path} as {role}");
+            }
+        }
+    }
+    assert_eq!(get("/api/openapi.json", None).await.unwrap().status(), 200);
+
+    // A viewer sees the message masked, and cannot unmask it.
+    let shown = get(&format!("/api/messages/{a}"), Some(&viewer))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let who = people()
+        .into_iter()
+        .find(|p| shown.contains(&tongban::domain::mask::id_number(&p.id)))
+        .expect("a masked ID number");
+    assert!(!shown.contains(&who.id), "{shown}");
+    assert!(!shown.contains(&who.name), "{shown}");
+    assert!(shown.contains("\"masked\":true"), "{shown}");
+    assert!(shown.contains("http_422"), "{shown}");
+    let s = get(
+        &format!("/api/messages/{a}?unmasked=true&reason=x"),
+        Some(&viewer),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(s, 403);
+    // An operator may, with a reason; it is audited.
+    let s = get(&format!("/api/messages/{a}?unmasked=true"), Some(&operator))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 400, "no reason");
+    let shown = get(
+        &format!("/api/messages/{a}?unmasked=true&reason=caller%20on%20the%20phone"),
+        Some(&operator),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        shown.contains(&who.id) && shown.contains(&who.name),
+        "{shown}"
+    );
+
+    // Dry run of a re-mapped replay: the mapping is unchanged, so nothing
+    // would change, and the message stays dead.
+    let r = post(
+        format!("/api/messages/{a}/replay"),
+        Some(operator.clone()),
+        serde_json::json!({"remap": true, "dry_run": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["changes"], serde_json::json!([]));
+    let out = cli(
+        dir,
+        &[
+            "replay",
+            &a.to_string(),
+            "--remap",
+            "--dry-run",
+            "--reason",
+            "look",
+        ],
+    );
+    assert!(out.contains("same payload"), "{out}");
+
+    // The receiver is fixed; the operator replays one as is, skips one.
+    state.refuse.store(false, Ordering::SeqCst);
+    let r = post(
+        format!("/api/messages/{a}/replay"),
+        Some(operator.clone()),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "a replay needs a reason");
+    let r = post(
+        format!("/api/messages/{a}/replay"),
+        Some(operator.clone()),
+        serde_json::json!({"reason": "receiver fixed"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(
+        format!("/api/messages/{b}/skip"),
+        Some(operator.clone()),
+        serde_json::json!({"reason": "duplicate person"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(
+        format!("/api/messages/{b}/skip"),
+        Some(operator.clone()),
+        serde_json::json!({"reason": "again"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409, "only a dead message is skipped");
+    support::eventually(
+        Duration::from_secs(30),
+        "the replayed message delivered",
+        || async { state.accepted.lock().unwrap().len() == 1 },
+    )
+    .await;
+    let idem = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap()
+        .message(a)
+        .await
+        .unwrap()
+        .unwrap()
+        .idem_key;
+    assert_eq!(state.accepted.lock().unwrap()[0].0, idem);
+    let v = q("/api/messages?status=delivered".to_string()).await;
+    assert_eq!(v["items"][0]["id"], a);
+
+    // Pause and resume; targets show it.
+    let r = post(
+        "/api/targets/rx.deliver/pause".into(),
+        Some(operator.clone()),
+        serde_json::json!({"reason": "maintenance"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = q("/api/targets".into()).await;
+    let t = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "rx.deliver")
+        .unwrap()
+        .clone();
+    assert_eq!(t["paused"], true);
+    assert_eq!(
+        (
+            t["delivered"].as_i64(),
+            t["dead"].as_i64(),
+            t["skipped"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(t["served_here"], true);
+    let r = post(
+        "/api/targets/rx.deliver/resume".into(),
+        Some(operator.clone()),
+        serde_json::json!({"reason": "done"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Metrics.
+    let m = get("/metrics", Some(&viewer))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "tongban_messages{target=\"rx.deliver\",status=\"dead\"} 1",
+        "tongban_messages{target=\"rx.deliver\",status=\"delivered\"} 1",
+        "tongban_delivery_duration_seconds_count{target=\"rx.deliver\"} 4",
+        "tongban_breaker_state{target=\"rx.deliver\"} 0",
+        "tongban_oldest_pending_age_seconds{target=\"rx.deliver\"}",
+    ] {
+        assert!(m.contains(want), "{want} in\n{m}");
+    }
+
+    // An admin makes and revokes tokens; the audit has every action.
+    let r = post(
+        "/api/tokens".into(),
+        Some(admin.clone()),
+        serde_json::json!({"name": "otto2", "role": "operator"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let t2: serde_json::Value = r.json().await.unwrap();
+    let t2 = t2["token"].as_str().unwrap().to_string();
+    assert_eq!(get("/api/targets", Some(&t2)).await.unwrap().status(), 200);
+    let r = post(
+        "/api/tokens/otto2/revoke".into(),
+        Some(admin.clone()),
+        serde_json::json!({"reason": "left"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get("/api/targets", Some(&t2)).await.unwrap().status(), 401);
+    let audit: serde_json::Value = get("/api/audit", Some(&admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().into(),
+                r["action"].as_str().unwrap().into(),
+                r["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [
+        ("otto", "view_unmasked", "caller on the phone"),
+        ("otto", "replay", "receiver fixed"),
+        ("otto", "skip", "duplicate person"),
+        ("otto", "pause", "maintenance"),
+        ("otto", "resume", "done"),
+        ("ada", "token_create", ""),
+        ("ada", "token_revoke", "left"),
+        ("setup", "token_create", ""),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()) == want),
+            "{want:?} in {rows:?}"
+        );
+    }
+
+    // The CLI: masked list and show, targets, audit.
+    let out = cli(dir, &["messages", "list", "--status", "dead"]);
+    assert!(
+        out.contains(&c.to_string()) && !out.contains(&who.id),
+        "{out}"
+    );
+    let out = cli(dir, &["messages", "show", &c.to_string()]);
+    assert!(out.contains("\"masked\": true"), "{out}");
+    for p in people() {
+        assert!(!out.contains(&p.id), "{out}");
+    }
+    let out = cli(dir, &["targets"]);
+    assert!(out.contains("rx.deliver"), "{out}");
+    let out = cli(
+        dir,
+        &[
+            "messages",
+            "show",
+            &c.to_string(),
+            "--unmasked",
+            "--reason",
+            "audit check",
+            "--actor",
+            "cli-ops",
+        ],
+    );
+    assert!(out.contains("\"masked\": false"), "{out}");
+    let out = cli(dir, &["audit"]);
+    assert!(
+        out.contains("cli-ops") && out.contains("view_unmasked"),
+        "{out}"
+    );
+
+    // The OpenAPI description names every route.
+    let spec: serde_json::Value = get("/api/openapi.json", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/api/targets",
+        "/api/targets/{target}/pause",
+        "/api/targets/{target}/resume",
+        "/api/messages",
+        "/api/messages/{id}",
+        "/api/messages/{id}/replay",
+        "/api/messages/{id}/skip",
+        "/api/quarantine",
+        "/api/audit",
+        "/api/tokens",
+        "/api/tokens/{name}/revoke",
+        "/metrics",
+    ] {
+        assert!(spec["paths"][p].is_object(), "{p} described");
+    }
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+    // No token and no ID number in the hub's log (debug level).
+    let log = std::fs::read_to_string(dir.join("hub.log")).unwrap();
+    assert!(log.lines().count() > 5, "{log}");
+    for secret in [&viewer, &operator, &admin, &t2] {
+        assert!(!log.contains(secret.as_str()), "a token in the log");
+    }
+    for p in people() {
+        assert!(!log.contains(&p.id), "an ID number in the log");
+    }
+}
