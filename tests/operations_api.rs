@@ -214,6 +214,7 @@ async fn operations_api_roles_masking_replay_and_audit() {
         ("/api/messages?status=dead", "viewer"),
         (&*format!("/api/messages/{a}"), "viewer"),
         ("/api/quarantine?source=src.people", "viewer"),
+        ("/api/tasks", "viewer"),
         ("/metrics", "viewer"),
         ("/api/audit", "admin"),
         ("/api/tokens", "admin"),
@@ -264,6 +265,7 @@ async fn operations_api_roles_masking_replay_and_audit() {
         ("/api/targets/rx.deliver/resume".to_string(), "operator"),
         ("/api/tokens".to_string(), "admin"),
         ("/api/tokens/vera/revoke".to_string(), "admin"),
+        ("/api/tasks".to_string(), "operator"),
     ];
     for (path, need) in &actions {
         assert_eq!(
@@ -568,6 +570,11 @@ async fn operations_api_roles_masking_replay_and_audit() {
         "/api/tokens",
         "/api/tokens/{name}/revoke",
         "/metrics",
+        "/api/tasks",
+        "/api/tasks/{id}",
+        "/api/tasks/{id}/pause",
+        "/api/tasks/{id}/resume",
+        "/api/tasks/{id}/cancel",
     ] {
         assert!(spec["paths"][p].is_object(), "{p} described");
     }

@@ -53,6 +53,7 @@ conformance!(
     failed_messages_are_found_by_filter_in_pages,
     targets_show_backlog_dead_letters_and_pauses,
     tokens_are_found_by_hash_until_revoked,
+    bulk_replays_go_in_chunks_and_obey_cap_pause_and_cancel,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -1042,4 +1043,103 @@ async fn tokens_are_found_by_hash_until_revoked(s: Store) {
             ("ada", "token_revoke")
         ]
     );
+}
+
+async fn bulk_replays_go_in_chunks_and_obey_cap_pause_and_cancel(s: Store) {
+    let recs: Vec<Ingest> = (0..7)
+        .map(|i| record(&i.to_string(), &[(T, &format!("K{i}"))]))
+        .collect();
+    s.ingest(recs).await.unwrap();
+    let c = s.claim(T, 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 7);
+    s.settle(
+        c.iter()
+            .map(|m| {
+                settle(
+                    m,
+                    Outcome::Dead {
+                        reason: "down".into(),
+                    },
+                )
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let f = MessageFilter {
+        target: Some(T.into()),
+        ..Default::default()
+    };
+    // Capped at 5: two chunks of 2, then one of 1, then done.
+    let t = s
+        .create_task(&f, 5, "otto", "receiver fixed")
+        .await
+        .unwrap();
+    assert_eq!((t.total, t.done, t.status.as_str()), (5, 0, "running"));
+    let t1 = s.run_task(t.id, 2).await.unwrap().unwrap();
+    assert_eq!((t1.done, t1.status.as_str()), (2, "running"));
+    // Paused: a run does nothing.
+    assert!(s
+        .set_task_status(t.id, &["running"], "paused", "otto", "wait")
+        .await
+        .unwrap());
+    assert_eq!(s.run_task(t.id, 2).await.unwrap().unwrap().done, 2);
+    assert!(!s
+        .set_task_status(t.id, &["running"], "paused", "otto", "again")
+        .await
+        .unwrap());
+    assert!(s
+        .set_task_status(t.id, &["paused"], "running", "otto", "go")
+        .await
+        .unwrap());
+    let t2 = s.run_task(t.id, 2).await.unwrap().unwrap();
+    let t3 = s.run_task(t.id, 2).await.unwrap().unwrap();
+    assert_eq!((t2.done, t3.done, t3.status.as_str()), (4, 5, "done"));
+    // Five replayed, in id order: claimable again, each once.
+    let again = s.claim(T, 10, LEASE).await.unwrap();
+    let mut ids: Vec<i64> = again.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut first5: Vec<i64> = c.iter().map(|m| m.id).collect();
+    first5.sort();
+    assert_eq!(ids, first5[..5]);
+    // A second task takes the other two; cancelled before it runs, it does nothing.
+    let t = s.create_task(&f, 100, "otto", "the rest").await.unwrap();
+    assert_eq!(t.total, 2);
+    assert!(s
+        .set_task_status(t.id, &["running", "paused"], "cancelled", "otto", "not now")
+        .await
+        .unwrap());
+    assert_eq!(s.run_task(t.id, 10).await.unwrap().unwrap().done, 0);
+    assert_eq!(
+        s.find_messages(
+            &MessageFilter {
+                status: Some(status::DEAD),
+                ..Default::default()
+            },
+            10
+        )
+        .await
+        .unwrap()
+        .len(),
+        2
+    );
+    // One audit row per task, and one per pause, resume and cancel.
+    let actions: Vec<String> = s
+        .audit()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.action.clone())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "bulk_replay",
+            "task_paused",
+            "task_running",
+            "bulk_replay",
+            "task_cancelled"
+        ]
+    );
+    assert_eq!(s.tasks().await.unwrap().len(), 2);
 }

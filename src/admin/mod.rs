@@ -178,6 +178,11 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/tokens", get(tokens).post(create_token))
         .route("/api/tokens/{name}/revoke", post(revoke_token))
+        .route("/api/tasks", get(tasks).post(create_task))
+        .route("/api/tasks/{id}", get(task))
+        .route("/api/tasks/{id}/pause", post(pause_task))
+        .route("/api/tasks/{id}/resume", post(resume_task))
+        .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/metrics", get(metrics::serve))
         .with_state(admin)
 }
@@ -682,5 +687,151 @@ async fn revoke_token(
             StatusCode::NOT_FOUND,
             format!("no live token {name:?}"),
         ))
+    }
+}
+
+/// The most a bulk replay may take on, and its default.
+pub const TASK_CAP: (i64, i64) = (100_000, 10_000);
+
+#[derive(Deserialize, Default)]
+struct NewTask {
+    #[serde(default)]
+    filter: MessageFilter,
+    cap: Option<i64>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A task as JSON, its filter's key masked.
+fn task_json(t: &crate::store::TaskRow) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    if let Some(k) = t.filter.key.as_deref() {
+        v["filter"]["key"] = mask::text(k).into();
+    }
+    v
+}
+
+async fn create_task(State(a): State<Arc<Admin>>, h: HeaderMap, raw: axum::body::Bytes) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: NewTask = body(&raw)?;
+    let reason = reason_of(&b.reason)?;
+    let cap = b.cap.unwrap_or(TASK_CAP.1);
+    if !(1..=TASK_CAP.0).contains(&cap) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("cap must be 1 to {}", TASK_CAP.0),
+        ));
+    }
+    let t = a
+        .store
+        .create_task(&b.filter, cap, &c.name, reason)
+        .await
+        .map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(task_json(&t))).into_response())
+}
+
+async fn tasks(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let rows = a.store.tasks().await.map_err(store_error)?;
+    Ok(Json(json!({ "items": rows.iter().map(task_json).collect::<Vec<_>>() })).into_response())
+}
+
+async fn task(State(a): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<i64>) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let t = a
+        .store
+        .task(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("there is no task {id}")))?;
+    Ok(Json(task_json(&t)).into_response())
+}
+
+async fn move_task(
+    a: Arc<Admin>,
+    h: HeaderMap,
+    id: i64,
+    raw: axum::body::Bytes,
+    from: &[&str],
+    to: &str,
+) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: Reason = body(&raw)?;
+    let reason = reason_of(&b.reason)?;
+    if !a
+        .store
+        .set_task_status(id, from, to, &c.name, reason)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(conflict(format!("task {id} is not {}", from.join(" or "))));
+    }
+    let t = a.store.task(id).await.map_err(store_error)?;
+    Ok(Json(t.as_ref().map(task_json)).into_response())
+}
+
+async fn pause_task(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    move_task(a, h, id, raw, &["running"], "paused").await
+}
+
+async fn resume_task(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    move_task(a, h, id, raw, &["paused"], "running").await
+}
+
+async fn cancel_task(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(id): Path<i64>,
+    raw: axum::body::Bytes,
+) -> Reply {
+    move_task(a, h, id, raw, &["running", "paused"], "cancelled").await
+}
+
+/// Runs the running bulk replays, a chunk at a time, until `shutdown`.
+pub async fn run_tasks(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut moved = false;
+        match store.tasks().await {
+            Ok(ts) => {
+                for t in ts.iter().filter(|t| t.status == "running") {
+                    match store.run_task(t.id, 500).await {
+                        Ok(Some(now)) => {
+                            moved |= now.done > t.done;
+                            if now.status == "done" {
+                                tracing::info!(
+                                    task = t.id,
+                                    replayed = now.done,
+                                    "Bulk replay done"
+                                );
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(task = t.id, error = %e, "Bulk replay chunk failed; trying again")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot read the tasks"),
+        }
+        if !moved {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
 }

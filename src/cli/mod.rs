@@ -155,6 +155,11 @@ enum Command {
         #[command(flatten)]
         args: ops::ActionArgs,
     },
+    /// Bulk replays by filter: start, follow, pause, resume, cancel.
+    Tasks {
+        #[command(subcommand)]
+        action: ops::TasksCommand,
+    },
     /// Targets: pending, delivered, dead, skipped, oldest pending, paused.
     Targets {
         /// Configuration directory.
@@ -620,6 +625,7 @@ pub fn main() -> ExitCode {
         Command::Pause { target, args } => ops::pause(target, true, args),
         Command::Resume { target, args } => ops::pause(target, false, args),
         Command::Targets { config } => ops::targets(config),
+        Command::Tasks { action } => ops::tasks(action),
         Command::Audit { config } => ops::audit(config),
         Command::Functions => {
             for (_, sig) in crate::mapping::functions::SIGNATURES {

@@ -106,6 +106,125 @@ pub enum MessagesCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// Bulk replays: progress and state, newest first.
+    List {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Start a bulk replay of the dead messages matching the filter; the
+    /// running hub replays them in chunks (one audit row).
+    Create {
+        /// `connector.operation`.
+        #[arg(long)]
+        target: Option<String>,
+        /// The ordering key.
+        #[arg(long)]
+        key: Option<String>,
+        /// An error class of an attempt (http_422, timeout, connect, …).
+        #[arg(long)]
+        error_class: Option<String>,
+        /// Text in the last error.
+        #[arg(long)]
+        text: Option<String>,
+        /// At most this many (1 to 100,000).
+        #[arg(long, default_value_t = 10_000)]
+        cap: i64,
+        #[command(flatten)]
+        args: ActionArgs,
+    },
+    /// Pause a running bulk replay.
+    Pause {
+        /// Task id.
+        id: i64,
+        #[command(flatten)]
+        args: ActionArgs,
+    },
+    /// Resume a paused bulk replay.
+    Resume {
+        /// Task id.
+        id: i64,
+        #[command(flatten)]
+        args: ActionArgs,
+    },
+    /// Cancel a bulk replay (what it replayed stays replayed).
+    Cancel {
+        /// Task id.
+        id: i64,
+        #[command(flatten)]
+        args: ActionArgs,
+    },
+}
+
+/// `tongban tasks …`.
+pub fn tasks(cmd: TasksCommand) -> ExitCode {
+    let print = |t: &crate::store::TaskRow| {
+        println!(
+            "task {:>5}  {:<9} {:>7}/{:<7} replayed  by {} at {}: {}",
+            t.id,
+            t.status,
+            t.done,
+            t.total,
+            t.actor,
+            time(t.created_at),
+            t.reason
+        );
+    };
+    let (id, args, from, to): (i64, ActionArgs, &[&str], &str) = match cmd {
+        TasksCommand::List { config } => {
+            return with_store(&config, async move |_, store| {
+                for t in store.tasks().await.map_err(|e| e.to_string())? {
+                    print(&t);
+                }
+                Ok(())
+            })
+        }
+        TasksCommand::Create {
+            target,
+            key,
+            error_class,
+            text,
+            cap,
+            args,
+        } => {
+            return with_store(&args.config, async move |_, store| {
+                if !(1..=admin::TASK_CAP.0).contains(&cap) {
+                    return Err(format!("--cap must be 1 to {}", admin::TASK_CAP.0));
+                }
+                let f = MessageFilter {
+                    target,
+                    key,
+                    error_class,
+                    text,
+                    ..MessageFilter::default()
+                };
+                let t = store
+                    .create_task(&f, cap, &actor(&args.actor), &args.reason)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print(&t);
+                Ok(())
+            })
+        }
+        TasksCommand::Pause { id, args } => (id, args, &["running"], "paused"),
+        TasksCommand::Resume { id, args } => (id, args, &["paused"], "running"),
+        TasksCommand::Cancel { id, args } => (id, args, &["running", "paused"], "cancelled"),
+    };
+    with_store(&args.config, async move |_, store| {
+        if !store
+            .set_task_status(id, from, to, &actor(&args.actor), &args.reason)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("task {id} is not {}", from.join(" or ")));
+        }
+        println!("task {id} {to}");
+        Ok(())
+    })
+}
+
 /// Arguments shared by the actions on one message or target.
 #[derive(clap::Args, Debug)]
 pub struct ActionArgs {

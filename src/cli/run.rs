@@ -611,12 +611,17 @@ pub fn run(cfg: Config) -> ExitCode {
                     cfg,
                     served,
                 });
-                tasks.push(tokio::spawn(crate::admin::serve(listener, admin, watch)));
+                tasks.push(tokio::spawn(crate::admin::serve(
+                    listener,
+                    admin,
+                    watch.clone(),
+                )));
             }
             Err(e) => {
                 tracing::error!(listen = %listen, error = %e, "Cannot serve the operations API")
             }
         }
+        tasks.push(tokio::spawn(crate::admin::run_tasks(store.clone(), watch)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {

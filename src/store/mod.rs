@@ -213,7 +213,8 @@ pub struct MessageRow {
 
 /// Which messages [`Store::find_messages`] returns: every field set narrows
 /// the search; pages go by id (`after`: the last id of the previous page).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MessageFilter {
     /// `connector.operation`.
     pub target: Option<String>,
@@ -310,6 +311,33 @@ pub struct TargetRow {
     pub oldest_pending_at: Option<i64>,
     /// Paused by an operator.
     pub paused: bool,
+}
+
+/// A bulk replay by filter, as operations see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TaskRow {
+    /// Id.
+    pub id: i64,
+    /// `bulk_replay`.
+    pub kind: String,
+    /// Which dead messages it replays.
+    pub filter: MessageFilter,
+    /// At most this many.
+    pub cap: i64,
+    /// `running`, `paused`, `cancelled` or `done`.
+    pub status: String,
+    /// Dead messages matching when it was made (at most `cap`).
+    pub total: i64,
+    /// Replayed so far.
+    pub done: i64,
+    /// Who made it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When it was made, ms since the epoch.
+    pub created_at: i64,
+    /// When it last moved.
+    pub updated_at: i64,
 }
 
 /// An API token as stored (its hash only).
@@ -653,6 +681,52 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         both!(self, s => s.revoke_token(name, actor, reason).await)
+    }
+
+    /// Makes a bulk replay of the dead messages matching `filter` (its
+    /// status is forced to dead), at most `cap`; one audit row.
+    pub async fn create_task(
+        &self,
+        filter: &MessageFilter,
+        cap: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<TaskRow, StoreError> {
+        let mut f = filter.clone();
+        f.status = Some(status::DEAD);
+        f.after = None;
+        both!(self, s => s.create_task(&f, cap, actor, reason).await)
+    }
+
+    /// One task.
+    pub async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
+        both!(self, s => s.task(id).await)
+    }
+
+    /// Every task, newest first.
+    pub async fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
+        both!(self, s => s.tasks().await)
+    }
+
+    /// Moves a task from one of `from` to `to` (pause, resume, cancel);
+    /// audited. False when it is in none of `from`.
+    pub async fn set_task_status(
+        &self,
+        id: i64,
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        both!(self, s => s.set_task_status(id, from, to, actor, reason).await)
+    }
+
+    /// Replays the next `n` dead messages of a running task (each back at
+    /// the head of its key) and records its progress, in one transaction;
+    /// a task that runs out of matches or reaches its cap is done. Several
+    /// hubs may call it at once: the task row is locked.
+    pub async fn run_task(&self, id: i64, n: usize) -> Result<Option<TaskRow>, StoreError> {
+        both!(self, s => s.run_task(id, n).await)
     }
 
     /// Skips a dead message with a reason: its key moves on. Audited.

@@ -479,22 +479,10 @@ impl PgStore {
             "SELECT m.id, m.target, m.key, m.mapping, m.idem_key, m.status, m.attempts, m.last_error, m.payload, m.created_at, m.updated_at
              FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
         );
-        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
+        let values = pg_values(params);
         let c = self.client().await?;
         let st = c.prepare_cached(&sql).await?;
-        let rows = c.query(&st, &refs).await?;
+        let rows = c.query(&st, &pg_refs(&values)).await?;
         Ok(rows.iter().map(message_row).collect())
     }
 
@@ -621,6 +609,168 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    pub(super) async fn create_task(
+        &self,
+        filter: &MessageFilter,
+        cap: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<TaskRow, StoreError> {
+        let (clause, params) = filter.sql(|n| format!("${n}"));
+        let json = serde_json::to_string(filter).unwrap_or_default();
+        let values = pg_values(params);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let total: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM (SELECT 1 FROM messages m{clause} LIMIT {cap}) x"),
+                &pg_refs(&values),
+            )
+            .await?
+            .get(0);
+        let now = now_ms();
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO tasks (kind, filter, cap, status, total, actor, reason, created_at, updated_at)
+                 VALUES ('bulk_replay', $1, $2, 'running', $3, $4, $5, $6, $6) RETURNING id",
+                &[&json, &cap, &total, &actor, &reason, &now],
+            )
+            .await?
+            .get(0);
+        audit(
+            &tx,
+            actor,
+            "bulk_replay",
+            &format!(
+                "task {id}: {total} dead messages matching {}",
+                crate::domain::mask::text(&json)
+            ),
+            reason,
+        )
+        .await?;
+        tx.commit().await?;
+        drop(c);
+        self.task(id)
+            .await?
+            .ok_or(StoreError::Refused("the new task is gone".into()))
+    }
+
+    pub(super) async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
+            .await?
+            .map(|r| task_row(&r)))
+    }
+
+    pub(super) async fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(&format!("{TASK_SELECT} ORDER BY id DESC"), &[])
+            .await?
+            .iter()
+            .map(task_row)
+            .collect())
+    }
+
+    pub(super) async fn set_task_status(
+        &self,
+        id: i64,
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let now: Option<String> = tx
+            .query_opt("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .map(|r| r.get(0));
+        let moved = now.is_some_and(|s| from.contains(&s.as_str()));
+        if moved {
+            tx.execute(
+                "UPDATE tasks SET status = $2, updated_at = $3 WHERE id = $1",
+                &[&id, &to, &now_ms()],
+            )
+            .await?;
+            audit(
+                &tx,
+                actor,
+                &format!("task_{to}"),
+                &format!("task {id}"),
+                reason,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    pub(super) async fn run_task(&self, id: i64, n: usize) -> Result<Option<TaskRow>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                &format!("SELECT {TASK_COLUMNS}, cursor FROM tasks WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let task = task_row(&row);
+        let cursor: i64 = row.get(11);
+        if task.status != "running" {
+            return Ok(Some(task));
+        }
+        let mut f = task.filter.clone();
+        f.status = Some(status::DEAD);
+        f.after = Some(cursor);
+        let want = (n as i64).min(task.cap - task.done).max(0);
+        let (clause, params) = f.sql(|n| format!("${n}"));
+        let values = pg_values(params);
+        let rows: Vec<(i64, String, String)> = tx
+            .query(
+                &format!("SELECT m.id, m.target, m.key FROM messages m{clause} ORDER BY m.id LIMIT {want} FOR UPDATE"),
+                &pg_refs(&values),
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let now = now_ms();
+        if !rows.is_empty() {
+            let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let targets: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            let keys: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+            tx.execute(
+                "UPDATE messages SET status = 0, updated_at = $2 WHERE id = ANY($1) AND status = 2",
+                &[&ids, &now],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO heads (target, key, message_id, due_at)
+                 SELECT t, k, i, $4 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(t, k, i)
+                 ON CONFLICT (target, key) DO UPDATE SET message_id = excluded.message_id, due_at = excluded.due_at",
+                &[&targets, &keys, &ids, &now],
+            )
+            .await?;
+        }
+        let done = task.done + rows.len() as i64;
+        let finished = (rows.len() as i64) < want || done >= task.cap || want == 0;
+        let next_cursor = rows.last().map_or(cursor, |r| r.0);
+        let status_now = if finished { "done" } else { "running" };
+        tx.execute(
+            "UPDATE tasks SET done = $2, cursor = $3, status = $4, updated_at = $5 WHERE id = $1",
+            &[&id, &done, &next_cursor, &status_now, &now],
+        )
+        .await?;
+        let row = tx
+            .query_one(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(Some(task_row(&row)))
     }
 
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
@@ -1129,6 +1279,48 @@ impl PgStore {
         }
         Ok(out)
     }
+}
+
+const TASK_COLUMNS: &str =
+    "id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at";
+const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
+
+fn task_row(r: &tokio_postgres::Row) -> TaskRow {
+    let filter: String = r.get(2);
+    TaskRow {
+        id: r.get(0),
+        kind: r.get(1),
+        filter: serde_json::from_str(&filter).unwrap_or_default(),
+        cap: r.get(3),
+        status: r.get(4),
+        total: r.get(5),
+        done: r.get(6),
+        actor: r.get(7),
+        reason: r.get(8),
+        created_at: r.get(9),
+        updated_at: r.get(10),
+    }
+}
+
+type PgValue = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn pg_values(params: Vec<Param>) -> Vec<PgValue> {
+    params
+        .into_iter()
+        .map(|p| -> PgValue {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect()
+}
+
+fn pg_refs(values: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
 }
 
 const MESSAGE_SELECT: &str =

@@ -333,15 +333,11 @@ impl SqliteStore {
              FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
         );
         self.with(move |c| {
-            let values: Vec<rusqlite::types::Value> = params
-                .into_iter()
-                .map(|p| match p {
-                    Param::Text(t) => rusqlite::types::Value::Text(t),
-                    Param::Int(i) => rusqlite::types::Value::Integer(i),
-                })
-                .collect();
             let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(values), message_row)?;
+            let rows = st.query_map(
+                rusqlite::params_from_iter(sqlite_values(params)),
+                message_row,
+            )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -484,6 +480,164 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(super) async fn create_task(
+        &self,
+        filter: &MessageFilter,
+        cap: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<TaskRow, StoreError> {
+        let (clause, params) = filter.sql(|n| format!("?{n}"));
+        let json = serde_json::to_string(filter).unwrap_or_default();
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        let id = self
+            .with(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let total: i64 = tx.query_row(
+                    &format!("SELECT count(*) FROM (SELECT 1 FROM messages m{clause} LIMIT {cap})"),
+                    rusqlite::params_from_iter(sqlite_values(params)),
+                    |r| r.get(0),
+                )?;
+                let now = now_ms();
+                tx.execute(
+                    "INSERT INTO tasks (kind, filter, cap, status, total, actor, reason, created_at, updated_at)
+                     VALUES ('bulk_replay', ?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6)",
+                    params![json, cap, total, actor, reason, now],
+                )?;
+                let id = tx.last_insert_rowid();
+                audit(
+                    &tx,
+                    &actor,
+                    "bulk_replay",
+                    &format!(
+                "task {id}: {total} dead messages matching {}",
+                crate::domain::mask::text(&json)
+            ),
+                    &reason,
+                )?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?;
+        self.task(id)
+            .await?
+            .ok_or(StoreError::Refused("the new task is gone".into()))
+    }
+
+    pub(super) async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
+        self.with(move |c| {
+            Ok(
+                c.query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("{TASK_SELECT} ORDER BY id DESC"))?;
+            let rows = st.query_map([], task_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn set_task_status(
+        &self,
+        id: i64,
+        from: &[&str],
+        to: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let (to, actor, reason) = (to.to_string(), actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now: Option<String> = tx
+                .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            let moved = now.is_some_and(|s| from.contains(&s));
+            if moved {
+                tx.execute(
+                    "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, to, now_ms()],
+                )?;
+                audit(
+                    &tx,
+                    &actor,
+                    &format!("task_{to}"),
+                    &format!("task {id}"),
+                    &reason,
+                )?;
+            }
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    pub(super) async fn run_task(&self, id: i64, n: usize) -> Result<Option<TaskRow>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(task) = tx
+                .query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if task.status != "running" {
+                return Ok(Some(task));
+            }
+            let cursor: i64 = tx.query_row("SELECT cursor FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
+            let mut f = task.filter.clone();
+            f.status = Some(status::DEAD);
+            f.after = Some(cursor);
+            let want = (n as i64).min(task.cap - task.done).max(0);
+            let (clause, params) = f.sql(|n| format!("?{n}"));
+            let rows: Vec<(i64, String, String)> = {
+                let mut st = tx.prepare(&format!(
+                    "SELECT m.id, m.target, m.key FROM messages m{clause} ORDER BY m.id LIMIT {want}"
+                ))?;
+                let rows = st.query_map(rusqlite::params_from_iter(sqlite_values(params)), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let now = now_ms();
+            {
+                let mut up = tx.prepare_cached(
+                    "UPDATE messages SET status = 0, updated_at = ?2 WHERE id = ?1 AND status = 2",
+                )?;
+                let mut head = tx.prepare_cached(
+                    "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, key) DO UPDATE SET message_id = excluded.message_id, due_at = excluded.due_at",
+                )?;
+                for (mid, target, key) in &rows {
+                    up.execute(params![mid, now])?;
+                    head.execute(params![target, key, mid, now])?;
+                }
+            }
+            let done = task.done + rows.len() as i64;
+            let finished = (rows.len() as i64) < want || done >= task.cap || want == 0;
+            tx.execute(
+                "UPDATE tasks SET done = ?2, cursor = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
+                params![
+                    id,
+                    done,
+                    rows.last().map_or(cursor, |r| r.0),
+                    if finished { "done" } else { "running" },
+                    now
+                ],
+            )?;
+            let row = tx.query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)?;
+            tx.commit()?;
+            Ok(Some(row))
         })
         .await
     }
@@ -999,6 +1153,35 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    let filter: String = r.get(2)?;
+    Ok(TaskRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        filter: serde_json::from_str(&filter).unwrap_or_default(),
+        cap: r.get(3)?,
+        status: r.get(4)?,
+        total: r.get(5)?,
+        done: r.get(6)?,
+        actor: r.get(7)?,
+        reason: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+fn sqlite_values(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            Param::Text(t) => rusqlite::types::Value::Text(t),
+            Param::Int(i) => rusqlite::types::Value::Integer(i),
+        })
+        .collect()
 }
 
 const MESSAGE_SELECT: &str =

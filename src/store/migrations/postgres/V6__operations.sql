@@ -9,3 +9,18 @@ CREATE TABLE tokens (
 );
 -- Finding failed messages by the time they last changed.
 CREATE INDEX messages_by_update ON messages (status, updated_at, id) WHERE status <> 1;
+-- Bulk replays by filter, run by the hub in chunks: progress, pause, cancel.
+CREATE TABLE tasks (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    filter     TEXT    NOT NULL,
+    cap        BIGINT  NOT NULL,
+    status     TEXT    NOT NULL,
+    cursor     BIGINT  NOT NULL DEFAULT 0,
+    total      BIGINT  NOT NULL,
+    done       BIGINT  NOT NULL DEFAULT 0,
+    actor      TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    updated_at BIGINT  NOT NULL
+);

@@ -9,3 +9,18 @@ CREATE TABLE tokens (
 );
 -- Finding failed messages by the time they last changed.
 CREATE INDEX messages_by_update ON messages (status, updated_at, id) WHERE status <> 1;
+-- Bulk replays by filter, run by the hub in chunks: progress, pause, cancel.
+CREATE TABLE tasks (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    filter     TEXT    NOT NULL,
+    cap        INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    cursor     INTEGER NOT NULL DEFAULT 0,
+    total      INTEGER NOT NULL,
+    done       INTEGER NOT NULL DEFAULT 0,
+    actor      TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
