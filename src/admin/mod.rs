@@ -85,9 +85,10 @@ pub struct Admin {
     pub served: crate::cli::run::Served,
 }
 
-/// Who called: the token's name.
+/// Who called: the token's name and role.
 struct Caller {
     name: String,
+    role: Role,
 }
 
 /// An error answer: `{"error": "…"}` with its status.
@@ -159,14 +160,17 @@ impl Admin {
                 format!("{name} is a {}; this needs {}", role.name(), need.name()),
             ));
         }
-        Ok(Caller { name })
+        Ok(Caller { name, role })
     }
 }
 
 /// The API's routes.
 pub fn router(admin: Arc<Admin>) -> Router {
     Router::new()
+        .route("/", get(console))
+        .route("/console", get(console))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/whoami", get(whoami))
         .route("/api/targets", get(targets))
         .route("/api/targets/{target}/pause", post(pause))
         .route("/api/targets/{target}/resume", post(resume))
@@ -206,6 +210,27 @@ pub async fn serve(
     {
         tracing::error!(error = %e, "Operations API failed");
     }
+}
+
+/// The web console: one page, no build step, nothing from elsewhere; it
+/// holds no data until signed in with a token.
+async fn console() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("console.html"),
+    )
+        .into_response()
+}
+
+async fn whoami(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    let c = a.caller(&h, Role::Viewer).await?;
+    Ok(Json(json!({ "name": c.name, "role": c.role.name() })).into_response())
 }
 
 async fn openapi() -> Response {

@@ -3,6 +3,7 @@
 
 pub mod hub;
 pub mod kafka;
+pub mod ops;
 pub mod payouts;
 pub mod pg;
 pub mod receiver;
