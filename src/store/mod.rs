@@ -236,15 +236,17 @@ pub struct MessageFilter {
 
 /// A bound value of a [`MessageFilter`] query.
 #[derive(Clone, Debug)]
-pub(crate) enum Param {
+pub enum Param {
+    /// A text value.
     Text(String),
+    /// An integer value.
     Int(i64),
 }
 
 impl MessageFilter {
     /// The `WHERE` clause (over `messages m`) and its values, with `ph(n)`
     /// the placeholder of the n-th value (from 1).
-    pub(crate) fn sql(&self, ph: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+    pub fn sql(&self, ph: impl Fn(usize) -> String) -> (String, Vec<Param>) {
         let mut w = Vec::new();
         let mut p = Vec::new();
         let mut add = |cond: &str, v: Param| {

@@ -475,14 +475,26 @@ impl PgStore {
         limit: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let (clause, params) = filter.sql(|n| format!("${n}"));
-        let sql = format!(
-            "SELECT m.id, m.target, m.key, m.mapping, m.idem_key, m.status, m.attempts, m.last_error, m.payload, m.created_at, m.updated_at
-             FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
-        );
+        // The ids first (from the indexes alone where the filter allows),
+        // then the rows: fetching whole rows while filtering read the heap
+        // for every candidate.
+        let sql = format!("SELECT m.id FROM messages m{clause} ORDER BY m.id LIMIT {limit}");
         let values = pg_values(params);
         let c = self.client().await?;
-        let st = c.prepare_cached(&sql).await?;
-        let rows = c.query(&st, &pg_refs(&values)).await?;
+        // An unnamed statement: planned with the values given, so each
+        // filter gets the plan that suits it.
+        let ids: Vec<i64> = c
+            .query(sql.as_str(), &pg_refs(&values))
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = c
+            .query(
+                &format!("{MESSAGE_SELECT} WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await?;
         Ok(rows.iter().map(message_row).collect())
     }
 

@@ -7,8 +7,10 @@ CREATE TABLE tokens (
     created_at BIGINT  NOT NULL,
     revoked_at BIGINT
 );
--- Finding failed messages by the time they last changed.
+-- Finding failed messages by the time they last changed, and dead letters
+-- by key (only dead messages are in it: nothing on the delivery path).
 CREATE INDEX messages_by_update ON messages (status, updated_at, id) WHERE status <> 1;
+CREATE INDEX messages_dead_by_key ON messages (key, id) WHERE status = 2;
 -- Bulk replays by filter, run by the hub in chunks: progress, pause, cancel.
 CREATE TABLE tasks (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
