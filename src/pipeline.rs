@@ -228,3 +228,81 @@ pub async fn replay_remapped(
         .await
         .map_err(|e| e.to_string())
 }
+
+/// What [`remap_quarantine`] found.
+#[derive(Debug, Default)]
+pub struct Remapped {
+    /// Records the feed now maps (queued, unless a dry run).
+    pub mapped: usize,
+    /// Records the feed now filters out (resolved without a message).
+    pub filtered: usize,
+    /// Records the feed still cannot map: quarantine id and reason.
+    pub failing: Vec<(i64, String)>,
+    /// Rows resolved (0 on a dry run).
+    pub resolved: usize,
+}
+
+/// Maps quarantined records again with the feeds as configured now (after
+/// a mapping fix): those that map are queued as messages, those now
+/// filtered out are resolved, the others stay with their new reason. Up to
+/// `limit` rows of `source` (and `mapping`) at a time. `apply` is the
+/// operator and reason (one audit row); without it, a dry run.
+pub async fn remap_quarantine(
+    cfg: &Config,
+    store: &crate::store::Store,
+    source: Option<&str>,
+    mapping: Option<&str>,
+    limit: usize,
+    apply: Option<(&str, &str)>,
+) -> Result<Remapped, String> {
+    let rows = store
+        .quarantined(source, mapping, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Remapped::default();
+    let mut items = Vec::new();
+    for q in rows {
+        let Some(m) = cfg.mappings.get(&q.mapping) else {
+            out.failing.push((
+                q.id,
+                format!("the feed {:?} is no longer configured", q.mapping),
+            ));
+            continue;
+        };
+        let datum = match m.decode_json(&q.record) {
+            Ok(d) => d,
+            Err(r) => {
+                out.failing.push((q.id, r.to_string()));
+                continue;
+            }
+        };
+        match m.apply(&datum) {
+            Ok(Outcome::Mapped { key, record }) => {
+                let mut payload = Vec::with_capacity(256);
+                encode_json(&record, m.target_type(), &mut payload);
+                out.mapped += 1;
+                items.push((
+                    q.id,
+                    Some(NewMessage {
+                        mapping: m.name.clone(),
+                        target: m.to.to_string(),
+                        key: key.to_string(),
+                        payload,
+                    }),
+                ));
+            }
+            Ok(Outcome::Filtered) => {
+                out.filtered += 1;
+                items.push((q.id, None));
+            }
+            Err(r) => out.failing.push((q.id, r.to_string())),
+        }
+    }
+    if let (Some((actor, reason)), false) = (apply, items.is_empty()) {
+        out.resolved = store
+            .resolve_quarantine(items, actor, reason)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}

@@ -54,6 +54,7 @@ conformance!(
     targets_show_backlog_dead_letters_and_pauses,
     tokens_are_found_by_hash_until_revoked,
     bulk_replays_go_in_chunks_and_obey_cap_pause_and_cancel,
+    quarantined_records_are_resolved_once_into_messages,
 );
 
 const T: &str = "sscard.load_certificate";
@@ -1142,4 +1143,58 @@ async fn bulk_replays_go_in_chunks_and_obey_cap_pause_and_cancel(s: Store) {
         ]
     );
     assert_eq!(s.tasks().await.unwrap().len(), 2);
+}
+
+async fn quarantined_records_are_resolved_once_into_messages(s: Store) {
+    let mut r = record("9", &[(T, "A")]);
+    r.quarantine.push(Quarantined {
+        mapping: "to_pension".into(),
+        part: "field `level`".into(),
+        reason: "division by zero".into(),
+    });
+    s.ingest(vec![r, record("10", &[(T, "B")])]).await.unwrap();
+    let q = s
+        .quarantined(Some("national_cert.events"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (q[0].source_id.as_str(), q[0].mapping.as_str()),
+        ("9", "to_pension")
+    );
+    assert_eq!(q[0].record, b"{\"event_id\":\"9\"}");
+    assert!(s
+        .quarantined(None, Some("other"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let m = NewMessage {
+        mapping: "to_pension".into(),
+        target: "pension.enrol".into(),
+        key: "A".into(),
+        payload: b"fixed".to_vec(),
+    };
+    assert_eq!(
+        s.resolve_quarantine(vec![(q[0].id, Some(m.clone()))], "ops", "fixed")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.resolve_quarantine(vec![(q[0].id, Some(m))], "ops", "again")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(s.quarantined(None, None, 10).await.unwrap().is_empty());
+    let c = s.claim("pension.enrol", 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].payload, b"fixed");
+    assert_eq!(
+        c[0].idem_key,
+        idempotency_key("national_cert.events", "9", "to_pension")
+    );
+    let audit = s.audit().await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "quarantine_remap");
 }

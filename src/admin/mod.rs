@@ -179,6 +179,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/messages/{id}/replay", post(replay))
         .route("/api/messages/{id}/skip", post(skip))
         .route("/api/quarantine", get(quarantine))
+        .route("/api/quarantine/remap", post(remap_quarantine))
         .route("/api/audit", get(audit))
         .route("/api/tokens", get(tokens).post(create_token))
         .route("/api/tokens/{name}/revoke", post(revoke_token))
@@ -619,23 +620,78 @@ async fn skip(
     Ok(Json(json!({ "id": id, "skipped": true })).into_response())
 }
 
-#[derive(Deserialize)]
-struct SourceQuery {
-    source: String,
+#[derive(Deserialize, Default)]
+struct QuarantineQuery {
+    source: Option<String>,
+    mapping: Option<String>,
+    limit: Option<usize>,
 }
 
 async fn quarantine(
     State(a): State<Arc<Admin>>,
     h: HeaderMap,
-    Query(q): Query<SourceQuery>,
+    Query(q): Query<QuarantineQuery>,
 ) -> Reply {
     a.caller(&h, Role::Viewer).await?;
-    let rows = a.store.quarantine(&q.source).await.map_err(store_error)?;
+    let rows = a
+        .store
+        .quarantined(
+            q.source.as_deref(),
+            q.mapping.as_deref(),
+            q.limit.unwrap_or(100).clamp(1, 1000),
+        )
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({
-        "source": q.source,
-        "items": rows.iter().map(|(m, part, why)| json!({
-            "mapping": m, "part": part, "reason": mask::text(why),
+        "items": rows.iter().map(|r| json!({
+            "id": r.id, "source": r.source, "mapping": r.mapping,
+            "part": r.part, "reason": mask::text(&r.reason),
         })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct RemapBody {
+    source: Option<String>,
+    mapping: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    limit: Option<usize>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/quarantine/remap`: the quarantined records mapped again with
+/// the feeds this hub loaded (restart it after a mapping fix).
+async fn remap_quarantine(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Reply {
+    let c = a.caller(&h, Role::Operator).await?;
+    let b: RemapBody = body(&raw)?;
+    let reason = if b.dry_run {
+        b.reason.trim()
+    } else {
+        reason_of(&b.reason)?
+    };
+    let r = crate::pipeline::remap_quarantine(
+        a.cfg,
+        &a.store,
+        b.source.as_deref(),
+        b.mapping.as_deref(),
+        b.limit.unwrap_or(10_000).clamp(1, 100_000),
+        (!b.dry_run).then_some((c.name.as_str(), reason)),
+    )
+    .await
+    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(json!({
+        "dry_run": b.dry_run,
+        "mapped": r.mapped,
+        "filtered": r.filtered,
+        "resolved": r.resolved,
+        "failing": r.failing.iter().map(|(id, why)| json!({ "id": id, "reason": mask::text(why) })).collect::<Vec<_>>(),
     }))
     .into_response())
 }

@@ -155,6 +155,11 @@ enum Command {
         #[command(flatten)]
         args: ops::ActionArgs,
     },
+    /// Records a feed could not map: list them, map them again after a fix.
+    Quarantine {
+        #[command(subcommand)]
+        action: ops::QuarantineCommand,
+    },
     /// Bulk replays by filter: start, follow, pause, resume, cancel.
     Tasks {
         #[command(subcommand)]
@@ -626,6 +631,7 @@ pub fn main() -> ExitCode {
         Command::Resume { target, args } => ops::pause(target, false, args),
         Command::Targets { config } => ops::targets(config),
         Command::Tasks { action } => ops::tasks(action),
+        Command::Quarantine { action } => ops::quarantine(action),
         Command::Audit { config } => ops::audit(config),
         Command::Functions => {
             for (_, sig) in crate::mapping::functions::SIGNATURES {

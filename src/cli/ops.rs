@@ -225,6 +225,95 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
     })
 }
 
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    /// Records waiting for a mapping fix, with the reason (masked).
+    List {
+        /// `connector.operation` of the records.
+        #[arg(long)]
+        source: Option<String>,
+        /// The feed that could not map them.
+        #[arg(long)]
+        mapping: Option<String>,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+    },
+    /// Map them again with the feeds as configured now: those that map are
+    /// queued, those now filtered out are resolved (one audit row).
+    Remap {
+        /// `connector.operation` of the records.
+        #[arg(long)]
+        source: Option<String>,
+        /// The feed.
+        #[arg(long)]
+        mapping: Option<String>,
+        /// Count what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many records.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        #[command(flatten)]
+        args: ActionArgs,
+    },
+}
+
+/// `tongban quarantine …`.
+pub fn quarantine(cmd: QuarantineCommand) -> ExitCode {
+    match cmd {
+        QuarantineCommand::List {
+            source,
+            mapping,
+            config,
+        } => with_store(&config, async move |_, store| {
+            for q in store
+                .quarantined(source.as_deref(), mapping.as_deref(), 1000)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!(
+                    "{:>7}  {:<32} {:<40} {}: {}",
+                    q.id,
+                    q.source,
+                    q.mapping,
+                    q.part,
+                    crate::domain::mask::text(&q.reason)
+                );
+            }
+            Ok(())
+        }),
+        QuarantineCommand::Remap {
+            source,
+            mapping,
+            dry_run,
+            limit,
+            args,
+        } => with_store(&args.config, async move |cfg, store| {
+            let r = crate::pipeline::remap_quarantine(
+                cfg,
+                &store,
+                source.as_deref(),
+                mapping.as_deref(),
+                limit.max(1),
+                (!dry_run).then_some((actor(&args.actor).as_str(), args.reason.as_str())),
+            )
+            .await?;
+            println!(
+                "{}{} mapped, {} filtered out, {} still failing",
+                if dry_run { "dry run: " } else { "" },
+                r.mapped,
+                r.filtered,
+                r.failing.len()
+            );
+            for (id, why) in &r.failing {
+                println!("  {id}: {}", crate::domain::mask::text(why));
+            }
+            Ok(())
+        }),
+    }
+}
+
 /// Arguments shared by the actions on one message or target.
 #[derive(clap::Args, Debug)]
 pub struct ActionArgs {

@@ -342,6 +342,25 @@ pub struct TaskRow {
     pub updated_at: i64,
 }
 
+/// A source record a feed could not map, waiting for a fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineRow {
+    /// Its id.
+    pub id: i64,
+    /// `connector.operation` of the record.
+    pub source: String,
+    /// The record's id at the source.
+    pub source_id: String,
+    /// The feed that could not map it.
+    pub mapping: String,
+    /// Where it failed (field or stage).
+    pub part: String,
+    /// Why.
+    pub reason: String,
+    /// The record as stored.
+    pub record: Vec<u8>,
+}
+
 /// An API token as stored (its hash only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
@@ -729,6 +748,29 @@ impl Store {
     /// hubs may call it at once: the task row is locked.
     pub async fn run_task(&self, id: i64, n: usize) -> Result<Option<TaskRow>, StoreError> {
         both!(self, s => s.run_task(id, n).await)
+    }
+
+    /// Unresolved quarantine rows, oldest first, of a source and feed if given.
+    pub async fn quarantined(
+        &self,
+        source: Option<&str>,
+        mapping: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRow>, StoreError> {
+        both!(self, s => s.quarantined(source, mapping, limit).await)
+    }
+
+    /// Resolves quarantine rows after a mapping fix: each with the message
+    /// its feed now makes (queued in order behind its key's messages), or
+    /// none (the feed now filters it out). Rows already resolved are left
+    /// alone. One audit row; the number resolved is returned.
+    pub async fn resolve_quarantine(
+        &self,
+        items: Vec<(i64, Option<NewMessage>)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        both!(self, s => s.resolve_quarantine(items, actor, reason).await)
     }
 
     /// Skips a dead message with a reason: its key moves on. Audited.

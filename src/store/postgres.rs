@@ -785,6 +785,101 @@ impl PgStore {
         Ok(Some(task_row(&row)))
     }
 
+    pub(super) async fn quarantined(
+        &self,
+        source: Option<&str>,
+        mapping: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRow>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT q.id, i.source, i.source_id, q.mapping, q.part, q.reason, i.record
+                 FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                 WHERE q.resolved_at IS NULL AND ($1::text IS NULL OR i.source = $1) AND ($2::text IS NULL OR q.mapping = $2)
+                 ORDER BY q.id LIMIT $3",
+                &[&source, &mapping, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| QuarantineRow {
+                id: r.get(0),
+                source: r.get(1),
+                source_id: r.get(2),
+                mapping: r.get(3),
+                part: r.get(4),
+                reason: r.get(5),
+                record: r.get(6),
+            })
+            .collect())
+    }
+
+    pub(super) async fn resolve_quarantine(
+        &self,
+        items: Vec<(i64, Option<NewMessage>)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let now = now_ms();
+        let (mut n, mut queued) = (0usize, 0usize);
+        for (qid, m) in &items {
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT q.inbox_id, i.source, i.source_id FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                     WHERE q.id = $1 AND q.resolved_at IS NULL FOR UPDATE OF q",
+                    &[qid],
+                )
+                .await?
+            else {
+                continue;
+            };
+            let (inbox_id, source, source_id): (i64, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            tx.execute(
+                "UPDATE quarantine SET resolved_at = $2 WHERE id = $1",
+                &[qid, &now],
+            )
+            .await?;
+            n += 1;
+            if let Some(m) = m {
+                let idem = idempotency_key(&source, &source_id, &m.mapping);
+                let id: i64 = tx
+                    .query_one(
+                        "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+                        &[&inbox_id, &m.mapping, &m.target, &m.key, &idem, &m.payload, &now],
+                    )
+                    .await?
+                    .get(0);
+                tx.execute(
+                    "INSERT INTO heads (target, key, message_id, due_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (target, key) DO NOTHING",
+                    &[&m.target, &m.key, &id, &now],
+                )
+                .await?;
+                queued += 1;
+            }
+        }
+        if n > 0 {
+            audit(
+                &tx,
+                actor,
+                "quarantine_remap",
+                &format!(
+                    "{n} quarantined records ({queued} now mapped, {} filtered out)",
+                    n - queued
+                ),
+                reason,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

@@ -642,6 +642,100 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn quarantined(
+        &self,
+        source: Option<&str>,
+        mapping: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRow>, StoreError> {
+        let (source, mapping) = (source.map(str::to_string), mapping.map(str::to_string));
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT q.id, i.source, i.source_id, q.mapping, q.part, q.reason, i.record
+                 FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                 WHERE q.resolved_at IS NULL AND (?1 IS NULL OR i.source = ?1) AND (?2 IS NULL OR q.mapping = ?2)
+                 ORDER BY q.id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![source, mapping, limit as i64], |r| {
+                Ok(QuarantineRow {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    source_id: r.get(2)?,
+                    mapping: r.get(3)?,
+                    part: r.get(4)?,
+                    reason: r.get(5)?,
+                    record: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn resolve_quarantine(
+        &self,
+        items: Vec<(i64, Option<NewMessage>)>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let mut n = 0;
+            let mut queued = 0;
+            {
+                let mut get = tx.prepare_cached(
+                    "SELECT q.inbox_id, i.source, i.source_id FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                     WHERE q.id = ?1 AND q.resolved_at IS NULL",
+                )?;
+                let mut resolve =
+                    tx.prepare_cached("UPDATE quarantine SET resolved_at = ?2 WHERE id = ?1")?;
+                let mut message = tx.prepare_cached(
+                    "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+                )?;
+                let mut head = tx.prepare_cached(
+                    "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, key) DO NOTHING",
+                )?;
+                for (qid, m) in &items {
+                    let Some((inbox_id, source, source_id)) = get
+                        .query_row([qid], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                        })
+                        .optional()?
+                    else {
+                        continue;
+                    };
+                    resolve.execute(params![qid, now])?;
+                    n += 1;
+                    if let Some(m) = m {
+                        let idem = idempotency_key(&source, &source_id, &m.mapping);
+                        let id: i64 = message.query_row(
+                            params![inbox_id, m.mapping, m.target, m.key, idem, m.payload, now],
+                            |r| r.get(0),
+                        )?;
+                        head.execute(params![m.target, m.key, id, now])?;
+                        queued += 1;
+                    }
+                }
+            }
+            if n > 0 {
+                audit(
+                    &tx,
+                    &actor,
+                    "quarantine_remap",
+                    &format!("{n} quarantined records ({queued} now mapped, {} filtered out)", n - queued),
+                    &reason,
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {
