@@ -7,45 +7,18 @@
 
 mod support;
 
-use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const KEYS: usize = 10_000;
-
-#[derive(Default)]
-struct Rx {
-    refuse: AtomicBool,
-    accepted: Mutex<Vec<(String, String)>>,
-}
-
-async fn rx(State(r): State<Arc<Rx>>, h: HeaderMap, body: String) -> StatusCode {
-    if r.refuse.load(Ordering::SeqCst) {
-        return StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    let key = h
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    r.accepted.lock().unwrap().push((key, body));
-    StatusCode::OK
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_dead_letters_replayed_by_one_task_in_key_order() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let state = Arc::new(Rx::default());
-    state.refuse.store(true, Ordering::SeqCst);
-    let app = Router::new()
-        .route("/deliver", post(rx))
-        .with_state(state.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/deliver", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let (state, base) = support::ops::receiver(true).await;
+    let url = format!("{base}/deliver");
     support::hub::config(dir, "sqlite://var/tongban.db", &url, KEYS, 2);
     let admin_addr = format!("127.0.0.1:{}", support::free_port());
     let toml = std::fs::read_to_string(dir.join("tongban.toml")).unwrap();

@@ -185,9 +185,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/tokens/{name}/revoke", post(revoke_token))
         .route("/api/tasks", get(tasks).post(create_task))
         .route("/api/tasks/{id}", get(task))
-        .route("/api/tasks/{id}/pause", post(pause_task))
-        .route("/api/tasks/{id}/resume", post(resume_task))
-        .route("/api/tasks/{id}/cancel", post(cancel_task))
+        .route("/api/tasks/{id}/{action}", post(steer_task))
         .route("/metrics", get(metrics::serve))
         .with_state(admin)
 }
@@ -828,15 +826,25 @@ async fn task(State(a): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<i64>) ->
     Ok(Json(task_json(&t)).into_response())
 }
 
-async fn move_task(
-    a: Arc<Admin>,
+/// `POST /api/tasks/{id}/pause|resume|cancel`.
+async fn steer_task(
+    State(a): State<Arc<Admin>>,
     h: HeaderMap,
-    id: i64,
+    Path((id, action)): Path<(i64, String)>,
     raw: axum::body::Bytes,
-    from: &[&str],
-    to: &str,
 ) -> Reply {
     let c = a.caller(&h, Role::Operator).await?;
+    let (from, to): (&[&str], &str) = match action.as_str() {
+        "pause" => (&["running"], "paused"),
+        "resume" => (&["paused"], "running"),
+        "cancel" => (&["running", "paused"], "cancelled"),
+        other => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no task action {other:?}: pause, resume or cancel"),
+            ))
+        }
+    };
     let b: Reason = body(&raw)?;
     let reason = reason_of(&b.reason)?;
     if !a
@@ -849,33 +857,6 @@ async fn move_task(
     }
     let t = a.store.task(id).await.map_err(store_error)?;
     Ok(Json(t.as_ref().map(task_json)).into_response())
-}
-
-async fn pause_task(
-    State(a): State<Arc<Admin>>,
-    h: HeaderMap,
-    Path(id): Path<i64>,
-    raw: axum::body::Bytes,
-) -> Reply {
-    move_task(a, h, id, raw, &["running"], "paused").await
-}
-
-async fn resume_task(
-    State(a): State<Arc<Admin>>,
-    h: HeaderMap,
-    Path(id): Path<i64>,
-    raw: axum::body::Bytes,
-) -> Reply {
-    move_task(a, h, id, raw, &["paused"], "running").await
-}
-
-async fn cancel_task(
-    State(a): State<Arc<Admin>>,
-    h: HeaderMap,
-    Path(id): Path<i64>,
-    raw: axum::body::Bytes,
-) -> Reply {
-    move_task(a, h, id, raw, &["running", "paused"], "cancelled").await
 }
 
 /// Runs the running bulk replays, a chunk at a time, until `shutdown`.

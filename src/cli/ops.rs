@@ -58,25 +58,44 @@ pub enum TokenCommand {
     },
 }
 
+/// Which messages: the filter shared by `messages list` and `tasks create`.
+#[derive(clap::Args, Debug)]
+pub struct FilterArgs {
+    /// `connector.operation`.
+    #[arg(long)]
+    target: Option<String>,
+    /// The ordering key.
+    #[arg(long)]
+    key: Option<String>,
+    /// An error class of an attempt (http_422, timeout, connect, …).
+    #[arg(long)]
+    error_class: Option<String>,
+    /// Text in the last error.
+    #[arg(long)]
+    text: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> MessageFilter {
+        MessageFilter {
+            target: self.target,
+            key: self.key,
+            error_class: self.error_class,
+            text: self.text,
+            ..MessageFilter::default()
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum MessagesCommand {
     /// Messages by filter, one line each, masked.
     List {
-        /// `connector.operation`.
-        #[arg(long)]
-        target: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// pending, delivered, dead or skipped.
         #[arg(long)]
         status: Option<String>,
-        /// The ordering key.
-        #[arg(long)]
-        key: Option<String>,
-        /// An error class of an attempt (http_422, timeout, connect, …).
-        #[arg(long)]
-        error_class: Option<String>,
-        /// Text in the last error.
-        #[arg(long)]
-        text: Option<String>,
         /// Ids above this one (the next page).
         #[arg(long)]
         after: Option<i64>,
@@ -117,18 +136,8 @@ pub enum TasksCommand {
     /// Start a bulk replay of the dead messages matching the filter; the
     /// running hub replays them in chunks (one audit row).
     Create {
-        /// `connector.operation`.
-        #[arg(long)]
-        target: Option<String>,
-        /// The ordering key.
-        #[arg(long)]
-        key: Option<String>,
-        /// An error class of an attempt (http_422, timeout, connect, …).
-        #[arg(long)]
-        error_class: Option<String>,
-        /// Text in the last error.
-        #[arg(long)]
-        text: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// At most this many (1 to 100,000).
         #[arg(long, default_value_t = 10_000)]
         cap: i64,
@@ -181,25 +190,12 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
                 Ok(())
             })
         }
-        TasksCommand::Create {
-            target,
-            key,
-            error_class,
-            text,
-            cap,
-            args,
-        } => {
+        TasksCommand::Create { filter, cap, args } => {
             return with_store(&args.config, async move |_, store| {
                 if !(1..=admin::TASK_CAP.0).contains(&cap) {
                     return Err(format!("--cap must be 1 to {}", admin::TASK_CAP.0));
                 }
-                let f = MessageFilter {
-                    target,
-                    key,
-                    error_class,
-                    text,
-                    ..MessageFilter::default()
-                };
+                let f = filter.filter();
                 let t = store
                     .create_task(&f, cap, &actor(&args.actor), &args.reason)
                     .await
@@ -422,24 +418,16 @@ fn time(ms: i64) -> String {
 pub fn messages(cmd: MessagesCommand) -> ExitCode {
     match cmd {
         MessagesCommand::List {
-            target,
+            filter,
             status,
-            key,
-            error_class,
-            text,
             after,
             limit,
             config,
         } => with_store(&config, async move |_, store| {
-            let status = status.as_deref().map(admin::status_code).transpose()?;
             let filter = MessageFilter {
-                target,
-                status,
-                key,
-                error_class,
-                text,
+                status: status.as_deref().map(admin::status_code).transpose()?,
                 after,
-                ..MessageFilter::default()
+                ..filter.filter()
             };
             let rows = store
                 .find_messages(&filter, limit.max(1))

@@ -107,6 +107,9 @@ fn add(t: &mut crate::store::IngestOutcome, o: crate::store::IngestOutcome) {
     t.quarantined += o.quarantined;
 }
 
+/// A target's sink and settings, or why it cannot run.
+type Made = Result<(Arc<dyn Sink>, TargetSettings), String>;
+
 /// Builds the sink and settings of one target, or says why it cannot run yet.
 fn target(
     cfg: &Config,
@@ -533,12 +536,30 @@ pub async fn start_hub(
     let targets: BTreeSet<OpRef> = cfg.mappings.values().map(|m| m.to.clone()).collect();
     let mut tasks = start_sources(cfg, store.clone(), shutdown.clone()).await;
     let mut served = Vec::new();
+    // Each target a feed writes to, and beside a bank's payment target the
+    // files target of its batch files.
+    let mut plan: Vec<(OpRef, Made)> = Vec::new();
     for t in &targets {
-        match target(cfg, t, &store) {
+        plan.push((t.clone(), target(cfg, t, &store)));
+        let bank = cfg
+            .connectors
+            .get(&t.connector)
+            .and_then(|c| crate::payout::bank_format(c, &t.operation))
+            .and_then(|_| crate::payout::bank_target(cfg, Some(&t.to_string())).ok());
+        if let Some(bank) = bank {
+            let files = OpRef {
+                connector: t.connector.clone(),
+                operation: format!("{}/files", t.operation),
+            };
+            plan.push((files, files_target(cfg, &bank, &store)));
+        }
+    }
+    for (t, made) in plan {
+        match made {
             Ok((sink, settings)) => {
                 tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
                 let stats = Arc::new(TargetStats::default());
-                served.push((t.clone(), stats.clone()));
+                served.push((t, stats.clone()));
                 tasks.push(tokio::spawn(supervise(
                     store.clone(),
                     sink,
@@ -548,37 +569,6 @@ pub async fn start_hub(
                 )));
             }
             Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
-        }
-        let Some(bank) = cfg
-            .connectors
-            .get(&t.connector)
-            .and_then(|c| crate::payout::bank_format(c, &t.operation))
-            .and_then(|_| crate::payout::bank_target(cfg, Some(&t.to_string())).ok())
-        else {
-            continue;
-        };
-        match files_target(cfg, &bank, &store) {
-            Ok((sink, settings)) => {
-                tracing::info!(target_name = %settings.target, "Dispatching batch files");
-                let stats = Arc::new(TargetStats::default());
-                served.push((
-                    OpRef {
-                        connector: t.connector.clone(),
-                        operation: format!("{}/files", t.operation),
-                    },
-                    stats.clone(),
-                ));
-                tasks.push(tokio::spawn(supervise(
-                    store.clone(),
-                    sink,
-                    settings,
-                    stats,
-                    shutdown.clone(),
-                )));
-            }
-            Err(why) => {
-                tracing::warn!(target_name = %bank.files_target(), reason = %why, "Not dispatching")
-            }
         }
     }
     (tasks, served)
