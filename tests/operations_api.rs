@@ -359,6 +359,7 @@ async fn operations_api_roles_masking_replay_and_audit() {
         (Some(1), Some(1), Some(1))
     );
     assert_eq!(t["served_here"], true);
+    assert!(t.get("delivered_per_s").is_some(), "{t}");
     let r = post(
         "/api/targets/rx.deliver/resume".into(),
         Some(operator.clone()),

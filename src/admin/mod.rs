@@ -83,6 +83,46 @@ pub struct Admin {
     pub cfg: &'static Config,
     /// The targets this process serves, with their counters.
     pub served: crate::cli::run::Served,
+    /// Deliveries counted every few seconds per target, for the rate over
+    /// the last minute.
+    pub samples: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
+    >,
+}
+
+impl Admin {
+    /// The API's state over a store and the targets served.
+    pub fn new(store: Arc<Store>, cfg: &'static Config, served: crate::cli::run::Served) -> Self {
+        Admin {
+            store,
+            cfg,
+            served,
+            samples: Default::default(),
+        }
+    }
+
+    /// Counts each served target's deliveries now; keeps a minute of counts.
+    fn sample(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::Instant::now();
+        let mut all = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, st) in &self.served {
+            let q = all.entry(t.to_string()).or_default();
+            q.push_back((now, st.delivered.load(Relaxed)));
+            while q.len() > 2 && now.duration_since(q[0].0) > std::time::Duration::from_secs(60) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Deliveries per second over (about) the last minute.
+    fn rate(&self, target: &str) -> Option<f64> {
+        let all = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let q = all.get(target)?;
+        let (first, last) = (q.front()?, q.back()?);
+        let secs = last.0.duration_since(first.0).as_secs_f64();
+        (secs > 0.0).then(|| (last.1 - first.1) as f64 / secs)
+    }
 }
 
 /// Who called: the token's name and role.
@@ -172,8 +212,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/whoami", get(whoami))
         .route("/api/targets", get(targets))
-        .route("/api/targets/{target}/pause", post(pause))
-        .route("/api/targets/{target}/resume", post(resume))
+        .route("/api/targets/{target}/{action}", post(set_paused))
         .route("/api/messages", get(list))
         .route("/api/messages/{id}", get(show))
         .route("/api/messages/{id}/replay", post(replay))
@@ -196,6 +235,7 @@ pub async fn serve(
     admin: Arc<Admin>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut stop = shutdown.clone();
     let graceful = async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -203,6 +243,16 @@ pub async fn serve(
             }
         }
     };
+    let sampler = admin.clone();
+    tokio::spawn(async move {
+        loop {
+            sampler.sample();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
     if let Err(e) = axum::serve(listener, router(admin))
         .with_graceful_shutdown(graceful)
         .await
@@ -253,7 +303,7 @@ async fn targets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
             .find(|(t, _)| t.to_string() == r.target)
             .map(|(_, s)| s.clone());
         seen.insert(r.target.clone());
-        out.push(target_json(&r, stats.as_deref(), now));
+        out.push(target_json(&r, stats.as_deref(), a.rate(&r.target), now));
     }
     for (t, s) in &a.served {
         if !seen.contains(&t.to_string()) {
@@ -261,7 +311,7 @@ async fn targets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
                 target: t.to_string(),
                 ..Default::default()
             };
-            out.push(target_json(&r, Some(s), now));
+            out.push(target_json(&r, Some(s), a.rate(&r.target), now));
         }
     }
     Ok(Json(json!({ "targets": out })).into_response())
@@ -270,6 +320,7 @@ async fn targets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
 fn target_json(
     r: &crate::store::TargetRow,
     s: Option<&crate::dispatch::TargetStats>,
+    rate: Option<f64>,
     now: i64,
 ) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
@@ -286,6 +337,7 @@ fn target_json(
         "requests": s.map(|s| s.requests.load(Relaxed)),
         "delivered_here": s.map(|s| s.delivered.load(Relaxed)),
         "retried_here": s.map(|s| s.retried.load(Relaxed)),
+        "delivered_per_s": rate.map(|r| (r * 10.0).round() / 10.0),
     })
 }
 
@@ -317,32 +369,24 @@ fn reason_of(r: &str) -> Result<&str, ApiError> {
     Ok(r)
 }
 
-async fn pause(
-    State(a): State<Arc<Admin>>,
-    h: HeaderMap,
-    Path(target): Path<String>,
-    raw: axum::body::Bytes,
-) -> Reply {
-    set_paused(a, h, target, raw, true).await
-}
-
-async fn resume(
-    State(a): State<Arc<Admin>>,
-    h: HeaderMap,
-    Path(target): Path<String>,
-    raw: axum::body::Bytes,
-) -> Reply {
-    set_paused(a, h, target, raw, false).await
-}
-
+/// `POST /api/targets/{target}/pause|resume`.
 async fn set_paused(
-    a: Arc<Admin>,
+    State(a): State<Arc<Admin>>,
     h: HeaderMap,
-    target: String,
+    Path((target, action)): Path<(String, String)>,
     raw: axum::body::Bytes,
-    paused: bool,
 ) -> Reply {
     let c = a.caller(&h, Role::Operator).await?;
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no target action {other:?}: pause or resume"),
+            ))
+        }
+    };
     let b: Reason = body(&raw)?;
     let reason = reason_of(&b.reason)?;
     a.store

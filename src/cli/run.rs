@@ -596,11 +596,7 @@ pub fn run(cfg: Config) -> ExitCode {
         match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => {
                 tracing::info!(listen = %listen, "Serving the operations API");
-                let admin = Arc::new(crate::admin::Admin {
-                    store: store.clone(),
-                    cfg,
-                    served,
-                });
+                let admin = Arc::new(crate::admin::Admin::new(store.clone(), cfg, served));
                 tasks.push(tokio::spawn(crate::admin::serve(
                     listener,
                     admin,
