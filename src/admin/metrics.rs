@@ -23,7 +23,9 @@ fn label(s: &str) -> String {
 /// The metrics text.
 pub async fn render(a: &Admin) -> Result<String, crate::store::StoreError> {
     let targets = a.store.targets().await?;
-    let counts = a.store.counts().await?;
+    // Only the quarantine counts: `Store::counts` would also join every
+    // attempt to count retries, on every scrape.
+    let quarantined = a.store.quarantine_counts().await?;
     let now = crate::store::now_ms();
     let mut o = String::with_capacity(4096);
     let w = &mut o;
@@ -79,7 +81,7 @@ pub async fn render(a: &Admin) -> Result<String, crate::store::StoreError> {
         "# HELP tongban_quarantined Source records a feed could not map."
     );
     let _ = writeln!(w, "# TYPE tongban_quarantined gauge");
-    for (src, mapping, n) in &counts.quarantined {
+    for (src, mapping, n) in &quarantined {
         let _ = writeln!(
             w,
             "tongban_quarantined{{source=\"{}\",mapping=\"{}\"}} {n}",

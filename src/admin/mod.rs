@@ -83,11 +83,8 @@ pub struct Admin {
     pub cfg: &'static Config,
     /// The targets this process serves, with their counters.
     pub served: crate::cli::run::Served,
-    /// Deliveries counted every few seconds per target, for the rate over
-    /// the last minute.
-    pub samples: std::sync::Mutex<
-        std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
-    >,
+    /// Deliveries counted every few seconds per target.
+    pub rates: std::sync::Mutex<Rates>,
 }
 
 impl Admin {
@@ -97,31 +94,52 @@ impl Admin {
             store,
             cfg,
             served,
-            samples: Default::default(),
+            rates: Default::default(),
         }
     }
 
-    /// Counts each served target's deliveries now; keeps a minute of counts.
+    /// Counts each served target's deliveries now.
     fn sample(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = std::time::Instant::now();
-        let mut all = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
         for (t, st) in &self.served {
-            let q = all.entry(t.to_string()).or_default();
-            q.push_back((now, st.delivered.load(Relaxed)));
-            while q.len() > 2 && now.duration_since(q[0].0) > std::time::Duration::from_secs(60) {
-                q.pop_front();
-            }
+            r.sample(&t.to_string(), now, st.delivered.load(Relaxed));
         }
     }
 
-    /// Deliveries per second over (about) the last minute.
     fn rate(&self, target: &str) -> Option<f64> {
-        let all = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let q = all.get(target)?;
+        self.rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate(target)
+    }
+}
+
+/// Delivery counts sampled per target, kept for about a minute: the rate
+/// over the last minute.
+#[derive(Debug, Default)]
+pub struct Rates(
+    std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
+);
+
+impl Rates {
+    /// Records `target`'s count at `now`; forgets samples over a minute old
+    /// (keeping two at least).
+    pub fn sample(&mut self, target: &str, now: std::time::Instant, delivered: u64) {
+        let q = self.0.entry(target.to_string()).or_default();
+        q.push_back((now, delivered));
+        while q.len() > 2 && now.duration_since(q[0].0) > std::time::Duration::from_secs(60) {
+            q.pop_front();
+        }
+    }
+
+    /// Deliveries per second between the oldest and newest samples kept.
+    pub fn rate(&self, target: &str) -> Option<f64> {
+        let q = self.0.get(target)?;
         let (first, last) = (q.front()?, q.back()?);
         let secs = last.0.duration_since(first.0).as_secs_f64();
-        (secs > 0.0).then(|| (last.1 - first.1) as f64 / secs)
+        (secs > 0.0).then(|| last.1.saturating_sub(first.1) as f64 / secs)
     }
 }
 
@@ -358,6 +376,12 @@ struct Reason {
     reason: String,
 }
 
+/// The reason a body `{"reason": …}` gives, which must not be empty.
+fn given_reason(raw: &[u8]) -> Result<String, ApiError> {
+    let b: Reason = body(raw)?;
+    reason_of(&b.reason).map(str::to_string)
+}
+
 fn reason_of(r: &str) -> Result<&str, ApiError> {
     let r = r.trim();
     if r.is_empty() {
@@ -387,10 +411,9 @@ async fn set_paused(
             ))
         }
     };
-    let b: Reason = body(&raw)?;
-    let reason = reason_of(&b.reason)?;
+    let reason = given_reason(&raw)?;
     a.store
-        .set_paused(&target, paused, &c.name, reason)
+        .set_paused(&target, paused, &c.name, &reason)
         .await
         .map_err(store_error)?;
     Ok(Json(json!({ "target": target, "paused": paused })).into_response())
@@ -656,9 +679,8 @@ async fn skip(
     raw: axum::body::Bytes,
 ) -> Reply {
     let c = a.caller(&h, Role::Operator).await?;
-    let b: Reason = body(&raw)?;
-    let reason = reason_of(&b.reason)?;
-    a.store.skip(id, &c.name, reason).await.map_err(conflict)?;
+    let reason = given_reason(&raw)?;
+    a.store.skip(id, &c.name, &reason).await.map_err(conflict)?;
     Ok(Json(json!({ "id": id, "skipped": true })).into_response())
 }
 
@@ -797,10 +819,9 @@ async fn revoke_token(
     raw: axum::body::Bytes,
 ) -> Reply {
     let c = a.caller(&h, Role::Admin).await?;
-    let b: Reason = body(&raw)?;
-    let reason = reason_of(&b.reason)?;
+    let reason = given_reason(&raw)?;
     if a.store
-        .revoke_token(&name, &c.name, reason)
+        .revoke_token(&name, &c.name, &reason)
         .await
         .map_err(store_error)?
     {
@@ -870,6 +891,17 @@ async fn task(State(a): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<i64>) ->
     Ok(Json(task_json(&t)).into_response())
 }
 
+/// What steering a bulk replay does: the states it may be in, and the
+/// state it goes to.
+pub fn task_transition(action: &str) -> Option<(&'static [&'static str], &'static str)> {
+    match action {
+        "pause" => Some((&["running"], "paused")),
+        "resume" => Some((&["paused"], "running")),
+        "cancel" => Some((&["running", "paused"], "cancelled")),
+        _ => None,
+    }
+}
+
 /// `POST /api/tasks/{id}/pause|resume|cancel`.
 async fn steer_task(
     State(a): State<Arc<Admin>>,
@@ -878,22 +910,16 @@ async fn steer_task(
     raw: axum::body::Bytes,
 ) -> Reply {
     let c = a.caller(&h, Role::Operator).await?;
-    let (from, to): (&[&str], &str) = match action.as_str() {
-        "pause" => (&["running"], "paused"),
-        "resume" => (&["paused"], "running"),
-        "cancel" => (&["running", "paused"], "cancelled"),
-        other => {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                format!("no task action {other:?}: pause, resume or cancel"),
-            ))
-        }
-    };
-    let b: Reason = body(&raw)?;
-    let reason = reason_of(&b.reason)?;
+    let (from, to) = task_transition(&action).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no task action {action:?}: pause, resume or cancel"),
+        )
+    })?;
+    let reason = given_reason(&raw)?;
     if !a
         .store
-        .set_task_status(id, from, to, &c.name, reason)
+        .set_task_status(id, from, to, &c.name, &reason)
         .await
         .map_err(store_error)?
     {
@@ -909,35 +935,66 @@ pub async fn run_tasks(store: Arc<Store>, mut shutdown: tokio::sync::watch::Rece
         if *shutdown.borrow() {
             return;
         }
-        let mut moved = false;
-        match store.tasks().await {
-            Ok(ts) => {
-                for t in ts.iter().filter(|t| t.status == "running") {
-                    match store.run_task(t.id, 500).await {
-                        Ok(Some(now)) => {
-                            moved |= now.done > t.done;
-                            if now.status == "done" {
-                                tracing::info!(
-                                    task = t.id,
-                                    replayed = now.done,
-                                    "Bulk replay done"
-                                );
-                            }
+        // Only the running tasks' ids are read each round: the task table
+        // keeps every task ever made.
+        let mut more = false;
+        match store.running_tasks().await {
+            Ok(ids) => {
+                for id in ids {
+                    match store.run_task(id, 500).await {
+                        Ok(Some(t)) if t.status == "done" => {
+                            tracing::info!(task = id, replayed = t.done, "Bulk replay done")
                         }
+                        Ok(Some(t)) => more |= t.status == "running",
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::warn!(task = t.id, error = %e, "Bulk replay chunk failed; trying again")
+                            tracing::warn!(task = id, error = %e, "Bulk replay chunk failed; trying again")
                         }
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "Cannot read the tasks"),
         }
-        if !moved {
+        if !more {
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_rate_is_over_the_last_minute() {
+        let mut r = Rates::default();
+        let t0 = Instant::now();
+        r.sample("a", t0, 0);
+        assert_eq!(r.rate("a"), None, "one sample gives no rate");
+        r.sample("a", t0 + Duration::from_secs(10), 500);
+        assert_eq!(r.rate("a"), Some(50.0));
+        // A minute later the first samples are forgotten: 100/s lately.
+        r.sample("a", t0 + Duration::from_secs(70), 500);
+        r.sample("a", t0 + Duration::from_secs(80), 1500);
+        assert_eq!(r.rate("a"), Some(100.0));
+        assert_eq!(r.rate("b"), None);
+    }
+
+    #[test]
+    fn task_actions_move_between_the_right_states() {
+        assert_eq!(task_transition("pause"), Some((&["running"][..], "paused")));
+        assert_eq!(
+            task_transition("resume"),
+            Some((&["paused"][..], "running"))
+        );
+        assert_eq!(
+            task_transition("cancel"),
+            Some((&["running", "paused"][..], "cancelled"))
+        );
+        assert_eq!(task_transition("delete"), None);
     }
 }

@@ -181,7 +181,7 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
             t.reason
         );
     };
-    let (id, args, from, to): (i64, ActionArgs, &[&str], &str) = match cmd {
+    let (id, args, action): (i64, ActionArgs, &str) = match cmd {
         TasksCommand::List { config } => {
             return with_store(&config, async move |_, store| {
                 for t in store.tasks().await.map_err(|e| e.to_string())? {
@@ -204,10 +204,11 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
                 Ok(())
             })
         }
-        TasksCommand::Pause { id, args } => (id, args, &["running"], "paused"),
-        TasksCommand::Resume { id, args } => (id, args, &["paused"], "running"),
-        TasksCommand::Cancel { id, args } => (id, args, &["running", "paused"], "cancelled"),
+        TasksCommand::Pause { id, args } => (id, args, "pause"),
+        TasksCommand::Resume { id, args } => (id, args, "resume"),
+        TasksCommand::Cancel { id, args } => (id, args, "cancel"),
     };
+    let (from, to) = admin::task_transition(action).expect("a known task action");
     with_store(&args.config, async move |_, store| {
         if !store
             .set_task_status(id, from, to, &actor(&args.actor), &args.reason)
@@ -407,7 +408,7 @@ pub fn token(cmd: TokenCommand) -> ExitCode {
 fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| {
-            t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+            t.with_timezone(&crate::domain::china_tz())
                 .format("%Y-%m-%d %H:%M:%S")
                 .to_string()
         })

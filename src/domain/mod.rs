@@ -15,6 +15,11 @@ pub use cert::{CertError, CertificateNo};
 /// Now in China Standard Time (UTC+8): the day that dates on certificates,
 /// ages, payment files and periods are counted in.
 pub fn china_now() -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+    chrono::Utc::now().with_timezone(&china_tz())
+}
+
+/// China Standard Time, UTC+8 (no daylight saving).
+pub fn china_tz() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8")
 }
 pub use id::{IdError, ResidentId};

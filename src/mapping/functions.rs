@@ -398,7 +398,7 @@ pub fn call(
                 Type::Date => Some(t),
                 Type::Timestamp => {
                     let f = c.want(t, Kind::Ts, ids[0], "the argument of `date`")?;
-                    let china = chrono::FixedOffset::east_opt(8 * 3600)?;
+                    let china = crate::domain::china_tz();
                     date_typed(Box::new(move |r, k| match f(r, k)? {
                         Val::Ts(ms) => chrono::DateTime::from_timestamp_millis(ms)
                             .map(|t| date_val(t.with_timezone(&china).date_naive()))

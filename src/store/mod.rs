@@ -719,6 +719,16 @@ impl Store {
         both!(self, s => s.create_task(&f, cap, actor, reason).await)
     }
 
+    /// The ids of the running tasks (what the hub's task runner polls).
+    pub async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
+        both!(self, s => s.running_tasks().await)
+    }
+
+    /// Quarantine rows per (source, feed), resolved ones included.
+    pub async fn quarantine_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        both!(self, s => s.quarantine_counts().await)
+    }
+
     /// One task.
     pub async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
         both!(self, s => s.task(id).await)

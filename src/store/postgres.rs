@@ -669,6 +669,27 @@ impl PgStore {
             .ok_or(StoreError::Refused("the new task is gone".into()))
     }
 
+    pub(super) async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT id FROM tasks WHERE status = 'running' ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    pub(super) async fn quarantine_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     pub(super) async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
@@ -723,16 +744,16 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx
-            .query_opt(
-                &format!("SELECT {TASK_COLUMNS}, cursor FROM tasks WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
+            .query_opt(&format!("{TASK_SELECT} WHERE id = $1 FOR UPDATE"), &[&id])
             .await?
         else {
             return Ok(None);
         };
         let task = task_row(&row);
-        let cursor: i64 = row.get(11);
+        let cursor: i64 = tx
+            .query_one("SELECT cursor FROM tasks WHERE id = $1", &[&id])
+            .await?
+            .get(0);
         if task.status != "running" {
             return Ok(Some(task));
         }
@@ -1381,15 +1402,12 @@ impl PgStore {
         for r in c.query("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = 0 GROUP BY m.target", &[]).await? {
             out.retries.push((r.get(0), r.get(1)));
         }
-        for r in c.query("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", &[]).await? {
-            out.quarantined.push((r.get(0), r.get(1), r.get(2)));
-        }
+        drop(c);
+        out.quarantined = self.quarantine_counts().await?;
         Ok(out)
     }
 }
 
-const TASK_COLUMNS: &str =
-    "id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at";
 const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
 
 fn task_row(r: &tokio_postgres::Row) -> TaskRow {

@@ -528,6 +528,20 @@ impl SqliteStore {
             .ok_or(StoreError::Refused("the new task is gone".into()))
     }
 
+    pub(super) async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached("SELECT id FROM tasks WHERE status = 'running' ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn quarantine_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.with(|c| quarantine_counts(c)).await
+    }
+
     pub(super) async fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
         self.with(move |c| {
             Ok(
@@ -1239,10 +1253,7 @@ impl SqliteStore {
             for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
                 out.retries.push(r?);
             }
-            let mut st = c.prepare("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping")?;
-            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
-                out.quarantined.push(r?);
-            }
+            out.quarantined = quarantine_counts(c)?;
             Ok(out)
         })
         .await
@@ -1266,6 +1277,14 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
     })
+}
+
+fn quarantine_counts(c: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn sqlite_values(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
