@@ -55,6 +55,8 @@ pub struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
     cooldown: Duration,
+    /// A probe is out (half-open): other callers wait for its outcome.
+    probing: bool,
 }
 
 impl Breaker {
@@ -66,6 +68,7 @@ impl Breaker {
             failures: 0,
             open_until: None,
             cooldown,
+            probing: false,
         }
     }
 
@@ -88,7 +91,27 @@ impl Breaker {
     }
 
     /// Records a success: the breaker closes.
+    /// Like [`Breaker::permit`], for callers sharing one breaker: while
+    /// half-open, only the first gets [`Permit::Probe`]; the others wait a
+    /// little and ask again.
+    pub fn acquire(&mut self, now: Instant) -> Permit {
+        match self.permit(now) {
+            Permit::Probe if self.probing => Permit::Wait(now + Duration::from_millis(50)),
+            Permit::Probe => {
+                self.probing = true;
+                Permit::Probe
+            }
+            p => p,
+        }
+    }
+
+    /// The probe that [`Breaker::acquire`] gave out was not sent.
+    pub fn unprobe(&mut self) {
+        self.probing = false;
+    }
+
     pub fn success(&mut self) {
+        self.probing = false;
         self.failures = 0;
         self.open_until = None;
         self.cooldown = self.cfg.cooldown;
@@ -97,6 +120,7 @@ impl Breaker {
     /// Records a transient failure (permanent ones say nothing about the
     /// target's health and are not recorded).
     pub fn failure(&mut self, now: Instant) {
+        self.probing = false;
         match self.state(now) {
             State::HalfOpen => {
                 // The probe failed: open again, for longer.
@@ -152,5 +176,28 @@ mod tests {
         b.success();
         assert_eq!(b.permit(t3), Permit::Flow);
         assert_eq!(b.state(t3), State::Closed);
+    }
+
+    #[test]
+    fn shared_breaker_gives_out_one_probe_at_a_time() {
+        let cfg = BreakerConfig {
+            threshold: 1,
+            cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(8),
+        };
+        let mut b = Breaker::new(cfg);
+        let t0 = Instant::now();
+        b.failure(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.acquire(t1), Permit::Probe);
+        assert!(
+            matches!(b.acquire(t1), Permit::Wait(_)),
+            "a second lane waits"
+        );
+        // The probe was not sent: the next caller may probe.
+        b.unprobe();
+        assert_eq!(b.acquire(t1), Permit::Probe);
+        b.success();
+        assert_eq!(b.acquire(t1), Permit::Flow);
     }
 }

@@ -145,20 +145,74 @@ impl Histogram {
 
 /// Runs one target until `shutdown` turns true. In-flight deliveries finish
 /// and are settled before it returns.
+///
+/// The target's concurrency is shared among up to [`LANES`] lanes, each a
+/// loop of claim → deliver → settle, so that one slow request holds back
+/// only its own lane's round. The lanes share the rate limit and the
+/// breaker; leases keep them apart, as they keep hubs apart.
 pub async fn run_target(
     store: Arc<Store>,
     sink: Arc<dyn Sink>,
     s: TargetSettings,
     stats: Arc<TargetStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
     use governor::{Quota, RateLimiter};
-    let limiter = s.rate_per_second.map(|r| {
+    let limiter = Arc::new(s.rate_per_second.map(|r| {
         let q = Quota::per_second(r).allow_burst(s.burst.unwrap_or(r));
         RateLimiter::direct(q)
-    });
-    let mut breaker = Breaker::new(s.breaker.clone());
-    let mut rng = crate::synth::Rng::new(crate::store::now_ms() as u64 ^ hash(&s.target));
+    }));
+    let breaker = Arc::new(std::sync::Mutex::new(Breaker::new(s.breaker.clone())));
+    let total = s.concurrency.max(1);
+    let lanes = total.min(LANES);
+    let mut handles = Vec::with_capacity(lanes);
+    for lane in 0..lanes {
+        let share = total / lanes + usize::from(lane < total % lanes);
+        handles.push(tokio::spawn(run_lane(
+            store.clone(),
+            sink.clone(),
+            s.clone(),
+            share,
+            lane as u64,
+            limiter.clone(),
+            breaker.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let mut first_error = Ok(());
+    for h in handles {
+        let r = h
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
+            .and_then(|r| r);
+        if first_error.is_ok() {
+            first_error = r;
+        }
+    }
+    first_error
+}
+
+/// Most lanes per target.
+pub const LANES: usize = 4;
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+#[allow(clippy::too_many_arguments)]
+async fn run_lane(
+    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
+    s: TargetSettings,
+    concurrency: usize,
+    lane: u64,
+    limiter: Arc<Option<Limiter>>,
+    breaker: Arc<std::sync::Mutex<Breaker>>,
+    stats: Arc<TargetStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let mut rng = crate::synth::Rng::new(
+        crate::store::now_ms() as u64 ^ hash(&s.target) ^ lane.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let mut store_failures = 0u32;
     let mut recording = None;
     loop {
@@ -166,8 +220,9 @@ pub async fn run_target(
             return finish(&mut recording).await;
         }
         let per = sink.max_batch().max(1);
-        let limit = match breaker.permit(Instant::now()) {
-            Permit::Flow => s.concurrency.max(1) * per,
+        let permit = breaker.lock().unwrap().acquire(Instant::now());
+        let limit = match permit {
+            Permit::Flow => concurrency * per,
             Permit::Probe => 1,
             Permit::Wait(until) => {
                 wait(
@@ -184,6 +239,9 @@ pub async fn run_target(
                 c
             }
             Err(e) => {
+                if permit == Permit::Probe {
+                    breaker.lock().unwrap().unprobe();
+                }
                 // The store is unreachable (a restart, say): back off and try again.
                 store_failures += 1;
                 tracing::warn!(target_name = %s.target, error = %e, "Claiming failed; retrying");
@@ -192,6 +250,9 @@ pub async fn run_target(
             }
         };
         if claimed.is_empty() {
+            if permit == Permit::Probe {
+                breaker.lock().unwrap().unprobe();
+            }
             if recording.is_some() {
                 // The last round's keys come free once it is recorded.
                 finish(&mut recording).await?;
@@ -202,7 +263,7 @@ pub async fn run_target(
         }
         // One delivery per message, or per chunk of `per` messages.
         let deliveries = claimed.chunks(per).map(|chunk| {
-            let (sink, limiter) = (&sink, &limiter);
+            let (sink, limiter) = (&sink, limiter.as_ref());
             async move {
                 if let Some(l) = limiter {
                     let n = NonZeroU32::new(chunk.len() as u32).unwrap_or(NonZeroU32::MIN);
@@ -227,25 +288,28 @@ pub async fn run_target(
         let now = Instant::now();
         let mut settles = Vec::with_capacity(claimed.len());
         let mut per_message = Vec::with_capacity(claimed.len());
-        for (chunk, r) in claimed.chunks(per).zip(results) {
-            // The breaker counts requests, not the messages they carried.
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            stats.latency.observe(r.2);
-            match &r.0 {
-                Ok(_) => breaker.success(),
-                Err(e) if e.class() == Class::Transient => breaker.failure(now),
-                Err(_) => {}
+        {
+            let mut breaker = breaker.lock().unwrap();
+            for (chunk, r) in claimed.chunks(per).zip(results) {
+                // The breaker counts requests, not the messages they carried. A
+                // permanent refusal is an answer: the receiver is up.
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                stats.latency.observe(r.2);
+                match &r.0 {
+                    Err(e) if e.class() == Class::Transient => breaker.failure(now),
+                    _ => breaker.success(),
+                }
+                per_message.extend(chunk.iter().map(|m| (m, r.clone())));
             }
-            per_message.extend(chunk.iter().map(|m| (m, r.clone())));
+            stats.breaker.store(
+                match breaker.state(now) {
+                    breaker::State::Closed => 0,
+                    breaker::State::Open => 1,
+                    breaker::State::HalfOpen => 2,
+                },
+                Ordering::Relaxed,
+            );
         }
-        stats.breaker.store(
-            match breaker.state(now) {
-                breaker::State::Closed => 0,
-                breaker::State::Open => 1,
-                breaker::State::HalfOpen => 2,
-            },
-            Ordering::Relaxed,
-        );
         for (m, (r, at, took)) in per_message {
             let mut attempt = Attempt {
                 at,
