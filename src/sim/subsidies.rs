@@ -103,9 +103,16 @@ struct Recipient {
     care_fen: i64,
 }
 
-/// A payout list as served: (period, version of the eligibility data,
-/// each record as JSON).
-type CachedList = (String, u64, Arc<Vec<Box<[u8]>>>);
+/// A payout list as served, kept up to date as people become eligible.
+struct CachedList {
+    period: String,
+    /// [`Subsidies::rewrites`] when the list was made.
+    rewrites: u64,
+    /// How many people of the eligibility order it has taken in.
+    seen: usize,
+    /// Each record as JSON.
+    items: Vec<Box<[u8]>>,
+}
 
 /// The subsidies system's state.
 pub struct Subsidies {
@@ -117,8 +124,9 @@ pub struct Subsidies {
     /// The month whose payout list is served by default.
     pub period: Mutex<String>,
     people: Mutex<(Vec<String>, HashMap<String, Recipient>)>,
-    /// Bumped at every change of `people`.
-    version: std::sync::atomic::AtomicU64,
+    /// Bumped when someone already in `people` changes (a new decision, a
+    /// stop): the list is then made again. New people are only appended.
+    rewrites: std::sync::atomic::AtomicU64,
     /// The last list served.
     cache: Mutex<Option<CachedList>>,
 }
@@ -132,7 +140,7 @@ impl Subsidies {
             rates,
             period: Mutex::new(super::period_of(crate::store::now_ms())),
             people: Mutex::new((Vec::new(), HashMap::new())),
-            version: std::sync::atomic::AtomicU64::new(0),
+            rewrites: std::sync::atomic::AtomicU64::new(0),
             cache: Mutex::new(None),
         })
     }
@@ -151,66 +159,75 @@ impl Subsidies {
     /// The payout list of a month, as `PayoutRecord` JSON values, in the
     /// order people became eligible.
     pub fn payout_list(&self, period: &str) -> Vec<Value> {
-        self.cached_list(period)
-            .iter()
-            .filter_map(|b| serde_json::from_slice(b).ok())
-            .collect()
+        self.with_list(period, |items| {
+            items
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect()
+        })
     }
 
-    /// The payout list, made again only when eligibility changed.
-    fn cached_list(&self, period: &str) -> Arc<Vec<Box<[u8]>>> {
+    /// Calls `f` with the month's payout list, brought up to date: records
+    /// of people who became eligible since are appended; the list is made
+    /// again only for another month or when someone already on it changed.
+    fn with_list<R>(&self, period: &str, f: impl FnOnce(&[Box<[u8]>]) -> R) -> R {
         use std::sync::atomic::Ordering;
-        let version = self.version.load(Ordering::SeqCst);
-        if let Some((p, v, list)) = self.cache.lock().unwrap().as_ref() {
-            if p == period && *v == version {
-                return list.clone();
-            }
-        }
-        let list = Arc::new(self.make_list(period));
-        *self.cache.lock().unwrap() = Some((period.to_string(), version, list.clone()));
-        list
-    }
-
-    fn make_list(&self, period: &str) -> Vec<Box<[u8]>> {
         let people = self.people.lock().unwrap();
-        let mut out = Vec::new();
-        for id in &people.0 {
-            let r = &people.1[id];
-            if r.start_month.as_str() > period
-                || r.stop_month.as_deref().is_some_and(|s| s <= period)
-            {
-                continue;
-            }
-            for (ty, fen) in [("LIVING", r.living_fen), ("CARE", r.care_fen)] {
-                if fen > 0 {
-                    let v = json!({
-                        "payout_id": format!("{ty}-{id}-{period}"),
-                        "subsidy_type": ty,
-                        "holder_id": id,
-                        "name": r.name,
-                        "certificate_no": r.certificate_no,
-                        "period": period,
-                        "amount_fen": fen,
-                        "bank_account_no": r.bank_account_no,
-                        "bank_code": r.bank_code,
-                        "account_name": r.account_name,
-                        "region_code": r.region_code,
-                    });
-                    out.push(
-                        serde_json::to_vec(&v)
-                            .unwrap_or_default()
-                            .into_boxed_slice(),
-                    );
-                }
-            }
+        let rewrites = self.rewrites.load(Ordering::SeqCst);
+        let mut cache = self.cache.lock().unwrap();
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|c| c.period == period && c.rewrites == rewrites);
+        if !fresh {
+            *cache = Some(CachedList {
+                period: period.to_string(),
+                rewrites,
+                seen: 0,
+                items: Vec::new(),
+            });
         }
-        out
+        let c = cache.as_mut().expect("just set");
+        for id in &people.0[c.seen..] {
+            push_items(&mut c.items, id, &people.1[id], period);
+        }
+        c.seen = people.0.len();
+        drop(people);
+        f(&c.items)
     }
 
     fn authorised(&self, h: &HeaderMap) -> bool {
         self.credentials
             .as_ref()
             .is_none_or(|(u, p)| basic_ok(h, u, p))
+    }
+}
+
+/// A person's records on a month's payout list.
+fn push_items(out: &mut Vec<Box<[u8]>>, id: &str, r: &Recipient, period: &str) {
+    if r.start_month.as_str() > period || r.stop_month.as_deref().is_some_and(|s| s <= period) {
+        return;
+    }
+    for (ty, fen) in [("LIVING", r.living_fen), ("CARE", r.care_fen)] {
+        if fen > 0 {
+            let v = json!({
+                "payout_id": format!("{ty}-{id}-{period}"),
+                "subsidy_type": ty,
+                "holder_id": id,
+                "name": r.name,
+                "certificate_no": r.certificate_no,
+                "period": period,
+                "amount_fen": fen,
+                "bank_account_no": r.bank_account_no,
+                "bank_code": r.bank_code,
+                "account_name": r.account_name,
+                "region_code": r.region_code,
+            });
+            out.push(
+                serde_json::to_vec(&v)
+                    .unwrap_or_default()
+                    .into_boxed_slice(),
+            );
+        }
     }
 }
 
@@ -259,7 +276,9 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
         format!("living {living} care {care}"),
     ) && (living > 0 || care > 0)
     {
-        if !people.1.contains_key(&id) {
+        if people.1.contains_key(&id) {
+            s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        } else {
             people.0.push(id.clone());
         }
         people.1.insert(
@@ -277,7 +296,6 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
                 care_fen: care,
             },
         );
-        s.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     drop(people);
     Json(json!({ "eligible": living > 0 || care > 0, "living_fen": living, "care_fen": care }))
@@ -299,7 +317,7 @@ async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Res
         if let Some(r) = s.people.lock().unwrap().1.get_mut(&id) {
             r.stop_month = Some(month);
         }
-        s.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     Json(json!({ "ok": true })).into_response()
 }
@@ -317,17 +335,19 @@ async fn payouts(
         .cloned()
         .unwrap_or_else(|| s.period.lock().unwrap().clone());
     let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
-    let list = s.cached_list(&period);
-    let to = (from + 500).min(list.len());
-    let mut body = Vec::with_capacity((to.saturating_sub(from)) * 400 + 64);
-    body.extend_from_slice(b"{\"items\":[");
-    for (i, item) in list[from.min(to)..to].iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
+    let body = s.with_list(&period, |list| {
+        let to = (from + 500).min(list.len());
+        let mut body = Vec::with_capacity((to.saturating_sub(from)) * 400 + 64);
+        body.extend_from_slice(b"{\"items\":[");
+        for (i, item) in list[from.min(to)..to].iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(item);
         }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(format!("],\"next_cursor\":\"{}\"}}", to.max(from)).as_bytes());
+        body.extend_from_slice(format!("],\"next_cursor\":\"{}\"}}", to.max(from)).as_bytes());
+        body
+    });
     ([("content-type", "application/json")], body).into_response()
 }
 
