@@ -570,7 +570,10 @@ async fn run_demo(args: DemoArgs) -> Result<bool, String> {
     for b in [&b_certs, &b_cards, &b_subsidy, &b_pension, &b_employment] {
         b.finish();
     }
-    let bank = pay(&args, &sims, &store, cfg, &people, &mp).await?;
+    let chain_done = started.elapsed();
+    let mut bank = pay(&args, &sims, &store, cfg, &mp, started).await?;
+    bank.phases
+        .insert(0, ("application chain", chain_done.as_secs_f64()));
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     for t in tasks {
@@ -597,6 +600,8 @@ struct BankLeg {
     alarms: usize,
     /// Whether every payment got its result in time.
     settled: bool,
+    /// When each phase ended, seconds since the demo started.
+    phases: Vec<(&'static str, f64)>,
 }
 
 /// The month's payouts: the payout list through the hub into the payout
@@ -608,9 +613,11 @@ async fn pay(
     sims: &Sims,
     store: &Arc<Store>,
     cfg: &Config,
-    people: &[(Applicant, Vec<u8>)],
     mp: &MultiProgress,
+    started: Instant,
 ) -> Result<BankLeg, String> {
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
     let want = sims.subsidies.payout_list(&period).len() as i64;
@@ -634,6 +641,7 @@ async fn pay(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    phase("payout register");
     // The bank: every card open with its holder's name, but one in 200 closed.
     let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
     let mut closed = Vec::new();
@@ -667,13 +675,24 @@ async fn pay(
     while !done(results_in(store.clone(), period.clone()).await) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Re-issue what the bank rejected, each with its holder's new card.
+    phase("bank results");
+    // Re-issue what the bank rejected, each with its holder's new card. The
+    // register's results say how many were rejected; the closed accounts'
+    // payments are looked up (not every payment of the month, one by one).
     let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let register_rejected: i64 = store
+        .results(&period)
+        .await
+        .map_err(e)?
+        .iter()
+        .filter(|r| r.1.as_deref() == Some("REJECTED"))
+        .map(|r| r.2)
+        .sum();
     let rejected: Vec<String> = {
         let mut ids = Vec::new();
-        for (a, _) in people {
+        for holder in &closed {
             for ty in ["LIVING", "CARE"] {
-                let id = format!("{ty}-{}-{}", a.id, period.replace('-', ""));
+                let id = format!("{ty}-{holder}-{}", period.replace('-', ""));
                 if let Some((_, Some(r), _)) = store.payment(&id).await.map_err(e)? {
                     if r == "REJECTED" {
                         ids.push(id);
@@ -683,6 +702,13 @@ async fn pay(
         }
         ids
     };
+    if rejected.len() as i64 != register_rejected {
+        mp.println(format!(
+            "the register has {register_rejected} rejected payments; the closed accounts account for {}",
+            rejected.len()
+        ))
+        .ok();
+    }
     leg.rejected = rejected.len();
     for id in &rejected {
         let (row, _, _) = store.payment(id).await.map_err(e)?.ok_or("payment gone")?;
@@ -715,13 +741,14 @@ async fn pay(
         while !done(results_in(store.clone(), period.clone()).await) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        phase("re-issued payments' results");
     }
+    leg.phases = phases;
     leg.settled = results_in(store.clone(), period.clone()).await;
     banker.abort();
     leg.credited = bank.credited();
     leg.paid_twice = bank.paid_twice();
     leg.alarms = store.alarms().await.map_err(e)?.len();
-    let _ = closed;
     Ok(leg)
 }
 
@@ -971,6 +998,7 @@ async fn report(
             "paid_twice": bank.paid_twice.len(),
             "alarms": bank.alarms,
         },
+        "phases_end_s": bank.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
             "filed_to_subsidy_decided": {"p50": percentile(&subsidy_lat, 50), "p99": percentile(&subsidy_lat, 99)},
@@ -995,6 +1023,14 @@ async fn report(
         people.len() as f64 / elapsed.as_secs_f64().max(0.001),
         peak_rss_mb(),
         if args.no_faults { "off" } else { "on" }
+    );
+    println!(
+        "phases ended at: {}",
+        bank.phases
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "{:<46} {:>9} {:>9} {:>6} {:>11}",
