@@ -9,6 +9,10 @@
 //! Source: the hub consumes a topic mid-stream, is SIGKILLed, and starts
 //! again: every record is in the inbox exactly once, and values with an
 //! unknown schema fingerprint are quarantined with the reason.
+//!
+//! Platform on a topic: the provincial platform simulator produces its
+//! filed forms to a topic; the hub consumes it with the shipped application
+//! feed and maps each form once, keyed by the applicant.
 
 mod support;
 
@@ -248,4 +252,147 @@ async fn the_source_stores_each_record_once_across_a_sigkill_and_quarantines_unk
     let q = store.quarantine("bus.events").await.unwrap();
     assert_eq!(q.len(), 3, "{q:?}");
     assert!(q.iter().all(|(_, _, r)| r.contains("fingerprint")), "{q:?}");
+}
+
+/// The provincial platform simulator offers its forms on a topic as well:
+/// the hub consumes the topic with the shipped application feed (its source
+/// switched to the topic), maps each form once, and quarantines a form
+/// whose ID number fails its check digit.
+#[tokio::test]
+async fn the_platform_offers_forms_on_a_topic_and_the_hub_maps_each_once() {
+    const N: usize = 300;
+    let brokers = kafka::brokers();
+    kafka::create_topic("forms", 3).await;
+    let platform = tongban::sim::platform::Platform::publishing(None, &brokers, "forms").unwrap();
+    let mut rng = tongban::synth::Rng::new(7);
+    let mut ids = HashSet::new();
+    let mut forms = Vec::new();
+    while forms.len() < N {
+        let p = tongban::synth::person(&mut rng);
+        if !ids.insert(p.id.clone()) {
+            continue;
+        }
+        forms.push(serde_json::json!({
+            "application_id": format!("SX-K-{:05}", forms.len()),
+            "submitted_at": "2026-11-20T09:30:00+08:00",
+            "request": "NEW",
+            "applicant": {"id_no": p.id, "name": p.name, "phone": "13800000000",
+                          "region_code": p.region, "address": null},
+            "certificate_no": null, "target_region_code": null,
+            "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
+            "dibao": "DIBAO", "needs_long_term_care": false,
+            "wants_employment": false, "wants_training": false, "pension": "NONE",
+        }));
+    }
+    // One ID number with a wrong check digit.
+    let mut bad = forms[0].clone();
+    let id = bad["applicant"]["id_no"].as_str().unwrap().to_string();
+    let last = if id.ends_with('1') { '2' } else { '1' };
+    bad["applicant"]["id_no"] = format!("{}{last}", &id[..17]).into();
+    bad["application_id"] = "SX-K-BAD".into();
+    for f in forms.iter().chain([&bad]) {
+        platform.file(&serde_json::to_vec(f).unwrap());
+    }
+    // The same form filed again: the inbox keeps it once.
+    platform.file(&serde_json::to_vec(&forms[1]).unwrap());
+    support::eventually(
+        Duration::from_secs(30),
+        "every form acknowledged by the topic",
+        || async {
+            platform
+                .published
+                .0
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == (N + 2) as u64
+        },
+    )
+    .await;
+    assert_eq!(
+        platform
+            .published
+            .1
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(
+        dir,
+        "tongban.toml",
+        "[store]\nurl = \"sqlite://var/t.db\"\n",
+    );
+    for e in std::fs::read_dir(support::root().join("schemas")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::create_dir_all(dir.join("schemas")).unwrap();
+        std::fs::copy(&p, dir.join("schemas").join(p.file_name().unwrap())).unwrap();
+    }
+    let mapping = std::fs::read_to_string(
+        support::root().join("mappings/application_to_cert_application.toml"),
+    )
+    .unwrap();
+    assert!(mapping.contains("from = \"provincial_platform.applications\""));
+    write(
+        dir,
+        "mappings/application_to_cert_application.toml",
+        &mapping
+            .replace(
+                "from = \"provincial_platform.applications\"",
+                "from = \"platform_bus.applications\"",
+            )
+            .replace(
+                "to   = \"national_cert.submit_application\"",
+                "to   = \"drop.out\"",
+            ),
+    );
+    write(dir, "connectors/platform_bus.toml", &format!("kind = \"kafka\"\nbrokers = \"{brokers}\"\n[operations.applications]\ndirection = \"source\"\nschema = \"OneApplication\"\nformat = \"json\"\ntopic = \"forms\"\nid_field = \"application_id\"\n"));
+    write(dir, "connectors/drop.toml", "kind = \"file\"\ndirectory = \"x\"\n[operations.out]\ndirection = \"sink\"\nschema = \"CertificateApplication\"\nfile_pattern = \"*.jsonl\"\nbatch = 1000\n");
+
+    let child = hub(dir);
+    let out = dir.join("x/out");
+    let lines = || {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&out).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.extension().and_then(|x| x.to_str()) == Some("jsonl") {
+                for l in std::fs::read_to_string(&p).unwrap().lines() {
+                    v.push(serde_json::from_str::<serde_json::Value>(l).unwrap());
+                }
+            }
+        }
+        v
+    };
+    support::eventually(
+        Duration::from_secs(60),
+        "every good form mapped to a certificate application",
+        || async { lines().len() >= N },
+    )
+    .await;
+    sigterm(child);
+    let apps = lines();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for a in &apps {
+        let r = &a["record"];
+        // Ordered per person: the key is the applicant's ID number.
+        assert_eq!(a["key"], r["id_no"], "{a}");
+        *seen
+            .entry(r["application_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(apps.len(), N, "each good form once");
+    for (i, f) in forms.iter().enumerate() {
+        let app_id = f["application_id"].as_str().unwrap();
+        assert_eq!(seen.get(app_id), Some(&1), "form {i} mapped once");
+    }
+    let store = tongban::store::Store::open("sqlite://var/t.db", dir)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.inbox_len().await.unwrap(),
+        (N + 1) as i64,
+        "the form filed twice is stored once"
+    );
+    let q = store.quarantine("platform_bus.applications").await.unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(q[0].2.contains("check character"), "{}", q[0].2);
 }

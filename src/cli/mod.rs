@@ -104,6 +104,13 @@ enum Command {
         /// files, instead of pain.001 and pain.002.
         #[arg(long)]
         layout: Option<PathBuf>,
+        /// platform: also produce every filed form to a Kafka topic on
+        /// these brokers (host:port,…).
+        #[arg(long)]
+        kafka_brokers: Option<String>,
+        /// platform: the topic for `--kafka-brokers`.
+        #[arg(long, default_value = "one-application-forms")]
+        kafka_topic: String,
     },
     /// Bank payouts: batch the period's payment instructions into pain.001
     /// files, and see the period's batches.
@@ -445,7 +452,12 @@ fn sim(
     listen: std::net::SocketAddr,
     dir: &std::path::Path,
     layout: Option<&std::path::Path>,
+    kafka: Option<(&str, &str)>,
 ) -> ExitCode {
+    if kafka.is_some() && system != "platform" {
+        eprintln!("error: --kafka-brokers applies to the platform simulator only");
+        return ExitCode::from(2);
+    }
     let layout = match layout.map(crate::formats::layout::Layout::load) {
         None => None,
         Some(Ok(l)) => Some(std::sync::Arc::new(l)),
@@ -462,7 +474,19 @@ fn sim(
     };
     let router = match system {
         "platform" => {
-            let s = sim::platform::Platform::new(env("PLATFORM_APP_SECRET").as_deref());
+            let secret = env("PLATFORM_APP_SECRET");
+            let s = match kafka {
+                Some((brokers, topic)) => {
+                    match sim::platform::Platform::publishing(secret.as_deref(), brokers, topic) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                None => sim::platform::Platform::new(secret.as_deref()),
+            };
             standalone(&s.common);
             s.router()
         }
@@ -572,9 +596,12 @@ pub fn main() -> ExitCode {
         listen,
         dir,
         layout,
+        kafka_brokers,
+        kafka_topic,
     } = cli.command
     {
-        return sim(&system, listen, &dir, layout.as_deref());
+        let kafka = kafka_brokers.as_deref().map(|b| (b, kafka_topic.as_str()));
+        return sim(&system, listen, &dir, layout.as_deref(), kafka);
     }
     if let Command::Payouts { action } = cli.command {
         return payouts(action);

@@ -10,6 +10,11 @@
 //!   when a secret is set.
 //! - `POST /api/v1/applications/status`: a status update (`ApplicationStatus`),
 //!   signed; each idempotency key applied once.
+//!
+//! With a topic ([`Platform::publishing`], `tongban sim platform
+//! --kafka-brokers …`), every filed form is also produced to a Kafka topic,
+//! as the form's JSON keyed by the applicant's ID number (so one person's
+//! forms keep their order), by an idempotent producer.
 
 use super::{header, refuse, with_common, Common};
 use crate::config::connector::MacAlgorithm;
@@ -21,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Forms per page.
@@ -35,6 +41,10 @@ pub struct Platform {
     /// Push each filed form to this webhook URL (signed), if set.
     push: Option<(String, Signer)>,
     client: reqwest::Client,
+    /// Publish each filed form to this topic, if set.
+    topic: Option<(rdkafka::producer::FutureProducer, String)>,
+    /// Forms the topic acknowledged, and forms it did not take.
+    pub published: (AtomicU64, AtomicU64),
 }
 
 impl Platform {
@@ -48,7 +58,29 @@ impl Platform {
                 .map(|s| Signer::new("tongban-hub", s.as_bytes(), MacAlgorithm::HmacSha256)),
             push: None,
             client: reqwest::Client::new(),
+            topic: None,
+            published: (AtomicU64::new(0), AtomicU64::new(0)),
         })
+    }
+
+    /// A platform that also produces every filed form to a Kafka `topic`
+    /// on `brokers` (idempotent producer, `acks=all`).
+    pub fn publishing(
+        secret: Option<&str>,
+        brokers: &str,
+        topic: &str,
+    ) -> Result<Arc<Platform>, String> {
+        let producer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .map_err(|e| format!("a Kafka producer for {brokers}: {e}"))?;
+        let mut p = Arc::into_inner(Platform::new(secret)).expect("new");
+        p.topic = Some((producer, topic.to_string()));
+        Ok(Arc::new(p))
     }
 
     /// A platform that also pushes every form to a hub webhook, signing with
@@ -67,12 +99,43 @@ impl Platform {
     }
 
     /// Files a form; returns its position.
-    pub fn file(&self, form: &[u8]) -> usize {
+    pub fn file(self: &Arc<Self>, form: &[u8]) -> usize {
         let n = {
             let mut f = self.forms.lock().unwrap();
             f.push(Arc::from(form));
             f.len()
         };
+        if let Some((producer, topic)) = &self.topic {
+            let v: serde_json::Value = serde_json::from_slice(form).unwrap_or_default();
+            let key = v["applicant"]["id_no"]
+                .as_str()
+                .or(v["application_id"].as_str())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let record = rdkafka::producer::FutureRecord::to(topic)
+                .key(&key)
+                .payload(form);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => me.published.0.fetch_add(1, Ordering::Relaxed),
+                            Ok(Err((e, _))) => {
+                                tracing::warn!(error = %e, "The topic did not take a form");
+                                me.published.1.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(_) => me.published.1.fetch_add(1, Ordering::Relaxed),
+                        };
+                    });
+                }
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "A form could not be queued for the topic");
+                    self.published.1.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         if let Some((url, signer)) = &self.push {
             let (url, signer, client, body) = (
                 url.clone(),
