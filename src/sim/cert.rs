@@ -303,16 +303,7 @@ async fn set_stages(State(c): State<Arc<Cert>>, Json(s): Json<Stages>) -> Json<S
 async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
     let book = c.book.lock().unwrap();
-    let to = (from + PAGE).min(book.events.len());
-    let mut body = Vec::with_capacity(to.saturating_sub(from) * 700 + 64);
-    body.extend_from_slice(b"{\"events\":[");
-    for (i, e) in book.events[from.min(to)..to].iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(e);
-    }
-    body.extend_from_slice(format!("],\"next\":{}}}", to.max(from)).as_bytes());
+    let body = super::json_page(&book.events, from, PAGE, ("events", "next", false));
     drop(book);
     ([("content-type", "application/json")], body).into_response()
 }

@@ -188,6 +188,36 @@ impl Common {
     }
 }
 
+/// A page of JSON documents from position `from`, at most `page` of them:
+/// `{"<list>": [...], "<next>": N}` (N in quotes when `quoted`), where N is
+/// the position after the page.
+pub fn json_page<T: AsRef<[u8]>>(
+    items: &[T],
+    from: usize,
+    page: usize,
+    (list, next, quoted): (&str, &str, bool),
+) -> Vec<u8> {
+    let to = (from + page).min(items.len());
+    let slice = &items[from.min(to)..to];
+    let mut body =
+        Vec::with_capacity(slice.iter().map(|i| i.as_ref().len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(format!("{{\"{list}\":[").as_bytes());
+    for (i, item) in slice.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item.as_ref());
+    }
+    let n = to.max(from);
+    let n = if quoted {
+        format!("\"{n}\"")
+    } else {
+        n.to_string()
+    };
+    body.extend_from_slice(format!("],\"{next}\":{n}}}").as_bytes());
+    body
+}
+
 /// A JSON error answer.
 pub fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": why.into() }))).into_response()
@@ -333,5 +363,23 @@ mod tests {
     fn permille_is_spread_over_0_to_999() {
         let hits = (0..10_000u64).filter(|n| permille(*n) < 100).count();
         assert!((700..1300).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn pages_of_json_documents() {
+        let items: Vec<&[u8]> = vec![b"1", b"{\"a\":2}", b"3"];
+        let page = |from, f| String::from_utf8(json_page(&items, from, 2, f)).unwrap();
+        let cursor = ("items", "next_cursor", true);
+        assert_eq!(
+            page(0, cursor),
+            r#"{"items":[1,{"a":2}],"next_cursor":"2"}"#
+        );
+        assert_eq!(page(2, cursor), r#"{"items":[3],"next_cursor":"3"}"#);
+        // Past the end: nothing, and the cursor stays.
+        assert_eq!(page(5, cursor), r#"{"items":[],"next_cursor":"5"}"#);
+        assert_eq!(
+            page(1, ("events", "next", false)),
+            r#"{"events":[{"a":2},3],"next":3}"#
+        );
     }
 }

@@ -235,16 +235,7 @@ async fn pull(
     }
     let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let forms = p.forms.lock().unwrap();
-    let to = (from + PAGE).min(forms.len());
-    let mut body = Vec::with_capacity((to.saturating_sub(from)) * 600 + 64);
-    body.extend_from_slice(b"{\"items\":[");
-    for (i, f) in forms[from.min(to)..to].iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(f);
-    }
-    body.extend_from_slice(format!("],\"next_cursor\":\"{}\"}}", to.max(from)).as_bytes());
+    let body = super::json_page(&forms, from, PAGE, ("items", "next_cursor", true));
     drop(forms);
     ([("content-type", "application/json")], body).into_response()
 }

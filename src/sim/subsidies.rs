@@ -336,17 +336,7 @@ async fn payouts(
         .unwrap_or_else(|| s.period.lock().unwrap().clone());
     let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = s.with_list(&period, |list| {
-        let to = (from + 500).min(list.len());
-        let mut body = Vec::with_capacity((to.saturating_sub(from)) * 400 + 64);
-        body.extend_from_slice(b"{\"items\":[");
-        for (i, item) in list[from.min(to)..to].iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(item);
-        }
-        body.extend_from_slice(format!("],\"next_cursor\":\"{}\"}}", to.max(from)).as_bytes());
-        body
+        super::json_page(list, from, 500, ("items", "next_cursor", true))
     });
     ([("content-type", "application/json")], body).into_response()
 }
