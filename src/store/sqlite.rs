@@ -179,26 +179,25 @@ impl SqliteStore {
 
     pub(super) async fn ingest(&self, batch: Vec<Ingest>) -> Result<IngestOutcome, StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             let now = now_ms();
             let mut out = IngestOutcome::default();
             {
-                let mut inbox = tx.prepare_cached(
+                let mut inbox = c.prepare_cached(
                     "INSERT INTO inbox (source, source_id, record, received_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (source, source_id) DO NOTHING RETURNING id",
                 )?;
-                let mut message = tx.prepare_cached(
+                let mut message = c.prepare_cached(
                     "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
                 )?;
-                let mut head = tx.prepare_cached(
+                let mut head = c.prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (target, key) DO NOTHING",
                 )?;
-                let mut quarantine = tx.prepare_cached(
+                let mut quarantine = c.prepare_cached(
                     "INSERT INTO quarantine (inbox_id, mapping, part, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
-                let mut cursor = tx.prepare_cached(
+                let mut cursor = c.prepare_cached(
                     "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 )?;
@@ -247,8 +246,7 @@ impl SqliteStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         let target = target.to_string();
         self.with(move |c| {
-            let tx: &Connection = c;
-            let paused: bool = tx
+            let paused: bool = c
                 .query_row(
                     "SELECT paused FROM targets WHERE target = ?1",
                     [&target],
@@ -260,19 +258,16 @@ impl SqliteStore {
             if !paused {
                 let now = now_ms();
                 let until = now + lease.as_millis() as i64;
-                let heads: Vec<(String, i64, i64)> = {
-                    let mut st = tx.prepare_cached(
-                        "UPDATE heads SET due_at = ?1, lease = lease + 1
+                let heads: Vec<(String, i64, i64)> = all(
+                    c,
+                    "UPDATE heads SET due_at = ?1, lease = lease + 1
                          WHERE rowid IN (SELECT rowid FROM heads WHERE target = ?2 AND due_at <= ?3
                                          ORDER BY due_at LIMIT ?4)
                          RETURNING key, message_id, lease",
-                    )?;
-                    let rows = st.query_map(params![until, target, now, limit as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                let mut msg = tx.prepare_cached(
+                    params![until, target, now, limit as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                let mut msg = c.prepare_cached(
                     "SELECT idem_key, payload, attempts FROM messages WHERE id = ?1",
                 )?;
                 for (key, id, lease) in heads {
@@ -297,11 +292,10 @@ impl SqliteStore {
 
     pub(super) async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             let now = now_ms();
             let mut applied = 0;
             for s in &settles {
-                tx.prepare_cached(
+                c.prepare_cached(
                     "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
@@ -314,7 +308,7 @@ impl SqliteStore {
                     s.attempt.error_class,
                     s.attempt.excerpt
                 ])?;
-                let head: Option<(i64, i64)> = tx
+                let head: Option<(i64, i64)> = c
                     .prepare_cached("SELECT message_id, lease FROM heads WHERE target = ?1 AND key = ?2")?
                     .query_row(params![s.target, s.key], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
@@ -325,26 +319,26 @@ impl SqliteStore {
                 let error = error_text(s);
                 match &s.outcome {
                     Outcome::Delivered => {
-                        tx.prepare_cached(
+                        c.prepare_cached(
                             "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = ?2, last_error = NULL WHERE id = ?1",
                         )?
                         .execute(params![s.id, now])?;
-                        advance(tx, &s.target, &s.key, now)?;
+                        advance(c, &s.target, &s.key, now)?;
                     }
                     Outcome::Retry { at } => {
-                        tx.prepare_cached(
+                        c.prepare_cached(
                             "UPDATE messages SET attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
                         )?
                         .execute(params![s.id, now, error])?;
-                        tx.prepare_cached("UPDATE heads SET due_at = ?3 WHERE target = ?1 AND key = ?2")?
+                        c.prepare_cached("UPDATE heads SET due_at = ?3 WHERE target = ?1 AND key = ?2")?
                             .execute(params![s.target, s.key, at])?;
                     }
                     Outcome::Dead { .. } => {
-                        tx.prepare_cached(
+                        c.prepare_cached(
                             "UPDATE messages SET status = 2, attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
                         )?
                         .execute(params![s.id, now, error])?;
-                        tx.prepare_cached("UPDATE heads SET due_at = NULL WHERE target = ?1 AND key = ?2")?
+                        c.prepare_cached("UPDATE heads SET due_at = NULL WHERE target = ?1 AND key = ?2")?
                             .execute(params![s.target, s.key])?;
                     }
                 }
@@ -359,10 +353,9 @@ impl SqliteStore {
         claims: Vec<(String, String, i64)>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             let now = now_ms();
             for (target, key, lease) in &claims {
-                tx.prepare_cached(
+                c.prepare_cached(
                     "UPDATE heads SET due_at = ?4 WHERE target = ?1 AND key = ?2 AND lease = ?3",
                 )?
                 .execute(params![target, key, lease, now])?;
@@ -381,20 +374,19 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            let (target, key) = dead_message(tx, id, "replayed")?;
+            let (target, key) = dead_message(c, id, "replayed")?;
             let now = now_ms();
-            tx.execute(
+            c.execute(
                 "UPDATE messages SET status = 0, payload = COALESCE(?2, payload), updated_at = ?3 WHERE id = ?1",
                 params![id, payload, now],
             )?;
-            tx.execute(
+            c.execute(
                 "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (target, key) DO UPDATE SET message_id = excluded.message_id, due_at = excluded.due_at",
                 params![target, key, id, now],
             )?;
             let action = if payload.is_some() { "replay_remapped" } else { "replay" };
-            audit(tx, &actor, action, &format!("message {id}"), &reason)?;
+            audit(c, &actor, action, &format!("message {id}"), &reason)?;
             Ok(())
         })
         .await
@@ -414,8 +406,7 @@ impl SqliteStore {
             reason.to_string(),
         );
         self.with(move |c| {
-            let tx: &Connection = c;
-            audit(tx, &actor, &action, &subject, &reason)?;
+            audit(c, &actor, &action, &subject, &reason)?;
             Ok(())
         })
         .await
@@ -432,12 +423,12 @@ impl SqliteStore {
              FROM messages m{clause} ORDER BY m.id LIMIT {limit}"
         );
         self.with(move |c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(
+            all(
+                c,
+                &sql,
                 rusqlite::params_from_iter(sqlite_values(params.clone())),
                 message_row,
-            )?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            )
         })
         .await
     }
@@ -454,12 +445,7 @@ impl SqliteStore {
                     ..TargetRow::default()
                 })
             }
-            let mut st = c.prepare_cached(
-                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
-            )?;
-            let counts: Vec<(String, i64, i64)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
+            let counts: Vec<(String, i64, i64)> = all(c, "SELECT target, status, count(*) FROM messages GROUP BY target, status", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             for (t, status, n) in counts {
                 let r = row(&mut out, &t);
                 match status {
@@ -470,22 +456,14 @@ impl SqliteStore {
                 }
             }
             // The oldest pending message of a target is the lowest pending id.
-            let mut st = c.prepare_cached(
-                "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target",
-            )?;
-            let oldest: Vec<(String, i64)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let oldest: Vec<(String, i64)> = all(c, "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
             for (t, at) in oldest {
                 let r = row(&mut out, &t);
                 if r.pending > 0 {
                     r.oldest_pending_at = Some(at);
                 }
             }
-            let mut st = c.prepare_cached("SELECT target FROM targets WHERE paused = 1")?;
-            let paused: Vec<String> = st
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let paused: Vec<String> = all(c, "SELECT target FROM targets WHERE paused = 1", [], |r| r.get(0))?;
             for t in paused {
                 row(&mut out, &t).paused = true;
             }
@@ -508,13 +486,12 @@ impl SqliteStore {
             actor.to_string(),
         );
         self.with(move |c| {
-            let tx: &Connection = c;
-            tx.execute(
+            c.execute(
                 "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![name, role, hash, now_ms()],
             )?;
             audit(
-                tx,
+                c,
                 &actor,
                 "token_create",
                 &format!("token {name} ({role})"),
@@ -539,17 +516,19 @@ impl SqliteStore {
 
     pub(super) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id")?;
-            let rows = st.query_map([], |r| {
-                Ok(TokenRow {
-                    name: r.get(0)?,
-                    role: r.get(1)?,
-                    created_at: r.get(2)?,
-                    revoked_at: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all(
+                c,
+                "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id",
+                [],
+                |r| {
+                    Ok(TokenRow {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                        created_at: r.get(2)?,
+                        revoked_at: r.get(3)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -562,19 +541,12 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (name, actor, reason) = (name.to_string(), actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            let n = tx.execute(
+            let n = c.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
                 params![name, now_ms()],
             )?;
             if n > 0 {
-                audit(
-                    tx,
-                    &actor,
-                    "token_revoke",
-                    &format!("token {name}"),
-                    &reason,
-                )?;
+                audit(c, &actor, "token_revoke", &format!("token {name}"), &reason)?;
             }
             Ok(n > 0)
         })
@@ -593,21 +565,20 @@ impl SqliteStore {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         let id = self
             .with(move |c| {
-                let tx: &Connection = c;
-                let total: i64 = tx.query_row(
+                let total: i64 = c.query_row(
                     &format!("SELECT count(*) FROM (SELECT 1 FROM messages m{clause} LIMIT {cap})"),
                     rusqlite::params_from_iter(sqlite_values(params.clone())),
                     |r| r.get(0),
                 )?;
                 let now = now_ms();
-                tx.execute(
+                c.execute(
                     "INSERT INTO tasks (kind, filter, cap, status, total, actor, reason, created_at, updated_at)
                      VALUES ('bulk_replay', ?1, ?2, 'running', ?3, ?4, ?5, ?6, ?6)",
                     params![json, cap, total, actor, reason, now],
                 )?;
-                let id = tx.last_insert_rowid();
+                let id = c.last_insert_rowid();
                 audit(
-                    tx,
+                    c,
                     &actor,
                     "bulk_replay",
                     &format!(
@@ -626,10 +597,12 @@ impl SqliteStore {
 
     pub(super) async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
         self.with(|c| {
-            let mut st =
-                c.prepare_cached("SELECT id FROM tasks WHERE status = 'running' ORDER BY id")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all(
+                c,
+                "SELECT id FROM tasks WHERE status = 'running' ORDER BY id",
+                [],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -649,12 +622,8 @@ impl SqliteStore {
     }
 
     pub(super) async fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!("{TASK_SELECT} ORDER BY id DESC"))?;
-            let rows = st.query_map([], task_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.with(|c| all(c, &format!("{TASK_SELECT} ORDER BY id DESC"), [], task_row))
+            .await
     }
 
     pub(super) async fn set_task_status(
@@ -668,18 +637,17 @@ impl SqliteStore {
         let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
         let (to, actor, reason) = (to.to_string(), actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            let now: Option<String> = tx
+            let now: Option<String> = c
                 .query_row("SELECT status FROM tasks WHERE id = ?1", [id], |r| r.get(0))
                 .optional()?;
             let moved = now.is_some_and(|s| from.contains(&s));
             if moved {
-                tx.execute(
+                c.execute(
                     "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, to, now_ms()],
                 )?;
                 audit(
-                    tx,
+                    c,
                     &actor,
                     &format!("task_{to}"),
                     &format!("task {id}"),
@@ -693,8 +661,7 @@ impl SqliteStore {
 
     pub(super) async fn run_task(&self, id: i64, n: usize) -> Result<Option<TaskRow>, StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
-            let Some(task) = tx
+            let Some(task) = c
                 .query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)
                 .optional()?
             else {
@@ -703,27 +670,23 @@ impl SqliteStore {
             if task.status != "running" {
                 return Ok(Some(task));
             }
-            let cursor: i64 = tx.query_row("SELECT cursor FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
+            let cursor: i64 = c.query_row("SELECT cursor FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
             let mut f = task.filter.clone();
             f.status = Some(status::DEAD);
             f.after = Some(cursor);
             let want = (n as i64).min(task.cap - task.done).max(0);
             let (clause, params) = f.sql(|n| format!("?{n}"));
-            let rows: Vec<(i64, String, String)> = {
-                let mut st = tx.prepare(&format!(
+            let rows: Vec<(i64, String, String)> = all(c, &format!(
                     "SELECT m.id, m.target, m.key FROM messages m{clause} ORDER BY m.id LIMIT {want}"
-                ))?;
-                let rows = st.query_map(rusqlite::params_from_iter(sqlite_values(params)), |r| {
+                ), rusqlite::params_from_iter(sqlite_values(params)), |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?;
-                rows.collect::<Result<_, _>>()?
-            };
             let now = now_ms();
             {
-                let mut up = tx.prepare_cached(
+                let mut up = c.prepare_cached(
                     "UPDATE messages SET status = 0, updated_at = ?2 WHERE id = ?1 AND status = 2",
                 )?;
-                let mut head = tx.prepare_cached(
+                let mut head = c.prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (target, key) DO UPDATE SET message_id = excluded.message_id, due_at = excluded.due_at",
                 )?;
@@ -734,7 +697,7 @@ impl SqliteStore {
             }
             let done = task.done + rows.len() as i64;
             let finished = (rows.len() as i64) < want || done >= task.cap || want == 0;
-            tx.execute(
+            c.execute(
                 "UPDATE tasks SET done = ?2, cursor = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
                 params![
                     id,
@@ -744,7 +707,7 @@ impl SqliteStore {
                     now
                 ],
             )?;
-            let row = tx.query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)?;
+            let row = c.query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], task_row)?;
             Ok(Some(row))
         })
         .await
@@ -758,13 +721,10 @@ impl SqliteStore {
     ) -> Result<Vec<QuarantineRow>, StoreError> {
         let (source, mapping) = (source.map(str::to_string), mapping.map(str::to_string));
         self.with(move |c| {
-            let mut st = c.prepare(
-                "SELECT q.id, i.source, i.source_id, q.mapping, q.part, q.reason, i.record
+            all(c, "SELECT q.id, i.source, i.source_id, q.mapping, q.part, q.reason, i.record
                  FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
                  WHERE q.resolved_at IS NULL AND (?1 IS NULL OR i.source = ?1) AND (?2 IS NULL OR q.mapping = ?2)
-                 ORDER BY q.id LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![source, mapping, limit as i64], |r| {
+                 ORDER BY q.id LIMIT ?3", params![source, mapping, limit as i64], |r| {
                 Ok(QuarantineRow {
                     id: r.get(0)?,
                     source: r.get(1)?,
@@ -774,8 +734,7 @@ impl SqliteStore {
                     reason: r.get(5)?,
                     record: r.get(6)?,
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            })
         })
         .await
     }
@@ -788,22 +747,21 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
             let now = now_ms();
             let mut n = 0;
             let mut queued = 0;
             {
-                let mut get = tx.prepare_cached(
+                let mut get = c.prepare_cached(
                     "SELECT q.inbox_id, i.source, i.source_id FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
                      WHERE q.id = ?1 AND q.resolved_at IS NULL",
                 )?;
                 let mut resolve =
-                    tx.prepare_cached("UPDATE quarantine SET resolved_at = ?2 WHERE id = ?1")?;
-                let mut message = tx.prepare_cached(
+                    c.prepare_cached("UPDATE quarantine SET resolved_at = ?2 WHERE id = ?1")?;
+                let mut message = c.prepare_cached(
                     "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
                 )?;
-                let mut head = tx.prepare_cached(
+                let mut head = c.prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (target, key) DO NOTHING",
                 )?;
@@ -831,7 +789,7 @@ impl SqliteStore {
             }
             if n > 0 {
                 audit(
-                    tx,
+                    c,
                     &actor,
                     "quarantine_remap",
                     &format!("{n} quarantined records ({queued} now mapped, {} filtered out)", n - queued),
@@ -846,15 +804,14 @@ impl SqliteStore {
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let (actor, reason) = (actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            let (target, key) = dead_message(tx, id, "skipped")?;
+            let (target, key) = dead_message(c, id, "skipped")?;
             let now = now_ms();
-            tx.execute(
+            c.execute(
                 "UPDATE messages SET status = 3, updated_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
-            advance(tx, &target, &key, now)?;
-            audit(tx, &actor, "skip", &format!("message {id}"), &reason)?;
+            advance(c, &target, &key, now)?;
+            audit(c, &actor, "skip", &format!("message {id}"), &reason)?;
             Ok(())
         })
         .await
@@ -869,14 +826,13 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (target, actor, reason) = (target.to_string(), actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            tx.execute(
+            c.execute(
                 "INSERT INTO targets (target, paused) VALUES (?1, ?2)
                  ON CONFLICT (target) DO UPDATE SET paused = excluded.paused",
                 params![target, i64::from(paused)],
             )?;
             let action = if paused { "pause" } else { "resume" };
-            audit(tx, &actor, action, &format!("target {target}"), &reason)?;
+            audit(c, &actor, action, &format!("target {target}"), &reason)?;
             Ok(())
         })
         .await
@@ -942,21 +898,19 @@ impl SqliteStore {
     ) -> Result<Vec<MessageRow>, StoreError> {
         let target = target.to_string();
         self.with(move |c| {
-            let mut st = c.prepare(&format!(
-                "{MESSAGE_SELECT} WHERE target = ?1 AND status = ?2 ORDER BY id LIMIT ?3"
-            ))?;
-            let rows = st.query_map(params![target, status, limit as i64], message_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all(
+                c,
+                &format!("{MESSAGE_SELECT} WHERE target = ?1 AND status = ?2 ORDER BY id LIMIT ?3"),
+                params![target, status, limit as i64],
+                message_row,
+            )
         })
         .await
     }
 
     pub(super) async fn attempts(&self, id: i64) -> Result<Vec<Attempt>, StoreError> {
         self.with(move |c| {
-            let mut st = c.prepare(
-                "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = ?1 ORDER BY id",
-            )?;
-            let rows = st.query_map([id], |r| {
+            all(c, "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = ?1 ORDER BY id", [id], |r| {
                 Ok(Attempt {
                     at: r.get(0)?,
                     duration_ms: r.get(1)?,
@@ -964,8 +918,7 @@ impl SqliteStore {
                     error_class: r.get(3)?,
                     excerpt: r.get(4)?,
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            })
         })
         .await
     }
@@ -976,30 +929,28 @@ impl SqliteStore {
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let source = source.to_string();
         self.with(move |c| {
-            let mut st = c.prepare(
-                "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
-                 WHERE i.source = ?1 ORDER BY q.id",
-            )?;
-            let rows = st.query_map([&source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all(c, "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                 WHERE i.source = ?1 ORDER BY q.id", [&source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         })
         .await
     }
 
     pub(super) async fn audit(&self) -> Result<Vec<AuditRow>, StoreError> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT at, actor, action, subject, reason FROM audit ORDER BY id")?;
-            let rows = st.query_map([], |r| {
-                Ok(AuditRow {
-                    at: r.get(0)?,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    subject: r.get(3)?,
-                    reason: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all(
+                c,
+                "SELECT at, actor, action, subject, reason FROM audit ORDER BY id",
+                [],
+                |r| {
+                    Ok(AuditRow {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        subject: r.get(3)?,
+                        reason: r.get(4)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -1011,10 +962,9 @@ impl SqliteStore {
 
     pub(super) async fn record_payments(&self, rows: Vec<PaymentRow>) -> Result<usize, StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             let mut n = 0;
             {
-                let mut st = tx.prepare_cached(
+                let mut st = c.prepare_cached(
                     "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (payment_id) DO NOTHING",
                 )?;
@@ -1036,30 +986,23 @@ impl SqliteStore {
     ) -> Result<Vec<BatchRow>, StoreError> {
         let (period, created) = (period.to_string(), created.to_string());
         self.with(move |c| {
-            let tx: &Connection = c;
-            let unbatched: Vec<(String, String, i64)> = {
-                let mut st = tx.prepare(
-                    "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
+            let unbatched: Vec<(String, String, i64)> = all(c, "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
                      WHERE p.period = ?1 AND NOT EXISTS
                        (SELECT 1 FROM batch_items i WHERE i.payment_id = p.payment_id AND i.live = 1)
-                     ORDER BY p.bank_code, p.payment_id",
-                )?;
-                let rows = st.query_map([&period], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<Result<_, _>>()?
-            };
+                     ORDER BY p.bank_code, p.payment_id", [&period], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             let plan = plan_batches(&period, &created, max, &unbatched, |bank| {
-                Ok(tx.query_row(
+                Ok(c.query_row(
                     "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = ?1 AND bank_code = ?2",
                     [&period, bank],
                     |r| r.get(0),
                 )?)
             })?;
             {
-                let mut b = tx.prepare_cached(
+                let mut b = c.prepare_cached(
                     "INSERT INTO batches (batch_id, period, bank_code, seq, created, count, total_fen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
-                let mut item = tx.prepare_cached(
+                let mut item = c.prepare_cached(
                     "INSERT INTO batch_items (batch_id, payment_id, position) VALUES (?1, ?2, ?3)",
                 )?;
                 for (row, ids) in &plan {
@@ -1077,22 +1020,23 @@ impl SqliteStore {
     pub(super) async fn batches(&self, period: &str) -> Result<Vec<BatchRow>, StoreError> {
         let period = period.to_string();
         self.with(move |c| {
-            let mut st = c.prepare(
+            all(
+                c,
                 "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches
                  WHERE period = ?1 AND live = 1 ORDER BY bank_code, seq",
-            )?;
-            let rows = st.query_map([&period], |r| {
-                Ok(BatchRow {
-                    batch_id: r.get(0)?,
-                    period: r.get(1)?,
-                    bank_code: r.get(2)?,
-                    seq: r.get(3)?,
-                    created: r.get(4)?,
-                    count: r.get(5)?,
-                    total_fen: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                [&period],
+                |r| {
+                    Ok(BatchRow {
+                        batch_id: r.get(0)?,
+                        period: r.get(1)?,
+                        bank_code: r.get(2)?,
+                        seq: r.get(3)?,
+                        created: r.get(4)?,
+                        count: r.get(5)?,
+                        total_fen: r.get(6)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -1103,21 +1047,22 @@ impl SqliteStore {
     ) -> Result<Vec<PaymentRow>, StoreError> {
         let batch_id = batch_id.to_string();
         self.with(move |c| {
-            let mut st = c.prepare(
+            all(
+                c,
                 "SELECT p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
                  FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
                  WHERE i.batch_id = ?1 ORDER BY i.position",
-            )?;
-            let rows = st.query_map([&batch_id], |r| {
-                Ok(PaymentRow {
-                    payment_id: r.get(0)?,
-                    period: r.get(1)?,
-                    bank_code: r.get(2)?,
-                    amount_fen: r.get(3)?,
-                    record: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                [&batch_id],
+                |r| {
+                    Ok(PaymentRow {
+                        payment_id: r.get(0)?,
+                        period: r.get(1)?,
+                        bank_code: r.get(2)?,
+                        amount_fen: r.get(3)?,
+                        record: r.get(4)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -1135,8 +1080,7 @@ impl SqliteStore {
             reason.to_string(),
         );
         self.with(move |c| {
-            let tx: &Connection = c;
-            let result: Option<Option<String>> = tx
+            let result: Option<Option<String>> = c
                 .query_row("SELECT result FROM payments WHERE payment_id = ?1", [&payment_id], |r| r.get(0))
                 .optional()?;
             let Some(result) = result else {
@@ -1145,26 +1089,26 @@ impl SqliteStore {
             if let Some(why) = reissue_refusal(&payment_id, result.as_deref()) {
                 return Err(StoreError::Refused(why));
             }
-            let batch: Option<String> = tx
+            let batch: Option<String> = c
                 .query_row(
                     "SELECT batch_id FROM batch_items WHERE payment_id = ?1 AND live = 1",
                     [&payment_id],
                     |r| r.get(0),
                 )
                 .optional()?;
-            tx.execute("UPDATE batch_items SET live = 0 WHERE payment_id = ?1 AND live = 1", [&payment_id])?;
-            tx.execute(
+            c.execute("UPDATE batch_items SET live = 0 WHERE payment_id = ?1 AND live = 1", [&payment_id])?;
+            c.execute(
                 "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = ?1",
                 [&payment_id],
             )?;
             if let Some((record, bank)) = &corrected {
-                tx.execute(
+                c.execute(
                     "UPDATE payments SET record = ?2, bank_code = ?3 WHERE payment_id = ?1",
                     rusqlite::params![payment_id, record, bank],
                 )?;
             }
             let batch = batch.unwrap_or_default();
-            audit(tx, &actor, "reissue", &format!("payment {payment_id} (rejected in batch {batch})"), &reason)?;
+            audit(c, &actor, "reissue", &format!("payment {payment_id} (rejected in batch {batch})"), &reason)?;
             Ok(batch)
         })
         .await
@@ -1256,9 +1200,8 @@ impl SqliteStore {
         results: Vec<(String, String, Option<String>)>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             {
-                let mut st = tx.prepare_cached(
+                let mut st = c.prepare_cached(
                     "UPDATE payments SET result = ?2, reason_code = ?3, result_at = ?4 WHERE payment_id = ?1",
                 )?;
                 let now = now_ms();
@@ -1276,9 +1219,8 @@ impl SqliteStore {
         alarms: Vec<(String, String, String)>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
-            let tx: &Connection = c;
             {
-                let mut st = tx.prepare_cached(
+                let mut st = c.prepare_cached(
                     "INSERT INTO alarms (at, batch_id, kind, detail) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (batch_id, kind, detail) DO NOTHING",
                 )?;
@@ -1294,18 +1236,19 @@ impl SqliteStore {
 
     pub(super) async fn alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            all(
+                c,
                 "SELECT at, batch_id, kind, detail FROM alarms ORDER BY at, batch_id, kind, detail",
-            )?;
-            let rows = st.query_map([], |r| {
-                Ok(AlarmRow {
-                    at: r.get(0)?,
-                    batch_id: r.get(1)?,
-                    kind: r.get(2)?,
-                    detail: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                [],
+                |r| {
+                    Ok(AlarmRow {
+                        at: r.get(0)?,
+                        batch_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -1313,17 +1256,16 @@ impl SqliteStore {
     pub(super) async fn results(&self, period: &str) -> Result<ResultCounts, StoreError> {
         let period = period.to_string();
         self.with(move |c| {
-            let mut st = c.prepare(
+            all(
+                c,
                 "SELECT b.batch_id, p.result, count(*), COALESCE(SUM(p.amount_fen), 0)
                  FROM batches b JOIN batch_items i ON i.batch_id = b.batch_id AND i.live = 1
                  JOIN payments p ON p.payment_id = i.payment_id
                  WHERE b.period = ?1 AND b.live = 1
                  GROUP BY b.batch_id, p.result ORDER BY b.batch_id, p.result",
-            )?;
-            let rows = st.query_map([&period], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                [&period],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
         })
         .await
     }
@@ -1348,6 +1290,18 @@ impl SqliteStore {
 
 const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
 
+/// Every row of a query, each made by `f` (the statement cached).
+fn all<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let rows = st.query_map(params, f)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let filter: String = r.get(2)?;
     Ok(TaskRow {
@@ -1366,11 +1320,7 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 }
 
 fn quarantine_counts(c: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping",
-    )?;
-    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    all(c, "SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 fn sqlite_values(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
@@ -1403,18 +1353,18 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
 }
 
 /// Moves a key's head to its next pending message, or removes it.
-fn advance(tx: &Connection, target: &str, key: &str, now: i64) -> Result<(), StoreError> {
-    let next: Option<i64> = tx
+fn advance(c: &Connection, target: &str, key: &str, now: i64) -> Result<(), StoreError> {
+    let next: Option<i64> = c
         .prepare_cached("SELECT id FROM messages WHERE target = ?1 AND key = ?2 AND status = 0 ORDER BY id LIMIT 1")?
         .query_row(params![target, key], |r| r.get(0))
         .optional()?;
     match next {
-        Some(n) => tx
+        Some(n) => c
             .prepare_cached(
                 "UPDATE heads SET message_id = ?3, due_at = ?4 WHERE target = ?1 AND key = ?2",
             )?
             .execute(params![target, key, n, now])?,
-        None => tx
+        None => c
             .prepare_cached("DELETE FROM heads WHERE target = ?1 AND key = ?2")?
             .execute(params![target, key])?,
     };
@@ -1422,8 +1372,8 @@ fn advance(tx: &Connection, target: &str, key: &str, now: i64) -> Result<(), Sto
 }
 
 /// The target and key of a dead message; refuses any other state.
-fn dead_message(tx: &Connection, id: i64, verb: &str) -> Result<(String, String), StoreError> {
-    let row: Option<(String, String, i64)> = tx
+fn dead_message(c: &Connection, id: i64, verb: &str) -> Result<(String, String), StoreError> {
+    let row: Option<(String, String, i64)> = c
         .query_row(
             "SELECT target, key, status FROM messages WHERE id = ?1",
             [id],
@@ -1434,13 +1384,13 @@ fn dead_message(tx: &Connection, id: i64, verb: &str) -> Result<(String, String)
 }
 
 fn audit(
-    tx: &Connection,
+    c: &Connection,
     actor: &str,
     action: &str,
     subject: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    c.execute(
         "INSERT INTO audit (at, actor, action, subject, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![now_ms(), actor, action, subject, reason],
     )?;
