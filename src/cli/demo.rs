@@ -331,7 +331,7 @@ fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(), Str
     }
     std::fs::write(
         dir.join("tongban.toml"),
-        "# Written by tongban demo.\n[store]\nurl = \"sqlite://store/tongban.db\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n[dispatch]\nretry_schedule = [\"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\", \"10s\", \"30s\"]\njitter_percent = 20\nlease = \"30s\"\n",
+        "# Written by tongban demo.\n[store]\nurl = \"sqlite://store/tongban.db?cache_mib=16\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n[dispatch]\nretry_schedule = [\"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\", \"10s\", \"30s\"]\njitter_percent = 20\nlease = \"30s\"\n",
     )
     .map_err(io)?;
     Ok(())

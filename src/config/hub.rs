@@ -144,8 +144,9 @@ impl Default for WebhookConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (embedded, the default; a relative path is relative to
-    /// the config directory) or `postgres://user@host:port/db`.
+    /// `sqlite://PATH[?cache_mib=N]` (embedded, the default; a relative path
+    /// is relative to the config directory; N MiB of page cache, 64 unless
+    /// given) or `postgres://user@host:port/db`.
     #[serde(default = "default_store")]
     pub url: String,
 }

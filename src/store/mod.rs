@@ -27,6 +27,11 @@ pub enum StoreError {
     /// The store URL is not `sqlite://…` or `postgres://…`.
     #[error("store URL {0:?} must start with sqlite:// or postgres://")]
     Url(String),
+    /// A `sqlite://` URL's option is unknown or its value is not valid.
+    #[error(
+        "store URL {0:?}: {1} (the one option is cache_mib=N, the page cache in MiB, 1 to 4096)"
+    )]
+    UrlOption(String, String),
     /// SQLite failed.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -256,9 +261,6 @@ impl MessageFilter {
         if let Some(t) = &self.target {
             add("m.target = ?", Param::Text(t.clone()));
         }
-        if let Some(s) = self.status {
-            add("m.status = ?", Param::Int(s));
-        }
         if let Some(k) = &self.key {
             add("m.key = ?", Param::Text(k.clone()));
         }
@@ -286,6 +288,11 @@ impl MessageFilter {
         }
         if let Some(a) = self.after {
             add("m.id > ?", Param::Int(a));
+        }
+        if let Some(s) = self.status {
+            // A literal, so that SQLite's planner sees which partial index
+            // holds the status (its plans do not look at bound values).
+            w.push(format!("m.status = {s}"));
         }
         let clause = if w.is_empty() {
             String::new()
@@ -584,14 +591,31 @@ impl Store {
     /// Opens a store by URL and applies its migrations. A relative SQLite
     /// path is taken relative to `base`.
     pub async fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut cache_mib = sqlite::DEFAULT_CACHE_MIB;
+            for option in options.split('&').filter(|o| !o.is_empty()) {
+                let bad = |why: &str| StoreError::UrlOption(url.to_string(), why.to_string());
+                match option.split_once('=') {
+                    Some(("cache_mib", v)) => {
+                        cache_mib = v
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=4096).contains(n))
+                            .ok_or_else(|| {
+                                bad(&format!("cache_mib={v} is not a number from 1 to 4096"))
+                            })?;
+                    }
+                    _ => return Err(bad(&format!("unknown option {option:?}"))),
+                }
+            }
             let p = std::path::Path::new(path);
             let p = if p.is_absolute() {
                 p.to_path_buf()
             } else {
                 base.join(p)
             };
-            Ok(Store::Sqlite(SqliteStore::open(&p).await?))
+            Ok(Store::Sqlite(SqliteStore::open(&p, cache_mib).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PgStore::open(url).await?))
         } else {
@@ -1028,5 +1052,26 @@ mod tests {
             idempotency_key("a", "bc", "d"),
             idempotency_key("ab", "c", "d")
         );
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_url_takes_the_page_cache_and_refuses_other_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite://a.db?cache_mib=8", dir.path())
+            .await
+            .unwrap();
+        assert!(matches!(store, Store::Sqlite(_)));
+        for (url, says) in [
+            ("sqlite://b.db?cache_mb=8", "unknown option \"cache_mb=8\""),
+            ("sqlite://b.db?cache_mib=0", "cache_mib=0 is not a number"),
+            (
+                "sqlite://b.db?cache_mib=lots",
+                "cache_mib=lots is not a number",
+            ),
+        ] {
+            let e = Store::open(url, dir.path()).await.err().unwrap();
+            assert!(e.to_string().contains(says), "{url}: {e}");
+        }
+        assert!(!dir.path().join("b.db").exists());
     }
 }
