@@ -334,12 +334,16 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_worker_cannot_settle(s:
         s.message(first[0].id).await.unwrap().unwrap().status,
         status::PENDING
     );
+    let before = s.pending(T).await.unwrap();
+    assert!(before > 0);
     assert_eq!(
         s.settle(vec![settle(&again[0], Outcome::Delivered)])
             .await
             .unwrap(),
         1
     );
+    assert_eq!(s.pending(T).await.unwrap(), before - 1);
+    assert_eq!(s.pending("no.such_target").await.unwrap(), 0);
     assert_eq!(s.attempts(first[0].id).await.unwrap().len(), 2);
     // Released claims are due at once.
     let c = s.claim(T, 10, LEASE).await.unwrap();

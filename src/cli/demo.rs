@@ -527,11 +527,13 @@ async fn run_demo(args: DemoArgs) -> Result<bool, String> {
         }
         let quiet = last.1.elapsed() >= Duration::from_secs(5);
         if reached || quiet {
-            let counts = store.counts().await.map_err(|e| e.to_string())?;
-            let pending: i64 = served
-                .iter()
-                .map(|(t, _)| counts.messages(&t.to_string(), status::PENDING))
-                .sum();
+            let mut pending = 0;
+            for (t, _) in &served {
+                pending += store
+                    .pending(&t.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             if pending == 0 {
                 break now;
             }
@@ -667,12 +669,19 @@ async fn pay(
     };
     // The batches are made and their files queued; the running hub's files
     // target delivers them to the bank's directory.
+    // The register is asked (a join over the month's payments) only once
+    // the bank has answered every file.
+    let answered = |want: usize| {
+        let bank = bank.clone();
+        move || bank.answered() >= want
+    };
     leg.batches += crate::payout::build(cfg, store, &period, None, None)
         .await?
         .batches
         .len();
     let done = wait("the bank's results");
-    while !done(results_in(store.clone(), period.clone()).await) {
+    let all_answered = answered(leg.batches);
+    while !done(all_answered() && results_in(store.clone(), period.clone()).await) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     phase("bank results");
@@ -738,7 +747,8 @@ async fn pay(
             .new
             .len();
         let done = wait("the re-issued payments' results");
-        while !done(results_in(store.clone(), period.clone()).await) {
+        let all_answered = answered(leg.batches);
+        while !done(all_answered() && results_in(store.clone(), period.clone()).await) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         phase("re-issued payments' results");

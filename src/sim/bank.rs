@@ -58,6 +58,8 @@ pub struct Bank {
     seen: Mutex<HashSet<String>>,
     /// Payments credited per end-to-end id (a second credit is a double payment).
     credited: Mutex<HashMap<String, u32>>,
+    /// Payment files answered.
+    answered: std::sync::atomic::AtomicUsize,
     /// Files in a delimited or fixed-width layout instead of ISO 20022.
     layout: Option<Arc<Layout>>,
     /// The bearer token uploads must carry, if any.
@@ -83,6 +85,7 @@ impl Bank {
             book: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             credited: Mutex::new(HashMap::new()),
+            answered: Default::default(),
             layout,
             token: Mutex::new(None),
         })
@@ -195,8 +198,15 @@ impl Bank {
             std::fs::rename(&sum, processed.join(format!("{name}.sha256")))
                 .map_err(|e| e.to_string())?;
             n += 1;
+            self.answered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(n)
+    }
+
+    /// How many payment files the bank has answered.
+    pub fn answered(&self) -> usize {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Watches the directory until the process ends.

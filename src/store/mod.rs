@@ -866,6 +866,12 @@ impl Store {
         both!(self, s => s.audit().await)
     }
 
+    /// Pending messages of a target (read from the pending index alone, so
+    /// cheap however many messages were delivered).
+    pub async fn pending(&self, target: &str) -> Result<i64, StoreError> {
+        both!(self, s => s.pending(target).await)
+    }
+
     /// Number of inbox rows.
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {
         both!(self, s => s.inbox_len().await)

@@ -1051,6 +1051,16 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_one(
+            "SELECT count(*) FROM messages WHERE target = $1 AND status = 0",
+            &[&target],
+        )
+        .await?
+        .get(0))
+    }
+
     pub(super) async fn inbox_len(&self) -> Result<i64, StoreError> {
         let c = self.client().await?;
         Ok(c.query_one("SELECT count(*) FROM inbox", &[]).await?.get(0))

@@ -971,6 +971,15 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            Ok(c.prepare_cached("SELECT count(*) FROM messages WHERE target = ?1 AND status = 0")?
+                .query_row([&target], |r| r.get(0))?)
+        })
+        .await
+    }
+
     pub(super) async fn inbox_len(&self) -> Result<i64, StoreError> {
         self.with(|c| Ok(c.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?))
             .await
