@@ -622,7 +622,7 @@ async fn pay(
     let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
-    let want = sims.subsidies.payout_list(&period).len() as i64;
+    let want = sims.subsidies.payout_items(&period).len() as i64;
     let deadline = Instant::now() + args.timeout;
     let wait = |what: &'static str| {
         let mp = mp.clone();
@@ -647,11 +647,11 @@ async fn pay(
     // The bank: every card open with its holder's name, but one in 200 closed.
     let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
     let mut closed = Vec::new();
-    for (i, p) in sims.subsidies.payout_list(&period).iter().enumerate() {
-        let acct = p["bank_account_no"].as_str().unwrap_or_default();
-        let name = p["account_name"].as_str().unwrap_or_default();
+    for (i, p) in sims.subsidies.payout_items(&period).iter().enumerate() {
+        let acct = &p.bank_account_no;
+        let name = &p.account_name;
         let state = if i % 200 == 7 {
-            closed.push(p["holder_id"].as_str().unwrap_or_default().to_string());
+            closed.push(p.holder_id.clone());
             sim::bank::AccountState::Closed
         } else {
             sim::bank::AccountState::Open
@@ -776,35 +776,49 @@ async fn report(
 
     // Each person whose certificate was issued and who has a card: the
     // card loaded exactly once, with their certificate; nobody else's.
-    let loads = sims.sscard.common.effects("card_loaded");
-    let mut per_person: HashMap<&str, usize> = HashMap::new();
-    for e in &loads {
-        *per_person.entry(e.subject.as_str()).or_default() += 1;
-    }
-    let loaded = sims.sscard.loaded();
-    let cards_ok = people.iter().all(|(a, _)| {
-        let n = per_person.get(a.id.as_str()).copied().unwrap_or(0);
-        if a.card_loaded() {
-            n == 1 && loaded.get(&a.id) == Some(&a.certificate_no())
-        } else {
-            n == 0
-        }
-    });
+    // The ledgers are read in place (a copy of a ledger of millions of
+    // effects would be the demo's largest allocation).
+    let filed: HashMap<&str, i64> = people
+        .iter()
+        .map(|(a, _)| (a.id.as_str(), a.filed_at))
+        .collect();
+    // Per kind of effect: how many each person got, and the latencies
+    // from filing.
+    let tally = |c: &sim::Common, kind: &str| {
+        let mut n: HashMap<&str, usize> = HashMap::new();
+        let mut latency = Vec::new();
+        c.for_each(kind, |e| {
+            if let Some((&id, &at)) = filed.get_key_value(e.subject.as_str()) {
+                *n.entry(id).or_default() += 1;
+                latency.push(e.at - at);
+            } else {
+                *n.entry("").or_default() += 1; // someone who never applied
+            }
+        });
+        latency.sort_unstable();
+        (n, latency)
+    };
+    let (per_person, card_lat) = tally(&sims.sscard.common, "card_loaded");
+    let cards_ok = !per_person.contains_key("")
+        && people.iter().all(|(a, _)| {
+            let n = per_person.get(a.id.as_str()).copied().unwrap_or(0);
+            if a.card_loaded() {
+                n == 1 && sims.sscard.loaded_on(&a.id) == Some(a.certificate_no())
+            } else {
+                n == 0
+            }
+        });
     invariants.insert("each_eligible_card_loaded_exactly_once", cards_ok);
 
     // The month's payout list: each eligible person once per subsidy, with
     // the amount the rules give; nobody else.
     let period = sims.subsidies.period.lock().unwrap().clone();
-    let list = sims.subsidies.payout_list(&period);
-    let mut got: HashMap<(String, String), (i64, usize)> = HashMap::new();
+    let list = sims.subsidies.payout_items(&period);
+    let mut got: HashMap<(&str, &str), (i64, usize)> = HashMap::new();
     for p in &list {
-        let k = (
-            p["holder_id"].as_str().unwrap_or("").to_string(),
-            p["subsidy_type"].as_str().unwrap_or("").to_string(),
-        );
         let e = got
-            .entry(k)
-            .or_insert((p["amount_fen"].as_i64().unwrap_or(-1), 0));
+            .entry((p.holder_id.as_str(), p.subsidy_type.as_str()))
+            .or_insert((p.amount_fen, 0));
         e.1 += 1;
     }
     let mut expected_total = 0i64;
@@ -817,7 +831,7 @@ async fn report(
             (0, 0)
         };
         for (ty, fen) in [("LIVING", living), ("CARE", care)] {
-            let have = got.get(&(a.id.clone(), ty.to_string()));
+            let have = got.get(&(a.id.as_str(), ty));
             if fen > 0 {
                 expected_total += fen;
                 expected_items += 1;
@@ -830,18 +844,12 @@ async fn report(
     payouts_ok &= list.len() == expected_items;
     // The bank paid each payment of the list exactly once (re-issues
     // included), so each person got exactly what the rules give them.
-    let mut paid_per_person: HashMap<String, i64> = HashMap::new();
+    let mut paid_per_person: HashMap<&str, i64> = HashMap::new();
+    let month = period.replace('-', "");
     for p in &list {
-        let id = format!(
-            "{}-{}-{}",
-            p["subsidy_type"].as_str().unwrap_or(""),
-            p["holder_id"].as_str().unwrap_or(""),
-            period.replace('-', "")
-        );
+        let id = format!("{}-{}-{month}", p.subsidy_type, p.holder_id);
         if bank.credited.get(&id) == Some(&1) {
-            *paid_per_person
-                .entry(p["holder_id"].as_str().unwrap_or("").to_string())
-                .or_default() += p["amount_fen"].as_i64().unwrap_or(0);
+            *paid_per_person.entry(p.holder_id.as_str()).or_default() += p.amount_fen;
         }
     }
     let mut paid_ok = bank.settled && bank.credited.len() == expected_items;
@@ -851,14 +859,11 @@ async fn report(
         } else {
             (0, 0)
         };
-        paid_ok &= paid_per_person.get(&a.id).copied().unwrap_or(0) == living + care;
+        paid_ok &= paid_per_person.get(a.id.as_str()).copied().unwrap_or(0) == living + care;
     }
     invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
     invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
-    let paid_total: i64 = list
-        .iter()
-        .map(|p| p["amount_fen"].as_i64().unwrap_or(0))
-        .sum();
+    let paid_total: i64 = list.iter().map(|p| p.amount_fen).sum();
     invariants.insert(
         "each_eligible_person_in_payout_list_once_with_right_amount",
         payouts_ok && paid_total == expected_total,
@@ -866,14 +871,11 @@ async fn report(
 
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
-        let effects = c.effects(kind);
-        let mut n: HashMap<&str, usize> = HashMap::new();
-        for e in &effects {
-            *n.entry(e.subject.as_str()).or_default() += 1;
-        }
-        people
-            .iter()
-            .all(|(a, _)| n.get(a.id.as_str()).copied().unwrap_or(0) == usize::from(f(a)))
+        let (n, _) = tally(c, kind);
+        !n.contains_key("")
+            && people
+                .iter()
+                .all(|(a, _)| n.get(a.id.as_str()).copied().unwrap_or(0) == usize::from(f(a)))
     };
     invariants.insert(
         "each_pension_enrolment_exactly_once",
@@ -945,20 +947,7 @@ async fn report(
     );
 
     // Latency: form filed → card loaded, and → subsidy decided.
-    let filed: HashMap<&str, i64> = people
-        .iter()
-        .map(|(a, _)| (a.id.as_str(), a.filed_at))
-        .collect();
-    let lat = |effects: Vec<sim::Effect>| {
-        let mut v: Vec<i64> = effects
-            .iter()
-            .filter_map(|e| filed.get(e.subject.as_str()).map(|f| e.at - f))
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    let card_lat = lat(loads);
-    let subsidy_lat = lat(sims.subsidies.common.effects("eligibility"));
+    let (_, subsidy_lat) = tally(&sims.subsidies.common, "eligibility");
 
     let mut feeds = Vec::new();
     for m in cfg.mappings.values() {

@@ -177,6 +177,15 @@ impl Common {
             .collect()
     }
 
+    /// Calls `f` with each effect of one kind, in order (nothing copied).
+    pub fn for_each(&self, kind: &str, mut f: impl FnMut(&Effect)) {
+        for e in self.ledger.lock().unwrap().effects() {
+            if e.kind == kind {
+                f(e);
+            }
+        }
+    }
+
     /// How many effects of one kind (cheap: for progress).
     pub fn count(&self, kind: &str) -> u64 {
         self.ledger.lock().unwrap().count(kind)

@@ -172,11 +172,11 @@ impl Platform {
 
     /// Latest status per application id.
     pub fn statuses(&self) -> HashMap<String, String> {
-        self.common
-            .effects("status")
-            .into_iter()
-            .map(|e| (e.subject, e.detail))
-            .collect()
+        let mut out = HashMap::new();
+        self.common.for_each("status", |e| {
+            out.insert(e.subject.clone(), e.detail.clone());
+        });
+        out
     }
 
     fn verify(&self, method: &str, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Result<(), String> {

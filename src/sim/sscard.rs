@@ -74,6 +74,11 @@ impl Sscard {
         self.cards.lock().unwrap().loaded.clone()
     }
 
+    /// The certificate loaded on one person's card, if any.
+    pub fn loaded_on(&self, id_no: &str) -> Option<String> {
+        self.cards.lock().unwrap().loaded.get(id_no).cloned()
+    }
+
     /// The simulator's routes, with `/_ledger` and `/_faults`.
     pub fn router(self: &Arc<Self>) -> Router {
         let app = Router::new()

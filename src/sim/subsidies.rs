@@ -167,6 +167,17 @@ impl Subsidies {
         })
     }
 
+    /// The payout list of a month, only the fields that say who is paid
+    /// what and where (a list of millions stays small).
+    pub fn payout_items(&self, period: &str) -> Vec<PayoutItem> {
+        self.with_list(period, |items| {
+            items
+                .iter()
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect()
+        })
+    }
+
     /// Calls `f` with the month's payout list, brought up to date: records
     /// of people who became eligible since are appended; the list is made
     /// again only for another month or when someone already on it changed.
@@ -203,6 +214,21 @@ impl Subsidies {
 }
 
 /// A person's records on a month's payout list.
+/// One payment of the payout list, as the checks of a rehearsal need it.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+pub struct PayoutItem {
+    /// ID number of the holder.
+    pub holder_id: String,
+    /// `LIVING` or `CARE`.
+    pub subsidy_type: String,
+    /// The amount, in fen.
+    pub amount_fen: i64,
+    /// The account paid into.
+    pub bank_account_no: String,
+    /// The name on that account.
+    pub account_name: String,
+}
+
 fn push_items(out: &mut Vec<Box<[u8]>>, id: &str, r: &Recipient, period: &str) {
     if r.start_month.as_str() > period || r.stop_month.as_deref().is_some_and(|s| s <= period) {
         return;
