@@ -974,8 +974,10 @@ impl SqliteStore {
     pub(super) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let target = target.to_string();
         self.with(move |c| {
-            Ok(c.prepare_cached("SELECT count(*) FROM messages WHERE target = ?1 AND status = 0")?
-                .query_row([&target], |r| r.get(0))?)
+            Ok(
+                c.prepare_cached("SELECT count(*) FROM messages WHERE target = ?1 AND status = 0")?
+                    .query_row([&target], |r| r.get(0))?,
+            )
         })
         .await
     }
