@@ -159,17 +159,16 @@ impl Subsidies {
     /// The payout list of a month, as `PayoutRecord` JSON values, in the
     /// order people became eligible.
     pub fn payout_list(&self, period: &str) -> Vec<Value> {
-        self.with_list(period, |items| {
-            items
-                .iter()
-                .filter_map(|b| serde_json::from_slice(b).ok())
-                .collect()
-        })
+        self.parsed_list(period)
     }
 
     /// The payout list of a month, only the fields that say who is paid
     /// what and where (a list of millions stays small).
     pub fn payout_items(&self, period: &str) -> Vec<PayoutItem> {
+        self.parsed_list(period)
+    }
+
+    fn parsed_list<T: serde::de::DeserializeOwned>(&self, period: &str) -> Vec<T> {
         self.with_list(period, |items| {
             items
                 .iter()
