@@ -314,7 +314,7 @@ fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(), Str
                 );
                 text = text.replace(
                     "rate_limit = { per_second = 200 }",
-                    "rate_limit = { per_second = 5000 }",
+                    "rate_limit = { per_second = 20000 }",
                 );
                 text = text.replace("concurrency = 4\n", "concurrency = 64\n");
                 text = text.replace("concurrency = 8\n", "concurrency = 64\n");
