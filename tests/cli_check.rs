@@ -109,6 +109,12 @@ fn broken_files_never_panic() {
             "must start with sqlite:// or postgres://",
         ),
         (
+            "tongban.toml",
+            "url = \"sqlite://var/tongban.db\"",
+            "url = \"sqlite://var/tongban.db?cache_mb=16\"",
+            "unknown option \"cache_mb=16\"",
+        ),
+        (
             "schemas/PayoutRecord.avsc",
             "\"long\"",
             "\"double\"",

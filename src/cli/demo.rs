@@ -668,20 +668,15 @@ async fn pay(
             .unwrap_or(false)
     };
     // The batches are made and their files queued; the running hub's files
-    // target delivers them to the bank's directory.
-    // The register is asked (a join over the month's payments) only once
-    // the bank has answered every file.
-    let answered = |want: usize| {
-        let bank = bank.clone();
-        move || bank.answered() >= want
-    };
+    // target delivers them to the bank's directory. The register is asked
+    // (a join over the month's payments) only once the bank has answered
+    // every file.
     leg.batches += crate::payout::build(cfg, store, &period, None, None)
         .await?
         .batches
         .len();
     let done = wait("the bank's results");
-    let all_answered = answered(leg.batches);
-    while !done(all_answered() && results_in(store.clone(), period.clone()).await) {
+    while !done(bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     phase("bank results");
@@ -747,8 +742,9 @@ async fn pay(
             .new
             .len();
         let done = wait("the re-issued payments' results");
-        let all_answered = answered(leg.batches);
-        while !done(all_answered() && results_in(store.clone(), period.clone()).await) {
+        while !done(
+            bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await,
+        ) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         phase("re-issued payments' results");
@@ -782,24 +778,24 @@ async fn report(
         .iter()
         .map(|(a, _)| (a.id.as_str(), a.filed_at))
         .collect();
-    // Per kind of effect: how many each person got, and the latencies
-    // from filing.
+    // Per kind of effect: how many each applicant got, the latencies from
+    // filing, and how many went to someone who never applied.
     let tally = |c: &sim::Common, kind: &str| {
         let mut n: HashMap<&str, usize> = HashMap::new();
         let mut latency = Vec::new();
-        c.for_each(kind, |e| {
-            if let Some((&id, &at)) = filed.get_key_value(e.subject.as_str()) {
+        let mut strangers = 0;
+        c.for_each(kind, |e| match filed.get_key_value(e.subject.as_str()) {
+            Some((&id, &at)) => {
                 *n.entry(id).or_default() += 1;
                 latency.push(e.at - at);
-            } else {
-                *n.entry("").or_default() += 1; // someone who never applied
             }
+            None => strangers += 1,
         });
         latency.sort_unstable();
-        (n, latency)
+        (n, latency, strangers)
     };
-    let (per_person, card_lat) = tally(&sims.sscard.common, "card_loaded");
-    let cards_ok = !per_person.contains_key("")
+    let (per_person, card_lat, strangers) = tally(&sims.sscard.common, "card_loaded");
+    let cards_ok = strangers == 0
         && people.iter().all(|(a, _)| {
             let n = per_person.get(a.id.as_str()).copied().unwrap_or(0);
             if a.card_loaded() {
@@ -871,8 +867,8 @@ async fn report(
 
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
-        let (n, _) = tally(c, kind);
-        !n.contains_key("")
+        let (n, _, strangers) = tally(c, kind);
+        strangers == 0
             && people
                 .iter()
                 .all(|(a, _)| n.get(a.id.as_str()).copied().unwrap_or(0) == usize::from(f(a)))
@@ -947,7 +943,7 @@ async fn report(
     );
 
     // Latency: form filed → card loaded, and → subsidy decided.
-    let (_, subsidy_lat) = tally(&sims.subsidies.common, "eligibility");
+    let (_, subsidy_lat, _) = tally(&sims.subsidies.common, "eligibility");
 
     let mut feeds = Vec::new();
     for m in cfg.mappings.values() {

@@ -235,6 +235,9 @@ impl HubConfig {
                 "store.url {u:?} must start with sqlite:// or postgres://"
             ));
         }
+        if let Some(Err(e)) = crate::store::sqlite_url(u) {
+            out.push(e.to_string());
+        }
         if self.dispatch.jitter_percent > 100 {
             out.push("dispatch.jitter_percent must be at most 100".into());
         }

@@ -69,11 +69,6 @@ impl Sscard {
             .insert(id_no.to_string());
     }
 
-    /// The certificate loaded on each card.
-    pub fn loaded(&self) -> HashMap<String, String> {
-        self.cards.lock().unwrap().loaded.clone()
-    }
-
     /// The certificate loaded on one person's card, if any.
     pub fn loaded_on(&self, id_no: &str) -> Option<String> {
         self.cards.lock().unwrap().loaded.get(id_no).cloned()

@@ -578,6 +578,26 @@ pub enum Store {
     Postgres(PgStore),
 }
 
+/// A `sqlite://PATH[?cache_mib=N]` URL's path and page cache in MiB; `None`
+/// when the URL is not a SQLite one. Checked by `tongban check` and used by
+/// [`Store::open`], so both refuse the same URLs.
+pub fn sqlite_url(url: &str) -> Option<Result<(&str, u32), StoreError>> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut cache_mib = sqlite::DEFAULT_CACHE_MIB;
+    for option in options.split('&').filter(|o| !o.is_empty()) {
+        let bad = |why: String| Some(Err(StoreError::UrlOption(url.to_string(), why)));
+        match option.split_once('=') {
+            Some(("cache_mib", v)) => match v.parse().ok().filter(|n| (1..=4096).contains(n)) {
+                Some(n) => cache_mib = n,
+                None => return bad(format!("cache_mib={v} is not a number from 1 to 4096")),
+            },
+            _ => return bad(format!("unknown option {option:?}")),
+        }
+    }
+    Some(Ok((path, cache_mib)))
+}
+
 macro_rules! both {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
@@ -591,24 +611,8 @@ impl Store {
     /// Opens a store by URL and applies its migrations. A relative SQLite
     /// path is taken relative to `base`.
     pub async fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
-            let mut cache_mib = sqlite::DEFAULT_CACHE_MIB;
-            for option in options.split('&').filter(|o| !o.is_empty()) {
-                let bad = |why: &str| StoreError::UrlOption(url.to_string(), why.to_string());
-                match option.split_once('=') {
-                    Some(("cache_mib", v)) => {
-                        cache_mib = v
-                            .parse()
-                            .ok()
-                            .filter(|n| (1..=4096).contains(n))
-                            .ok_or_else(|| {
-                                bad(&format!("cache_mib={v} is not a number from 1 to 4096"))
-                            })?;
-                    }
-                    _ => return Err(bad(&format!("unknown option {option:?}"))),
-                }
-            }
+        if let Some(parsed) = sqlite_url(url) {
+            let (path, cache_mib) = parsed?;
             let p = std::path::Path::new(path);
             let p = if p.is_absolute() {
                 p.to_path_buf()

@@ -1546,4 +1546,17 @@ mod tests {
             .unwrap();
         assert_eq!(reprepared, vec![0, 0]);
     }
+
+    #[tokio::test]
+    async fn the_page_cache_is_the_size_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), 8)
+            .await
+            .unwrap();
+        let kib: i64 = store
+            .with(|c| Ok(c.query_row("PRAGMA cache_size", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(kib, -8 * 1024);
+    }
 }
