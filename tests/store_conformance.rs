@@ -644,6 +644,45 @@ async fn concurrent_opens_of_a_new_sqlite_store_all_succeed() {
     }
 }
 
+/// PostgreSQL's delivery path keeps to index probes and nested loops while
+/// its tables have no statistics yet (a new database, and autovacuum
+/// analyses at most once a minute) and its heads have been rewritten many
+/// times: no sequential or bitmap scan, no hash or merge join, and the next
+/// message of a key found through `messages_pending_by_key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_delivery_plans_are_index_probes_without_statistics() {
+    let url = support::pg::database().await;
+    let s = Store::open(&url, std::path::Path::new(".")).await.unwrap();
+    // 20,000 messages over 2,000 keys of one target, and half of the keys
+    // claimed and delivered once: dead versions in heads and messages.
+    for b in 0..20 {
+        let batch = (0..1000)
+            .map(|i| {
+                let n = b * 1000 + i;
+                record(&format!("e{n}"), &[(T, &format!("k{}", n % 2000))])
+            })
+            .collect();
+        s.ingest(batch).await.unwrap();
+    }
+    for _ in 0..2 {
+        let cs = s.claim(T, 500, LEASE).await.unwrap();
+        assert_eq!(cs.len(), 500);
+        deliver_all(&s, &cs).await;
+    }
+    let plans = s.delivery_plans(T, "k7").await.unwrap();
+    assert_eq!(plans.len(), 4);
+    for (name, plan) in &plans {
+        for bad in ["Seq Scan", "Bitmap", "Hash Join", "Merge Join"] {
+            assert!(!plan.contains(bad), "{name} plans a {bad}:\n{plan}");
+        }
+    }
+    let advance = &plans.iter().find(|(n, _)| *n == "advance").unwrap().1;
+    assert!(
+        advance.contains("messages_pending_by_key"),
+        "advance finds the next message elsewhere:\n{advance}"
+    );
+}
+
 fn payment(i: u64, bank: &str, fen: i64) -> PaymentRow {
     PaymentRow {
         payment_id: format!("LIVING-{i:018}-2026-11"),

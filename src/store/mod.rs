@@ -652,6 +652,22 @@ impl Store {
         both!(self, s => s.settle(settles).await)
     }
 
+    /// PostgreSQL: the plans of the delivery path's statements (claim,
+    /// insert messages, lock heads, advance) for one target and key, for
+    /// tests that hold them to index probes. SQLite: none (its statements
+    /// are held to one plan each by a unit test of its own).
+    #[doc(hidden)]
+    pub async fn delivery_plans(
+        &self,
+        target: &str,
+        key: &str,
+    ) -> Result<Vec<(&'static str, String)>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.delivery_plans(target, key).await,
+        }
+    }
+
     /// Gives claimed messages back without an attempt (graceful shutdown).
     pub async fn release(&self, claims: Vec<(String, String, i64)>) -> Result<(), StoreError> {
         both!(self, s => s.release(claims).await)

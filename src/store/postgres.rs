@@ -19,6 +19,73 @@ pub struct PgStore {
     pool: Pool,
 }
 
+/// The delivery path's statements (ingest, claim, settle, release) have one
+/// right plan: probes of the primary keys and of the partial indexes, joined
+/// by nested loops. The planner is told to use nothing else, in the
+/// transaction only. The queue tables change faster than their statistics
+/// (autovacuum analyses at most once a minute, and a new database has none),
+/// and with stale figures it chose, under auto_explain on the end-to-end
+/// benchmark, a bitmap scan of `heads_due` that read every dead index entry
+/// (199,000 for 1,000 heads) and a hash join over a sequential scan of all
+/// messages to fetch 500 payloads.
+const INDEX_PLANS: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+                           SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+/// A transaction of the delivery path: see [`INDEX_PLANS`].
+async fn delivery_tx(c: &mut deadpool_postgres::Object) -> Result<Transaction<'_>, StoreError> {
+    let tx = c.transaction().await?;
+    tx.batch_execute(INDEX_PLANS).await?;
+    Ok(tx)
+}
+
+/// Claims a target's due heads (skipping heads locked by other claimers),
+/// leases them and returns their messages.
+const CLAIM: &str = "WITH due AS (
+         SELECT target, key FROM heads
+         WHERE target = $1 AND due_at <= $2
+           AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = $1 AND t.paused <> 0)
+         ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+     claimed AS (
+         UPDATE heads h SET due_at = $4, lease = h.lease + 1
+         FROM due WHERE h.target = due.target AND h.key = due.key
+         RETURNING h.key, h.message_id, h.lease)
+     SELECT m.id, claimed.key, m.idem_key, m.payload, m.attempts, claimed.lease
+     FROM claimed JOIN messages m ON m.id = claimed.message_id
+     ORDER BY m.id";
+
+/// Inserts a batch's messages, in batch order, and points the placeholder
+/// heads of their keys at each key's first new message.
+const INSERT_MESSAGES: &str = "WITH m AS (
+         INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+         SELECT i, mp, t, k, ik, p, $7, $7
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+              WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
+         ORDER BY n
+         RETURNING id, target, key),
+     f AS (
+         UPDATE heads h SET message_id = first.id, due_at = $7
+         FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first
+         WHERE h.target = first.target AND h.key = first.key AND h.message_id = 0)
+     SELECT count(*) FROM m";
+
+/// Locks the heads of settled messages, in the global order.
+const LOCK_HEADS: &str = "SELECT h.message_id, h.lease FROM heads h
+     JOIN (SELECT DISTINCT t, k FROM UNNEST($1::text[], $2::text[]) AS u(t, k)) u
+       ON h.target = u.t AND h.key = u.k
+     ORDER BY h.target, h.key FOR UPDATE OF h";
+
+/// Moves each key's head to its next pending message, or removes it.
+const ADVANCE: &str = "WITH nxt AS (
+         SELECT u.t, u.k, (SELECT m.id FROM messages m
+                           WHERE m.target = u.t AND m.key = u.k AND m.status = 0
+                           ORDER BY m.id LIMIT 1) AS id
+         FROM UNNEST($1::text[], $2::text[]) AS u(t, k)),
+     moved AS (
+         UPDATE heads h SET message_id = nxt.id, due_at = $3
+         FROM nxt WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NOT NULL)
+     DELETE FROM heads h USING nxt
+     WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NULL";
+
 fn pool_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Pool(e.to_string())
 }
@@ -68,7 +135,7 @@ impl PgStore {
 
     pub(super) async fn ingest(&self, batch: Vec<Ingest>) -> Result<IngestOutcome, StoreError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
+        let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
         let mut out = IngestOutcome::default();
 
@@ -153,22 +220,7 @@ impl PgStore {
             }
         }
         if !m_inbox.is_empty() {
-            let st = tx
-                .prepare_cached(
-                    "WITH m AS (
-                         INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
-                         SELECT i, mp, t, k, ik, p, $7, $7
-                         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
-                              WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
-                         ORDER BY n
-                         RETURNING id, target, key),
-                     f AS (
-                         UPDATE heads h SET message_id = first.id, due_at = $7
-                         FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first
-                         WHERE h.target = first.target AND h.key = first.key AND h.message_id = 0)
-                     SELECT count(*) FROM m",
-                )
-                .await?;
+            let st = tx.prepare_cached(INSERT_MESSAGES).await?;
             let n: i64 = tx
                 .query_one(
                     &st,
@@ -229,29 +281,16 @@ impl PgStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        // One statement, one round trip, one commit.
-        let st = c
-            .prepare_cached(
-                "WITH due AS (
-                     SELECT target, key FROM heads
-                     WHERE target = $1 AND due_at <= $2
-                       AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.target = $1 AND t.paused <> 0)
-                     ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED),
-                 claimed AS (
-                     UPDATE heads h SET due_at = $4, lease = h.lease + 1
-                     FROM due WHERE h.target = due.target AND h.key = due.key
-                     RETURNING h.key, h.message_id, h.lease)
-                 SELECT m.id, claimed.key, m.idem_key, m.payload, m.attempts, claimed.lease
-                 FROM claimed JOIN messages m ON m.id = claimed.message_id
-                 ORDER BY m.id",
-            )
-            .await?;
-        let rows = c
+        // One statement, one commit.
+        let st = tx.prepare_cached(CLAIM).await?;
+        let rows = tx
             .query(&st, &[&target, &now, &(limit as i64), &until])
             .await?;
+        tx.commit().await?;
         Ok(rows
             .iter()
             .map(|r| Claimed {
@@ -271,7 +310,7 @@ impl PgStore {
             return Ok(0);
         }
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
+        let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
 
         // Every attempt, applied or not, is recorded.
@@ -312,14 +351,7 @@ impl PgStore {
         order.sort_unstable_by(|x, y| (&x.target, &x.key).cmp(&(&y.target, &y.key)));
         let kt: Vec<&str> = order.iter().map(|s| s.target.as_str()).collect();
         let kk: Vec<&str> = order.iter().map(|s| s.key.as_str()).collect();
-        let st = tx
-            .prepare_cached(
-                "SELECT h.message_id, h.lease FROM heads h
-                 JOIN (SELECT DISTINCT t, k FROM UNNEST($1::text[], $2::text[]) AS u(t, k)) u
-                   ON h.target = u.t AND h.key = u.k
-                 ORDER BY h.target, h.key FOR UPDATE OF h",
-            )
-            .await?;
+        let st = tx.prepare_cached(LOCK_HEADS).await?;
         let current: rustc_hash::FxHashSet<(i64, i64)> = tx
             .query(&st, &[&kt, &kk])
             .await?
@@ -399,6 +431,41 @@ impl PgStore {
         Ok(applied)
     }
 
+    /// The plans of the delivery path's statements for one target and key,
+    /// as `EXPLAIN` gives them inside a delivery transaction, which is then
+    /// rolled back.
+    pub(super) async fn delivery_plans(
+        &self,
+        target: &str,
+        key: &str,
+    ) -> Result<Vec<(&'static str, String)>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = delivery_tx(&mut c).await?;
+        let now = now_ms();
+        let (t, k) = (vec![target], vec![key]);
+        let (inbox, mapping, idem) = (vec![1i64], vec!["m"], vec!["idem"]);
+        let payload = vec![&b"{}"[..]];
+        let mut out = Vec::new();
+        type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+        let statements: [(&'static str, &str, Params); 4] = [
+            ("claim", CLAIM, vec![&target, &now, &500i64, &now]),
+            (
+                "insert messages",
+                INSERT_MESSAGES,
+                vec![&inbox, &mapping, &t, &k, &idem, &payload, &now],
+            ),
+            ("lock heads", LOCK_HEADS, vec![&t, &k]),
+            ("advance", ADVANCE, vec![&t, &k, &now]),
+        ];
+        for (name, sql, params) in statements {
+            let rows = tx.query(&format!("EXPLAIN {sql}"), &params).await?;
+            let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            out.push((name, plan.join("\n")));
+        }
+        tx.rollback().await?;
+        Ok(out)
+    }
+
     pub(super) async fn release(
         &self,
         claims: Vec<(String, String, i64)>,
@@ -406,20 +473,22 @@ impl PgStore {
         if claims.is_empty() {
             return Ok(());
         }
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        let tx = delivery_tx(&mut c).await?;
         let (mut t, mut k, mut l) = (Vec::new(), Vec::new(), Vec::new());
         for (target, key, lease) in &claims {
             t.push(target.as_str());
             k.push(key.as_str());
             l.push(*lease);
         }
-        let st = c
+        let st = tx
             .prepare_cached(
                 "UPDATE heads h SET due_at = $4 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(t, k, l)
                  WHERE h.target = u.t AND h.key = u.k AND h.lease = u.l",
             )
             .await?;
-        c.execute(&st, &[&t, &k, &l, &now_ms()]).await?;
+        tx.execute(&st, &[&t, &k, &l, &now_ms()]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1507,20 +1576,7 @@ async fn advance_many(
     keys: &[&str],
     now: i64,
 ) -> Result<(), StoreError> {
-    let st = tx
-        .prepare_cached(
-            "WITH nxt AS (
-                 SELECT u.t, u.k, (SELECT m.id FROM messages m
-                                   WHERE m.target = u.t AND m.key = u.k AND m.status = 0
-                                   ORDER BY m.id LIMIT 1) AS id
-                 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)),
-             moved AS (
-                 UPDATE heads h SET message_id = nxt.id, due_at = $3
-                 FROM nxt WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NOT NULL)
-             DELETE FROM heads h USING nxt
-             WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NULL",
-        )
-        .await?;
+    let st = tx.prepare_cached(ADVANCE).await?;
     tx.execute(&st, &[&targets, &keys, &now]).await?;
     Ok(())
 }
