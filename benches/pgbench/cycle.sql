@@ -2,11 +2,15 @@
 -- tongban's PostgreSQL store sends (src/store/postgres.rs), the arrays
 -- built in SQL instead of bound from Rust. Run by `cargo bench --bench
 -- outbox` against the same database, to compare tongban's cycle rate with
--- the server's: messages/s = transactions/s × 500.
+-- the server's: messages/s = transactions/s × 500. Each transaction holds
+-- the planner to index plans, as the store's delivery path does
+-- (INDEX_PLANS in src/store/postgres.rs).
 \set r random(1, 1000000000000)
 \set k0 random(0, 99500)
 -- ingest: lock or place the heads, store inbox rows and messages, fill heads
 BEGIN;
+SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
 INSERT INTO heads (target, key, message_id, due_at)
   SELECT t, k, 0, NULL FROM UNNEST(
     ARRAY(SELECT 'pgbench.target' FROM generate_series(1, 500)),
@@ -43,6 +47,9 @@ DELETE FROM heads h USING UNNEST(
   WHERE h.target = u.t AND h.key = u.k AND h.message_id = 0;
 COMMIT;
 -- claim
+BEGIN;
+SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
 WITH due AS (
     SELECT target, key FROM heads
     WHERE target = 'pgbench.target' AND due_at <= 1
@@ -57,8 +64,11 @@ WITH due AS (
     FROM claimed JOIN messages m ON m.id = claimed.message_id ORDER BY m.id)
 SELECT array_agg(id ORDER BY id)::text AS ids, array_agg(key ORDER BY id)::text AS keys,
        array_agg(key ORDER BY key)::text AS sorted_keys FROM rows \gset
+COMMIT;
 -- settle: attempts, lock heads, mark delivered, advance heads
 BEGIN;
+SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
 INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
   SELECT * FROM UNNEST(':ids'::bigint[],
     ARRAY(SELECT 0::bigint FROM UNNEST(':ids'::bigint[])), ARRAY(SELECT 1::bigint FROM UNNEST(':ids'::bigint[])),
