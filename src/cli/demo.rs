@@ -784,7 +784,7 @@ async fn report(
         let mut n: HashMap<&str, usize> = HashMap::new();
         let mut latency = Vec::new();
         let mut strangers = 0;
-        c.for_each(kind, |e| match filed.get_key_value(e.subject.as_str()) {
+        c.for_each(kind, |e| match filed.get_key_value(e.subject()) {
             Some((&id, &at)) => {
                 *n.entry(id).or_default() += 1;
                 latency.push(e.at - at);

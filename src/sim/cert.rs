@@ -44,7 +44,7 @@ struct Book {
     /// Current certificate per holder.
     certs: HashMap<String, String>,
     /// Events, in order, as JSON.
-    events: Vec<Arc<[u8]>>,
+    events: super::Feed,
 }
 
 /// The certificate system's state.
@@ -201,7 +201,7 @@ impl Cert {
             "application": app["context"],
         });
         book.events
-            .push(Arc::from(serde_json::to_vec(&event).unwrap_or_default()));
+            .push(&serde_json::to_vec(&event).unwrap_or_default());
         drop(book);
         self.common.apply(
             "",
@@ -303,7 +303,7 @@ async fn set_stages(State(c): State<Arc<Cert>>, Json(s): Json<Stages>) -> Json<S
 async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
     let book = c.book.lock().unwrap();
-    let body = super::json_page(&book.events, from, PAGE, ("events", "next", false));
+    let body = book.events.page(from, PAGE, ("events", "next", false));
     drop(book);
     ([("content-type", "application/json")], body).into_response()
 }

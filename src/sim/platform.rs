@@ -36,7 +36,7 @@ pub const PAGE: usize = 500;
 pub struct Platform {
     /// Faults, ledger, counters.
     pub common: Arc<Common>,
-    forms: Mutex<Vec<Arc<[u8]>>>,
+    forms: Mutex<super::Feed>,
     signer: Option<Signer>,
     /// Push each filed form to this webhook URL (signed), if set.
     push: Option<(String, Signer)>,
@@ -53,7 +53,7 @@ impl Platform {
     pub fn new(secret: Option<&str>) -> Arc<Platform> {
         Arc::new(Platform {
             common: Common::new("provincial_platform"),
-            forms: Mutex::new(Vec::new()),
+            forms: Mutex::new(super::Feed::default()),
             signer: secret
                 .map(|s| Signer::new("tongban-hub", s.as_bytes(), MacAlgorithm::HmacSha256)),
             push: None,
@@ -100,11 +100,7 @@ impl Platform {
 
     /// Files a form; returns its position.
     pub fn file(self: &Arc<Self>, form: &[u8]) -> usize {
-        let n = {
-            let mut f = self.forms.lock().unwrap();
-            f.push(Arc::from(form));
-            f.len()
-        };
+        let n = self.forms.lock().unwrap().push(form);
         if let Some((producer, topic)) = &self.topic {
             let v: serde_json::Value = serde_json::from_slice(form).unwrap_or_default();
             let key = v["applicant"]["id_no"]
@@ -174,7 +170,7 @@ impl Platform {
     pub fn statuses(&self) -> HashMap<String, String> {
         let mut out = HashMap::new();
         self.common.for_each("status", |e| {
-            out.insert(e.subject.clone(), e.detail.clone());
+            out.insert(e.subject().to_string(), e.detail().to_string());
         });
         out
     }
@@ -235,7 +231,7 @@ async fn pull(
     }
     let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let forms = p.forms.lock().unwrap();
-    let body = super::json_page(&forms, from, PAGE, ("items", "next_cursor", true));
+    let body = forms.page(from, PAGE, ("items", "next_cursor", true));
     drop(forms);
     ([("content-type", "application/json")], body).into_response()
 }

@@ -33,7 +33,7 @@ struct Cards {
     /// The certificate loaded on each card.
     loaded: HashMap<String, String>,
     /// Results, as XML elements, in order.
-    results: Vec<String>,
+    results: super::Feed,
 }
 
 /// The card system's state.
@@ -156,7 +156,7 @@ impl Sscard {
                 if load { "LOADED" } else { "UNLOADED" },
                 cards.results.len() + 1
             );
-            cards.results.push(r);
+            cards.results.push(r.as_bytes());
         }
         drop(cards);
         (
@@ -253,16 +253,16 @@ async fn results(
     }
     let from: usize = q.get("since").and_then(|c| c.parse().ok()).unwrap_or(0);
     let cards = s.cards.lock().unwrap();
-    let to = (from + 500).min(cards.results.len());
-    let mut body =
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><CertificateResults xmlns=\"{NS}\">");
-    for r in &cards.results[from.min(to)..to] {
-        body.push_str(r);
-    }
-    body.push_str(&format!(
-        "<next>{}</next></CertificateResults>",
-        to.max(from)
-    ));
+    let body = cards.results.read(from, 500, |results, next| {
+        let mut body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CertificateResults xmlns=\"{NS}\">"
+        );
+        for r in results {
+            body.push_str(std::str::from_utf8(r).expect("results are written as text"));
+        }
+        body.push_str(&format!("<next>{next}</next></CertificateResults>"));
+        body
+    });
     drop(cards);
     (
         StatusCode::OK,
