@@ -622,7 +622,8 @@ async fn pay(
     let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
-    let want = sims.subsidies.payout_items(&period).len() as i64;
+    let items = sims.subsidies.payout_items(&period);
+    let want = items.len() as i64;
     let deadline = Instant::now() + args.timeout;
     let wait = |what: &'static str| {
         let mp = mp.clone();
@@ -647,7 +648,7 @@ async fn pay(
     // The bank: every card open with its holder's name, but one in 200 closed.
     let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
     let mut closed = Vec::new();
-    for (i, p) in sims.subsidies.payout_items(&period).iter().enumerate() {
+    for (i, p) in items.iter().enumerate() {
         let acct = &p.bank_account_no;
         let name = &p.account_name;
         let state = if i % 200 == 7 {
@@ -658,6 +659,8 @@ async fn pay(
         };
         bank.account(acct, name, state);
     }
+    // The list is not kept through the bank's leg.
+    drop(items);
     let banker = tokio::spawn(bank.clone().run());
     let mut leg = BankLeg::default();
     let results_in = |store: Arc<Store>, period: String| async move {

@@ -212,7 +212,6 @@ impl Subsidies {
     }
 }
 
-/// A person's records on a month's payout list.
 /// One payment of the payout list, as the checks of a rehearsal need it.
 #[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
 pub struct PayoutItem {
@@ -228,6 +227,7 @@ pub struct PayoutItem {
     pub account_name: String,
 }
 
+/// A person's records on a month's payout list.
 fn push_items(out: &mut Vec<Box<[u8]>>, id: &str, r: &Recipient, period: &str) {
     if r.start_month.as_str() > period || r.stop_month.as_deref().is_some_and(|s| s <= period) {
         return;

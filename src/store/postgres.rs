@@ -19,12 +19,13 @@ pub struct PgStore {
     pool: Pool,
 }
 
-/// The delivery path's statements (ingest, claim, settle, release) have one
-/// right plan: probes of the primary keys and of the partial indexes, joined
-/// by nested loops. The planner is told to use nothing else, in the
-/// transaction only. The queue tables change faster than their statistics
-/// (autovacuum analyses at most once a minute, and a new database has none),
-/// and with stale figures it chose, under auto_explain on the end-to-end
+/// The delivery path's statements (ingest, claim, settle, release, and the
+/// advance of a head that skip shares with settle) have one right plan:
+/// probes of the primary keys and of the partial indexes, joined by nested
+/// loops. The planner is told to use nothing else, in the transaction only.
+/// The queue tables change faster than their statistics (autovacuum
+/// analyses at most once a minute, and a new database has none), and with
+/// stale figures it chose, under auto_explain on the end-to-end
 /// benchmark, a bitmap scan of `heads_due` that read every dead index entry
 /// (199,000 for 1,000 heads) and a hash join over a sequential scan of all
 /// messages to fetch 500 payloads.
@@ -972,7 +973,7 @@ impl PgStore {
 
     pub(super) async fn skip(&self, id: i64, actor: &str, reason: &str) -> Result<(), StoreError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
+        let tx = delivery_tx(&mut c).await?;
         let (target, key) = dead_message(&tx, id, "skipped").await?;
         let now = now_ms();
         tx.execute(

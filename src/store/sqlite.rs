@@ -1379,13 +1379,13 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
-/// Moves a key's head to its next pending message, or removes it.
 /// A key's oldest pending message.
 const NEXT_PENDING: &str =
     "SELECT id FROM messages WHERE target = ?1 AND key = ?2 AND status = 0 ORDER BY id LIMIT 1";
 /// A key's head: its claimed message and lease.
 const HEAD: &str = "SELECT message_id, lease FROM heads WHERE target = ?1 AND key = ?2";
 
+/// Moves a key's head to its next pending message, or removes it.
 fn advance(c: &Connection, target: &str, key: &str, now: i64) -> Result<(), StoreError> {
     let next: Option<i64> = c
         .prepare_cached(NEXT_PENDING)?
