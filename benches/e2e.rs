@@ -8,6 +8,7 @@
 //! cargo bench --bench e2e                               # 200k messages
 //! TONGBAN_BENCH_MESSAGES=1000000 cargo bench --bench e2e
 //! TONGBAN_BENCH_STORES=sqlite cargo bench --bench e2e   # or postgres
+//! TONGBAN_BENCH_RUNS=batched cargo bench --bench e2e    # or per_message
 //! TONGBAN_BENCH_RSS_BACKLOG=5000000 cargo bench --bench e2e  # RSS with 5M pending
 //! ```
 //!
@@ -196,6 +197,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok());
     let stores = std::env::var("TONGBAN_BENCH_STORES").unwrap_or("sqlite,postgres".into());
+    let runs = std::env::var("TONGBAN_BENCH_RUNS").unwrap_or("batched,per_message".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for name in stores.split(',') {
@@ -205,8 +207,12 @@ fn main() {
                     _ => "sqlite://outbox.db".to_string(),
                 }
             };
-            batched(name, &url("").await, n).await;
-            per_message(name, &url("").await, n.min(200_000)).await;
+            if runs.contains("batched") {
+                batched(name, &url("").await, n).await;
+            }
+            if runs.contains("per_message") {
+                per_message(name, &url("").await, n.min(200_000)).await;
+            }
             if let Some(b) = backlog {
                 rss(name, &url("").await, b).await;
             }

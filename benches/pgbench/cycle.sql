@@ -7,15 +7,20 @@
 -- (INDEX_PLANS in src/store/postgres.rs).
 \set r random(1, 1000000000000)
 \set k0 random(0, 99500)
--- ingest: lock or place the heads, store inbox rows and messages, fill heads
+-- ingest: lock the heads or create them pointing at ids drawn under their
+-- locks, store inbox rows, and messages (a new head's id to its key's first)
 BEGIN;
 SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
 SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
-INSERT INTO heads (target, key, message_id, due_at)
-  SELECT t, k, 0, NULL FROM UNNEST(
+WITH h AS (INSERT INTO heads (target, key, message_id, due_at)
+  SELECT t, k, nextval('messages_id_seq'), 0 FROM UNNEST(
     ARRAY(SELECT 'pgbench.target' FROM generate_series(1, 500)),
     ARRAY(SELECT 'P' || (:k0 + g) FROM generate_series(1, 500) g ORDER BY 1)) AS u(t, k)
-  ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false;
+  ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false
+  RETURNING key, message_id),
+  o AS (SELECT coalesce(jsonb_object_agg(key, message_id), '{}') AS o FROM h)
+SELECT ARRAY(SELECT (o ->> ('P' || (:k0 + g)))::bigint FROM generate_series(1, 500) g ORDER BY g)::text
+  AS head_ids FROM o \gset
 WITH i AS (INSERT INTO inbox (source, source_id, record, received_at)
   SELECT s, i, r, 0 FROM UNNEST(
     ARRAY(SELECT 'pgbench.source' FROM generate_series(1, 500)),
@@ -23,28 +28,19 @@ WITH i AS (INSERT INTO inbox (source, source_id, record, received_at)
     ARRAY(SELECT '\x7b226576656e745f6964223a2278227d'::bytea FROM generate_series(1, 500))) AS u(s, i, r)
   ON CONFLICT (source, source_id) DO NOTHING RETURNING id, source, source_id)
 SELECT array_agg(id ORDER BY id)::text AS inbox_ids FROM i \gset
-WITH m AS (
-    INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
-    SELECT i, mp, t, k, ik, p, 0, 0
-    FROM UNNEST(
-      ':inbox_ids'::bigint[],
-      ARRAY(SELECT 'm' FROM generate_series(1, 500)),
-      ARRAY(SELECT 'pgbench.target' FROM generate_series(1, 500)),
-      ARRAY(SELECT 'P' || (:k0 + g) FROM generate_series(1, 500) g),
-      ARRAY(SELECT md5(:r || '-' || g) || md5(g::text) FROM generate_series(1, 500) g),
-      ARRAY(SELECT convert_to(repeat('x', 300), 'UTF8') FROM generate_series(1, 500)))
-      WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
-    ORDER BY n
-    RETURNING id, target, key),
-  f AS (
-    UPDATE heads h SET message_id = first.id, due_at = 0
-    FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first
-    WHERE h.target = first.target AND h.key = first.key AND h.message_id = 0)
-SELECT count(*) FROM m;
-DELETE FROM heads h USING UNNEST(
+INSERT INTO messages (id, inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+  OVERRIDING SYSTEM VALUE
+  SELECT coalesce(id, nextval('messages_id_seq')), i, mp, t, k, ik, p, 0, 0
+  FROM UNNEST(
+    ':head_ids'::bigint[],
+    ':inbox_ids'::bigint[],
+    ARRAY(SELECT 'm' FROM generate_series(1, 500)),
     ARRAY(SELECT 'pgbench.target' FROM generate_series(1, 500)),
-    ARRAY(SELECT 'P' || (:k0 + g) FROM generate_series(1, 500) g)) AS u(t, k)
-  WHERE h.target = u.t AND h.key = u.k AND h.message_id = 0;
+    ARRAY(SELECT 'P' || (:k0 + g) FROM generate_series(1, 500) g),
+    ARRAY(SELECT md5(:r || '-' || g) || md5(g::text) FROM generate_series(1, 500) g),
+    ARRAY(SELECT convert_to(repeat('x', 300), 'UTF8') FROM generate_series(1, 500)))
+    WITH ORDINALITY AS u(id, i, mp, t, k, ik, p, n)
+  ORDER BY n;
 COMMIT;
 -- claim
 BEGIN;

@@ -54,20 +54,25 @@ const CLAIM: &str = "WITH due AS (
      FROM claimed JOIN messages m ON m.id = claimed.message_id
      ORDER BY m.id";
 
-/// Inserts a batch's messages, in batch order, and points the placeholder
-/// heads of their keys at each key's first new message.
-const INSERT_MESSAGES: &str = "WITH m AS (
-         INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
-         SELECT i, mp, t, k, ik, p, $7, $7
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
-              WITH ORDINALITY AS u(i, mp, t, k, ik, p, n)
-         ORDER BY n
-         RETURNING id, target, key),
-     f AS (
-         UPDATE heads h SET message_id = first.id, due_at = $7
-         FROM (SELECT target, key, min(id) AS id FROM m GROUP BY target, key) first
-         WHERE h.target = first.target AND h.key = first.key AND h.message_id = 0)
-     SELECT count(*) FROM m";
+/// Locks the heads of a batch's keys, in one global order, and creates the
+/// missing ones. A new head is created as it will stay: due now, pointing
+/// at an id drawn here, under its lock, which the key's first message of the
+/// batch then takes (so no placeholder row is filled in or removed later).
+/// Returns the new heads only; an existing head is locked, not changed.
+const LOCK_OR_CREATE_HEADS: &str = "INSERT INTO heads (target, key, message_id, due_at)
+     SELECT t, k, nextval('messages_id_seq'), $3 FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
+     ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false
+     RETURNING target, key, message_id";
+
+/// Inserts a batch's messages, in batch order. A key's first message takes
+/// the id its new head points at (`$1`, NULL for the others, which draw
+/// theirs now: after every id drawn under the heads' locks).
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+     OVERRIDING SYSTEM VALUE
+     SELECT coalesce(id, nextval('messages_id_seq')), i, mp, t, k, ik, p, $8, $8
+     FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[])
+          WITH ORDINALITY AS u(id, i, mp, t, k, ik, p, n)
+     ORDER BY n";
 
 /// Locks the heads of settled messages, in the global order.
 const LOCK_HEADS: &str = "SELECT h.message_id, h.lease FROM heads h
@@ -141,10 +146,10 @@ impl PgStore {
         let mut out = IngestOutcome::default();
 
         // 1. Lock the batch's heads, in one global order (no deadlocks),
-        // before any message id is drawn: a key's ids are then drawn in the
-        // order its transactions commit, and a settle cannot retire a head
-        // while this batch adds to its key. Missing heads get a placeholder
-        // row (message 0, never due), filled in or removed below.
+        // before any of its messages' ids is drawn: a key's ids are then
+        // drawn in the order its transactions commit, and a settle cannot
+        // retire a head while this batch adds to its key. Missing heads are
+        // created pointing at an id drawn under their lock.
         let mut keys: Vec<(&str, &str)> = batch
             .iter()
             .flat_map(|i| {
@@ -156,15 +161,13 @@ impl PgStore {
         keys.sort_unstable();
         keys.dedup();
         let (kt, kk): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        // New heads: (target, key) -> the id their first message takes.
+        let mut new_heads: rustc_hash::FxHashMap<(String, String), i64> = Default::default();
         if !kt.is_empty() {
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO heads (target, key, message_id, due_at)
-                     SELECT t, k, 0, NULL FROM UNNEST($1::text[], $2::text[]) AS u(t, k)
-                     ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false",
-                )
-                .await?;
-            tx.execute(&st, &[&kt, &kk]).await?;
+            let st = tx.prepare_cached(LOCK_OR_CREATE_HEADS).await?;
+            for r in tx.query(&st, &[&kt, &kk, &now]).await? {
+                new_heads.insert((r.get(0), r.get(1)), r.get(2));
+            }
         }
 
         // 2. The inbox rows; a record already stored returns nothing.
@@ -192,11 +195,12 @@ impl PgStore {
 
         // 3. Messages, in batch order (so a key's ids rise in source order),
         // and quarantine rows, for the records stored now.
-        let mut m_inbox = Vec::new();
+        let (mut m_id, mut m_inbox) = (Vec::new(), Vec::new());
         let (mut m_map, mut m_tgt, mut m_key, mut m_idem, mut m_pay) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut q_inbox, mut q_map, mut q_part, mut q_reason) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut lookup = (String::new(), String::new());
         for item in &batch {
             // The first of several equal records in one batch is the one stored.
             let Some(inbox_id) = stored.remove(&(item.source.clone(), item.source_id.clone()))
@@ -206,6 +210,13 @@ impl PgStore {
             };
             out.stored += 1;
             for m in &item.messages {
+                // A new head's id goes to its key's first message (removed
+                // from the map once taken).
+                lookup.0.clear();
+                lookup.0.push_str(&m.target);
+                lookup.1.clear();
+                lookup.1.push_str(&m.key);
+                m_id.push(new_heads.remove(&lookup));
                 m_inbox.push(inbox_id);
                 m_map.push(m.mapping.as_str());
                 m_tgt.push(m.target.as_str());
@@ -222,24 +233,26 @@ impl PgStore {
         }
         if !m_inbox.is_empty() {
             let st = tx.prepare_cached(INSERT_MESSAGES).await?;
-            let n: i64 = tx
-                .query_one(
+            out.messages = tx
+                .execute(
                     &st,
-                    &[&m_inbox, &m_map, &m_tgt, &m_key, &m_idem, &m_pay, &now],
+                    &[
+                        &m_id, &m_inbox, &m_map, &m_tgt, &m_key, &m_idem, &m_pay, &now,
+                    ],
                 )
-                .await?
-                .get(0);
-            out.messages = n as usize;
+                .await? as usize;
         }
-        if !kt.is_empty() {
-            // Placeholders whose key got no new message after all.
+        if !new_heads.is_empty() {
+            // New heads whose key got no message after all (its records
+            // were stored before): removed, never seen by anyone.
+            let (dt, dk): (Vec<String>, Vec<String>) = new_heads.into_keys().unzip();
             let st = tx
                 .prepare_cached(
                     "DELETE FROM heads h USING UNNEST($1::text[], $2::text[]) AS u(t, k)
-                     WHERE h.target = u.t AND h.key = u.k AND h.message_id = 0",
+                     WHERE h.target = u.t AND h.key = u.k",
                 )
                 .await?;
-            tx.execute(&st, &[&kt, &kk]).await?;
+            tx.execute(&st, &[&dt, &dk]).await?;
         }
         if !q_inbox.is_empty() {
             let st = tx
@@ -444,16 +457,21 @@ impl PgStore {
         let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
         let (t, k) = (vec![target], vec![key]);
-        let (inbox, mapping, idem) = (vec![1i64], vec!["m"], vec!["idem"]);
+        let (ids, inbox, mapping, idem) = (vec![None::<i64>], vec![1i64], vec!["m"], vec!["idem"]);
         let payload = vec![&b"{}"[..]];
         let mut out = Vec::new();
         type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
-        let statements: [(&'static str, &str, Params); 4] = [
+        let statements: [(&'static str, &str, Params); 5] = [
             ("claim", CLAIM, vec![&target, &now, &500i64, &now]),
+            (
+                "lock or create heads",
+                LOCK_OR_CREATE_HEADS,
+                vec![&t, &k, &now],
+            ),
             (
                 "insert messages",
                 INSERT_MESSAGES,
-                vec![&inbox, &mapping, &t, &k, &idem, &payload, &now],
+                vec![&ids, &inbox, &mapping, &t, &k, &idem, &payload, &now],
             ),
             ("lock heads", LOCK_HEADS, vec![&t, &k]),
             ("advance", ADVANCE, vec![&t, &k, &now]),
