@@ -362,3 +362,54 @@ async fn certificate_applications_go_through_assessment_notice_and_approval() {
         ]
     );
 }
+
+/// Status updates to the platform, one per request or in a batch: a batch
+/// with one update lacking its fields is refused whole (422, naming it) and
+/// applies nothing; a good batch applies each update once by its own
+/// idempotency key, and sending it again applies nothing more.
+#[tokio::test]
+async fn the_platform_takes_status_updates_alone_or_in_batches_once_each() {
+    let p = sim::platform::Platform::new(Some("s3cret"));
+    let url = serve(p.router()).await;
+    let c = reqwest::Client::new();
+    let path = "/api/v1/applications/status";
+    let alg = MacAlgorithm::HmacSha256;
+    let one = json!({"application_id": "A-1", "status": "ACCEPTED"});
+    let r = signed(&c, &url, path, "s3cret", alg, &one)
+        .header("Idempotency-Key", "k-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let item = |k: &str, app: &str, st: &str| json!({"idempotency_key": k, "record": {"application_id": app, "status": st}});
+    let bad = json!({"items": [item("k-2", "A-2", "ACCEPTED"), {"idempotency_key": "k-3", "record": {"application_id": "A-3"}}]});
+    let r = signed(&c, &url, path, "s3cret", alg, &bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("update 1"));
+    assert_eq!(p.statuses().len(), 1, "a refused batch applies nothing");
+
+    let good = json!({"items": [item("k-2", "A-2", "ACCEPTED"), item("k-3", "A-3", "CERTIFIED"), item("k-1", "A-1", "ACCEPTED")]});
+    for _ in 0..2 {
+        let r = signed(&c, &url, path, "s3cret", alg, &good)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let st = p.statuses();
+    assert_eq!(st.len(), 3);
+    assert_eq!(st["A-3"], "CERTIFIED");
+    assert_eq!(p.common.count("status"), 3, "each key applied once");
+    // Unsigned batches are refused like single updates.
+    let r = c
+        .post(format!("{url}{path}"))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}

@@ -9,7 +9,10 @@
 //!   `{"items": […], "next_cursor": "…"}`; requests signed with HMAC-SHA256
 //!   when a secret is set.
 //! - `POST /api/v1/applications/status`: a status update (`ApplicationStatus`),
-//!   signed; each idempotency key applied once.
+//!   signed, its idempotency key in the `Idempotency-Key` header; or a batch,
+//!   `{"items": [{"idempotency_key": "…", "record": {…}}, …]}`, refused
+//!   whole (422, naming the update) if any update lacks its fields; each
+//!   idempotency key applied once.
 //!
 //! With a topic ([`Platform::publishing`], `tongban sim platform
 //! --kafka-brokers …`), every filed form is also produced to a Kafka topic,
@@ -244,13 +247,38 @@ async fn status(State(p): State<Arc<Platform>>, uri: Uri, h: HeaderMap, body: By
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
     };
-    let (Some(app), Some(st)) = (v["application_id"].as_str(), v["status"].as_str()) else {
-        return refuse(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "a status update needs application_id and status",
-        );
+    // One update, its idempotency key in the header; or a batch, each
+    // update with its own key, checked whole before any is applied.
+    let single = [(header(&h, "idempotency-key"), &v)];
+    let batch: Vec<(&str, &serde_json::Value)> = match v.get("items").and_then(|i| i.as_array()) {
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                (
+                    i["idempotency_key"].as_str().unwrap_or_default(),
+                    &i["record"],
+                )
+            })
+            .collect(),
+        None => single.to_vec(),
     };
-    p.common
-        .apply(header(&h, "idempotency-key"), "status", app, st.to_string());
-    (StatusCode::OK, Json(serde_json::json!({ "ok": true }))).into_response()
+    let mut updates = Vec::with_capacity(batch.len());
+    for (n, (key, u)) in batch.into_iter().enumerate() {
+        let (Some(app), Some(st)) = (u["application_id"].as_str(), u["status"].as_str()) else {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("update {n}: a status update needs application_id and status"),
+            );
+        };
+        updates.push((key, app, st));
+    }
+    let n = updates.len();
+    for (key, app, st) in updates {
+        p.common.apply(key, "status", app, st.to_string());
+    }
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "ok": true, "applied": n })),
+    )
+        .into_response()
 }
