@@ -89,18 +89,82 @@ pub fn entitlement(
     (living, care)
 }
 
+/// A person receiving subsidies, in one allocation: a list of millions
+/// of them stays small (ten `String`s each took about 500 bytes a person).
 #[derive(Clone, Debug)]
 struct Recipient {
-    name: String,
-    certificate_no: String,
-    region_code: String,
-    bank_account_no: String,
-    bank_code: String,
-    account_name: String,
-    start_month: String,
-    stop_month: Option<String>,
+    /// The [`Field`]s in their order, each ended by [`SEP`].
+    text: Box<str>,
     living_fen: i64,
     care_fen: i64,
+}
+
+/// What a [`Recipient`] keeps, in this order.
+#[derive(Clone, Copy)]
+enum Field {
+    Name,
+    CertificateNo,
+    RegionCode,
+    BankAccountNo,
+    BankCode,
+    AccountName,
+    StartMonth,
+    /// Empty while the payments go on.
+    StopMonth,
+}
+
+/// Ends each field of a [`Recipient`] (ASCII unit separator; removed from
+/// the values).
+const SEP: char = '\u{1f}';
+
+impl Recipient {
+    fn new(fields: [&str; 8], living_fen: i64, care_fen: i64) -> Self {
+        let mut text = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
+        for f in fields {
+            text.extend(f.chars().filter(|c| *c != SEP));
+            text.push(SEP);
+        }
+        Recipient {
+            text: text.into_boxed_str(),
+            living_fen,
+            care_fen,
+        }
+    }
+
+    fn get(&self, f: Field) -> &str {
+        self.text.split(SEP).nth(f as usize).unwrap_or_default()
+    }
+
+    fn stop_month(&self) -> Option<&str> {
+        Some(self.get(Field::StopMonth)).filter(|m| !m.is_empty())
+    }
+
+    fn set_stop_month(&mut self, month: &str) {
+        use Field::*;
+        let f = [
+            Name,
+            CertificateNo,
+            RegionCode,
+            BankAccountNo,
+            BankCode,
+            AccountName,
+            StartMonth,
+        ]
+        .map(|f| self.get(f).to_string());
+        *self = Recipient::new(
+            [&f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], month],
+            self.living_fen,
+            self.care_fen,
+        );
+    }
+}
+
+/// One payment of a payout list: the person (their place in the
+/// eligibility order) and which subsidy. Its record is written when served.
+#[derive(Clone, Copy)]
+struct Slot {
+    person: u32,
+    care: bool,
 }
 
 /// A payout list as served, kept up to date as people become eligible.
@@ -110,8 +174,8 @@ struct CachedList {
     rewrites: u64,
     /// How many people of the eligibility order it has taken in.
     seen: usize,
-    /// Each record as JSON.
-    items: Vec<Box<[u8]>>,
+    /// Each payment, its record written when asked for.
+    items: Vec<Slot>,
 }
 
 /// The subsidies system's state.
@@ -169,18 +233,23 @@ impl Subsidies {
     }
 
     fn parsed_list<T: serde::de::DeserializeOwned>(&self, period: &str) -> Vec<T> {
-        self.with_list(period, |items| {
+        self.with_list(period, |items, record| {
             items
                 .iter()
-                .filter_map(|b| serde_json::from_slice(b).ok())
+                .filter_map(|s| serde_json::from_slice(&record(*s)).ok())
                 .collect()
         })
     }
 
-    /// Calls `f` with the month's payout list, brought up to date: records
-    /// of people who became eligible since are appended; the list is made
-    /// again only for another month or when someone already on it changed.
-    fn with_list<R>(&self, period: &str, f: impl FnOnce(&[Box<[u8]>]) -> R) -> R {
+    /// Calls `f` with the month's payout list, brought up to date, and a
+    /// function writing a payment's record (JSON): payments of people who
+    /// became eligible since are appended; the list is made again only for
+    /// another month or when someone already on it changed.
+    fn with_list<R>(
+        &self,
+        period: &str,
+        f: impl FnOnce(&[Slot], &dyn Fn(Slot) -> Vec<u8>) -> R,
+    ) -> R {
         use std::sync::atomic::Ordering;
         let people = self.people.lock().unwrap();
         let rewrites = self.rewrites.load(Ordering::SeqCst);
@@ -197,12 +266,15 @@ impl Subsidies {
             });
         }
         let c = cache.as_mut().expect("just set");
-        for id in &people.0[c.seen..] {
-            push_items(&mut c.items, id, &people.1[id], period);
+        for (i, id) in people.0.iter().enumerate().skip(c.seen) {
+            push_slots(&mut c.items, i as u32, &people.1[id], period);
         }
         c.seen = people.0.len();
-        drop(people);
-        f(&c.items)
+        let record = |s: Slot| {
+            let id = &people.0[s.person as usize];
+            record(id, &people.1[id], period, s.care)
+        };
+        f(&c.items, &record)
     }
 
     fn authorised(&self, h: &HeaderMap) -> bool {
@@ -227,33 +299,38 @@ pub struct PayoutItem {
     pub account_name: String,
 }
 
-/// A person's records on a month's payout list.
-fn push_items(out: &mut Vec<Box<[u8]>>, id: &str, r: &Recipient, period: &str) {
-    if r.start_month.as_str() > period || r.stop_month.as_deref().is_some_and(|s| s <= period) {
+/// A person's payments on a month's payout list.
+fn push_slots(out: &mut Vec<Slot>, person: u32, r: &Recipient, period: &str) {
+    if r.get(Field::StartMonth) > period || r.stop_month().is_some_and(|s| s <= period) {
         return;
     }
-    for (ty, fen) in [("LIVING", r.living_fen), ("CARE", r.care_fen)] {
+    for (care, fen) in [(false, r.living_fen), (true, r.care_fen)] {
         if fen > 0 {
-            let v = json!({
-                "payout_id": format!("{ty}-{id}-{period}"),
-                "subsidy_type": ty,
-                "holder_id": id,
-                "name": r.name,
-                "certificate_no": r.certificate_no,
-                "period": period,
-                "amount_fen": fen,
-                "bank_account_no": r.bank_account_no,
-                "bank_code": r.bank_code,
-                "account_name": r.account_name,
-                "region_code": r.region_code,
-            });
-            out.push(
-                serde_json::to_vec(&v)
-                    .unwrap_or_default()
-                    .into_boxed_slice(),
-            );
+            out.push(Slot { person, care });
         }
     }
+}
+
+/// A payment's record on a month's payout list (`PayoutRecord` JSON).
+fn record(id: &str, r: &Recipient, period: &str, care: bool) -> Vec<u8> {
+    let (ty, fen) = match care {
+        false => ("LIVING", r.living_fen),
+        true => ("CARE", r.care_fen),
+    };
+    let v = json!({
+        "payout_id": format!("{ty}-{id}-{period}"),
+        "subsidy_type": ty,
+        "holder_id": id,
+        "name": r.get(Field::Name),
+        "certificate_no": r.get(Field::CertificateNo),
+        "period": period,
+        "amount_fen": fen,
+        "bank_account_no": r.get(Field::BankAccountNo),
+        "bank_code": r.get(Field::BankCode),
+        "account_name": r.get(Field::AccountName),
+        "region_code": r.get(Field::RegionCode),
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
@@ -308,18 +385,20 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
         }
         people.1.insert(
             id.clone(),
-            Recipient {
-                name: g("name"),
-                certificate_no: cert,
-                region_code: g("region_code"),
-                bank_account_no: card,
-                bank_code: g("bank_code"),
-                account_name: g("account_name"),
-                start_month: g("start_month"),
-                stop_month: None,
-                living_fen: living,
-                care_fen: care,
-            },
+            Recipient::new(
+                [
+                    &g("name"),
+                    &cert,
+                    &g("region_code"),
+                    &card,
+                    &g("bank_code"),
+                    &g("account_name"),
+                    &g("start_month"),
+                    "",
+                ],
+                living,
+                care,
+            ),
         );
     }
     drop(people);
@@ -340,7 +419,7 @@ async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Res
     let idem = header(&h, "idempotency-key").to_string();
     if s.common.apply(&idem, "stop", &id, format!("from {month}")) {
         if let Some(r) = s.people.lock().unwrap().1.get_mut(&id) {
-            r.stop_month = Some(month);
+            r.set_stop_month(&month);
         }
         s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -360,8 +439,14 @@ async fn payouts(
         .cloned()
         .unwrap_or_else(|| s.period.lock().unwrap().clone());
     let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = s.with_list(&period, |list| {
-        super::json_page(list, from, 500, ("items", "next_cursor", true))
+    let body = s.with_list(&period, |list, record| {
+        let to = (from + 500).min(list.len());
+        let page: Vec<Vec<u8>> = list[from.min(to)..to].iter().map(|s| record(*s)).collect();
+        super::page_body(
+            page.iter().map(Vec::as_slice),
+            to.max(from),
+            ("items", "next_cursor", true),
+        )
     });
     ([("content-type", "application/json")], body).into_response()
 }
@@ -387,6 +472,47 @@ async fn results(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recipient_keeps_each_field_and_its_stop_month() {
+        let mut r = Recipient::new(
+            [
+                "张三",
+                "C1",
+                "110105",
+                "621700\u{1f}0004",
+                "105",
+                "张三",
+                "2026-11",
+                "",
+            ],
+            41_000,
+            0,
+        );
+        assert_eq!(r.get(Field::Name), "张三");
+        assert_eq!(
+            r.get(Field::BankAccountNo),
+            "6217000004",
+            "the separator is removed"
+        );
+        assert_eq!(r.get(Field::StartMonth), "2026-11");
+        assert_eq!(r.stop_month(), None);
+        r.set_stop_month("2027-02");
+        assert_eq!(r.stop_month(), Some("2027-02"));
+        assert_eq!(r.get(Field::CertificateNo), "C1");
+        assert_eq!(r.get(Field::AccountName), "张三");
+        assert_eq!((r.living_fen, r.care_fen), (41_000, 0));
+        // Paid from the start month until the month before the stop.
+        let mut slots = Vec::new();
+        for period in ["2026-10", "2026-11", "2027-01", "2027-02"] {
+            push_slots(&mut slots, 0, &r, period);
+        }
+        assert_eq!(slots.len(), 2);
+        let v: Value = serde_json::from_slice(&record("110105X", &r, "2026-11", false)).unwrap();
+        assert_eq!(v["payout_id"], "LIVING-110105X-2026-11");
+        assert_eq!(v["amount_fen"], 41_000);
+        assert_eq!(v["bank_account_no"], "6217000004");
+    }
 
     #[test]
     fn entitlements_follow_the_rules() {
