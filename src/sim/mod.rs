@@ -103,10 +103,24 @@ impl Serialize for Effect {
     }
 }
 
+impl Serialize for EffectRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_owned().serialize(s)
+    }
+}
+
 /// The ledger: effects in order, and how many requests repeated one.
+///
+/// A demo of 100,000 people keeps about a million effects, so they are
+/// kept in two arrays rather than one allocation each: a fixed-size entry
+/// per effect and one text holding every subject and detail.
 #[derive(Default)]
 pub struct Ledger {
-    effects: Vec<Effect>,
+    entries: Vec<Entry>,
+    /// Subjects and details, one after the other.
+    text: String,
+    /// The kinds seen, indexed by [`Entry::kind`].
+    kinds: Vec<&'static str>,
     /// Idempotency keys applied, as 64-bit hashes (a ledger of millions of
     /// keys stays small; a collision would need 2^32 keys).
     keys: std::collections::HashSet<u64>,
@@ -116,15 +130,57 @@ pub struct Ledger {
     pub repeats: u64,
 }
 
+/// One effect in a [`Ledger`]: its subject and detail are `text[start..]`.
+struct Entry {
+    at: i64,
+    start: u64,
+    subject_len: u32,
+    detail_len: u32,
+    kind: u8,
+}
+
 impl Ledger {
     /// Records an effect once per idempotency key; false if it was a repeat.
     pub fn apply(&mut self, idem_key: &str, effect: Effect) -> bool {
+        self.record(
+            idem_key,
+            effect.kind,
+            effect.subject(),
+            effect.detail(),
+            effect.at,
+        )
+    }
+
+    /// [`Ledger::apply`] without an [`Effect`] built first.
+    pub fn record(
+        &mut self,
+        idem_key: &str,
+        kind: &'static str,
+        subject: &str,
+        detail: &str,
+        at: i64,
+    ) -> bool {
         if !idem_key.is_empty() && !self.keys.insert(key_hash(idem_key)) {
             self.repeats += 1;
             return false;
         }
-        *self.counts.entry(effect.kind).or_default() += 1;
-        self.effects.push(effect);
+        *self.counts.entry(kind).or_default() += 1;
+        let k = match self.kinds.iter().position(|k| *k == kind) {
+            Some(k) => k,
+            None => {
+                self.kinds.push(kind);
+                self.kinds.len() - 1
+            }
+        };
+        self.entries.push(Entry {
+            at,
+            start: self.text.len() as u64,
+            subject_len: subject.len() as u32,
+            detail_len: detail.len() as u32,
+            kind: u8::try_from(k).expect("fewer than 256 kinds of effect"),
+        });
+        self.text.push_str(subject);
+        self.text.push_str(detail);
         true
     }
 
@@ -133,9 +189,61 @@ impl Ledger {
         self.counts.get(kind).copied().unwrap_or(0)
     }
 
-    /// Every effect, in order.
-    pub fn effects(&self) -> &[Effect] {
-        &self.effects
+    /// How many effects in all.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every effect, in order, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = EffectRef<'_>> {
+        self.entries.iter().map(|e| {
+            let s = e.start as usize;
+            let d = s + e.subject_len as usize;
+            EffectRef {
+                kind: self.kinds[e.kind as usize],
+                at: e.at,
+                subject: &self.text[s..d],
+                detail: &self.text[d..d + e.detail_len as usize],
+            }
+        })
+    }
+
+    /// Every effect, in order (copies).
+    pub fn effects(&self) -> Vec<Effect> {
+        self.iter().map(|e| e.to_owned()).collect()
+    }
+}
+
+/// An effect as a [`Ledger`] keeps it, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectRef<'a> {
+    /// What was done.
+    pub kind: &'static str,
+    /// When, ms since the epoch.
+    pub at: i64,
+    subject: &'a str,
+    detail: &'a str,
+}
+
+impl<'a> EffectRef<'a> {
+    /// Who it was for (ID number) or what it is about (application id).
+    pub fn subject(&self) -> &'a str {
+        self.subject
+    }
+
+    /// A short description.
+    pub fn detail(&self) -> &'a str {
+        self.detail
+    }
+
+    /// An owned copy.
+    pub fn to_owned(&self) -> Effect {
+        Effect::new(self.kind, self.subject, self.detail, self.at)
     }
 }
 
@@ -192,10 +300,10 @@ impl Common {
 
     /// Records an effect (see [`Ledger::apply`]).
     pub fn apply(&self, idem_key: &str, kind: &'static str, subject: &str, detail: String) -> bool {
-        self.ledger.lock().unwrap().apply(
-            idem_key,
-            Effect::new(kind, subject, &detail, crate::store::now_ms()),
-        )
+        self.ledger
+            .lock()
+            .unwrap()
+            .record(idem_key, kind, subject, &detail, crate::store::now_ms())
     }
 
     /// Effects of one kind.
@@ -203,18 +311,17 @@ impl Common {
         self.ledger
             .lock()
             .unwrap()
-            .effects()
             .iter()
             .filter(|e| e.kind == kind)
-            .cloned()
+            .map(|e| e.to_owned())
             .collect()
     }
 
     /// Calls `f` with each effect of one kind, in order (nothing copied).
-    pub fn for_each(&self, kind: &str, mut f: impl FnMut(&Effect)) {
-        for e in self.ledger.lock().unwrap().effects() {
+    pub fn for_each(&self, kind: &str, mut f: impl FnMut(&EffectRef)) {
+        for e in self.ledger.lock().unwrap().iter() {
             if e.kind == kind {
-                f(e);
+                f(&e);
             }
         }
     }
@@ -421,7 +528,7 @@ pub async fn ledger(State(c): State<Arc<Common>>) -> Json<serde_json::Value> {
         "requests": c.requests.load(Ordering::Relaxed),
         "faulted": c.faulted.load(Ordering::Relaxed),
         "repeats": l.repeats,
-        "effects": l.effects(),
+        "effects": l.iter().collect::<Vec<_>>(),
     }))
 }
 
@@ -496,6 +603,27 @@ mod tests {
         );
         assert_eq!(l.effects()[1].subject(), "2");
         assert_eq!(l.repeats, 1);
+        // Effects of several kinds, with details, read back in order.
+        assert!(l.record("c", "status", "A-1", "APPROVED", 7));
+        assert!(l.record("", "card_loaded", "110105", "", 8));
+        let all: Vec<(&str, &str, &str, i64)> = l
+            .iter()
+            .map(|e| (e.kind, e.subject(), e.detail(), e.at))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("k", "1", "", 0),
+                ("k", "2", "", 0),
+                ("status", "A-1", "APPROVED", 7),
+                ("card_loaded", "110105", "", 8)
+            ]
+        );
+        assert_eq!((l.len(), l.count("k"), l.count("status")), (4, 2, 1));
+        assert_eq!(
+            serde_json::to_value(l.iter().nth(2).unwrap()).unwrap(),
+            serde_json::json!({"kind": "status", "subject": "A-1", "detail": "APPROVED", "at": 7})
+        );
     }
 
     #[test]
