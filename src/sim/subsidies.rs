@@ -140,22 +140,17 @@ impl Recipient {
     }
 
     fn set_stop_month(&mut self, month: &str) {
-        use Field::*;
-        let f = [
-            Name,
-            CertificateNo,
-            RegionCode,
-            BankAccountNo,
-            BankCode,
-            AccountName,
-            StartMonth,
-        ]
-        .map(|f| self.get(f).to_string());
-        *self = Recipient::new(
-            [&f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], month],
-            self.living_fen,
-            self.care_fen,
-        );
+        // The stop month is the last field: keep what comes before it.
+        let keep = self
+            .text
+            .match_indices(SEP)
+            .nth(Field::StopMonth as usize - 1)
+            .map_or(0, |(i, _)| i + 1);
+        let mut text = String::with_capacity(keep + month.len() + 1);
+        text.push_str(&self.text[..keep]);
+        text.extend(month.chars().filter(|c| *c != SEP));
+        text.push(SEP);
+        self.text = text.into_boxed_str();
     }
 }
 
