@@ -51,61 +51,36 @@ pub struct Faults {
     pub accept_bad: bool,
 }
 
-/// One effect a simulator applied: deduplicated by idempotency key, so a
-/// delivery retried by the hub counts once. Subject and detail share one
-/// allocation: a demo of 100,000 people keeps more than a million effects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One effect a simulator applied, copied out of its [`Ledger`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Effect {
     /// What was done (`card_loaded`, `eligibility`, `status`, …).
     pub kind: &'static str,
+    subject: String,
+    detail: String,
     /// When, ms since the epoch.
     pub at: i64,
-    /// The subject's length in `text`.
-    subject_len: u32,
-    /// The subject, then the detail.
-    text: Box<str>,
 }
 
 impl Effect {
     /// An effect of `kind` for `subject`.
     pub fn new(kind: &'static str, subject: &str, detail: &str, at: i64) -> Effect {
-        let mut text = String::with_capacity(subject.len() + detail.len());
-        text.push_str(subject);
-        text.push_str(detail);
         Effect {
             kind,
+            subject: subject.to_string(),
+            detail: detail.to_string(),
             at,
-            subject_len: subject.len() as u32,
-            text: text.into_boxed_str(),
         }
     }
 
     /// Who it was for (ID number) or what it is about (application id).
     pub fn subject(&self) -> &str {
-        &self.text[..self.subject_len as usize]
+        &self.subject
     }
 
     /// A short description.
     pub fn detail(&self) -> &str {
-        &self.text[self.subject_len as usize..]
-    }
-}
-
-impl Serialize for Effect {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut e = s.serialize_struct("Effect", 4)?;
-        e.serialize_field("kind", self.kind)?;
-        e.serialize_field("subject", self.subject())?;
-        e.serialize_field("detail", self.detail())?;
-        e.serialize_field("at", &self.at)?;
-        e.end()
-    }
-}
-
-impl Serialize for EffectRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_owned().serialize(s)
+        &self.detail
     }
 }
 
@@ -140,19 +115,9 @@ struct Entry {
 }
 
 impl Ledger {
-    /// Records an effect once per idempotency key; false if it was a repeat.
-    pub fn apply(&mut self, idem_key: &str, effect: Effect) -> bool {
-        self.record(
-            idem_key,
-            effect.kind,
-            effect.subject(),
-            effect.detail(),
-            effect.at,
-        )
-    }
-
-    /// [`Ledger::apply`] without an [`Effect`] built first.
-    pub fn record(
+    /// Records an effect once per idempotency key (deduplicated, so a
+    /// delivery retried by the hub counts once); false if it was a repeat.
+    pub fn apply(
         &mut self,
         idem_key: &str,
         kind: &'static str,
@@ -219,15 +184,16 @@ impl Ledger {
     }
 }
 
-/// An effect as a [`Ledger`] keeps it, borrowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An effect as a [`Ledger`] keeps it, borrowed (`/_ledger` writes it as
+/// [`Effect`] is written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct EffectRef<'a> {
     /// What was done.
     pub kind: &'static str,
-    /// When, ms since the epoch.
-    pub at: i64,
     subject: &'a str,
     detail: &'a str,
+    /// When, ms since the epoch.
+    pub at: i64,
 }
 
 impl<'a> EffectRef<'a> {
@@ -303,7 +269,7 @@ impl Common {
         self.ledger
             .lock()
             .unwrap()
-            .record(idem_key, kind, subject, &detail, crate::store::now_ms())
+            .apply(idem_key, kind, subject, &detail, crate::store::now_ms())
     }
 
     /// Effects of one kind.
@@ -592,10 +558,9 @@ mod tests {
     #[test]
     fn the_ledger_applies_each_idempotency_key_once() {
         let mut l = Ledger::default();
-        let e = |s: &str| Effect::new("k", s, "", 0);
-        assert!(l.apply("a", e("1")));
-        assert!(!l.apply("a", e("1")));
-        assert!(l.apply("b", e("2")));
+        assert!(l.apply("a", "k", "1", "", 0));
+        assert!(!l.apply("a", "k", "1", "", 0));
+        assert!(l.apply("b", "k", "2", "", 0));
         assert_eq!(l.effects().len(), 2);
         assert_eq!(
             serde_json::to_value(Effect::new("status", "A-1", "APPROVED", 7)).unwrap(),
@@ -604,8 +569,8 @@ mod tests {
         assert_eq!(l.effects()[1].subject(), "2");
         assert_eq!(l.repeats, 1);
         // Effects of several kinds, with details, read back in order.
-        assert!(l.record("c", "status", "A-1", "APPROVED", 7));
-        assert!(l.record("", "card_loaded", "110105", "", 8));
+        assert!(l.apply("c", "status", "A-1", "APPROVED", 7));
+        assert!(l.apply("", "card_loaded", "110105", "", 8));
         let all: Vec<(&str, &str, &str, i64)> = l
             .iter()
             .map(|e| (e.kind, e.subject(), e.detail(), e.at))
