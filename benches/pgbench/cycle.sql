@@ -18,6 +18,8 @@ WITH h AS (INSERT INTO heads (target, key, message_id, due_at)
     ARRAY(SELECT 'P' || (:k0 + g) FROM generate_series(1, 500) g ORDER BY 1)) AS u(t, k)
   ON CONFLICT (target, key) DO UPDATE SET lease = heads.lease WHERE false
   RETURNING key, message_id),
+  -- The new heads' ids by key, as tongban's map does it in Rust (a join of
+  -- arrays would be 500 x 500 comparisons with hash joins disabled).
   o AS (SELECT coalesce(jsonb_object_agg(key, message_id), '{}') AS o FROM h)
 SELECT ARRAY(SELECT (o ->> ('P' || (:k0 + g)))::bigint FROM generate_series(1, 500) g ORDER BY g)::text
   AS head_ids FROM o \gset
