@@ -48,6 +48,7 @@ conformance!(
     concurrent_claimers_never_share_a_message,
     ingesting_while_delivering_keeps_key_order_and_loses_nothing,
     payments_are_batched_once_per_bank_and_totals_add_up,
+    a_batch_is_read_in_file_order_a_page_at_a_time,
     concurrent_batch_builders_never_put_a_payment_in_two_batches,
     only_rejected_payments_are_reissued_into_a_later_batch,
     failed_messages_are_found_by_filter_in_pages,
@@ -788,6 +789,52 @@ async fn payments_are_batched_once_per_bank_and_totals_add_up(store: Store) {
         .iter()
         .all(|b| b.batch_id == tongban::store::batch_id("2026-11", &b.bank_code, b.seq)));
     assert!(store.batches("2026-12").await.unwrap().is_empty());
+}
+
+/// A batch larger than a page is read in pages that follow the file's
+/// order: positions rise without a gap, each payment comes once, and the
+/// page after the last is empty.
+async fn a_batch_is_read_in_file_order_a_page_at_a_time(store: Store) {
+    let n = 2_345u64;
+    // Recorded out of order: the batch orders its payments by id.
+    let rows: Vec<PaymentRow> = (0..n)
+        .map(|i| payment((i * 7_919) % n + 1, "105100000017", 100 + i as i64))
+        .collect();
+    store.record_payments(rows.clone()).await.unwrap();
+    let made = store
+        .build_batches("2026-11", 5_000, "2026-11-23T10:00:00")
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 1);
+    let batch = &made[0].batch_id;
+    let (mut after, mut seen, mut sizes) = (-1, Vec::new(), Vec::new());
+    loop {
+        let page = store
+            .batch_payments_page(batch, after, 1_000)
+            .await
+            .unwrap();
+        sizes.push(page.len());
+        if page.is_empty() {
+            break;
+        }
+        for (position, p) in page {
+            assert_eq!(position, after + 1, "positions follow each other");
+            after = position;
+            seen.push(p.payment_id);
+        }
+    }
+    assert_eq!(sizes, [1_000, 1_000, 345, 0]);
+    let mut want: Vec<String> = rows.into_iter().map(|p| p.payment_id).collect();
+    want.sort();
+    assert_eq!(seen, want, "the file's order: by payment id");
+    let whole: Vec<String> = store
+        .batch_payments(batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.payment_id)
+        .collect();
+    assert_eq!(whole, want);
 }
 
 /// Several builders at once (several hubs, or an operator and a cron job):

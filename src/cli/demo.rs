@@ -625,8 +625,8 @@ async fn pay(
     let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
-    let items = sims.subsidies.payout_items(&period);
-    let want = items.len() as i64;
+    let mut want = 0i64;
+    sims.subsidies.for_each_payout(&period, |_| want += 1);
     let deadline = Instant::now() + args.timeout;
     let wait = |what: &'static str| {
         let mp = mp.clone();
@@ -651,19 +651,17 @@ async fn pay(
     // The bank: every card open with its holder's name, but one in 200 closed.
     let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
     let mut closed = Vec::new();
-    for (i, p) in items.iter().enumerate() {
-        let acct = &p.bank_account_no;
-        let name = &p.account_name;
+    let mut i = 0;
+    sims.subsidies.for_each_payout(&period, |p| {
         let state = if i % 200 == 7 {
             closed.push(p.holder_id.clone());
             sim::bank::AccountState::Closed
         } else {
             sim::bank::AccountState::Open
         };
-        bank.account(acct, name, state);
-    }
-    // The list is not kept through the bank's leg.
-    drop(items);
+        bank.account(&p.bank_account_no, &p.account_name, state);
+        i += 1;
+    });
     let banker = tokio::spawn(bank.clone().run());
     let mut leg = BankLeg::default();
     let results_in = |store: Arc<Store>, period: String| async move {
@@ -779,21 +777,23 @@ async fn report(
     // Each person whose certificate was issued and who has a card: the
     // card loaded exactly once, with their certificate; nobody else's.
     // The ledgers are read in place (a copy of a ledger of millions of
-    // effects would be the demo's largest allocation).
-    let filed: HashMap<&str, i64> = people
+    // effects would be the demo's largest allocation), and what is counted
+    // per applicant is kept by their place in `people`.
+    let place: HashMap<&str, usize> = people
         .iter()
-        .map(|(a, _)| (a.id.as_str(), a.filed_at))
+        .enumerate()
+        .map(|(i, (a, _))| (a.id.as_str(), i))
         .collect();
     // Per kind of effect: how many each applicant got, the latencies from
     // filing, and how many went to someone who never applied.
     let tally = |c: &sim::Common, kind: &str| {
-        let mut n: HashMap<&str, usize> = HashMap::new();
+        let mut n = vec![0u32; people.len()];
         let mut latency = Vec::new();
         let mut strangers = 0;
-        c.for_each(kind, |e| match filed.get_key_value(e.subject()) {
-            Some((&id, &at)) => {
-                *n.entry(id).or_default() += 1;
-                latency.push(e.at - at);
+        c.for_each(kind, |e| match place.get(e.subject()) {
+            Some(&i) => {
+                n[i] += 1;
+                latency.push(e.at - people[i].0.filed_at);
             }
             None => strangers += 1,
         });
@@ -802,70 +802,74 @@ async fn report(
     };
     let (per_person, card_lat, strangers) = tally(&sims.sscard.common, "card_loaded");
     let cards_ok = strangers == 0
-        && people.iter().all(|(a, _)| {
-            let n = per_person.get(a.id.as_str()).copied().unwrap_or(0);
+        && people.iter().zip(&per_person).all(|((a, _), &n)| {
             if a.card_loaded() {
                 n == 1 && sims.sscard.loaded_on(&a.id) == Some(a.certificate_no())
             } else {
                 n == 0
             }
         });
+    drop(per_person);
     invariants.insert("each_eligible_card_loaded_exactly_once", cards_ok);
 
     // The month's payout list: each eligible person once per subsidy, with
-    // the amount the rules give; nobody else.
+    // the amount the rules give; nobody else. The list is read a payment at
+    // a time: per applicant, the amount and count listed for each subsidy,
+    // and what the bank credited them.
     let period = sims.subsidies.period.lock().unwrap().clone();
-    let list = sims.subsidies.payout_items(&period);
-    let mut got: HashMap<(&str, &str), (i64, usize)> = HashMap::new();
-    for p in &list {
-        let e = got
-            .entry((p.holder_id.as_str(), p.subsidy_type.as_str()))
-            .or_insert((p.amount_fen, 0));
-        e.1 += 1;
-    }
+    let month = period.replace('-', "");
+    let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
+    let mut paid_per_person = vec![0i64; people.len()];
+    let (mut list_len, mut paid_total, mut unknown) = (0usize, 0i64, 0usize);
+    sims.subsidies.for_each_payout(&period, |p| {
+        list_len += 1;
+        paid_total += p.amount_fen;
+        let (Some(&i), Some(care)) = (
+            place.get(p.holder_id.as_str()),
+            match p.subsidy_type.as_str() {
+                "LIVING" => Some(0),
+                "CARE" => Some(1),
+                _ => None,
+            },
+        ) else {
+            unknown += 1;
+            return;
+        };
+        let e = &mut listed[i][care];
+        *e = (p.amount_fen, e.1 + 1);
+        // The bank paid each payment of the list exactly once (re-issues
+        // included), so each person got exactly what the rules give them.
+        let id = format!("{}-{}-{month}", p.subsidy_type, p.holder_id);
+        if bank.credited.get(&id) == Some(&1) {
+            paid_per_person[i] += p.amount_fen;
+        }
+    });
     let mut expected_total = 0i64;
     let mut expected_items = 0usize;
-    let mut payouts_ok = true;
-    for (a, _) in people {
+    let mut payouts_ok = unknown == 0;
+    let mut paid_ok = bank.settled;
+    for (((a, _), have), paid) in people.iter().zip(&listed).zip(&paid_per_person) {
         let (living, care) = if a.subsidy_request() {
             subsidies::entitlement(&sims.subsidies.rates, a.category, a.level, a.dibao, a.care)
         } else {
             (0, 0)
         };
-        for (ty, fen) in [("LIVING", living), ("CARE", care)] {
-            let have = got.get(&(a.id.as_str(), ty));
+        for (fen, have) in [living, care].into_iter().zip(have) {
             if fen > 0 {
                 expected_total += fen;
                 expected_items += 1;
-                payouts_ok &= have == Some(&(fen, 1));
+                payouts_ok &= *have == (fen, 1);
             } else {
-                payouts_ok &= have.is_none();
+                payouts_ok &= have.1 == 0;
             }
         }
+        paid_ok &= *paid == living + care;
     }
-    payouts_ok &= list.len() == expected_items;
-    // The bank paid each payment of the list exactly once (re-issues
-    // included), so each person got exactly what the rules give them.
-    let mut paid_per_person: HashMap<&str, i64> = HashMap::new();
-    let month = period.replace('-', "");
-    for p in &list {
-        let id = format!("{}-{}-{month}", p.subsidy_type, p.holder_id);
-        if bank.credited.get(&id) == Some(&1) {
-            *paid_per_person.entry(p.holder_id.as_str()).or_default() += p.amount_fen;
-        }
-    }
-    let mut paid_ok = bank.settled && bank.credited.len() == expected_items;
-    for (a, _) in people {
-        let (living, care) = if a.subsidy_request() {
-            subsidies::entitlement(&sims.subsidies.rates, a.category, a.level, a.dibao, a.care)
-        } else {
-            (0, 0)
-        };
-        paid_ok &= paid_per_person.get(a.id.as_str()).copied().unwrap_or(0) == living + care;
-    }
+    drop((listed, paid_per_person));
+    payouts_ok &= list_len == expected_items;
+    paid_ok &= bank.credited.len() == expected_items;
     invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
     invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
-    let paid_total: i64 = list.iter().map(|p| p.amount_fen).sum();
     invariants.insert(
         "each_eligible_person_in_payout_list_once_with_right_amount",
         payouts_ok && paid_total == expected_total,
@@ -874,10 +878,7 @@ async fn report(
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
         let (n, _, strangers) = tally(c, kind);
-        strangers == 0
-            && people
-                .iter()
-                .all(|(a, _)| n.get(a.id.as_str()).copied().unwrap_or(0) == usize::from(f(a)))
+        strangers == 0 && people.iter().zip(n).all(|((a, _), n)| n == u32::from(f(a)))
     };
     invariants.insert(
         "each_pension_enrolment_exactly_once",
@@ -888,14 +889,24 @@ async fn report(
         once(&sims.employment.common, "referred", Applicant::employment),
     );
 
-    // Every applicant whose certificate was issued sees it on the platform.
-    let statuses = sims.platform.statuses();
-    let status_ok = people.iter().all(|(a, _)| {
-        !a.certified()
-            || statuses
-                .get(&a.application_id)
-                .is_some_and(|s| s == "CERTIFICATE_ISSUED" || s == "CARD_LOADED")
+    // Every applicant whose certificate was issued sees it on the platform:
+    // each application's latest status, kept by the applicant's place.
+    let application: HashMap<&str, usize> = people
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (a.application_id.as_str(), i))
+        .collect();
+    let mut issued_seen = vec![false; people.len()];
+    sims.platform.common.for_each("status", |e| {
+        if let Some(&i) = application.get(e.subject()) {
+            issued_seen[i] = matches!(e.detail(), "CERTIFICATE_ISSUED" | "CARD_LOADED");
+        }
     });
+    drop(application);
+    let status_ok = people
+        .iter()
+        .zip(&issued_seen)
+        .all(|((a, _), seen)| !a.certified() || *seen);
     invariants.insert("every_certified_applicant_sees_the_status", status_ok);
 
     // Every bad record explained where the chain meets it, with a reason:
@@ -990,7 +1001,7 @@ async fn report(
         "peak_rss_mb": peak_rss_mb(),
         "faults": !args.no_faults,
         "period": period,
-        "payout_list": {"items": list.len(), "total_fen": paid_total},
+        "payout_list": {"items": list_len, "total_fen": paid_total},
         "bank": {
             "batches": bank.batches,
             "rejected_first": bank.rejected,
@@ -1060,8 +1071,7 @@ async fn report(
     );
     println!(
         "payout list {period}: {} payments, {} fen in all",
-        list.len(),
-        paid_total
+        list_len, paid_total
     );
     println!(
         "bank: {} batch files; {} payments rejected (closed accounts) and re-issued with corrected accounts: {}; {} payments paid, {} paid twice, {} alarms",

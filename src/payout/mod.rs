@@ -215,6 +215,33 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Strin
     }
 }
 
+/// Payments read from the register at a time while a file is rendered or
+/// a result reconciled: a batch of 50,000 is never held whole.
+const PAGE: usize = 1000;
+
+/// Calls `f` with each payment of a batch in the batch's order, read from
+/// the register a page at a time.
+async fn each_payment(
+    store: &Store,
+    batch_id: &str,
+    mut f: impl FnMut(&PaymentRow) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut after = -1;
+    loop {
+        let page = store
+            .batch_payments_page(batch_id, after, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (position, payment) in &page {
+            f(payment)?;
+            after = *position;
+        }
+        if page.len() < PAGE {
+            return Ok(());
+        }
+    }
+}
+
 /// A batch as its bank's file.
 pub async fn render(
     p: &PayoutsConfig,
@@ -222,128 +249,180 @@ pub async fn render(
     batch: &BatchRow,
     format: &BankFormat,
 ) -> Result<Vec<u8>, String> {
-    let payments = store
-        .batch_payments(&batch.batch_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    match format {
-        BankFormat::Pain(v) => render_pain(p, batch, &payments, *v),
-        BankFormat::Layout(l) => render_layout(p, batch, &payments, l),
-    }
+    let mut file = BatchFile::start(p, batch, format)?;
+    each_payment(store, &batch.batch_id, |pay| file.payment(pay)).await?;
+    file.finish()
 }
 
-/// A batch in a bank's layout: the header, one detail line per payment in
-/// the batch's order, the trailer.
-pub fn render_layout(
-    p: &PayoutsConfig,
-    batch: &BatchRow,
-    payments: &[PaymentRow],
-    layout: &Layout,
-) -> Result<Vec<u8>, String> {
-    let date = batch.created.get(..10).unwrap_or_default().replace('-', "");
-    let execution_date = format!("{}{:02}", batch.period.replace('-', ""), p.execution_day);
-    let group = |k: &str| -> Option<String> {
-        Some(match k {
-            "batch_id" => batch.batch_id.clone(),
-            "period" => batch.period.clone(),
-            "created" => batch.created.clone(),
-            "date" => date.clone(),
-            "execution_date" => execution_date.clone(),
-            "count" => batch.count.to_string(),
-            "total_fen" => batch.total_fen.to_string(),
-            "total" => crate::formats::pain::amount(batch.total_fen),
-            "debtor_account" => p.debtor_account.clone(),
-            "debtor_name" => p.debtor_name.clone(),
-            "debtor_bank" => p.debtor_bank.clone(),
-            "initiator" => p.initiator.clone(),
-            _ => return None,
+/// A batch's file as it is written, payment by payment: a pain.001
+/// document (one payment block from the payer's account, the transfers in
+/// the batch's order) or the bank's layout (the header, one detail line per
+/// payment, the trailer).
+pub struct BatchFile<'a> {
+    p: &'a PayoutsConfig,
+    batch: &'a BatchRow,
+    form: Form<'a>,
+    /// Payments written.
+    written: usize,
+}
+
+enum Form<'a> {
+    Pain(Box<Pain001Writer<Vec<u8>>>),
+    Layout {
+        layout: &'a Layout,
+        out: Vec<u8>,
+        /// The next line's number.
+        line: usize,
+    },
+}
+
+impl<'a> BatchFile<'a> {
+    /// The file's beginning.
+    pub fn start(
+        p: &'a PayoutsConfig,
+        batch: &'a BatchRow,
+        format: &'a BankFormat,
+    ) -> Result<Self, String> {
+        let form = match format {
+            BankFormat::Pain(version) => {
+                let mut w = Pain001Writer::start(
+                    Vec::with_capacity(batch.count.max(0) as usize * 420 + 1024),
+                    *version,
+                    GroupHeader {
+                        msg_id: batch.batch_id.clone(),
+                        created: batch.created.clone(),
+                        count: batch.count,
+                        total_fen: batch.total_fen,
+                        initiator: p.initiator.clone(),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                w.block(PaymentBlock {
+                    id: batch.batch_id.clone(),
+                    execution_date: format!("{}-{:02}", batch.period, p.execution_day),
+                    debtor_name: p.debtor_name.clone(),
+                    debtor_account: p.debtor_account.clone(),
+                    debtor_bank: p.debtor_bank.clone(),
+                    count: batch.count,
+                    total_fen: batch.total_fen,
+                })
+                .map_err(|e| e.to_string())?;
+                Form::Pain(Box::new(w))
+            }
+            BankFormat::Layout(layout) => {
+                let mut out = Vec::with_capacity(batch.count.max(0) as usize * 160 + 256);
+                let mut line = 1;
+                if !layout.payments.header.is_empty() {
+                    layout
+                        .write_line(
+                            &layout.payments.header,
+                            line,
+                            &Self::group(p, batch),
+                            &mut out,
+                        )
+                        .map_err(|e| format!("batch {}: {e}", batch.batch_id))?;
+                    line += 1;
+                }
+                Form::Layout { layout, out, line }
+            }
+        };
+        Ok(BatchFile {
+            p,
+            batch,
+            form,
+            written: 0,
         })
-    };
-    let err = |e: String| format!("batch {}: {e}", batch.batch_id);
-    let mut out = Vec::with_capacity(payments.len() * 160 + 256);
-    let mut line = 1;
-    if !layout.payments.header.is_empty() {
-        layout
-            .write_line(&layout.payments.header, line, &group, &mut out)
-            .map_err(err)?;
-        line += 1;
     }
-    for (i, pay) in payments.iter().enumerate() {
-        let v: serde_json::Value = serde_json::from_slice(&pay.record)
-            .map_err(|e| format!("payment {}: {e}", pay.payment_id))?;
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let detail = |k: &str| -> Option<String> {
+
+    /// The values a layout's header and trailer may name.
+    fn group(p: &'a PayoutsConfig, batch: &'a BatchRow) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k: &str| -> Option<String> {
             Some(match k {
-                "seq" => (i + 1).to_string(),
-                "payment_id" => pay.payment_id.clone(),
-                "creditor_account" => s("creditor_account"),
-                "creditor_name" => s("creditor_name"),
-                "bank_code" => pay.bank_code.clone(),
-                "amount_fen" => pay.amount_fen.to_string(),
-                "amount" => crate::formats::pain::amount(pay.amount_fen),
-                "remittance" => s("remittance_info"),
+                "batch_id" => batch.batch_id.clone(),
+                "period" => batch.period.clone(),
+                "created" => batch.created.clone(),
+                "date" => batch.created.get(..10).unwrap_or_default().replace('-', ""),
+                "execution_date" => {
+                    format!("{}{:02}", batch.period.replace('-', ""), p.execution_day)
+                }
+                "count" => batch.count.to_string(),
+                "total_fen" => batch.total_fen.to_string(),
+                "total" => crate::formats::pain::amount(batch.total_fen),
+                "debtor_account" => p.debtor_account.clone(),
+                "debtor_name" => p.debtor_name.clone(),
+                "debtor_bank" => p.debtor_bank.clone(),
+                "initiator" => p.initiator.clone(),
                 _ => return None,
             })
-        };
-        layout
-            .write_line(&layout.payments.detail, line, &detail, &mut out)
-            .map_err(|e| err(format!("payment {}: {e}", pay.payment_id)))?;
-        line += 1;
+        }
     }
-    if !layout.payments.trailer.is_empty() {
-        layout
-            .write_line(&layout.payments.trailer, line, &group, &mut out)
-            .map_err(err)?;
-    }
-    Ok(out)
-}
 
-/// A batch as a pain.001 document: one payment block from the payer's
-/// account, the transfers in the batch's order.
-pub fn render_pain(
-    p: &PayoutsConfig,
-    batch: &BatchRow,
-    payments: &[PaymentRow],
-    version: Version,
-) -> Result<Vec<u8>, String> {
-    let mut w = Pain001Writer::start(
-        Vec::with_capacity(payments.len() * 420 + 1024),
-        version,
-        GroupHeader {
-            msg_id: batch.batch_id.clone(),
-            created: batch.created.clone(),
-            count: batch.count,
-            total_fen: batch.total_fen,
-            initiator: p.initiator.clone(),
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    w.block(PaymentBlock {
-        id: batch.batch_id.clone(),
-        execution_date: format!("{}-{:02}", batch.period, p.execution_day),
-        debtor_name: p.debtor_name.clone(),
-        debtor_account: p.debtor_account.clone(),
-        debtor_bank: p.debtor_bank.clone(),
-        count: batch.count,
-        total_fen: batch.total_fen,
-    })
-    .map_err(|e| e.to_string())?;
-    for pay in payments {
+    /// The next payment in the batch's order.
+    pub fn payment(&mut self, pay: &PaymentRow) -> Result<(), String> {
         let v: serde_json::Value = serde_json::from_slice(&pay.record)
             .map_err(|e| format!("payment {}: {e}", pay.payment_id))?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        w.transfer(&Transfer {
-            end_to_end_id: pay.payment_id.clone(),
-            amount_fen: pay.amount_fen,
-            creditor_name: s("creditor_name"),
-            creditor_account: s("creditor_account"),
-            creditor_bank: Some(pay.bank_code.clone()),
-            remittance: s("remittance_info"),
-        })
-        .map_err(|e| format!("batch {}: {e}", batch.batch_id))?;
+        self.written += 1;
+        let batch_id = &self.batch.batch_id;
+        match &mut self.form {
+            Form::Pain(w) => w
+                .transfer(&Transfer {
+                    end_to_end_id: pay.payment_id.clone(),
+                    amount_fen: pay.amount_fen,
+                    creditor_name: s("creditor_name"),
+                    creditor_account: s("creditor_account"),
+                    creditor_bank: Some(pay.bank_code.clone()),
+                    remittance: s("remittance_info"),
+                })
+                .map_err(|e| format!("batch {batch_id}: {e}")),
+            Form::Layout { layout, out, line } => {
+                let seq = self.written;
+                let detail = |k: &str| -> Option<String> {
+                    Some(match k {
+                        "seq" => seq.to_string(),
+                        "payment_id" => pay.payment_id.clone(),
+                        "creditor_account" => s("creditor_account"),
+                        "creditor_name" => s("creditor_name"),
+                        "bank_code" => pay.bank_code.clone(),
+                        "amount_fen" => pay.amount_fen.to_string(),
+                        "amount" => crate::formats::pain::amount(pay.amount_fen),
+                        "remittance" => s("remittance_info"),
+                        _ => return None,
+                    })
+                };
+                layout
+                    .write_line(&layout.payments.detail, *line, &detail, out)
+                    .map_err(|e| format!("batch {batch_id}: payment {}: {e}", pay.payment_id))?;
+                *line += 1;
+                Ok(())
+            }
+        }
     }
-    w.finish()
-        .map_err(|e| format!("batch {}: {e}", batch.batch_id))
+
+    /// The file's end (a pain.001 checks the count and total it declared).
+    pub fn finish(self) -> Result<Vec<u8>, String> {
+        let batch_id = &self.batch.batch_id;
+        match self.form {
+            Form::Pain(w) => w.finish().map_err(|e| format!("batch {batch_id}: {e}")),
+            Form::Layout {
+                layout,
+                mut out,
+                line,
+            } => {
+                if !layout.payments.trailer.is_empty() {
+                    layout
+                        .write_line(
+                            &layout.payments.trailer,
+                            line,
+                            &Self::group(self.p, self.batch),
+                            &mut out,
+                        )
+                        .map_err(|e| format!("batch {batch_id}: {e}"))?;
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// Where a batch's file stands after `payouts build`.
@@ -825,17 +904,18 @@ pub async fn reconcile(
             ),
         ));
     }
-    let payments: std::collections::HashMap<String, PaymentRow> = store
-        .batch_payments(&batch.batch_id)
-        .await
-        .map_err(e)?
-        .into_iter()
-        .map(|p| (p.payment_id.clone(), p))
-        .collect();
+    // Each payment's amount (the records are not kept).
+    let mut payments: std::collections::HashMap<String, i64> =
+        std::collections::HashMap::with_capacity(batch.count.max(0) as usize);
+    each_payment(store, &batch.batch_id, |p| {
+        payments.insert(p.payment_id.clone(), p.amount_fen);
+        Ok(())
+    })
+    .await?;
     let today = crate::domain::china_now().date_naive().to_string();
     let mut results = Vec::with_capacity(txs.len());
     for tx in txs {
-        let Some(p) = payments.get(&tx.end_to_end_id) else {
+        let Some((payment_id, &amount_fen)) = payments.get_key_value(&tx.end_to_end_id) else {
             out.alarms.push((
                 "unknown_payment".into(),
                 format!(
@@ -853,22 +933,22 @@ pub async fn reconcile(
         match result {
             "ACCEPTED" => {
                 out.accepted.0 += 1;
-                out.accepted.1 += p.amount_fen;
+                out.accepted.1 += amount_fen;
             }
             "REJECTED" => {
                 out.rejected.0 += 1;
-                out.rejected.1 += p.amount_fen;
+                out.rejected.1 += amount_fen;
             }
             _ => out.pending += 1,
         }
-        results.push((p.payment_id.clone(), result.to_string(), tx.reason.clone()));
+        results.push((payment_id.clone(), result.to_string(), tx.reason.clone()));
         out.results.push(
             serde_json::to_vec(&serde_json::json!({
-                "payment_id": p.payment_id,
+                "payment_id": payment_id,
                 "batch_id": batch.batch_id,
                 "status": result,
                 "reason_code": tx.reason,
-                "amount_fen": p.amount_fen,
+                "amount_fen": amount_fen,
                 "settled_on": if result == "ACCEPTED" { serde_json::json!(today) } else { serde_json::Value::Null },
             }))
             .unwrap_or_default(),

@@ -221,10 +221,17 @@ impl Subsidies {
         self.parsed_list(period)
     }
 
-    /// The payout list of a month, only the fields that say who is paid
-    /// what and where (a list of millions stays small).
-    pub fn payout_items(&self, period: &str) -> Vec<PayoutItem> {
-        self.parsed_list(period)
+    /// Calls `f` with each payment of a month's payout list, in order, as
+    /// its served record says it (each record parsed in turn; nothing is
+    /// kept, so a list of millions takes no memory to check).
+    pub fn for_each_payout(&self, period: &str, mut f: impl FnMut(PayoutItem)) {
+        self.with_list(period, |items, record| {
+            for s in items {
+                if let Ok(item) = serde_json::from_slice(&record(*s)) {
+                    f(item);
+                }
+            }
+        })
     }
 
     fn parsed_list<T: serde::de::DeserializeOwned>(&self, period: &str) -> Vec<T> {

@@ -921,9 +921,34 @@ impl Store {
         both!(self, s => s.batches(period).await)
     }
 
-    /// A batch's payments, in file order.
+    /// A batch's payments, in file order (all of them at once: a file is
+    /// rendered and a result reconciled a page at a time, with
+    /// [`Store::batch_payments_page`]).
     pub async fn batch_payments(&self, batch_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
-        both!(self, s => s.batch_payments(batch_id).await)
+        let mut all = Vec::new();
+        let mut after = -1;
+        loop {
+            let page = self.batch_payments_page(batch_id, after, 1000).await?;
+            let full = page.len() == 1000;
+            for (position, p) in page {
+                after = position;
+                all.push(p);
+            }
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// At most `limit` payments of a batch after position `after` (-1: from
+    /// the first), in file order, each with its position.
+    pub async fn batch_payments_page(
+        &self,
+        batch_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, PaymentRow)>, StoreError> {
+        both!(self, s => s.batch_payments_page(batch_id, after, limit).await)
     }
 
     /// Re-issues a rejected payment (an operator action, audited): it

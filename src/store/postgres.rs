@@ -1270,25 +1270,32 @@ impl PgStore {
         .collect())
     }
 
-    pub(super) async fn batch_payments(
+    pub(super) async fn batch_payments_page(
         &self,
         batch_id: &str,
-    ) -> Result<Vec<PaymentRow>, StoreError> {
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, PaymentRow)>, StoreError> {
         let c = self.client().await?;
         Ok(c.query(
-            "SELECT p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
+            "SELECT i.position, p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
              FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
-             WHERE i.batch_id = $1 ORDER BY i.position",
-            &[&batch_id],
+             WHERE i.batch_id = $1 AND i.position > $2 ORDER BY i.position LIMIT $3",
+            &[&batch_id, &after, &(limit as i64)],
         )
         .await?
         .iter()
-        .map(|r| PaymentRow {
-            payment_id: r.get(0),
-            period: r.get(1),
-            bank_code: r.get(2),
-            amount_fen: r.get(3),
-            record: r.get(4),
+        .map(|r| {
+            (
+                r.get(0),
+                PaymentRow {
+                    payment_id: r.get(1),
+                    period: r.get(2),
+                    bank_code: r.get(3),
+                    amount_fen: r.get(4),
+                    record: r.get(5),
+                },
+            )
         })
         .collect())
     }
