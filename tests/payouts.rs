@@ -168,6 +168,41 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     let o = support::run(&["payouts", "build", "--config", cfg, "--period", "2026-13"]);
     assert!(!o.status.success());
     assert!(support::text(&o).1.contains("2026-13"));
+
+    // The register and the file disagree (as if a payment changed after the
+    // file went out): a resend is refused (a dead letter, for an operator),
+    // and neither the file nor a half-written one is left in the bank's
+    // directory.
+    std::fs::remove_file(outdir.join(&name)).unwrap();
+    std::fs::remove_file(outdir.join(format!("{name}.sha256"))).unwrap();
+    let real = store.written(batch_id).await.unwrap().unwrap();
+    assert_eq!(&real, digest);
+    store.mark_written(batch_id, &"0".repeat(64)).await.unwrap();
+    let o = support::run(&[
+        "payouts",
+        "build",
+        "--config",
+        cfg,
+        "--period",
+        "2026-11",
+        "--resend",
+        batch_id,
+        "--reason",
+        "the bank lost it again",
+    ]);
+    let (out, err) = support::text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("its file would differ from the one sent"),
+        "{out}{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&outdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(batch_id))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@ use crate::formats::layout::Layout;
 use crate::formats::pain::{GroupHeader, Pain001Writer, PaymentBlock, Transfer, Version};
 use crate::store::{BatchRow, Claimed, PaymentRow, Store};
 use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -242,51 +244,120 @@ async fn each_payment(
     }
 }
 
-/// A batch as its bank's file.
+/// A batch as its bank's file, in memory.
 pub async fn render(
     p: &PayoutsConfig,
     store: &Store,
     batch: &BatchRow,
     format: &BankFormat,
 ) -> Result<Vec<u8>, String> {
-    let mut file = BatchFile::start(p, batch, format)?;
+    render_to(p, store, batch, format, Vec::new()).await
+}
+
+/// A batch as its bank's file, written to `out` as the register is read
+/// (a page of payments at a time): a file of any size is rendered in the
+/// memory of one page.
+pub async fn render_to<W: Write>(
+    p: &PayoutsConfig,
+    store: &Store,
+    batch: &BatchRow,
+    format: &BankFormat,
+    out: W,
+) -> Result<W, String> {
+    let mut file = BatchFile::start(p, batch, format, out)?;
     each_payment(store, &batch.batch_id, |pay| file.payment(pay)).await?;
     file.finish()
+}
+
+/// A writer that hashes (SHA-256) what it passes on.
+pub struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Hashing<W> {
+    /// Hashes what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    /// The writer and the digest of everything written, in hex.
+    pub fn finish(self) -> (W, String) {
+        let digest = self.hash.finalize();
+        (self.inner, crate::connectors::http::sign::hex(&digest))
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A batch's file as it is written, payment by payment: a pain.001
 /// document (one payment block from the payer's account, the transfers in
 /// the batch's order) or the bank's layout (the header, one detail line per
 /// payment, the trailer).
-pub struct BatchFile<'a> {
+pub struct BatchFile<'a, W: Write> {
     p: &'a PayoutsConfig,
     batch: &'a BatchRow,
-    form: Form<'a>,
+    form: Form<'a, W>,
     /// Payments written.
     written: usize,
 }
 
-enum Form<'a> {
-    Pain(Box<Pain001Writer<Vec<u8>>>),
-    Layout {
-        layout: &'a Layout,
-        out: Vec<u8>,
-        /// The next line's number.
-        line: usize,
-    },
+enum Form<'a, W: Write> {
+    Pain(Box<Pain001Writer<W>>),
+    Layout(LayoutFile<'a, W>),
 }
 
-impl<'a> BatchFile<'a> {
-    /// The file's beginning.
+/// A file in a bank's layout, as it is written.
+struct LayoutFile<'a, W> {
+    layout: &'a Layout,
+    out: W,
+    /// The line being written.
+    buf: Vec<u8>,
+    /// The next line's number.
+    line: usize,
+}
+
+impl<W: Write> LayoutFile<'_, W> {
+    /// One line: `fields`, their values from `get`.
+    fn line(
+        &mut self,
+        fields: &[crate::formats::layout::Field],
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        self.buf.clear();
+        self.layout
+            .write_line(fields, self.line, get, &mut self.buf)?;
+        self.out.write_all(&self.buf).map_err(|e| e.to_string())?;
+        self.line += 1;
+        Ok(())
+    }
+}
+
+impl<'a, W: Write> BatchFile<'a, W> {
+    /// The file's beginning, written to `out`.
     pub fn start(
         p: &'a PayoutsConfig,
         batch: &'a BatchRow,
         format: &'a BankFormat,
+        out: W,
     ) -> Result<Self, String> {
         let form = match format {
             BankFormat::Pain(version) => {
                 let mut w = Pain001Writer::start(
-                    Vec::with_capacity(batch.count.max(0) as usize * 420 + 1024),
+                    out,
                     *version,
                     GroupHeader {
                         msg_id: batch.batch_id.clone(),
@@ -310,20 +381,17 @@ impl<'a> BatchFile<'a> {
                 Form::Pain(Box::new(w))
             }
             BankFormat::Layout(layout) => {
-                let mut out = Vec::with_capacity(batch.count.max(0) as usize * 160 + 256);
-                let mut line = 1;
+                let mut file = LayoutFile {
+                    layout,
+                    out,
+                    buf: Vec::with_capacity(256),
+                    line: 1,
+                };
                 if !layout.payments.header.is_empty() {
-                    layout
-                        .write_line(
-                            &layout.payments.header,
-                            line,
-                            &Self::group(p, batch),
-                            &mut out,
-                        )
+                    file.line(&layout.payments.header, &Self::group(p, batch))
                         .map_err(|e| format!("batch {}: {e}", batch.batch_id))?;
-                    line += 1;
                 }
-                Form::Layout { layout, out, line }
+                Form::Layout(file)
             }
         };
         Ok(BatchFile {
@@ -375,7 +443,7 @@ impl<'a> BatchFile<'a> {
                     remittance: s("remittance_info"),
                 })
                 .map_err(|e| format!("batch {batch_id}: {e}")),
-            Form::Layout { layout, out, line } => {
+            Form::Layout(file) => {
                 let seq = self.written;
                 let detail = |k: &str| -> Option<String> {
                     Some(match k {
@@ -390,38 +458,32 @@ impl<'a> BatchFile<'a> {
                         _ => return None,
                     })
                 };
-                layout
-                    .write_line(&layout.payments.detail, *line, &detail, out)
-                    .map_err(|e| format!("batch {batch_id}: payment {}: {e}", pay.payment_id))?;
-                *line += 1;
-                Ok(())
+                file.line(&file.layout.payments.detail, &detail)
+                    .map_err(|e| format!("batch {batch_id}: payment {}: {e}", pay.payment_id))
             }
         }
     }
 
-    /// The file's end (a pain.001 checks the count and total it declared).
-    pub fn finish(self) -> Result<Vec<u8>, String> {
+    /// The file's end (a pain.001 checks the count and total it declared);
+    /// the writer, flushed.
+    pub fn finish(self) -> Result<W, String> {
         let batch_id = &self.batch.batch_id;
-        match self.form {
-            Form::Pain(w) => w.finish().map_err(|e| format!("batch {batch_id}: {e}")),
-            Form::Layout {
-                layout,
-                mut out,
-                line,
-            } => {
-                if !layout.payments.trailer.is_empty() {
-                    layout
-                        .write_line(
-                            &layout.payments.trailer,
-                            line,
-                            &Self::group(self.p, self.batch),
-                            &mut out,
-                        )
-                        .map_err(|e| format!("batch {batch_id}: {e}"))?;
+        let err = |e: String| format!("batch {batch_id}: {e}");
+        let mut out = match self.form {
+            Form::Pain(w) => w.finish().map_err(|e| err(e.to_string()))?,
+            Form::Layout(mut file) => {
+                if !file.layout.payments.trailer.is_empty() {
+                    file.line(
+                        &file.layout.payments.trailer,
+                        &Self::group(self.p, self.batch),
+                    )
+                    .map_err(err)?;
                 }
-                Ok(out)
+                file.out
             }
-        }
+        };
+        out.flush().map_err(|e| err(e.to_string()))?;
+        Ok(out)
     }
 }
 
@@ -699,20 +761,22 @@ impl FilesSink {
             .await
             .map_err(io)?
             .ok_or_else(|| DeliveryError::Request(format!("there is no batch {id}")))?;
-        let bytes = render(&self.payouts, &self.store, &batch, &self.bank.format)
-            .await
-            .map_err(DeliveryError::Request)?;
-        let digest = crate::connectors::file::sha256_hex(&bytes);
-        if let Some(before) = self.store.written(id).await.map_err(io)? {
-            if before != digest {
-                return Err(DeliveryError::Request(format!(
-                    "batch {id}: its file would differ from the one sent (SHA-256 {before}); not sent"
-                )));
-            }
-        }
+        // A file made again must be the one sent before, byte for byte.
+        let before = self.store.written(id).await.map_err(io)?;
+        let same = |digest: &str| match &before {
+            Some(before) if before != digest => Err(DeliveryError::Request(format!(
+                "batch {id}: its file would differ from the one sent (SHA-256 {before}); not sent"
+            ))),
+            _ => Ok(()),
+        };
         let name = self.bank.file_name(&batch);
-        let delivered = match (&self.bank.dest, &self.upload) {
+        let (delivered, digest) = match (&self.bank.dest, &self.upload) {
             (_, Some(http)) => {
+                let bytes = render(&self.payouts, &self.store, &batch, &self.bank.format)
+                    .await
+                    .map_err(DeliveryError::Request)?;
+                let digest = crate::connectors::file::sha256_hex(&bytes);
+                same(&digest)?;
                 let content_type = match self.bank.format {
                     BankFormat::Pain(_) => "application/xml",
                     BankFormat::Layout(_) => "application/octet-stream",
@@ -725,21 +789,51 @@ impl FilesSink {
                     .upload(bytes, &m.idem_key, &headers, content_type)
                     .await?;
                 d.excerpt = Some(format!("uploaded to {} as {name}", http.url()));
-                d
+                (d, digest)
             }
             (Destination::Dir(dir), None) => {
-                let (dir, file) = (dir.clone(), name.clone());
+                // Rendered straight into a dot-file beside its place and
+                // hashed as it goes (a file is never held in memory whole),
+                // then put in place, and its checksum file after it.
+                let failed = |e: String| DeliveryError::Io(format!("{name}: {e}"));
+                let tmp = crate::connectors::file::temp_path(dir, &name);
+                let file = std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::File::create(&tmp))
+                    .map_err(|e| failed(e.to_string()))?;
+                let out = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, file));
+                let written =
+                    match render_to(&self.payouts, &self.store, &batch, &self.bank.format, out)
+                        .await
+                    {
+                        Ok(out) => {
+                            let (w, digest) = out.finish();
+                            same(&digest)
+                                .and_then(|()| {
+                                    w.into_inner().map_err(|e| failed(e.error().to_string()))
+                                })
+                                .map(|file| (file, digest))
+                        }
+                        Err(e) => Err(DeliveryError::Request(e)),
+                    };
+                let (file, digest) = match written {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                };
+                let (dir, file_name, sum) = (dir.clone(), name.clone(), digest.clone());
                 tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir)?;
-                    crate::connectors::file::write_with_checksum(&dir, &file, &bytes)
+                    crate::connectors::file::place_with_checksum(&dir, &file_name, file, &sum)
                 })
                 .await
                 .map_err(|e| DeliveryError::Io(e.to_string()))?
-                .map_err(|e| DeliveryError::Io(format!("{name}: {e}")))?;
-                Delivered {
+                .map_err(|e| failed(e.to_string()))?;
+                let d = Delivered {
                     status_code: None,
                     excerpt: Some(format!("written to {}", self.bank.place(&batch))),
-                }
+                };
+                (d, digest)
             }
             (Destination::Upload(u), None) => {
                 return Err(DeliveryError::Request(format!(

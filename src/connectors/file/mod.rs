@@ -77,16 +77,44 @@ pub fn checksum_line(name: &str, contents: &[u8]) -> String {
     format!("{}  {name}\n", sha256_hex(contents))
 }
 
+/// Where `dir/name` is written before it is renamed into place: a dot-file
+/// beside it, which readers of the directory pass over.
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.tmp"))
+}
+
 /// Writes `contents` to `dir/name` atomically: a temporary dot-file, flushed
 /// to disk, renamed into place, and the directory flushed.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::File::create(temp_path(dir, name))?;
     f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))?;
+    place(dir, name, f)
+}
+
+/// Puts a file written at [`temp_path`] in place: flushed to disk, renamed,
+/// and the directory flushed.
+fn place(dir: &Path, name: &str, written: std::fs::File) -> std::io::Result<()> {
+    written.sync_all()?;
+    drop(written);
+    std::fs::rename(temp_path(dir, name), dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Puts a file written at [`temp_path`] in place, then its checksum file
+/// (`digest`: its SHA-256, hex), as [`write_with_checksum`] does for a file
+/// in memory.
+pub fn place_with_checksum(
+    dir: &Path,
+    name: &str,
+    written: std::fs::File,
+    digest: &str,
+) -> std::io::Result<()> {
+    place(dir, name, written)?;
+    write_atomic(
+        dir,
+        &format!("{name}.sha256"),
+        format!("{digest}  {name}\n").as_bytes(),
+    )
 }
 
 /// Writes a file and then its checksum file, both atomically: once the
