@@ -986,14 +986,23 @@ async fn report(
     ]
     .iter()
     .map(|c| {
+        let l = c.ledger.lock().unwrap();
         json!({
             "system": c.name,
             "requests": c.requests.load(std::sync::atomic::Ordering::Relaxed),
             "faults_injected": c.faulted.load(std::sync::atomic::Ordering::Relaxed),
-            "repeated_deliveries": c.ledger.lock().unwrap().repeats,
+            "repeated_deliveries": l.repeats,
+            "ledger_effects": l.len(),
+            "ledger_bytes": l.footprint(),
         })
     })
     .collect();
+    let ledgers = simulators.iter().fold((0, 0), |(n, b), s| {
+        (
+            n + s["ledger_effects"].as_u64().unwrap_or(0),
+            b + s["ledger_bytes"].as_u64().unwrap_or(0),
+        )
+    });
     let report = json!({
         "people": people.len(),
         "seconds": elapsed.as_secs_f64(),
@@ -1035,6 +1044,12 @@ async fn report(
         people.len() as f64 / elapsed.as_secs_f64().max(0.001),
         peak_rss_mb(),
         if args.no_faults { "off" } else { "on" }
+    );
+    println!(
+        "simulator ledgers: {} effects in {:.1} MB compressed ({:.1} bytes an effect)",
+        ledgers.0,
+        ledgers.1 as f64 / 1e6,
+        ledgers.1 as f64 / ledgers.0.max(1) as f64
     );
     println!(
         "phases ended at: {}",

@@ -26,7 +26,6 @@ use crate::formats::layout::Layout;
 use crate::formats::pain::{GroupHeader, Pain001Writer, PaymentBlock, Transfer, Version};
 use crate::store::{BatchRow, Claimed, PaymentRow, Store};
 use futures::future::BoxFuture;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -267,40 +266,6 @@ pub async fn render_to<W: Write>(
     let mut file = BatchFile::start(p, batch, format, out)?;
     each_payment(store, &batch.batch_id, |pay| file.payment(pay)).await?;
     file.finish()
-}
-
-/// A writer that hashes (SHA-256) what it passes on.
-pub struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-}
-
-impl<W: Write> Hashing<W> {
-    /// Hashes what is written to `inner`.
-    pub fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hash: Sha256::new(),
-        }
-    }
-
-    /// The writer and the digest of everything written, in hex.
-    pub fn finish(self) -> (W, String) {
-        let digest = self.hash.finalize();
-        (self.inner, crate::connectors::http::sign::hex(&digest))
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// A batch's file as it is written, payment by payment: a pain.001
@@ -800,7 +765,10 @@ impl FilesSink {
                 let file = std::fs::create_dir_all(dir)
                     .and_then(|()| std::fs::File::create(&tmp))
                     .map_err(|e| failed(e.to_string()))?;
-                let out = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, file));
+                let out = crate::connectors::file::Hashing::new(std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    file,
+                ));
                 let written =
                     match render_to(&self.payouts, &self.store, &batch, &self.bank.format, out)
                         .await

@@ -162,13 +162,17 @@ impl Bank {
             let Ok(want) = std::fs::read_to_string(&sum) else {
                 continue; // still being written
             };
-            let bytes = std::fs::read(inbox.join(&name)).map_err(|e| e.to_string())?;
-            if crate::connectors::file::checksum_line(&name, &bytes) != want {
+            let path = inbox.join(&name);
+            let io = |e: std::io::Error| format!("{}: {e}", path.display());
+            if crate::connectors::file::checksum_line_of(&path, &name).map_err(io)? != want {
                 continue; // the checksum file is ahead of the file: not yet complete
             }
             let (answer, body) = match &self.layout {
                 None => {
-                    let (report, txs) = self.decide(&bytes);
+                    // Read as a stream: a file of any size takes a buffer.
+                    let file = std::fs::File::open(&path).map_err(io)?;
+                    let (report, txs) =
+                        self.decide(std::io::BufReader::with_capacity(1 << 16, file));
                     let created = crate::domain::china_now()
                         .format("%Y-%m-%dT%H:%M:%S")
                         .to_string();
@@ -184,7 +188,10 @@ impl Bank {
                     );
                     (answer, xml)
                 }
-                Some(l) => self.answer_layout(l, &name, &bytes)?,
+                Some(l) => {
+                    let bytes = std::fs::read(&path).map_err(io)?;
+                    self.answer_layout(l, &name, &bytes)?
+                }
             };
             // A second answer to the same MsgId (a duplicate file) gets its own name.
             let answer = if answers.join(&answer).exists() {
@@ -223,9 +230,9 @@ impl Bank {
     }
 
     /// The status report for one pain.001 file.
-    pub fn decide(&self, bytes: &[u8]) -> (StatusReport, Vec<TxStatus>) {
+    pub fn decide(&self, file: impl std::io::BufRead) -> (StatusReport, Vec<TxStatus>) {
         let mut txs = Vec::new();
-        let read = pain::read_pain001(bytes, |t| txs.push(t)).map_err(|e| e.to_string());
+        let read = pain::read_pain001(file, |t| txs.push(t)).map_err(|e| e.to_string());
         self.decide_read(read, &txs)
     }
 

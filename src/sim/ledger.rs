@@ -95,8 +95,9 @@ impl<'a> EffectRef<'a> {
 /// Effects are written one after the other in a compact encoding (the
 /// kind's index, the time as the difference from the effect before, the
 /// subject and the detail, each after its length) into a block; a full
-/// block is compressed. About 45 bytes an effect become about 12, where a
-/// ledger kept as entries and text took 64 with the slack of its growing
+/// block is compressed. In a demo of 100,000 people, 650,000 effects take
+/// 5.2 MB, 8 bytes an effect (the demo prints it); kept as fixed-size
+/// entries and one text, they took about 83 with the slack of the growing
 /// arrays.
 #[derive(Default)]
 pub struct Ledger {
@@ -303,12 +304,6 @@ impl Feed {
     /// Whether the feed is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The bytes of the compressed blocks and of the documents after them.
-    pub fn footprint(&self) -> usize {
-        self.sealed.iter().map(|b| b.len()).sum::<usize>()
-            + self.tail.iter().map(|d| d.len()).sum::<usize>()
     }
 
     /// A page from position `from`, as [`super::json_page`] writes it.

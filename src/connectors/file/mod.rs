@@ -77,6 +77,48 @@ pub fn checksum_line(name: &str, contents: &[u8]) -> String {
     format!("{}  {name}\n", sha256_hex(contents))
 }
 
+/// A writer that hashes (SHA-256) what it passes on.
+pub struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Hashing<W> {
+    /// Hashes what is written to `inner`.
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    /// The writer and the digest of everything written, in hex.
+    pub fn finish(self) -> (W, String) {
+        let digest = self.hash.finalize();
+        (self.inner, crate::connectors::http::sign::hex(&digest))
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The text of a checksum file for the file at `path`, named `name` in
+/// it, read as a stream.
+pub fn checksum_line_of(path: &Path, name: &str) -> std::io::Result<String> {
+    let mut h = Hashing::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(format!("{}  {name}\n", h.finish().1))
+}
+
 /// Where `dir/name` is written before it is renamed into place: a dot-file
 /// beside it, which readers of the directory pass over.
 pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
