@@ -126,20 +126,15 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
         "payouts", "build", "--config", cfg, "--period", "2026-11", "--resend", batch_id,
     ]);
     assert!(!o.status.success(), "a resend without a reason is refused");
-    let out = run_ok(&[
-        "payouts",
-        "build",
-        "--config",
-        cfg,
-        "--period",
-        "2026-11",
-        "--resend",
-        batch_id,
-        "--reason",
-        "the bank lost it",
-        "--actor",
-        "ops-li",
-    ]);
+    let resend = |reason: &str| {
+        support::run(&[
+            "payouts", "build", "--config", cfg, "--period", "2026-11", "--resend", batch_id,
+            "--reason", reason, "--actor", "ops-li",
+        ])
+    };
+    let o = resend("the bank lost it");
+    let (out, err) = support::text(&o);
+    assert!(o.status.success(), "{out}{err}");
     assert_eq!(out.matches("written to").count(), 1, "{out}");
     assert_eq!(&sha256(&outdir.join(&name)), digest);
     assert!(store
@@ -178,18 +173,7 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     let real = store.written(batch_id).await.unwrap().unwrap();
     assert_eq!(&real, digest);
     store.mark_written(batch_id, &"0".repeat(64)).await.unwrap();
-    let o = support::run(&[
-        "payouts",
-        "build",
-        "--config",
-        cfg,
-        "--period",
-        "2026-11",
-        "--resend",
-        batch_id,
-        "--reason",
-        "the bank lost it again",
-    ]);
+    let o = resend("the bank lost it again");
     let (out, err) = support::text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(

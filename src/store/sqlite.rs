@@ -1082,18 +1082,7 @@ impl SqliteStore {
                  FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
                  WHERE i.batch_id = ?1 AND i.position > ?2 ORDER BY i.position LIMIT ?3",
                 rusqlite::params![batch_id, after, limit as i64],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        PaymentRow {
-                            payment_id: r.get(1)?,
-                            period: r.get(2)?,
-                            bank_code: r.get(3)?,
-                            amount_fen: r.get(4)?,
-                            record: r.get(5)?,
-                        },
-                    ))
-                },
+                |r| Ok((r.get(0)?, payment_at(r, 1)?)),
             )
         })
         .await
@@ -1155,19 +1144,7 @@ impl SqliteStore {
             Ok(c.query_row(
                 "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1",
                 [&payment_id],
-                |r| {
-                    Ok((
-                        PaymentRow {
-                            payment_id: r.get(0)?,
-                            period: r.get(1)?,
-                            bank_code: r.get(2)?,
-                            amount_fen: r.get(3)?,
-                            record: r.get(4)?,
-                        },
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                },
+                |r| Ok((payment_at(r, 0)?, r.get(5)?, r.get(6)?)),
             )
             .optional()?)
         })
@@ -1332,6 +1309,18 @@ fn all<T, P: rusqlite::Params>(
     let mut st = c.prepare_cached(sql)?;
     let rows = st.query_map(params, f)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A payment from its five columns (payment_id, period, bank_code,
+/// amount_fen, record) starting at column `i`.
+fn payment_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PaymentRow> {
+    Ok(PaymentRow {
+        payment_id: r.get(i)?,
+        period: r.get(i + 1)?,
+        bank_code: r.get(i + 2)?,
+        amount_fen: r.get(i + 3)?,
+        record: r.get(i + 4)?,
+    })
 }
 
 fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
