@@ -625,8 +625,21 @@ async fn pay(
     let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
+    // The bank: every card on the list open with its holder's name, but one
+    // in 200 closed (the list read once, as the payments are counted).
+    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+    let mut closed = Vec::new();
     let mut want = 0i64;
-    sims.subsidies.for_each_payout(&period, |_| want += 1);
+    sims.subsidies.for_each_payout(&period, |p| {
+        let state = if want % 200 == 7 {
+            closed.push(p.holder_id.clone());
+            sim::bank::AccountState::Closed
+        } else {
+            sim::bank::AccountState::Open
+        };
+        bank.account(&p.bank_account_no, &p.account_name, state);
+        want += 1;
+    });
     let deadline = Instant::now() + args.timeout;
     let wait = |what: &'static str| {
         let mp = mp.clone();
@@ -648,20 +661,6 @@ async fn pay(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     phase("payout register");
-    // The bank: every card open with its holder's name, but one in 200 closed.
-    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
-    let mut closed = Vec::new();
-    let mut i = 0;
-    sims.subsidies.for_each_payout(&period, |p| {
-        let state = if i % 200 == 7 {
-            closed.push(p.holder_id.clone());
-            sim::bank::AccountState::Closed
-        } else {
-            sim::bank::AccountState::Open
-        };
-        bank.account(&p.bank_account_no, &p.account_name, state);
-        i += 1;
-    });
     let banker = tokio::spawn(bank.clone().run());
     let mut leg = BankLeg::default();
     let results_in = |store: Arc<Store>, period: String| async move {
@@ -976,6 +975,8 @@ async fn report(
         }));
     }
     let all_ok = invariants.values().all(|v| *v);
+    // Per simulator, and what their ledgers take in all.
+    let mut ledgers = (0, 0);
     let simulators: Vec<Value> = [
         &sims.platform.common,
         &sims.cert.common,
@@ -987,6 +988,7 @@ async fn report(
     .iter()
     .map(|c| {
         let l = c.ledger.lock().unwrap();
+        ledgers = (ledgers.0 + l.len(), ledgers.1 + l.footprint());
         json!({
             "system": c.name,
             "requests": c.requests.load(std::sync::atomic::Ordering::Relaxed),
@@ -997,12 +999,6 @@ async fn report(
         })
     })
     .collect();
-    let ledgers = simulators.iter().fold((0, 0), |(n, b), s| {
-        (
-            n + s["ledger_effects"].as_u64().unwrap_or(0),
-            b + s["ledger_bytes"].as_u64().unwrap_or(0),
-        )
-    });
     let report = json!({
         "people": people.len(),
         "seconds": elapsed.as_secs_f64(),

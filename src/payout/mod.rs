@@ -216,30 +216,13 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Strin
     }
 }
 
-/// Payments read from the register at a time while a file is rendered or
-/// a result reconciled: a batch of 50,000 is never held whole.
-const PAGE: usize = 1000;
+/// Why a payout step failed: its reason, a store error as its text (the
+/// error type [`Store::each_batch_payment`] is called with here).
+struct Reason(String);
 
-/// Calls `f` with each payment of a batch in the batch's order, read from
-/// the register a page at a time.
-async fn each_payment(
-    store: &Store,
-    batch_id: &str,
-    mut f: impl FnMut(&PaymentRow) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut after = -1;
-    loop {
-        let page = store
-            .batch_payments_page(batch_id, after, PAGE)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (position, payment) in &page {
-            f(payment)?;
-            after = *position;
-        }
-        if page.len() < PAGE {
-            return Ok(());
-        }
+impl From<crate::store::StoreError> for Reason {
+    fn from(e: crate::store::StoreError) -> Self {
+        Reason(e.to_string())
     }
 }
 
@@ -264,7 +247,10 @@ pub async fn render_to<W: Write>(
     out: W,
 ) -> Result<W, String> {
     let mut file = BatchFile::start(p, batch, format, out)?;
-    each_payment(store, &batch.batch_id, |pay| file.payment(pay)).await?;
+    store
+        .each_batch_payment(&batch.batch_id, |pay| file.payment(&pay).map_err(Reason))
+        .await
+        .map_err(|Reason(r)| r)?;
     file.finish()
 }
 
@@ -969,11 +955,13 @@ pub async fn reconcile(
     // Each payment's amount (the records are not kept).
     let mut payments: std::collections::HashMap<String, i64> =
         std::collections::HashMap::with_capacity(batch.count.max(0) as usize);
-    each_payment(store, &batch.batch_id, |p| {
-        payments.insert(p.payment_id.clone(), p.amount_fen);
-        Ok(())
-    })
-    .await?;
+    store
+        .each_batch_payment(&batch.batch_id, |p| {
+            payments.insert(p.payment_id, p.amount_fen);
+            Ok::<_, Reason>(())
+        })
+        .await
+        .map_err(|Reason(r)| r)?;
     let today = crate::domain::china_now().date_naive().to_string();
     let mut results = Vec::with_capacity(txs.len());
     for tx in txs {

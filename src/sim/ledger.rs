@@ -96,9 +96,7 @@ impl<'a> EffectRef<'a> {
 /// kind's index, the time as the difference from the effect before, the
 /// subject and the detail, each after its length) into a block; a full
 /// block is compressed. In a demo of 100,000 people, 650,000 effects take
-/// 5.2 MB, 8 bytes an effect (the demo prints it); kept as fixed-size
-/// entries and one text, they took about 83 with the slack of the growing
-/// arrays.
+/// 5.2 MB, 8 bytes an effect (the demo prints it).
 #[derive(Default)]
 pub struct Ledger {
     /// Full blocks, compressed.

@@ -921,21 +921,37 @@ impl Store {
         both!(self, s => s.batches(period).await)
     }
 
-    /// A batch's payments, in file order (all of them at once: a file is
-    /// rendered and a result reconciled a page at a time, with
-    /// [`Store::batch_payments_page`]).
+    /// A batch's payments, in file order, all at once (a file is rendered
+    /// and a result reconciled with [`Store::each_batch_payment`]).
     pub async fn batch_payments(&self, batch_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
         let mut all = Vec::new();
+        self.each_batch_payment(batch_id, |p| {
+            all.push(p);
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Calls `f` with each payment of a batch in file order, read a page of
+    /// 1,000 at a time, so that a batch of any size is never held whole;
+    /// stops at the first error, the store's or `f`'s.
+    pub async fn each_batch_payment<E: From<StoreError>>(
+        &self,
+        batch_id: &str,
+        mut f: impl FnMut(PaymentRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const PAGE: usize = 1000;
         let mut after = -1;
         loop {
-            let page = self.batch_payments_page(batch_id, after, 1000).await?;
-            let full = page.len() == 1000;
+            let page = self.batch_payments_page(batch_id, after, PAGE).await?;
+            let full = page.len() == PAGE;
             for (position, p) in page {
                 after = position;
-                all.push(p);
+                f(p)?;
             }
             if !full {
-                return Ok(all);
+                return Ok(());
             }
         }
     }

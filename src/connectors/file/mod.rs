@@ -74,7 +74,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The text of a checksum file for `name` with these contents.
 pub fn checksum_line(name: &str, contents: &[u8]) -> String {
-    format!("{}  {name}\n", sha256_hex(contents))
+    checksum_text(&sha256_hex(contents), name)
+}
+
+/// The text of a checksum file: the file's SHA-256 (hex) and its name, as
+/// `sha256sum` writes it.
+fn checksum_text(digest: &str, name: &str) -> String {
+    format!("{digest}  {name}\n")
 }
 
 /// A writer that hashes (SHA-256) what it passes on.
@@ -116,7 +122,7 @@ impl<W: Write> Write for Hashing<W> {
 pub fn checksum_line_of(path: &Path, name: &str) -> std::io::Result<String> {
     let mut h = Hashing::new(std::io::sink());
     std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
-    Ok(format!("{}  {name}\n", h.finish().1))
+    Ok(checksum_text(&h.finish().1, name))
 }
 
 /// Where `dir/name` is written before it is renamed into place: a dot-file
@@ -155,7 +161,7 @@ pub fn place_with_checksum(
     write_atomic(
         dir,
         &format!("{name}.sha256"),
-        format!("{digest}  {name}\n").as_bytes(),
+        checksum_text(digest, name).as_bytes(),
     )
 }
 
