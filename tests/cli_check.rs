@@ -237,3 +237,31 @@ fn the_docker_compose_settings_check() {
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("0 errors"), "{out}");
 }
+
+/// `check` makes the plan `run` makes: a target the hub would refuse to
+/// dispatch to (here Avro bodies over HTTP) is an error at its operation,
+/// not an OK followed by a hub that leaves its messages waiting.
+#[test]
+fn a_target_run_would_refuse_is_an_error_of_check() {
+    let dir = copy_config();
+    let d = dir.path();
+    edit(
+        d,
+        "connectors/employment.toml",
+        "schema = \"EmploymentReferral\"",
+        "schema = \"EmploymentReferral\"\nformat = \"avro\"",
+    );
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("would not run"))
+        .unwrap_or_else(|| panic!("no refusal in:\n{out}"));
+    assert!(
+        line.starts_with("connectors/employment.toml:")
+            && line.contains(": error: target employment.")
+            && line.contains("Avro bodies over HTTP are not built"),
+        "{line}"
+    );
+    assert!(out.contains("configuration has problems: 1 error"), "{out}");
+}

@@ -82,14 +82,14 @@ pub struct Admin {
     /// The configuration (feeds, for replays re-mapped).
     pub cfg: &'static Config,
     /// The targets this process serves, with their counters.
-    pub served: crate::cli::run::Served,
+    pub served: crate::hub::Served,
     /// Deliveries counted every few seconds per target.
     pub rates: std::sync::Mutex<Rates>,
 }
 
 impl Admin {
     /// The API's state over a store and the targets served.
-    pub fn new(store: Arc<Store>, cfg: &'static Config, served: crate::cli::run::Served) -> Self {
+    pub fn new(store: Arc<Store>, cfg: &'static Config, served: crate::hub::Served) -> Self {
         Admin {
             store,
             cfg,
@@ -251,16 +251,9 @@ pub fn router(admin: Arc<Admin>) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     admin: Arc<Admin>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
-    let graceful = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
     let sampler = admin.clone();
     tokio::spawn(async move {
         loop {
@@ -272,7 +265,7 @@ pub async fn serve(
         }
     });
     if let Err(e) = axum::serve(listener, router(admin))
-        .with_graceful_shutdown(graceful)
+        .with_graceful_shutdown(crate::hub::stopped(shutdown))
         .await
     {
         tracing::error!(error = %e, "Operations API failed");
@@ -927,41 +920,6 @@ async fn steer_task(
     }
     let t = a.store.task(id).await.map_err(store_error)?;
     Ok(Json(t.as_ref().map(task_json)).into_response())
-}
-
-/// Runs the running bulk replays, a chunk at a time, until `shutdown`.
-pub async fn run_tasks(store: Arc<Store>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        // Only the running tasks' ids are read each round: the task table
-        // keeps every task ever made.
-        let mut more = false;
-        match store.running_tasks().await {
-            Ok(ids) => {
-                for id in ids {
-                    match store.run_task(id, 500).await {
-                        Ok(Some(t)) if t.status == "done" => {
-                            tracing::info!(task = id, replayed = t.done, "Bulk replay done")
-                        }
-                        Ok(Some(t)) => more |= t.status == "running",
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(task = id, error = %e, "Bulk replay chunk failed; trying again")
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot read the tasks"),
-        }
-        if !more {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! Exit codes: 0 success; 1 some records or test cases failed; 2 the
 //! configuration or the command line is wrong.
 
-pub mod demo;
 mod map;
 mod ops;
 pub(crate) mod run;
@@ -267,7 +266,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
     let Some(cfg) = load(&config, false) else {
         return ExitCode::from(2);
     };
-    let rt = run::runtime();
+    let rt = crate::hub::runtime();
     let result: Result<(), String> = rt.block_on(async {
         let store = crate::store::Store::open(&cfg.hub.store.url, &cfg.dir)
             .await
@@ -289,7 +288,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 };
                 let store = std::sync::Arc::new(store);
                 let built =
-                    run::build_payouts(&cfg, &store, &period, target.as_deref(), resend).await?;
+                    crate::hub::send_payouts(&cfg, &store, &period, target.as_deref(), resend).await?;
                 let new = built.iter().filter(|b| b.new).count();
                 let mut undelivered = 0;
                 for b in &built {
@@ -544,7 +543,7 @@ fn sim(
             return ExitCode::from(2);
         }
     };
-    let rt = run::runtime();
+    let rt = crate::hub::runtime();
     rt.block_on(async move {
         let l = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
@@ -582,7 +581,7 @@ pub fn main() -> ExitCode {
         timeout,
     } = cli.command
     {
-        return demo::demo(demo::DemoArgs {
+        return crate::demo::demo(crate::demo::DemoArgs {
             people,
             workdir,
             config,
@@ -701,7 +700,13 @@ fn summary(d: &Diagnostics) -> String {
 
 fn check(dir: &Path) -> ExitCode {
     let started = std::time::Instant::now();
-    let (cfg, diags) = Config::load(dir);
+    let (cfg, mut diags) = Config::load(dir);
+    // The plan the hub makes at start, made here too: a source or target
+    // that `run` would refuse is an error now, not a warning in its log.
+    if let Some(c) = &cfg {
+        diags.items.extend(crate::hub::check(c));
+    }
+    let cfg = cfg.filter(|_| diags.errors() == 0);
     let elapsed = started.elapsed();
     print!("{diags}");
     match cfg {

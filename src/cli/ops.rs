@@ -5,7 +5,7 @@
 //! still masked unless `--unmasked` is given with a reason (audited), and
 //! every action is audited under `--actor`.
 
-use super::{load, run};
+use super::load;
 use crate::admin;
 use crate::store::{MessageFilter, Store};
 use clap::Subcommand;
@@ -335,7 +335,7 @@ where
         return ExitCode::from(2);
     };
     let cfg: &'static crate::config::Config = Box::leak(Box::new(cfg));
-    let rt = run::runtime();
+    let rt = crate::hub::runtime();
     let r = rt.block_on(async move {
         let store = Store::open(&cfg.hub.store.url, &cfg.dir)
             .await

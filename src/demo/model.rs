@@ -1,0 +1,140 @@
+//! The model: the synthetic people and, for each, what the rules give
+//! them. The report checks what the simulated systems saw against it, never
+//! against the hub's own store: it is the specification of what the hub
+//! must do.
+
+use crate::synth::{self, Rng};
+use serde_json::json;
+
+pub(super) struct Applicant {
+    pub(super) application_id: String,
+    pub(super) id: String,
+    pub(super) category: u8,
+    pub(super) level: u8,
+    /// What is wrong with the record, if anything.
+    pub(super) bad: Option<&'static str>,
+    pub(super) has_card: bool,
+    pub(super) card_ok: bool,
+    pub(super) dibao: &'static str,
+    pub(super) care: bool,
+    pub(super) pension: &'static str,
+    pub(super) adult: bool,
+    pub(super) wants_work: bool,
+    pub(super) filed_at: i64,
+}
+
+impl Applicant {
+    pub(super) fn certified(&self) -> bool {
+        self.bad.is_none()
+            || self.bad == Some("bank card fails its check digit")
+            || self.bad == Some("no social security card")
+    }
+    pub(super) fn card_loaded(&self) -> bool {
+        self.certified() && self.has_card
+    }
+    pub(super) fn subsidy_request(&self) -> bool {
+        self.certified() && self.dibao != "TEKUN" && self.card_ok
+    }
+    pub(super) fn pension(&self) -> bool {
+        self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2 && self.adult
+    }
+    pub(super) fn employment(&self) -> bool {
+        self.certified() && self.wants_work
+    }
+    pub(super) fn certificate_no(&self) -> String {
+        format!("{}{}{}", self.id, self.category, self.level)
+    }
+}
+
+/// Makes the applicants and their forms.
+pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
+    let mut rng = Rng::new(seed);
+    // The certificate system dates issues in China's time zone; ages must
+    // be counted on the same day.
+    let today = crate::domain::china_now().date_naive();
+    // One person, one ID number: synthetic numbers collide now and then
+    // (county × birth date × sequence), and a second person with the same
+    // number would be refused by the certificate system, rightly.
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    (0..n)
+        .map(|i| {
+            let p = loop {
+                let p = synth::person(&mut rng);
+                if seen.insert(p.id.clone()) {
+                    break p;
+                }
+            };
+            let bad: Option<&'static str> = match rng.below(1000) {
+                0..=9 => Some("ID number fails its check digit"),
+                10..=19 => Some("bank card fails its check digit"),
+                20..=24 => Some("name missing"),
+                25..=29 => Some("no social security card"),
+                _ => None,
+            };
+            let mut id = p.id.clone();
+            if bad == Some("ID number fails its check digit") {
+                let last = id.pop().unwrap_or('0');
+                id.push(if last == '1' { '2' } else { '1' });
+            }
+            let mut card = p.card.clone();
+            if bad == Some("bank card fails its check digit") {
+                let last = card.pop().unwrap_or('0');
+                card.push(char::from(b'0' + (last as u8 - b'0' + 1) % 10));
+            }
+            let name = if bad == Some("name missing") {
+                "  ".to_string()
+            } else {
+                p.name.clone()
+            };
+            let dibao = *rng.pick(&[
+                "NONE",
+                "NONE",
+                "NONE",
+                "DIBAO",
+                "DIBAO",
+                "NEAR_DIBAO",
+                "TEKUN",
+            ]);
+            let care = p.level <= 2 && rng.chance(85);
+            let pension = *rng.pick(&["NONE", "NONE", "RESIDENT_SCHEME", "EMPLOYEE_SCHEME"]);
+            let wants_employment = rng.chance(20);
+            let wants_training = rng.chance(10);
+            let age = today.years_since(p.birth).unwrap_or(0);
+            let application_id = format!("SX-{seed:04}-{i:08}");
+            let form = json!({
+                "application_id": application_id,
+                "submitted_at": crate::domain::china_now().to_rfc3339(),
+                "request": "NEW",
+                "applicant": {
+                    "id_no": id, "name": name,
+                    "phone": format!("13{:09}", rng.below(1_000_000_000)),
+                    "region_code": p.region, "address": null
+                },
+                "certificate_no": null,
+                "target_region_code": null,
+                "bank": {"account_no": card, "bank_code": p.bank_code, "account_name": p.name},
+                "dibao": dibao,
+                "needs_long_term_care": care,
+                "wants_employment": wants_employment,
+                "wants_training": wants_training,
+                "pension": pension,
+            });
+            let a = Applicant {
+                application_id,
+                id,
+                category: p.category,
+                level: p.level,
+                bad,
+                has_card: bad != Some("no social security card"),
+                card_ok: bad != Some("bank card fails its check digit"),
+                dibao,
+                care,
+                pension,
+                adult: age >= 16,
+                wants_work: wants_employment || wants_training,
+                filed_at: 0,
+            };
+            (a, serde_json::to_vec(&form).unwrap_or_default())
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! The phases: the application chain (forms filed, followed through
+//! every system until nothing is pending), then the bank leg (the month's
+//! payout list paid, rejected payments re-issued).
+
+use crate::config::Config;
+use crate::sim::{self};
+use crate::store::{status, Store};
+use crate::synth::{self, Rng};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::model::{applicants, Applicant};
+use super::report::report;
+use super::scenario::{start_sims, write_config, Sims, SECRETS};
+use super::DemoArgs;
+
+pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
+    let started = Instant::now();
+    let dir = &args.workdir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Logs go to a file: the terminal shows the progress.
+    let log = std::fs::File::create(dir.join("hub.log")).map_err(|e| e.to_string())?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TONGBAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(log))
+        .try_init();
+    for (k, v) in SECRETS {
+        // SAFETY: set before any other thread reads the environment's secrets.
+        unsafe { std::env::set_var(k, v) };
+    }
+
+    let sims = start_sims(!args.no_faults).await?;
+    write_config(&args.config, dir, &sims.ports)?;
+    let (cfg, diags) = Config::load(dir);
+    let Some(cfg) = cfg else {
+        return Err(format!(
+            "the demo configuration does not load:\n{}",
+            diags
+                .items
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    };
+    let cfg: &'static Config = Box::leak(Box::new(cfg));
+    let store = Arc::new(
+        Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+
+    // The people, and the world they live in: assessments and cards.
+    let mut people = applicants(args.people, args.seed);
+    for (a, _) in &people {
+        sims.cert.assess(&a.id, a.category, a.level);
+        if a.has_card {
+            sims.sscard.issue_card(&a.id);
+        }
+    }
+    let expect = |f: fn(&Applicant) -> bool| people.iter().filter(|(a, _)| f(a)).count() as u64;
+    let want_certs = expect(Applicant::certified);
+    let want_cards = expect(Applicant::card_loaded);
+    let want_subsidy = expect(Applicant::subsidy_request);
+    let want_pension = expect(Applicant::pension);
+    let want_employment = expect(Applicant::employment);
+
+    let hub = crate::hub::Hub::start(cfg, store.clone()).await;
+
+    let mp = MultiProgress::new();
+    let style =
+        ProgressStyle::with_template("{prefix:>22} [{bar:40}] {pos:>7}/{len:7} {per_sec:>10}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    let bar = |name: &str, len: u64| {
+        let b = mp.add(ProgressBar::new(len));
+        b.set_style(style.clone());
+        b.set_prefix(name.to_string());
+        b
+    };
+    let b_filed = bar("forms filed", people.len() as u64);
+    let b_certs = bar("certificates issued", want_certs);
+    let b_cards = bar("cards loaded", want_cards);
+    let b_subsidy = bar("subsidy decisions", want_subsidy);
+    let b_pension = bar("pension enrolments", want_pension);
+    let b_employment = bar("employment referrals", want_employment);
+
+    // File the forms (the platform keeps them; the demo does not).
+    for (a, form) in people.iter_mut() {
+        a.filed_at = crate::store::now_ms();
+        sims.platform.file(form);
+        *form = Vec::new();
+        b_filed.inc(1);
+    }
+    b_filed.finish();
+
+    let count = |c: &Arc<sim::Common>, kind: &str| c.count(kind);
+    let deadline = Instant::now() + args.timeout;
+    // Done when every expected effect has arrived and nothing is pending,
+    // or when nothing has moved for 5 s and nothing is pending (then the
+    // invariants say what is missing).
+    let mut last = (Vec::new(), Instant::now());
+    let observed = loop {
+        let now = vec![
+            sims.cert.holders() as u64,
+            count(&sims.sscard.common, "card_loaded"),
+            count(&sims.subsidies.common, "eligibility"),
+            count(&sims.pension.common, "enrolled"),
+            count(&sims.employment.common, "referred"),
+            count(&sims.platform.common, "status"),
+        ];
+        b_certs.set_position(now[0]);
+        b_cards.set_position(now[1]);
+        b_subsidy.set_position(now[2]);
+        b_pension.set_position(now[3]);
+        b_employment.set_position(now[4]);
+        let reached = now[0] >= want_certs
+            && now[1] >= want_cards
+            && now[2] >= want_subsidy
+            && now[3] >= want_pension
+            && now[4] >= want_employment;
+        if now != last.0 {
+            last = (now.clone(), Instant::now());
+        }
+        let quiet = last.1.elapsed() >= Duration::from_secs(5);
+        if reached || quiet {
+            let mut pending = 0;
+            for (t, _) in hub.served() {
+                pending += store
+                    .pending(&t.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if pending == 0 {
+                break now;
+            }
+        }
+        if Instant::now() > deadline {
+            mp.println(format!("gave up after {:?}", args.timeout)).ok();
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(if reached || quiet {
+            1000
+        } else {
+            200
+        }))
+        .await;
+    };
+    let expected = [
+        want_certs,
+        want_cards,
+        want_subsidy,
+        want_pension,
+        want_employment,
+    ];
+    let names = [
+        "certificates",
+        "cards loaded",
+        "subsidy decisions",
+        "pension enrolments",
+        "employment referrals",
+    ];
+    for ((n, want), got) in names.iter().zip(expected).zip(&observed) {
+        if *got != want {
+            mp.println(format!("{n}: expected {want}, the systems saw {got}"))
+                .ok();
+        }
+    }
+    for b in [&b_certs, &b_cards, &b_subsidy, &b_pension, &b_employment] {
+        b.finish();
+    }
+    let chain_done = started.elapsed();
+    let mut bank = pay(&args, &sims, &store, cfg, &mp, started).await?;
+    bank.phases
+        .insert(0, ("application chain", chain_done.as_secs_f64()));
+    let elapsed = started.elapsed();
+    hub.stop().await;
+
+    report(&args, &sims, &store, cfg, &people, elapsed, &bank).await
+}
+
+/// What the bank leg did.
+#[derive(Default)]
+pub(super) struct BankLeg {
+    /// Batches built (first round and re-issue round).
+    pub(super) batches: usize,
+    /// Payments rejected by the bank the first time (closed accounts).
+    pub(super) rejected: usize,
+    /// Payments re-issued with a corrected account.
+    pub(super) reissued: usize,
+    /// Credited per payment id, by the bank.
+    pub(super) credited: HashMap<String, u32>,
+    /// Payment ids the bank credited twice.
+    pub(super) paid_twice: Vec<String>,
+    /// Alarms raised.
+    pub(super) alarms: usize,
+    /// Whether every payment got its result in time.
+    pub(super) settled: bool,
+    /// When each phase ended, seconds since the demo started.
+    pub(super) phases: Vec<(&'static str, f64)>,
+}
+
+/// The month's payouts: the payout list through the hub into the payout
+/// register, batch files to the bank (a few accounts closed), the bank's
+/// answers reconciled, the rejected payments re-issued with corrected
+/// accounts, and paid.
+pub(super) async fn pay(
+    args: &DemoArgs,
+    sims: &Sims,
+    store: &Arc<Store>,
+    cfg: &Config,
+    mp: &MultiProgress,
+    started: Instant,
+) -> Result<BankLeg, String> {
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
+    let e = |e: crate::store::StoreError| e.to_string();
+    let period = sims.subsidies.period.lock().unwrap().clone();
+    // The bank: every card on the list open with its holder's name, but one
+    // in 200 closed (the list read once, as the payments are counted).
+    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+    let mut closed = Vec::new();
+    let mut want = 0i64;
+    sims.subsidies.for_each_payout(&period, |p| {
+        let state = if want % 200 == 7 {
+            closed.push(p.holder_id.clone());
+            sim::bank::AccountState::Closed
+        } else {
+            sim::bank::AccountState::Open
+        };
+        bank.account(&p.bank_account_no, &p.account_name, state);
+        want += 1;
+    });
+    let deadline = Instant::now() + args.timeout;
+    let wait = |what: &'static str| {
+        let mp = mp.clone();
+        move |ok: bool| {
+            if !ok && Instant::now() > deadline {
+                mp.println(format!("gave up waiting for {what}")).ok();
+                return true;
+            }
+            ok
+        }
+    };
+    // The whole list is in the payout register.
+    let done = wait("the payout register");
+    loop {
+        let c = store.counts().await.map_err(e)?;
+        if done(c.messages("bank.payment_instructions", status::DELIVERED) >= want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase("payout register");
+    let banker = tokio::spawn(bank.clone().run());
+    let mut leg = BankLeg::default();
+    let results_in = |store: Arc<Store>, period: String| async move {
+        store
+            .results(&period)
+            .await
+            .map(|r| r.iter().all(|x| x.1.is_some()))
+            .unwrap_or(false)
+    };
+    // The batches are made and their files queued; the running hub's files
+    // target delivers them to the bank's directory. The register is asked
+    // (a join over the month's payments) only once the bank has answered
+    // every file.
+    leg.batches += crate::payout::build(cfg, store, &period, None, None)
+        .await?
+        .batches
+        .len();
+    let done = wait("the bank's results");
+    while !done(bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    phase("bank results");
+    // Re-issue what the bank rejected, each with its holder's new card. The
+    // register's results say how many were rejected; the closed accounts'
+    // payments are looked up (not every payment of the month, one by one).
+    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let register_rejected: i64 = store
+        .results(&period)
+        .await
+        .map_err(e)?
+        .iter()
+        .filter(|r| r.1.as_deref() == Some("REJECTED"))
+        .map(|r| r.2)
+        .sum();
+    let rejected: Vec<String> = {
+        let mut ids = Vec::new();
+        for holder in &closed {
+            for ty in ["LIVING", "CARE"] {
+                let id = format!("{ty}-{holder}-{}", period.replace('-', ""));
+                if let Some((_, Some(r), _)) = store.payment(&id).await.map_err(e)? {
+                    if r == "REJECTED" {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        ids
+    };
+    if rejected.len() as i64 != register_rejected {
+        mp.println(format!(
+            "the register has {register_rejected} rejected payments; the closed accounts account for {}",
+            rejected.len()
+        ))
+        .ok();
+    }
+    leg.rejected = rejected.len();
+    for id in &rejected {
+        let (row, _, _) = store.payment(id).await.map_err(e)?.ok_or("payment gone")?;
+        let mut v: Value = serde_json::from_slice(&row.record).map_err(|e| e.to_string())?;
+        let card = synth::luhn_complete(&format!("621700{:012}", rng.below(1_000_000_000_000)));
+        bank.account(
+            &card,
+            v["creditor_name"].as_str().unwrap_or_default(),
+            sim::bank::AccountState::Open,
+        );
+        v["creditor_account"] = card.into();
+        let record = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+        store
+            .reissue(
+                id,
+                Some((record, row.bank_code)),
+                "demo-operator",
+                "account corrected after the bank's AC04",
+            )
+            .await
+            .map_err(e)?;
+        leg.reissued += 1;
+    }
+    if leg.reissued > 0 {
+        leg.batches += crate::payout::build(cfg, store, &period, None, None)
+            .await?
+            .new
+            .len();
+        let done = wait("the re-issued payments' results");
+        while !done(
+            bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await,
+        ) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        phase("re-issued payments' results");
+    }
+    leg.phases = phases;
+    leg.settled = results_in(store.clone(), period.clone()).await;
+    banker.abort();
+    leg.credited = bank.credited();
+    leg.paid_twice = bank.paid_twice();
+    leg.alarms = store.alarms().await.map_err(e)?.len();
+    Ok(leg)
+}

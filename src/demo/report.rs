@@ -1,0 +1,453 @@
+//! The report: what each simulated system saw, compared with the model,
+//! person by person; the invariants, the phases and the figures, printed
+//! and written to `report.json`.
+
+use crate::config::Config;
+use crate::sim::{self, subsidies};
+use crate::store::{status, Store};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::model::Applicant;
+use super::phases::BankLeg;
+use super::scenario::Sims;
+use super::DemoArgs;
+
+/// A reason as one line per kind of problem: markup removed, numbers
+/// (already masked) folded, at most 110 characters.
+/// A reason as one line per kind of problem: markup removed, numbers
+/// (already masked) folded, at most 110 characters.
+pub(super) fn summary(reason: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    let mut run = 0;
+    for c in reason.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if in_tag => {}
+            c if c.is_ascii_digit() || c == '*' => {
+                run += 1;
+                if run == 4 {
+                    for _ in 0..3 {
+                        out.pop();
+                    }
+                    out.push('…');
+                } else if run < 4 {
+                    out.push(c);
+                }
+            }
+            c => {
+                run = 0;
+                out.push(c);
+            }
+        }
+    }
+    let out = out.replace("{\"error\":\"", "").replace("\"}", "");
+    let out = match out.find("check character is ") {
+        Some(i) => format!("{}check character wrong", &out[..i]),
+        None => out,
+    };
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(110)
+        .collect()
+}
+
+pub(super) fn percentile(sorted: &[i64], q: u64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as u64 - 1) * q / 100) as usize]
+}
+
+pub(super) fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+pub(super) async fn report(
+    args: &DemoArgs,
+    sims: &Sims,
+    store: &Store,
+    cfg: &Config,
+    people: &[(Applicant, Vec<u8>)],
+    elapsed: Duration,
+    bank: &BankLeg,
+) -> Result<bool, String> {
+    let counts = store.counts().await.map_err(|e| e.to_string())?;
+    let mut invariants = BTreeMap::new();
+
+    // Each person whose certificate was issued and who has a card: the
+    // card loaded exactly once, with their certificate; nobody else's.
+    // The ledgers are read in place (a copy of a ledger of millions of
+    // effects would be the demo's largest allocation), and what is counted
+    // per applicant is kept by their place in `people`.
+    let place: HashMap<&str, usize> = people
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (a.id.as_str(), i))
+        .collect();
+    // Per kind of effect: how many each applicant got, the latencies from
+    // filing, and how many went to someone who never applied.
+    let tally = |c: &sim::Common, kind: &str| {
+        let mut n = vec![0u32; people.len()];
+        let mut latency = Vec::new();
+        let mut strangers = 0;
+        c.for_each(kind, |e| match place.get(e.subject()) {
+            Some(&i) => {
+                n[i] += 1;
+                latency.push(e.at - people[i].0.filed_at);
+            }
+            None => strangers += 1,
+        });
+        latency.sort_unstable();
+        (n, latency, strangers)
+    };
+    let (per_person, card_lat, strangers) = tally(&sims.sscard.common, "card_loaded");
+    let cards_ok = strangers == 0
+        && people.iter().zip(&per_person).all(|((a, _), &n)| {
+            if a.card_loaded() {
+                n == 1 && sims.sscard.loaded_on(&a.id) == Some(a.certificate_no())
+            } else {
+                n == 0
+            }
+        });
+    drop(per_person);
+    invariants.insert("each_eligible_card_loaded_exactly_once", cards_ok);
+
+    // The month's payout list: each eligible person once per subsidy, with
+    // the amount the rules give; nobody else. The list is read a payment at
+    // a time: per applicant, the amount and count listed for each subsidy,
+    // and what the bank credited them.
+    let period = sims.subsidies.period.lock().unwrap().clone();
+    let month = period.replace('-', "");
+    let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
+    let mut paid_per_person = vec![0i64; people.len()];
+    let (mut list_len, mut paid_total, mut unknown) = (0usize, 0i64, 0usize);
+    sims.subsidies.for_each_payout(&period, |p| {
+        list_len += 1;
+        paid_total += p.amount_fen;
+        let (Some(&i), Some(care)) = (
+            place.get(p.holder_id.as_str()),
+            match p.subsidy_type.as_str() {
+                "LIVING" => Some(0),
+                "CARE" => Some(1),
+                _ => None,
+            },
+        ) else {
+            unknown += 1;
+            return;
+        };
+        let e = &mut listed[i][care];
+        *e = (p.amount_fen, e.1 + 1);
+        // The bank paid each payment of the list exactly once (re-issues
+        // included), so each person got exactly what the rules give them.
+        let id = format!("{}-{}-{month}", p.subsidy_type, p.holder_id);
+        if bank.credited.get(&id) == Some(&1) {
+            paid_per_person[i] += p.amount_fen;
+        }
+    });
+    let mut expected_total = 0i64;
+    let mut expected_items = 0usize;
+    let mut payouts_ok = unknown == 0;
+    let mut paid_ok = bank.settled;
+    for (((a, _), have), paid) in people.iter().zip(&listed).zip(&paid_per_person) {
+        let (living, care) = if a.subsidy_request() {
+            subsidies::entitlement(&sims.subsidies.rates, a.category, a.level, a.dibao, a.care)
+        } else {
+            (0, 0)
+        };
+        for (fen, have) in [living, care].into_iter().zip(have) {
+            if fen > 0 {
+                expected_total += fen;
+                expected_items += 1;
+                payouts_ok &= *have == (fen, 1);
+            } else {
+                payouts_ok &= have.1 == 0;
+            }
+        }
+        paid_ok &= *paid == living + care;
+    }
+    drop((listed, paid_per_person));
+    payouts_ok &= list_len == expected_items;
+    paid_ok &= bank.credited.len() == expected_items;
+    invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
+    invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
+    invariants.insert(
+        "each_eligible_person_in_payout_list_once_with_right_amount",
+        payouts_ok && paid_total == expected_total,
+    );
+
+    // Pension and employment: exactly the people the rules select.
+    let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
+        let (n, _, strangers) = tally(c, kind);
+        strangers == 0 && people.iter().zip(n).all(|((a, _), n)| n == u32::from(f(a)))
+    };
+    invariants.insert(
+        "each_pension_enrolment_exactly_once",
+        once(&sims.pension.common, "enrolled", Applicant::pension),
+    );
+    invariants.insert(
+        "each_employment_referral_exactly_once",
+        once(&sims.employment.common, "referred", Applicant::employment),
+    );
+
+    // Every applicant whose certificate was issued sees it on the platform:
+    // each application's latest status, kept by the applicant's place.
+    let application: HashMap<&str, usize> = people
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (a.application_id.as_str(), i))
+        .collect();
+    let mut issued_seen = vec![false; people.len()];
+    sims.platform.common.for_each("status", |e| {
+        if let Some(&i) = application.get(e.subject()) {
+            issued_seen[i] = matches!(e.detail(), "CERTIFICATE_ISSUED" | "CARD_LOADED");
+        }
+    });
+    drop(application);
+    let status_ok = people
+        .iter()
+        .zip(&issued_seen)
+        .all(|((a, _), seen)| !a.certified() || *seen);
+    invariants.insert("every_certified_applicant_sees_the_status", status_ok);
+
+    // Every bad record explained where the chain meets it, with a reason:
+    // a bad ID number quarantined by the application feed, a missing name
+    // refused by the certificate system, a person without a card refused
+    // by the card system, a bad bank card quarantined by the subsidy feed
+    // (for those who apply for a subsidy: the others' card is never used).
+    let stage = |f: &dyn Fn(&Applicant) -> bool| people.iter().filter(|(a, _)| f(a)).count() as i64;
+    let bad_is = |a: &Applicant, why: &str| a.bad == Some(why);
+    let want = [
+        stage(&|a| bad_is(a, "ID number fails its check digit")),
+        stage(&|a| bad_is(a, "name missing")),
+        stage(&|a| bad_is(a, "no social security card")),
+        stage(&|a| bad_is(a, "bank card fails its check digit") && a.dibao != "TEKUN"),
+    ];
+    let got = [
+        counts.quarantined("application_to_cert_application"),
+        counts.messages("national_cert.submit_application", status::DEAD),
+        counts.messages("sscard.load_certificate", status::DEAD),
+        counts.quarantined("certificate_issued_to_subsidy_eligibility"),
+    ];
+    let mut reasons: BTreeMap<String, i64> = BTreeMap::new();
+    let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.0).collect();
+    sources.dedup();
+    for source in sources {
+        for (m, _, reason) in store.quarantine(source).await.map_err(|e| e.to_string())? {
+            *reasons
+                .entry(format!("quarantined by {m}: {}", summary(&reason)))
+                .or_default() += 1;
+        }
+    }
+    let mut other_dead = 0;
+    for (t, s, n) in &counts.messages {
+        if *s == status::DEAD {
+            if t != "national_cert.submit_application" && t != "sscard.load_certificate" {
+                other_dead += n;
+            }
+            for m in store
+                .messages(t, status::DEAD, 1_000_000)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let why = summary(&m.last_error.unwrap_or_default());
+                *reasons.entry(format!("dead at {t}: {why}")).or_default() += 1;
+            }
+        }
+    }
+    invariants.insert(
+        "every_rejected_record_explained",
+        want == got && other_dead == 0 && reasons.keys().all(|r| !r.ends_with(": ")),
+    );
+
+    // Latency: form filed → card loaded, and → subsidy decided.
+    let (_, subsidy_lat, _) = tally(&sims.subsidies.common, "eligibility");
+
+    let mut feeds = Vec::new();
+    for m in cfg.mappings.values() {
+        let t = m.to.to_string();
+        feeds.push(json!({
+            "feed": m.name,
+            "target": t,
+            "delivered_to_target": counts.messages(&t, status::DELIVERED),
+            "retried_attempts_at_target": counts.retries(&t),
+            "dead": counts.messages(&t, status::DEAD),
+            "pending": counts.messages(&t, status::PENDING),
+            "quarantined": counts.quarantined(&m.name),
+        }));
+    }
+    let all_ok = invariants.values().all(|v| *v);
+    // Per simulator, and what their ledgers take in all.
+    let mut ledgers = (0, 0);
+    let simulators: Vec<Value> = [
+        &sims.platform.common,
+        &sims.cert.common,
+        &sims.sscard.common,
+        &sims.subsidies.common,
+        &sims.pension.common,
+        &sims.employment.common,
+    ]
+    .iter()
+    .map(|c| {
+        let l = c.ledger.lock().unwrap();
+        ledgers = (ledgers.0 + l.len(), ledgers.1 + l.footprint());
+        json!({
+            "system": c.name,
+            "requests": c.requests.load(std::sync::atomic::Ordering::Relaxed),
+            "faults_injected": c.faulted.load(std::sync::atomic::Ordering::Relaxed),
+            "repeated_deliveries": l.repeats,
+            "ledger_effects": l.len(),
+            "ledger_bytes": l.footprint(),
+        })
+    })
+    .collect();
+    let report = json!({
+        "people": people.len(),
+        "seconds": elapsed.as_secs_f64(),
+        "people_per_second": people.len() as f64 / elapsed.as_secs_f64().max(0.001),
+        "peak_rss_mb": peak_rss_mb(),
+        "faults": !args.no_faults,
+        "period": period,
+        "payout_list": {"items": list_len, "total_fen": paid_total},
+        "bank": {
+            "batches": bank.batches,
+            "rejected_first": bank.rejected,
+            "reissued": bank.reissued,
+            "paid": bank.credited.len(),
+            "paid_twice": bank.paid_twice.len(),
+            "alarms": bank.alarms,
+        },
+        "phases_end_s": bank.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
+        "latency_ms": {
+            "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
+            "filed_to_subsidy_decided": {"p50": percentile(&subsidy_lat, 50), "p99": percentile(&subsidy_lat, 99)},
+        },
+        "feeds": feeds,
+        "simulators": simulators,
+        "rejected": reasons,
+        "invariants": invariants,
+    });
+    let path = args.workdir.join("report.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+
+    println!();
+    println!(
+        "{} people in {:.1} s ({:.0} people/s), peak RSS {} MB, faults {}",
+        people.len(),
+        elapsed.as_secs_f64(),
+        people.len() as f64 / elapsed.as_secs_f64().max(0.001),
+        peak_rss_mb(),
+        if args.no_faults { "off" } else { "on" }
+    );
+    println!(
+        "simulator ledgers: {} effects in {:.1} MB compressed ({:.1} bytes an effect)",
+        ledgers.0,
+        ledgers.1 as f64 / 1e6,
+        ledgers.1 as f64 / ledgers.0.max(1) as f64
+    );
+    println!(
+        "phases ended at: {}",
+        bank.phases
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{:<46} {:>9} {:>9} {:>6} {:>11}",
+        "feed", "delivered", "retried", "dead", "quarantined"
+    );
+    for f in report["feeds"].as_array().into_iter().flatten() {
+        let n = |k: &str| f[k].as_i64().unwrap_or(0);
+        println!(
+            "{:<46} {:>9} {:>9} {:>6} {:>11}",
+            f["feed"].as_str().unwrap_or(""),
+            n("delivered_to_target"),
+            n("retried_attempts_at_target"),
+            n("dead"),
+            n("quarantined")
+        );
+    }
+    println!(
+        "(delivered, retried and dead count per target; feeds that share a target show its total)"
+    );
+    println!(
+        "latency, form filed → card loaded: p50 {} ms, p99 {} ms; → subsidy decided: p50 {} ms, p99 {} ms",
+        percentile(&card_lat, 50),
+        percentile(&card_lat, 99),
+        percentile(&subsidy_lat, 50),
+        percentile(&subsidy_lat, 99)
+    );
+    println!(
+        "payout list {period}: {} payments, {} fen in all",
+        list_len, paid_total
+    );
+    println!(
+        "bank: {} batch files; {} payments rejected (closed accounts) and re-issued with corrected accounts: {}; {} payments paid, {} paid twice, {} alarms",
+        bank.batches,
+        bank.rejected,
+        bank.reissued,
+        bank.credited.len(),
+        bank.paid_twice.len(),
+        bank.alarms
+    );
+    println!("rejected records, by reason:");
+    for (r, n) in report["rejected"].as_object().into_iter().flatten() {
+        println!("  {n:>6}  {r}");
+    }
+    println!("invariants:");
+    for (k, v) in &report["invariants"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    {
+        println!(
+            "  {} {k}",
+            if v.as_bool() == Some(true) {
+                "ok  "
+            } else {
+                "FAIL"
+            }
+        );
+    }
+    println!("report: {}", path.display());
+    Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_fold_into_kinds() {
+        assert_eq!(
+            summary("field `id_no`: invalid ID number 220102********1962: check character is 2, expected 1"),
+            "field `id_no`: invalid ID number …: check character wrong"
+        );
+        assert_eq!(
+            summary("the target answered HTTP 422: <?xml version=\"1.0\"?><R><code>422</code><message>unknown person</message></R>"),
+            "the target answered HTTP 422: 422 unknown person"
+        );
+    }
+}

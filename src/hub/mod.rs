@@ -1,0 +1,202 @@
+//! The running hub: plans every source a feed reads and every target a
+//! feed writes to, starts a task for each (sources, a supervised
+//! dispatcher per target, the bulk-replay worker), and stops them all on
+//! one signal, waiting for deliveries in flight to be recorded.
+//!
+//! The plan is made from the configuration alone ([`sources::plan`],
+//! [`targets::plan`]): `tongban check` runs the same plan, so a target the
+//! hub would refuse is an error there, before anything runs. Used by the
+//! CLI (`run`, `payouts build`), the demo and the tests; it uses the
+//! connectors, the dispatcher, payouts and the store, and nothing above it
+//! (not the CLI, not the operations API).
+
+pub mod sources;
+pub mod targets;
+pub mod tasks;
+
+use crate::config::{Config, Diagnostic, OpRef, Severity};
+use crate::dispatch::{run_target, Sink, TargetSettings, TargetStats};
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The served targets of a running hub, with their counters.
+pub type Served = Vec<(OpRef, Arc<TargetStats>)>;
+
+/// A running hub.
+pub struct Hub {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    served: Served,
+}
+
+impl Hub {
+    /// Starts the hub on an open store: every source a feed reads, a
+    /// supervised dispatcher per target a feed writes to, and the
+    /// bulk-replay worker. Sources and targets that cannot run are logged
+    /// with the reason (and are errors of `tongban check`).
+    pub async fn start(cfg: &'static Config, store: Arc<Store>) -> Hub {
+        let (stop, watch) = watch::channel(false);
+        let mut tasks = sources::start(cfg, store.clone(), watch.clone()).await;
+        let mut served = Vec::new();
+        for (t, planned) in targets::plan_all(cfg) {
+            match planned.and_then(|p| targets::build(cfg, &t, p, &store)) {
+                Ok((sink, settings)) => {
+                    tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
+                    let stats = Arc::new(TargetStats::default());
+                    served.push((t, stats.clone()));
+                    tasks.push(tokio::spawn(supervise(
+                        store.clone(),
+                        sink,
+                        settings,
+                        stats,
+                        watch.clone(),
+                    )));
+                }
+                Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
+            }
+        }
+        tasks.push(tokio::spawn(tasks::run(store, watch)));
+        Hub {
+            stop,
+            tasks,
+            served,
+        }
+    }
+
+    /// The targets dispatched, with their counters.
+    pub fn served(&self) -> &Served {
+        &self.served
+    }
+
+    /// Turns true when the hub is told to stop: for tasks started beside
+    /// it (the operations API) that stop with it.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Adds a task that [`Hub::stop`] waits for.
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Stops sources and dispatchers; returns once deliveries in flight
+    /// are finished and recorded.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// What `tongban check` adds to the loader's diagnostics: every source and
+/// target that the hub would not run, as an error at its operation.
+pub fn check(cfg: &Config) -> Vec<Diagnostic> {
+    let at = |r: &OpRef, what: &str, why: String| {
+        let c = cfg.connectors.get(&r.connector);
+        let (file, line) = c.map_or((cfg.dir.join("connectors"), 0), |c| {
+            let base = r.operation.trim_end_matches("/files");
+            let line = c.spec.operations.get(base).map_or(0, |o| {
+                crate::config::SourceText::new(
+                    &c.file,
+                    std::fs::read_to_string(&c.file).unwrap_or_default(),
+                )
+                .line_col(o.span().start)
+                .0
+            });
+            (c.file.clone(), line)
+        });
+        Diagnostic {
+            severity: Severity::Error,
+            file: file
+                .strip_prefix(&cfg.dir)
+                .map(|p| p.to_path_buf())
+                .unwrap_or(file),
+            line,
+            column: if line == 0 { 0 } else { 1 },
+            message: format!("{what} {r} would not run: {why}"),
+        }
+    };
+    let mut out = Vec::new();
+    for (s, p) in sources::plan_all(cfg) {
+        if let Err(why) = p {
+            out.push(at(&s, "source", why));
+        }
+    }
+    for (t, p) in targets::plan_all(cfg) {
+        if let Err(why) = p {
+            out.push(at(&t, "target", why));
+        }
+    }
+    out
+}
+
+/// `tongban payouts build`: batches the period, queues their files on the
+/// bank's files target, delivers them now through the outbox, and says
+/// where each batch's file stands.
+pub async fn send_payouts(
+    cfg: &Config,
+    store: &Arc<Store>,
+    period: &str,
+    target: Option<&str>,
+    resend: Option<(&str, &str, &str)>,
+) -> Result<Vec<crate::payout::Built>, String> {
+    let plan = crate::payout::build(cfg, store, period, target, resend).await?;
+    let (sink, settings) = targets::files_target(cfg, &plan.bank, store)?;
+    let before = crate::payout::delivered_ids(store, &settings.target).await?;
+    crate::payout::deliver_now(store.clone(), sink, settings, Duration::from_secs(60)).await?;
+    crate::payout::outcome(store, &plan, &before).await
+}
+
+/// Runs a target, and runs it again after a pause when it stops on a store
+/// error (the store was unreachable for longer than a lease): a store that
+/// restarts must not leave a target stopped.
+async fn supervise(
+    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
+    settings: TargetSettings,
+    stats: Arc<TargetStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match run_target(
+            store.clone(),
+            sink.clone(),
+            settings.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(target_name = %settings.target, error = %e, "Target stopped on a store error; restarting it");
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The multi-threaded tokio runtime the hub runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone): the
+/// graceful-shutdown signal of the servers the hub runs.
+pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+}
