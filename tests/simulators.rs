@@ -1,4 +1,4 @@
-//! The simulators over HTTP on 127.0.0.1: their rules (DOMAIN.md), their
+//! The simulators over HTTP on 127.0.0.1: their rules (docs/domain.md), their
 //! ledgers (each idempotency key applied once) and their fault switches.
 
 mod support;

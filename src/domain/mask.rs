@@ -1,4 +1,4 @@
-//! Masking of personal data (DOMAIN.md §7): ID numbers and bank cards keep
+//! Masking of personal data (docs/domain.md §7): ID numbers and bank cards keep
 //! their first 6 and last 4 characters, names keep their first character.
 
 /// Keeps the first `head` and last `tail` characters, replacing the rest

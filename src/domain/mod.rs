@@ -1,4 +1,4 @@
-//! Domain rules of DOMAIN.md: resident ID numbers (GB 11643), disability
+//! Domain rules of docs/domain.md: resident ID numbers (GB 11643), disability
 //! certificate numbers, administrative division codes, Luhn-checked bank
 //! card numbers and the masking of personal data.
 //!

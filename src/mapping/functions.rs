@@ -1,5 +1,5 @@
 //! The functions mapping expressions can call: strings, integers, dates,
-//! code tables and the domain rules of DOMAIN.md. Each is type-checked and
+//! code tables and the domain rules of docs/domain.md. Each is type-checked and
 //! prepared at compile time; literal arguments such as regular expressions
 //! and date formats are parsed once, here.
 //!

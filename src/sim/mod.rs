@@ -2,7 +2,7 @@
 //! `tongban demo`, and for a data office rehearsing a feed before going
 //! live: `tongban sim <system> --listen 127.0.0.1:PORT`.
 //!
-//! Each is an axum server with the system's API and rules (DOMAIN.md), a
+//! Each is an axum server with the system's API and rules (docs/domain.md), a
 //! ledger of its effects, deduplicated by idempotency key, at
 //! `GET /_ledger`, and fault switches at `GET|POST /_faults`: an error rate
 //! (503), added latency, a rate of 429 with `Retry-After`, a rate of

@@ -48,7 +48,7 @@ pub struct Rates {
 
 impl Default for Rates {
     fn default() -> Self {
-        // Shanghai 2021 figures (DOMAIN.md §5).
+        // Shanghai 2021 figures (docs/domain.md §5).
         Rates {
             living_dibao_fen: 41_000,
             living_near_dibao_fen: 29_000,

@@ -1,0 +1,231 @@
+//! The outbox on SQLite.
+
+use crate::store::sqlite::*;
+use crate::store::*;
+use rusqlite::{params, OptionalExtension};
+use std::time::Duration;
+
+impl SqliteStore {
+    pub(in crate::store) async fn ingest(
+        &self,
+        batch: Vec<Ingest>,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.with(move |c| {
+            let now = now_ms();
+            let mut out = IngestOutcome::default();
+            {
+                let mut inbox = c.prepare_cached(
+                    "INSERT INTO inbox (source, source_id, record, received_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (source, source_id) DO NOTHING RETURNING id",
+                )?;
+                let mut message = c.prepare_cached(
+                    "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+                )?;
+                let mut head = c.prepare_cached(
+                    "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, key) DO NOTHING",
+                )?;
+                let mut quarantine = c.prepare_cached(
+                    "INSERT INTO quarantine (inbox_id, mapping, part, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let mut cursor = c.prepare_cached(
+                    "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )?;
+                for item in &batch {
+                    let inbox_id: Option<i64> = inbox
+                        .query_row(params![item.source, item.source_id, item.record, now], |r| r.get(0))
+                        .optional()?;
+                    match inbox_id {
+                        None => out.duplicates += 1,
+                        Some(inbox_id) => {
+                            out.stored += 1;
+                            for m in &item.messages {
+                                let idem = idempotency_key(&item.source, &item.source_id, &m.mapping);
+                                let id: Option<i64> = message
+                                    .query_row(
+                                        params![inbox_id, m.mapping, m.target, m.key, idem, m.payload, now],
+                                        |r| r.get(0),
+                                    )
+                                    .optional()?;
+                                if let Some(id) = id {
+                                    out.messages += 1;
+                                    head.execute(params![m.target, m.key, id, now])?;
+                                }
+                            }
+                            for q in &item.quarantine {
+                                quarantine.execute(params![inbox_id, q.mapping, q.part, q.reason, now])?;
+                                out.quarantined += 1;
+                            }
+                        }
+                    }
+                    if let Some(cur) = &item.cursor {
+                        cursor.execute(params![item.source, cur, now])?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn claim(
+        &self,
+        target: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            let paused: bool = c
+                .query_row(
+                    "SELECT paused FROM targets WHERE target = ?1",
+                    [&target],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .is_some_and(|p| p != 0);
+            let mut out = Vec::new();
+            if !paused {
+                let now = now_ms();
+                let until = now + lease.as_millis() as i64;
+                let heads: Vec<(String, i64, i64)> = all(
+                    c,
+                    "UPDATE heads SET due_at = ?1, lease = lease + 1
+                         WHERE rowid IN (SELECT rowid FROM heads WHERE target = ?2 AND due_at <= ?3
+                                         ORDER BY due_at LIMIT ?4)
+                         RETURNING key, message_id, lease",
+                    params![until, target, now, limit as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                let mut msg = c.prepare_cached(
+                    "SELECT idem_key, payload, attempts FROM messages WHERE id = ?1",
+                )?;
+                for (key, id, lease) in heads {
+                    let (idem_key, payload, attempts) =
+                        msg.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    out.push(Claimed {
+                        id,
+                        target: target.clone(),
+                        key,
+                        idem_key,
+                        payload,
+                        attempts,
+                        lease,
+                    });
+                }
+            }
+            out.sort_by_key(|c| c.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
+        self.with(move |c| {
+            let now = now_ms();
+            let mut applied = 0;
+            for s in &settles {
+                c.prepare_cached(
+                    "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    s.id,
+                    s.attempt.at,
+                    s.attempt.duration_ms,
+                    outcome_code(&s.outcome),
+                    s.attempt.status_code,
+                    s.attempt.error_class,
+                    s.attempt.excerpt
+                ])?;
+                let head: Option<(i64, i64)> = c
+                    .prepare_cached(HEAD)?
+                    .query_row(params![s.target, s.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if head != Some((s.id, s.lease)) {
+                    continue; // claimed again after the lease ran out: the newer claim settles it
+                }
+                applied += 1;
+                let error = error_text(s);
+                match &s.outcome {
+                    Outcome::Delivered => {
+                        c.prepare_cached(
+                            "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = ?2, last_error = NULL WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now])?;
+                        advance(c, &s.target, &s.key, now)?;
+                    }
+                    Outcome::Retry { at } => {
+                        c.prepare_cached(
+                            "UPDATE messages SET attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now, error])?;
+                        c.prepare_cached("UPDATE heads SET due_at = ?3 WHERE target = ?1 AND key = ?2")?
+                            .execute(params![s.target, s.key, at])?;
+                    }
+                    Outcome::Dead { .. } => {
+                        c.prepare_cached(
+                            "UPDATE messages SET status = 2, attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![s.id, now, error])?;
+                        c.prepare_cached("UPDATE heads SET due_at = NULL WHERE target = ?1 AND key = ?2")?
+                            .execute(params![s.target, s.key])?;
+                    }
+                }
+            }
+            Ok(applied)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn release(
+        &self,
+        claims: Vec<(String, String, i64)>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let now = now_ms();
+            for (target, key, lease) in &claims {
+                c.prepare_cached(
+                    "UPDATE heads SET due_at = ?4 WHERE target = ?1 AND key = ?2 AND lease = ?3",
+                )?
+                .execute(params![target, key, lease, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn cursor(
+        &self,
+        source: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let source = source.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT cursor FROM cursors WHERE source = ?1",
+                [&source],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
+        let target = target.to_string();
+        self.with(move |c| {
+            Ok(
+                c.prepare_cached("SELECT count(*) FROM messages WHERE target = ?1 AND status = 0")?
+                    .query_row([&target], |r| r.get(0))?,
+            )
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn inbox_len(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?))
+            .await
+    }
+}
