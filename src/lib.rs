@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod demo;
+pub mod diag;
 pub mod dispatch;
 pub mod domain;
 pub mod formats;

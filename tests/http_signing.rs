@@ -187,7 +187,7 @@ signature_header = "sign"
 "#;
     std::env::set_var("TONGBAN_TEST_HMAC_SECRET", "s3cret-from-the-platform");
     let a: tongban::config::connector::HmacAuth = toml::from_str(toml).unwrap();
-    let s = a.signer().unwrap();
+    let s = Signer::from_recipe(&a).unwrap();
     assert_eq!(s.headers.app_key, "appKey");
     assert_eq!(s.headers.signature, "sign");
     assert_eq!(
@@ -204,5 +204,5 @@ signature_header = "sign"
     );
     let bad: tongban::config::connector::HmacAuth =
         toml::from_str(&toml.replace("\"base64\"", "\"base32\"")).unwrap();
-    assert!(bad.signer().unwrap_err().contains("base32"));
+    assert!(Signer::from_recipe(&bad).unwrap_err().contains("base32"));
 }

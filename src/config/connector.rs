@@ -107,35 +107,6 @@ pub struct HmacAuth {
     pub signature_header: Option<String>,
 }
 
-impl HmacAuth {
-    /// The signer this recipe describes (the secret resolved).
-    pub fn signer(&self) -> Result<crate::connectors::http::sign::Signer, String> {
-        use crate::connectors::http::sign::{Encoding, Signer};
-        let secret = self.secret.resolve()?;
-        let mut s = Signer::new(&self.app_key, secret.as_bytes(), self.algorithm);
-        if let Some(t) = &self.string_to_sign {
-            s.template = t.clone();
-        }
-        s.encoding = match self.encoding.as_deref() {
-            None | Some("hex") => Encoding::Hex,
-            Some("base64") => Encoding::Base64,
-            Some(other) => return Err(format!("hmac encoding {other:?} must be hex or base64")),
-        };
-        let h = &mut s.headers;
-        for (field, value) in [
-            (&mut h.app_key, &self.app_key_header),
-            (&mut h.timestamp, &self.timestamp_header),
-            (&mut h.nonce, &self.nonce_header),
-            (&mut h.signature, &self.signature_header),
-        ] {
-            if let Some(v) = value {
-                *field = v.clone();
-            }
-        }
-        Ok(s)
-    }
-}
-
 /// MAC algorithms for signed requests.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

@@ -7,13 +7,12 @@
 //! a run are collected into [`Diagnostics`] with file, line and column.
 
 pub mod connector;
-pub mod diag;
 pub mod feed;
 pub mod hub;
 pub mod secret;
 
+pub use crate::diag::{Diagnostic, Diagnostics, Severity, SourceText};
 pub use connector::{BodyFormat, ConnectorKind, ConnectorSpec, Direction};
-pub use diag::{Diagnostic, Diagnostics, Severity, SourceText};
 pub use feed::{Expect, Mapping, OpRef, Rejection, Stage, TestCase, TestResult};
 pub use hub::HubConfig;
 pub use secret::Secret;
@@ -115,7 +114,7 @@ impl Loader {
                 Ok(text) => Some(SourceText::new(self.shown(p), text)),
                 Err(e) => {
                     let shown = self.shown(p);
-                    self.diags.push(diag::file_error(
+                    self.diags.push(crate::diag::file_error(
                         &shown,
                         format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
                     ));
@@ -125,7 +124,7 @@ impl Loader {
             Err(e) => {
                 let shown = self.shown(p);
                 self.diags
-                    .push(diag::file_error(&shown, format!("cannot read: {e}")));
+                    .push(crate::diag::file_error(&shown, format!("cannot read: {e}")));
                 None
             }
         }
@@ -161,7 +160,7 @@ impl Loader {
         let p = self.dir.join("tongban.toml");
         if !p.exists() {
             let shown = self.shown(&p);
-            self.diags.push(diag::file_error(
+            self.diags.push(crate::diag::file_error(
                 &shown,
                 format!(
                     "missing: {} is not a tongban configuration directory (no tongban.toml)",
@@ -184,7 +183,7 @@ impl Loader {
         if files.is_empty() {
             let shown = self.shown(&self.dir.join("schemas"));
             self.diags
-                .push(diag::file_error(&shown, "no schemas (*.avsc) found"));
+                .push(crate::diag::file_error(&shown, "no schemas (*.avsc) found"));
         }
         for p in files {
             let Some(src) = self.read(&p) else { continue };

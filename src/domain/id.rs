@@ -183,7 +183,7 @@ fn validate_birth(b: &[u8]) -> Result<(), IdError> {
     if date.year() < 1850 {
         return Err(IdError::BirthDate(text()));
     }
-    if crate::schema::days_from_date(date) > today_in_china() {
+    if super::days::days_from_date(date) > today_in_china() {
         return Err(IdError::FutureBirthDate(text()));
     }
     Ok(())

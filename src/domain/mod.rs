@@ -6,6 +6,7 @@
 //! operator understands; error texts never contain the unmasked value.
 
 pub mod cert;
+pub mod days;
 pub mod id;
 pub mod luhn;
 pub mod mask;

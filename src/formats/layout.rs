@@ -34,7 +34,7 @@
 //! error naming the line and field: nothing is cut or replaced silently,
 //! since a shortened name or account is a payment to the wrong person.
 
-use crate::config::{Diagnostic, SourceText};
+use crate::diag::{Diagnostic, SourceText};
 use serde::Deserialize;
 use std::collections::HashMap;
 use toml::Spanned;

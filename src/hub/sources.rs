@@ -4,9 +4,10 @@
 //! consumers, and one webhook endpoint for every webhook source.
 
 use crate::config::connector::{Auth, Operation};
-use crate::config::{Config, Connector, ConnectorKind, OpRef};
+use crate::config::{BodyFormat, Config, Connector, ConnectorKind, OpRef};
 use crate::connectors::file::FileSource;
 use crate::connectors::http::pull::HttpPull;
+use crate::connectors::http::sign::Signer;
 use crate::connectors::http::webhook::{self, WebhookOp};
 use crate::connectors::intake::{GroupCommit, Intake};
 use crate::store::Store;
@@ -19,7 +20,13 @@ use tokio::task::JoinHandle;
 /// What a source is.
 pub enum Plan<'a> {
     /// Files picked up from a directory.
-    File,
+    File {
+        /// The connector.
+        connector: &'a Connector,
+        /// Bank result files (pain.002 or a layout), reconciled against
+        /// the payout register before their records go on.
+        bank_results: bool,
+    },
     /// Signed requests to the hub's webhook endpoint (HMAC checked if the
     /// connector has `[auth]`).
     Webhook {
@@ -70,7 +77,10 @@ pub fn plan<'a>(cfg: &'a Config, src: &OpRef) -> Result<Plan<'a>, String> {
         ConnectorKind::File => {
             glob::Pattern::new(op.file_pattern.as_deref().unwrap_or("*"))
                 .map_err(|e| format!("file_pattern: {e}"))?;
-            Ok(Plan::File)
+            Ok(Plan::File {
+                connector,
+                bank_results: matches!(op.format, BodyFormat::Pain002 | BodyFormat::Layout),
+            })
         }
         ConnectorKind::Http if op.webhook => {
             match connector.spec.auth.as_ref().map(|a| a.get_ref()) {
@@ -111,13 +121,23 @@ pub async fn start(
             let intake = Intake::new(cfg, store.clone(), &src)?;
             let w = shutdown.clone();
             Ok(match p {
-                Plan::File => {
-                    let fs = FileSource::new(cfg, intake, &src)?;
+                Plan::File {
+                    connector,
+                    bank_results,
+                } => {
+                    let mut fs = FileSource::new(cfg, intake, &src)?;
+                    if bank_results {
+                        fs = fs.with_results(Arc::new(crate::payout::Reconciler::new(
+                            store.clone(),
+                            connector.layouts.get(&src.operation).cloned(),
+                            src.to_string(),
+                        )));
+                    }
                     Some(tokio::spawn(async move { fs.run(w).await }))
                 }
                 Plan::Webhook { connector } => {
                     let signer = match connector.spec.auth.as_ref().map(|a| a.get_ref()) {
-                        Some(Auth::Hmac(h)) => Some(h.signer()?),
+                        Some(Auth::Hmac(h)) => Some(Signer::from_recipe(h)?),
                         _ => None,
                     };
                     hooks.insert(

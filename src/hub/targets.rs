@@ -7,6 +7,7 @@
 use crate::config::connector::{Auth, Operation};
 use crate::config::{BodyFormat, Config, Connector, ConnectorKind, ConnectorSpec, OpRef};
 use crate::connectors::file::FileSink;
+use crate::connectors::http::sign::Signer;
 use crate::connectors::http::{HttpAuth, HttpSink, Tls};
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::{Sink, TargetSettings};
@@ -306,7 +307,7 @@ fn files(
 pub(crate) fn auth_of(spec: &ConnectorSpec) -> Result<Option<HttpAuth>, String> {
     Ok(match spec.auth.as_ref().map(|a| a.get_ref()) {
         None => None,
-        Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(h.signer()?)),
+        Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(Signer::from_recipe(h)?)),
         Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
         Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
     })

@@ -889,6 +889,58 @@ fn refusal(code: &str) -> &'static str {
     }
 }
 
+/// The payout register's handler of a bank's result files: each file is
+/// read (pain.002, or the bank's layout), reconciled against the register,
+/// and its per-payment results are the records a file source passes on.
+pub struct Reconciler {
+    store: Arc<Store>,
+    layout: Option<Arc<Layout>>,
+    source: String,
+}
+
+impl Reconciler {
+    /// For the source `source` (named in logs), reading the bank's `layout`
+    /// if it has one, pain.002 otherwise.
+    pub fn new(store: Arc<Store>, layout: Option<Arc<Layout>>, source: String) -> Self {
+        Reconciler {
+            store,
+            layout,
+            source,
+        }
+    }
+
+    async fn records(&self, name: &str, contents: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let (report, txs) = match &self.layout {
+            Some(l) => read_layout_result(l, name, contents)
+                .map_err(|e| format!("not a readable result file: {e}"))?,
+            None => {
+                let mut txs = Vec::new();
+                let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
+                    .map_err(|e| format!("not a readable pain.002: {e}"))?;
+                (report, txs)
+            }
+        };
+        let r = reconcile(&self.store, &report, &txs).await?;
+        tracing::info!(source = %self.source, file = %name, batch = %r.batch_id,
+            accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
+            rejected_fen = r.rejected.1, pending = r.pending, "Bank results reconciled");
+        for (kind, detail) in &r.alarms {
+            tracing::warn!(batch = %r.batch_id, kind = %kind, detail = %detail, "Payout alarm");
+        }
+        Ok(r.results)
+    }
+}
+
+impl crate::connectors::file::ResultFiles for Reconciler {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        contents: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, String>> {
+        Box::pin(self.records(name, contents))
+    }
+}
+
 /// Reconciles a bank status report against the payout register: each
 /// transaction matched by its `EndToEndId` and recorded as accepted,
 /// rejected (with its reason code) or pending; an alarm for a report on an

@@ -176,6 +176,20 @@ pub fn write_with_checksum(dir: &Path, name: &str, contents: &[u8]) -> std::io::
     )
 }
 
+/// What a file source makes of a bank's result file (`format =
+/// "pain002"` or `"layout"`): one record per payment for the feeds. The
+/// transport only moves and claims the file; the hub wires in the payout
+/// register's reconciliation (`payout::Reconciler`).
+pub trait ResultFiles: Send + Sync {
+    /// The records of one complete result file, or why it is refused (the
+    /// file then goes to `failed/` with the reason).
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        contents: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, String>>;
+}
+
 /// How a source decides that a file is complete.
 #[derive(Clone, Copy, Debug)]
 pub enum Readiness {
@@ -193,8 +207,9 @@ pub struct FileSource {
     readiness: Readiness,
     poll: Duration,
     format: BodyFormat,
-    /// `format = "layout"`: the bank's layout of its result files.
-    layout: Option<std::sync::Arc<crate::formats::layout::Layout>>,
+    /// `format = "pain002"` or `"layout"`: what the bank's result files
+    /// become (wired in by the hub: the payout register's reconciliation).
+    results: Option<std::sync::Arc<dyn ResultFiles>>,
     /// Sizes and times seen at the last poll (quiet readiness).
     seen: std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, SystemTime, SystemTime)>>,
     /// Files read to the end (for tests and logs).
@@ -231,10 +246,17 @@ impl FileSource {
             readiness,
             poll: op.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
             format: op.format,
-            layout: c.layouts.get(&op_ref.operation).cloned(),
+            results: None,
             seen: Default::default(),
             files_done: AtomicU64::new(0),
         })
+    }
+
+    /// Hands the bank's result files (`format = "pain002"` or `"layout"`)
+    /// to `results`, whose records go on to the feeds.
+    pub fn with_results(mut self, results: std::sync::Arc<dyn ResultFiles>) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// Polls until `shutdown`; a file being read when it comes is finished
@@ -393,27 +415,15 @@ impl FileSource {
         Ok(())
     }
 
-    /// A bank status report: reconciled against the payout register (see
-    /// [`crate::payout::reconcile`]); its per-payment results are the records.
+    /// A bank's result file: its records, as the result handler makes them.
     async fn pain002(&self, name: &str, contents: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
-        let (report, txs) = match &self.layout {
-            Some(l) => crate::payout::read_layout_result(l, name, contents)
-                .map_err(|e| format!("not a readable result file: {e}"))?,
-            None => {
-                let mut txs = Vec::new();
-                let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
-                    .map_err(|e| format!("not a readable pain.002: {e}"))?;
-                (report, txs)
-            }
-        };
-        let r = crate::payout::reconcile(self.intake.store(), &report, &txs).await?;
-        tracing::info!(source = %self.intake.source(), file = %name, batch = %r.batch_id,
-            accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
-            rejected_fen = r.rejected.1, pending = r.pending, "Bank results reconciled");
-        for (kind, detail) in &r.alarms {
-            tracing::warn!(batch = %r.batch_id, kind = %kind, detail = %detail, "Payout alarm");
-        }
-        Ok(r.results
+        let results = self
+            .results
+            .as_ref()
+            .ok_or("no handler of bank result files is wired to this source")?;
+        Ok(results
+            .read(name, contents)
+            .await?
             .into_iter()
             .enumerate()
             .map(|(i, b)| (i + 1, b))

@@ -10,7 +10,7 @@
 //! algorithm's hash: SHA-256 or SM3). The default is
 //! `"{method}\n{path}\n{timestamp}\n{nonce}\n{body_digest}"`.
 
-use crate::config::connector::MacAlgorithm;
+use crate::config::connector::{HmacAuth, MacAlgorithm};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -99,6 +99,33 @@ pub enum VerifyError {
 }
 
 impl Signer {
+    /// The signer an `[auth] type = "hmac"` recipe describes (the secret
+    /// resolved).
+    pub fn from_recipe(recipe: &HmacAuth) -> Result<Signer, String> {
+        let secret = recipe.secret.resolve()?;
+        let mut s = Signer::new(&recipe.app_key, secret.as_bytes(), recipe.algorithm);
+        if let Some(t) = &recipe.string_to_sign {
+            s.template = t.clone();
+        }
+        s.encoding = match recipe.encoding.as_deref() {
+            None | Some("hex") => Encoding::Hex,
+            Some("base64") => Encoding::Base64,
+            Some(other) => return Err(format!("hmac encoding {other:?} must be hex or base64")),
+        };
+        let h = &mut s.headers;
+        for (field, value) in [
+            (&mut h.app_key, &recipe.app_key_header),
+            (&mut h.timestamp, &recipe.timestamp_header),
+            (&mut h.nonce, &recipe.nonce_header),
+            (&mut h.signature, &recipe.signature_header),
+        ] {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
+        }
+        Ok(s)
+    }
+
     /// A signer with the default headers, template and hex encoding.
     pub fn new(app_key: &str, secret: &[u8], algorithm: MacAlgorithm) -> Self {
         Signer {
