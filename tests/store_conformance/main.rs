@@ -43,6 +43,7 @@ macro_rules! conformance {
 mod ops;
 mod outbox;
 mod payouts;
+mod schema;
 
 const T: &str = "sscard.load_certificate";
 
