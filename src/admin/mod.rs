@@ -16,7 +16,7 @@ pub mod metrics;
 
 use crate::config::Config;
 use crate::domain::mask;
-use crate::store::{status, MessageFilter, MessageRow, Store};
+use crate::store::{MessageFilter, MessageRow, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -429,16 +429,8 @@ pub struct ListQuery {
 }
 
 /// A status by name.
-pub fn status_code(s: &str) -> Result<i64, String> {
-    match s {
-        "pending" => Ok(status::PENDING),
-        "delivered" => Ok(status::DELIVERED),
-        "dead" => Ok(status::DEAD),
-        "skipped" => Ok(status::SKIPPED),
-        other => Err(format!(
-            "no status {other:?}: pending, delivered, dead or skipped"
-        )),
-    }
+pub fn status_code(s: &str) -> Result<crate::store::Status, String> {
+    crate::store::Status::parse(s)
 }
 
 fn summary(m: &MessageRow) -> Value {

@@ -11,8 +11,12 @@
 //! bumps a lease counter, so a stale worker cannot settle it. A dead message
 //! parks its head (`due_at` NULL): its key waits, other keys flow.
 
+#[macro_use]
+mod state;
 mod postgres;
 mod sqlite;
+
+pub use state::{status, AttemptOutcome, Status};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -44,16 +44,20 @@ pub(in crate::store) async fn delivery_tx(
 }
 
 /// Moves each key's head to its next pending message, or removes it.
-pub(in crate::store) const ADVANCE: &str = "WITH nxt AS (
+pub(in crate::store) const ADVANCE: &str = concat!(
+    "WITH nxt AS (
          SELECT u.t, u.k, (SELECT m.id FROM messages m
-                           WHERE m.target = u.t AND m.key = u.k AND m.status = 0
+                           WHERE m.target = u.t AND m.key = u.k AND m.status = ",
+    status_sql!(PENDING),
+    "
                            ORDER BY m.id LIMIT 1) AS id
          FROM UNNEST($1::text[], $2::text[]) AS u(t, k)),
      moved AS (
          UPDATE heads h SET message_id = nxt.id, due_at = $3
          FROM nxt WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NOT NULL)
      DELETE FROM heads h USING nxt
-     WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NULL";
+     WHERE h.target = nxt.t AND h.key = nxt.k AND nxt.id IS NULL"
+);
 
 pub(in crate::store) fn pool_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Pool(e.to_string())

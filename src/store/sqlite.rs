@@ -206,8 +206,11 @@ pub(in crate::store) fn all<T, P: rusqlite::Params>(
 }
 
 /// A key's oldest pending message.
-pub(in crate::store) const NEXT_PENDING: &str =
-    "SELECT id FROM messages WHERE target = ?1 AND key = ?2 AND status = 0 ORDER BY id LIMIT 1";
+pub(in crate::store) const NEXT_PENDING: &str = concat!(
+    "SELECT id FROM messages WHERE target = ?1 AND key = ?2 AND status = ",
+    status_sql!(PENDING),
+    " ORDER BY id LIMIT 1"
+);
 
 /// A key's head: its claimed message and lease.
 pub(in crate::store) const HEAD: &str =

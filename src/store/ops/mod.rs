@@ -19,8 +19,8 @@ pub struct MessageRow {
     pub mapping: String,
     /// Idempotency key.
     pub idem_key: String,
-    /// One of [`status`].
-    pub status: i64,
+    /// Its state.
+    pub status: Status,
     /// Attempts made.
     pub attempts: i64,
     /// Last error, if any.
@@ -40,8 +40,8 @@ pub struct MessageRow {
 pub struct MessageFilter {
     /// `connector.operation`.
     pub target: Option<String>,
-    /// One of [`status`].
-    pub status: Option<i64>,
+    /// In this state (stored as its code).
+    pub status: Option<Status>,
     /// The ordering key (the person).
     pub key: Option<String>,
     /// An attempt failed with this class (`http_422`, `timeout`, …).
@@ -109,7 +109,7 @@ impl MessageFilter {
         if let Some(s) = self.status {
             // A literal, so that SQLite's planner sees which partial index
             // holds the status (its plans do not look at bound values).
-            w.push(format!("m.status = {s}"));
+            w.push(format!("m.status = {}", s.code()));
         }
         let clause = if w.is_empty() {
             String::new()
@@ -202,7 +202,7 @@ pub struct TokenRow {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     /// (target, state, messages).
-    pub messages: Vec<(String, i64, i64)>,
+    pub messages: Vec<(String, Status, i64)>,
     /// (target, attempts that failed and were retried).
     pub retries: Vec<(String, i64)>,
     /// (source, mapping, quarantine rows).
@@ -211,7 +211,7 @@ pub struct Counts {
 
 impl Counts {
     /// Messages of a target in a state.
-    pub fn messages(&self, target: &str, status: i64) -> i64 {
+    pub fn messages(&self, target: &str, status: Status) -> i64 {
         self.messages
             .iter()
             .filter(|(t, s, _)| t == target && *s == status)
@@ -443,7 +443,7 @@ impl Store {
     pub async fn messages(
         &self,
         target: &str,
-        status: i64,
+        status: Status,
         limit: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         both!(self, s => s.messages(target, status, limit).await)
@@ -470,14 +470,8 @@ impl Store {
 }
 
 /// A state's name, for messages.
-pub fn status_name(s: i64) -> &'static str {
-    match s {
-        status::PENDING => "pending",
-        status::DELIVERED => "delivered",
-        status::DEAD => "dead",
-        status::SKIPPED => "skipped",
-        _ => "unknown",
-    }
+pub fn status_name(s: Status) -> &'static str {
+    s.name()
 }
 
 /// The target and key of a message that must be dead for an operator
@@ -489,10 +483,10 @@ pub(crate) fn require_dead(
 ) -> Result<(String, String), StoreError> {
     match row {
         None => Err(StoreError::Refused(format!("there is no message {id}"))),
-        Some((t, k, status::DEAD)) => Ok((t, k)),
+        Some((t, k, s)) if s == Status::Dead.code() => Ok((t, k)),
         Some((_, _, s)) => Err(StoreError::Refused(format!(
             "message {id} is {}: only dead messages are {verb}",
-            status_name(s)
+            Status::from_code(s).map_or("in an unknown state", Status::name)
         ))),
     }
 }

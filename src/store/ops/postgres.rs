@@ -17,7 +17,11 @@ impl PgStore {
         let (target, key) = dead_message(&tx, id, "replayed").await?;
         let now = now_ms();
         tx.execute(
-            "UPDATE messages SET status = 0, payload = COALESCE($2, payload), updated_at = $3 WHERE id = $1",
+            concat!(
+                "UPDATE messages SET status = ",
+                status_sql!(PENDING),
+                ", payload = COALESCE($2, payload), updated_at = $3 WHERE id = $1"
+            ),
             &[&id, &payload, &now],
         )
         .await?;
@@ -110,7 +114,7 @@ impl PgStore {
         }
         for r in c
             .query(
-                "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target",
+                concat!("SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = ", status_sql!(PENDING), " GROUP BY h.target"),
                 &[],
             )
             .await?
@@ -369,7 +373,12 @@ impl PgStore {
             let targets: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
             let keys: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
             tx.execute(
-                "UPDATE messages SET status = 0, updated_at = $2 WHERE id = ANY($1) AND status = 2",
+                concat!(
+                    "UPDATE messages SET status = ",
+                    status_sql!(PENDING),
+                    ", updated_at = $2 WHERE id = ANY($1) AND status = ",
+                    status_sql!(DEAD)
+                ),
                 &[&ids, &now],
             )
             .await?;
@@ -503,7 +512,11 @@ impl PgStore {
         let (target, key) = dead_message(&tx, id, "skipped").await?;
         let now = now_ms();
         tx.execute(
-            "UPDATE messages SET status = 3, updated_at = $2 WHERE id = $1",
+            concat!(
+                "UPDATE messages SET status = ",
+                status_sql!(SKIPPED),
+                ", updated_at = $2 WHERE id = $1"
+            ),
             &[&id, &now],
         )
         .await?;
@@ -573,7 +586,7 @@ impl PgStore {
     pub(in crate::store) async fn messages(
         &self,
         target: &str,
-        status: i64,
+        status: Status,
         limit: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let c = self.client().await?;
@@ -656,7 +669,7 @@ impl PgStore {
         {
             out.messages.push((r.get(0), r.get(1), r.get(2)));
         }
-        for r in c.query("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = 0 GROUP BY m.target", &[]).await? {
+        for r in c.query(concat!("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = ", status_sql!(RETRIED), " GROUP BY m.target"), &[]).await? {
             out.retries.push((r.get(0), r.get(1)));
         }
         drop(c);

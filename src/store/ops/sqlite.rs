@@ -17,7 +17,7 @@ impl SqliteStore {
             let (target, key) = dead_message(c, id, "replayed")?;
             let now = now_ms();
             c.execute(
-                "UPDATE messages SET status = 0, payload = COALESCE(?2, payload), updated_at = ?3 WHERE id = ?1",
+                concat!("UPDATE messages SET status = ", status_sql!(PENDING), ", payload = COALESCE(?2, payload), updated_at = ?3 WHERE id = ?1"),
                 params![id, payload, now],
             )?;
             c.execute(
@@ -96,7 +96,7 @@ impl SqliteStore {
                 }
             }
             // The oldest pending message of a target is the lowest pending id.
-            let oldest: Vec<(String, i64)> = all(c, "SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = 0 GROUP BY h.target", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let oldest: Vec<(String, i64)> = all(c, concat!("SELECT h.target, min(m.created_at) FROM heads h JOIN messages m ON m.id = h.message_id AND m.status = ", status_sql!(PENDING), " GROUP BY h.target"), [], |r| Ok((r.get(0)?, r.get(1)?)))?;
             for (t, at) in oldest {
                 let r = row(&mut out, &t);
                 if r.pending > 0 {
@@ -333,7 +333,7 @@ impl SqliteStore {
             let now = now_ms();
             {
                 let mut up = c.prepare_cached(
-                    "UPDATE messages SET status = 0, updated_at = ?2 WHERE id = ?1 AND status = 2",
+                    concat!("UPDATE messages SET status = ", status_sql!(PENDING), ", updated_at = ?2 WHERE id = ?1 AND status = ", status_sql!(DEAD)),
                 )?;
                 let mut head = c.prepare_cached(
                     "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
@@ -461,7 +461,11 @@ impl SqliteStore {
             let (target, key) = dead_message(c, id, "skipped")?;
             let now = now_ms();
             c.execute(
-                "UPDATE messages SET status = 3, updated_at = ?2 WHERE id = ?1",
+                concat!(
+                    "UPDATE messages SET status = ",
+                    status_sql!(SKIPPED),
+                    ", updated_at = ?2 WHERE id = ?1"
+                ),
                 params![id, now],
             )?;
             advance(c, &target, &key, now)?;
@@ -540,10 +544,11 @@ impl SqliteStore {
     pub(in crate::store) async fn messages(
         &self,
         target: &str,
-        status: i64,
+        status: Status,
         limit: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let target = target.to_string();
+        let status = status.code();
         self.with(move |c| {
             all(
                 c,
@@ -611,7 +616,7 @@ impl SqliteStore {
             for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
                 out.messages.push(r?);
             }
-            let mut st = c.prepare("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = 0 GROUP BY m.target")?;
+            let mut st = c.prepare(concat!("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = ", status_sql!(RETRIED), " GROUP BY m.target"))?;
             for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
                 out.retries.push(r?);
             }

@@ -130,18 +130,6 @@ pub struct Settle {
     pub attempt: Attempt,
 }
 
-/// Message states.
-pub mod status {
-    /// Waiting for delivery (or being delivered).
-    pub const PENDING: i64 = 0;
-    /// Delivered.
-    pub const DELIVERED: i64 = 1;
-    /// Failed permanently or ran out of retries.
-    pub const DEAD: i64 = 2;
-    /// Skipped by an operator.
-    pub const SKIPPED: i64 = 3;
-}
-
 /// The stable idempotency key of the message a mapping makes of a source
 /// record: the same however often the record is read, replayed or retried.
 pub fn idempotency_key(source: &str, source_id: &str, mapping: &str) -> String {
@@ -221,10 +209,11 @@ impl Store {
 /// The outcome as stored in `attempts.outcome`.
 pub(crate) fn outcome_code(o: &Outcome) -> i64 {
     match o {
-        Outcome::Delivered => status::DELIVERED,
-        Outcome::Retry { .. } => status::PENDING,
-        Outcome::Dead { .. } => status::DEAD,
+        Outcome::Delivered => AttemptOutcome::Delivered,
+        Outcome::Retry { .. } => AttemptOutcome::Retried,
+        Outcome::Dead { .. } => AttemptOutcome::Dead,
     }
+    .code()
 }
 
 /// The text kept as a message's last error.

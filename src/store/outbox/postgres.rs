@@ -329,10 +329,12 @@ impl PgStore {
         }
         if !done.id.is_empty() {
             let st = tx
-                .prepare_cached(
-                    "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = $2, last_error = NULL
-                     WHERE id = ANY($1)",
-                )
+                .prepare_cached(concat!(
+                    "UPDATE messages SET status = ",
+                    status_sql!(DELIVERED),
+                    ", attempts = attempts + 1, updated_at = $2, last_error = NULL
+                     WHERE id = ANY($1)"
+                ))
                 .await?;
             tx.execute(&st, &[&done.id, &now]).await?;
             advance_many(&tx, &done.target, &done.key, now).await?;
@@ -363,11 +365,11 @@ impl PgStore {
         if !dead.id.is_empty() {
             let st = tx
                 .prepare_cached(
-                    "WITH u AS (SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+                    concat!("WITH u AS (SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
                                 AS u(id, t, k, e)),
-                     m AS (UPDATE messages m SET status = 2, attempts = m.attempts + 1, updated_at = $5, last_error = u.e
+                     m AS (UPDATE messages m SET status = ", status_sql!(DEAD), ", attempts = m.attempts + 1, updated_at = $5, last_error = u.e
                            FROM u WHERE m.id = u.id)
-                     UPDATE heads h SET due_at = NULL FROM u WHERE h.target = u.t AND h.key = u.k",
+                     UPDATE heads h SET due_at = NULL FROM u WHERE h.target = u.t AND h.key = u.k"),
                 )
                 .await?;
             tx.execute(&st, &[&dead.id, &dead.target, &dead.key, &dead.error, &now])
@@ -458,7 +460,10 @@ impl PgStore {
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let c = self.client().await?;
         Ok(c.query_one(
-            "SELECT count(*) FROM messages WHERE target = $1 AND status = 0",
+            concat!(
+                "SELECT count(*) FROM messages WHERE target = $1 AND status = ",
+                status_sql!(PENDING)
+            ),
             &[&target],
         )
         .await?

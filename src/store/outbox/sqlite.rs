@@ -152,7 +152,7 @@ impl SqliteStore {
                 match &s.outcome {
                     Outcome::Delivered => {
                         c.prepare_cached(
-                            "UPDATE messages SET status = 1, attempts = attempts + 1, updated_at = ?2, last_error = NULL WHERE id = ?1",
+                            concat!("UPDATE messages SET status = ", status_sql!(DELIVERED), ", attempts = attempts + 1, updated_at = ?2, last_error = NULL WHERE id = ?1"),
                         )?
                         .execute(params![s.id, now])?;
                         advance(c, &s.target, &s.key, now)?;
@@ -167,7 +167,7 @@ impl SqliteStore {
                     }
                     Outcome::Dead { .. } => {
                         c.prepare_cached(
-                            "UPDATE messages SET status = 2, attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                            concat!("UPDATE messages SET status = ", status_sql!(DEAD), ", attempts = attempts + 1, updated_at = ?2, last_error = ?3 WHERE id = ?1"),
                         )?
                         .execute(params![s.id, now, error])?;
                         c.prepare_cached("UPDATE heads SET due_at = NULL WHERE target = ?1 AND key = ?2")?
@@ -216,10 +216,11 @@ impl SqliteStore {
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let target = target.to_string();
         self.with(move |c| {
-            Ok(
-                c.prepare_cached("SELECT count(*) FROM messages WHERE target = ?1 AND status = 0")?
-                    .query_row([&target], |r| r.get(0))?,
-            )
+            Ok(c.prepare_cached(concat!(
+                "SELECT count(*) FROM messages WHERE target = ?1 AND status = ",
+                status_sql!(PENDING)
+            ))?
+            .query_row([&target], |r| r.get(0))?)
         })
         .await
     }
