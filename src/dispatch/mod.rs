@@ -10,7 +10,7 @@ pub mod breaker;
 pub mod failure;
 pub mod retry;
 
-use crate::store::{Attempt, Claimed, Outcome, Settle, Store, StoreError};
+use crate::store::{Attempt, Claimed, Outcome, Queue, Settle, StoreError};
 use breaker::{Breaker, BreakerConfig, Permit};
 use failure::{Class, DeliveryError};
 use futures::future::BoxFuture;
@@ -151,7 +151,7 @@ impl Histogram {
 /// only its own lane's round. The lanes share the rate limit and the
 /// breaker; leases keep them apart, as they keep hubs apart.
 pub async fn run_target(
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
     sink: Arc<dyn Sink>,
     s: TargetSettings,
     stats: Arc<TargetStats>,
@@ -200,7 +200,7 @@ type Limiter = governor::DefaultDirectRateLimiter;
 
 #[allow(clippy::too_many_arguments)]
 async fn run_lane(
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
     sink: Arc<dyn Sink>,
     s: TargetSettings,
     concurrency: usize,
@@ -389,7 +389,7 @@ async fn finish(
 /// last (after that, the messages go again with the same idempotency keys,
 /// and receivers drop the repeats).
 async fn record(
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
     target: String,
     lease: Duration,
     settles: Vec<Settle>,
@@ -423,5 +423,196 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher over an in-memory [`Queue`]: what it does with each
+    //! kind of answer, without a database. The same behaviour over the real
+    //! stores is tested in tests/dispatch_http.rs and the crash tests.
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    /// Messages of one target, claimed one per key in id order, as the
+    /// stores do; settles are recorded.
+    #[derive(Default)]
+    struct MemQueue {
+        /// (message, due at ms) by id.
+        pending: Mutex<Vec<(Claimed, i64)>>,
+        /// Keys with a message out.
+        out: Mutex<HashSet<String>>,
+        /// Keys parked by a dead message.
+        parked: Mutex<HashSet<String>>,
+        settled: Mutex<Vec<Settle>>,
+    }
+
+    impl MemQueue {
+        fn with(messages: &[(i64, &str)]) -> Self {
+            let q = MemQueue::default();
+            for (id, key) in messages {
+                q.pending.lock().unwrap().push((
+                    Claimed {
+                        id: *id,
+                        target: "t.op".into(),
+                        key: key.to_string(),
+                        idem_key: format!("idem-{id}"),
+                        payload: format!("{{\"n\":{id}}}").into_bytes(),
+                        attempts: 0,
+                        lease: 1,
+                    },
+                    0,
+                ));
+            }
+            q
+        }
+    }
+
+    impl Queue for MemQueue {
+        fn claim<'a>(
+            &'a self,
+            _target: &'a str,
+            limit: usize,
+            _lease: Duration,
+        ) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+            Box::pin(async move {
+                let now = crate::store::now_ms();
+                let pending = self.pending.lock().unwrap();
+                let mut out = self.out.lock().unwrap();
+                let parked = self.parked.lock().unwrap();
+                let mut firsts: HashMap<&str, &(Claimed, i64)> = HashMap::new();
+                for p in pending.iter() {
+                    firsts.entry(p.0.key.as_str()).or_insert(p);
+                }
+                let mut due: Vec<Claimed> = firsts
+                    .into_values()
+                    .filter(|(m, at)| {
+                        *at <= now && !out.contains(&m.key) && !parked.contains(&m.key)
+                    })
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                due.sort_by_key(|m| m.id);
+                due.truncate(limit);
+                out.extend(due.iter().map(|m| m.key.clone()));
+                Ok(due)
+            })
+        }
+
+        fn settle(&self, settles: Vec<Settle>) -> BoxFuture<'_, Result<usize, StoreError>> {
+            Box::pin(async move {
+                let mut pending = self.pending.lock().unwrap();
+                for s in &settles {
+                    self.out.lock().unwrap().remove(&s.key);
+                    let i = pending.iter().position(|(m, _)| m.id == s.id).unwrap();
+                    match &s.outcome {
+                        Outcome::Delivered => {
+                            pending.remove(i);
+                        }
+                        Outcome::Retry { at } => {
+                            pending[i].1 = *at;
+                            pending[i].0.attempts += 1;
+                        }
+                        Outcome::Dead { .. } => {
+                            self.parked.lock().unwrap().insert(s.key.clone());
+                        }
+                    }
+                }
+                self.settled.lock().unwrap().extend(settles.iter().cloned());
+                Ok(settles.len())
+            })
+        }
+    }
+
+    /// Fails message 1's first attempt with a 503, refuses message 3 for
+    /// good with a 422, delivers the rest; keeps the order of deliveries.
+    #[derive(Default)]
+    struct Scripted {
+        delivered: Mutex<Vec<i64>>,
+        tried_1: std::sync::atomic::AtomicBool,
+    }
+
+    impl Sink for Scripted {
+        fn deliver<'a>(
+            &'a self,
+            m: &'a Claimed,
+        ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+            Box::pin(async move {
+                let status = |status| DeliveryError::Status {
+                    status,
+                    retry_after: None,
+                    excerpt: String::new(),
+                };
+                match m.id {
+                    1 if !self.tried_1.swap(true, Ordering::SeqCst) => Err(status(503)),
+                    3 => Err(status(422)),
+                    id => {
+                        self.delivered.lock().unwrap().push(id);
+                        Ok(Delivered::default())
+                    }
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_transient_failures_parks_a_refused_key_and_keeps_key_order() {
+        // Key a: 1, 2 (1 fails once); key b: 3, 4 (3 refused for good);
+        // key c: 5, 6.
+        let q = Arc::new(MemQueue::with(&[
+            (1, "a"),
+            (2, "a"),
+            (3, "b"),
+            (4, "b"),
+            (5, "c"),
+            (6, "c"),
+        ]));
+        let sink = Arc::new(Scripted::default());
+        let mut s = TargetSettings::new("t.op");
+        s.concurrency = 4;
+        s.idle_poll = Duration::from_millis(5);
+        s.retry = RetryPolicy {
+            schedule: vec![Duration::from_millis(20)],
+            jitter_percent: 0,
+            ..RetryPolicy::default()
+        };
+        let stats = Arc::new(TargetStats::default());
+        let (stop, watch) = watch::channel(false);
+        let task = tokio::spawn(run_target(q.clone(), sink.clone(), s, stats.clone(), watch));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.delivered.lock().unwrap().len() < 4 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(true);
+        task.await.unwrap().unwrap();
+
+        let delivered = sink.delivered.lock().unwrap().clone();
+        let at = |id| delivered.iter().position(|d| *d == id);
+        assert_eq!(delivered.len(), 4, "{delivered:?}");
+        assert!(at(1) < at(2) && at(5) < at(6), "key order: {delivered:?}");
+        assert_eq!(at(4), None, "key b is parked behind its dead message 3");
+        let settled = q.settled.lock().unwrap();
+        let of = |id| -> Vec<&Outcome> {
+            settled
+                .iter()
+                .filter(|s| s.id == id)
+                .map(|s| &s.outcome)
+                .collect()
+        };
+        assert!(
+            matches!(of(1)[..], [Outcome::Retry { .. }, Outcome::Delivered]),
+            "{:?}",
+            of(1)
+        );
+        match of(3)[..] {
+            [Outcome::Dead { reason }] => assert!(reason.contains("HTTP 422"), "{reason}"),
+            ref other => panic!("message 3: {other:?}"),
+        }
+        let attempt = &settled.iter().find(|s| s.id == 3).unwrap().attempt;
+        assert_eq!(attempt.status_code, Some(422));
+        assert_eq!(attempt.error_class.as_deref(), Some("http_422"));
+        assert_eq!(stats.delivered.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.retried.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dead.load(Ordering::Relaxed), 1);
     }
 }

@@ -5,6 +5,7 @@ mod postgres;
 mod sqlite;
 
 use super::*;
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -203,6 +204,37 @@ impl Store {
     /// Number of inbox rows.
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {
         both!(self, s => s.inbox_len().await)
+    }
+}
+
+/// The part of a store the dispatcher uses: claim due messages, settle
+/// them. [`Store`] has it for both dialects; a unit test can give the
+/// dispatcher an in-memory queue instead.
+pub trait Queue: Send + Sync + 'static {
+    /// See [`Store::claim`].
+    fn claim<'a>(
+        &'a self,
+        target: &'a str,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>>;
+
+    /// See [`Store::settle`].
+    fn settle(&self, settles: Vec<Settle>) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+impl Queue for Store {
+    fn claim<'a>(
+        &'a self,
+        target: &'a str,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>> {
+        Box::pin(Store::claim(self, target, limit, lease))
+    }
+
+    fn settle(&self, settles: Vec<Settle>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(Store::settle(self, settles))
     }
 }
 

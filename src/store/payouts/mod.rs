@@ -256,3 +256,23 @@ impl Store {
         both!(self, s => s.results(period).await)
     }
 }
+
+/// The part of a store the payments sink uses: the register takes payment
+/// instructions. [`Store`] has it for both dialects; a unit test can give
+/// the sink an in-memory register.
+pub trait Register: Send + Sync + 'static {
+    /// See [`Store::record_payments`].
+    fn record_payments(
+        &self,
+        rows: Vec<PaymentRow>,
+    ) -> futures::future::BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+impl Register for Store {
+    fn record_payments(
+        &self,
+        rows: Vec<PaymentRow>,
+    ) -> futures::future::BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(Store::record_payments(self, rows))
+    }
+}
