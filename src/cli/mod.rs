@@ -660,8 +660,8 @@ pub fn main() -> ExitCode {
         Command::Quarantine { action } => ops::quarantine(action),
         Command::Audit { config } => ops::audit(config),
         Command::Functions => {
-            for (_, sig) in crate::mapping::functions::SIGNATURES {
-                println!("{sig}");
+            for f in crate::mapping::functions::FUNCTIONS {
+                println!("{}", f.signature);
             }
             ExitCode::SUCCESS
         }

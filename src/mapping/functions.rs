@@ -11,81 +11,378 @@ use crate::domain::{mask, CertificateNo, ResidentId};
 use crate::schema::{days_from_date, Type};
 use chrono::{Datelike, Months, NaiveDate};
 
-/// Every function, with its signature, for `tongban` docs and error hints.
-pub const SIGNATURES: &[(&str, &str)] = &[
-    ("trim", "trim(string) -> string"),
-    ("upper", "upper(string) -> string (also upperAscii)"),
-    ("lower", "lower(string) -> string (also lowerAscii)"),
-    (
-        "size",
-        "size(string | list | map) -> int (characters, items)",
-    ),
-    ("startsWith", "startsWith(string, string) -> bool"),
-    ("endsWith", "endsWith(string, string) -> bool"),
-    ("contains", "contains(string, string) -> bool"),
-    ("matches", "matches(string, 'regex') -> bool"),
-    (
-        "substring",
-        "substring(string, start[, end]) -> string (character positions)",
-    ),
-    ("replace", "replace(string, from, to) -> string"),
-    ("split", "split(string, separator) -> list(string)"),
-    ("pad_left", "pad_left(string, width, 'c') -> string"),
-    ("pad_right", "pad_right(string, width, 'c') -> string"),
-    ("concat", "concat(string, ...) -> string"),
-    ("string", "string(any scalar) -> string"),
-    ("int", "int(string | int) -> int"),
-    (
-        "date",
-        "date(string 'YYYY-MM-DD' | timestamp) -> date (timestamps in China time, UTC+8)",
-    ),
-    ("parse_date", "parse_date(string, 'format') -> date"),
-    (
-        "format_date",
-        "format_date(date, 'format') -> string (strftime: %Y%m%d)",
-    ),
-    ("period", "period(date) -> string 'YYYY-MM'"),
-    ("add_days", "add_days(date, int) -> date"),
-    (
-        "add_months",
-        "add_months(date, int) -> date (end of month clamps)",
-    ),
-    ("add_years", "add_years(date, int) -> date"),
-    ("first_of_month", "first_of_month(date) -> date"),
-    ("age_at", "age_at(birth date, date) -> int (whole years)"),
-    ("year", "year(date) -> int"),
-    ("month", "month(date) -> int"),
-    ("day", "day(date) -> int"),
-    (
-        "lookup",
-        "lookup('table[.column]', key[, default]) -> string",
-    ),
-    ("coalesce", "coalesce(optional T, T) -> T"),
-    ("yuan", "yuan(int fen) -> string '123.45'"),
-    ("id_valid", "id_valid(string) -> bool"),
-    ("id_birth_date", "id_birth_date(id) -> date"),
-    ("id_sex", "id_sex(id) -> string 'M' | 'F'"),
-    (
-        "id_region",
-        "id_region(id) -> string (6-digit division code)",
-    ),
-    (
-        "id_upgrade",
-        "id_upgrade(id) -> string (15 → 18 digits, x → X)",
-    ),
-    ("cert_valid", "cert_valid(string) -> bool"),
-    ("cert_category", "cert_category(certificate no) -> int 1–7"),
-    ("cert_level", "cert_level(certificate no) -> int 1–4"),
-    (
-        "cert_reissue",
-        "cert_reissue(certificate no) -> int (0, or n for Bn)",
-    ),
-    ("cert_holder_id", "cert_holder_id(certificate no) -> string"),
-    ("luhn_valid", "luhn_valid(string) -> bool"),
-    ("mask_id", "mask_id(string) -> string"),
-    ("mask_card", "mask_card(string) -> string"),
-    ("mask_name", "mask_name(string) -> string"),
+/// One function of the mapping language: its name (and the names it is
+/// also called by), how many arguments it takes, its signature as the docs
+/// and error messages show it, and its compiler, registered together.
+pub struct Function {
+    /// Its name.
+    pub name: &'static str,
+    /// Other names it answers to (CEL's own spellings).
+    pub aliases: &'static [&'static str],
+    /// How many arguments it takes.
+    pub arity: std::ops::RangeInclusive<usize>,
+    /// `name(argument types) -> result`, with a word on what it does.
+    pub signature: &'static str,
+    /// Type-checks the arguments and prepares the evaluation.
+    compile: fn(&mut Compiler, &mut Args) -> Option<Typed>,
+}
+
+/// Every function, in the order `tongban functions` lists them.
+pub static FUNCTIONS: &[Function] = &[
+    Function {
+        name: "trim",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "trim(string) -> string",
+        compile: f_trim,
+    },
+    Function {
+        name: "upper",
+        aliases: &["upperAscii"],
+        arity: 1..=1,
+        signature: "upper(string) -> string (also upperAscii)",
+        compile: f_upper,
+    },
+    Function {
+        name: "lower",
+        aliases: &["lowerAscii"],
+        arity: 1..=1,
+        signature: "lower(string) -> string (also lowerAscii)",
+        compile: f_lower,
+    },
+    Function {
+        name: "size",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "size(string | list | map) -> int (characters, items)",
+        compile: f_size,
+    },
+    Function {
+        name: "startsWith",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "startsWith(string, string) -> bool",
+        compile: f_startswith,
+    },
+    Function {
+        name: "endsWith",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "endsWith(string, string) -> bool",
+        compile: f_startswith,
+    },
+    Function {
+        name: "contains",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "contains(string, string) -> bool",
+        compile: f_startswith,
+    },
+    Function {
+        name: "matches",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "matches(string, 'regex') -> bool",
+        compile: f_matches,
+    },
+    Function {
+        name: "substring",
+        aliases: &[],
+        arity: 2..=3,
+        signature: "substring(string, start[, end]) -> string (character positions)",
+        compile: f_substring,
+    },
+    Function {
+        name: "replace",
+        aliases: &[],
+        arity: 3..=3,
+        signature: "replace(string, from, to) -> string",
+        compile: f_replace,
+    },
+    Function {
+        name: "split",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "split(string, separator) -> list(string)",
+        compile: f_split,
+    },
+    Function {
+        name: "pad_left",
+        aliases: &[],
+        arity: 3..=3,
+        signature: "pad_left(string, width, 'c') -> string",
+        compile: f_pad_left,
+    },
+    Function {
+        name: "pad_right",
+        aliases: &[],
+        arity: 3..=3,
+        signature: "pad_right(string, width, 'c') -> string",
+        compile: f_pad_left,
+    },
+    Function {
+        name: "concat",
+        aliases: &[],
+        arity: 1..=usize::MAX,
+        signature: "concat(string, ...) -> string",
+        compile: f_concat,
+    },
+    Function {
+        name: "string",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "string(any scalar) -> string",
+        compile: f_string,
+    },
+    Function {
+        name: "int",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "int(string | int) -> int",
+        compile: f_int,
+    },
+    Function {
+        name: "date",
+        aliases: &[],
+        arity: 1..=1,
+        signature:
+            "date(string 'YYYY-MM-DD' | timestamp) -> date (timestamps in China time, UTC+8)",
+        compile: f_date,
+    },
+    Function {
+        name: "parse_date",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "parse_date(string, 'format') -> date",
+        compile: f_parse_date,
+    },
+    Function {
+        name: "format_date",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "format_date(date, 'format') -> string (strftime: %Y%m%d)",
+        compile: f_format_date,
+    },
+    Function {
+        name: "period",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "period(date) -> string 'YYYY-MM'",
+        compile: f_period,
+    },
+    Function {
+        name: "add_days",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "add_days(date, int) -> date",
+        compile: f_add_days,
+    },
+    Function {
+        name: "add_months",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "add_months(date, int) -> date (end of month clamps)",
+        compile: f_add_months,
+    },
+    Function {
+        name: "add_years",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "add_years(date, int) -> date",
+        compile: f_add_months,
+    },
+    Function {
+        name: "first_of_month",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "first_of_month(date) -> date",
+        compile: f_first_of_month,
+    },
+    Function {
+        name: "age_at",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "age_at(birth date, date) -> int (whole years)",
+        compile: f_age_at,
+    },
+    Function {
+        name: "year",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "year(date) -> int",
+        compile: f_year,
+    },
+    Function {
+        name: "month",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "month(date) -> int",
+        compile: f_year,
+    },
+    Function {
+        name: "day",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "day(date) -> int",
+        compile: f_year,
+    },
+    Function {
+        name: "lookup",
+        aliases: &[],
+        arity: 2..=3,
+        signature: "lookup('table[.column]', key[, default]) -> string",
+        compile: f_lookup,
+    },
+    Function {
+        name: "coalesce",
+        aliases: &[],
+        arity: 2..=2,
+        signature: "coalesce(optional T, T) -> T",
+        compile: f_coalesce,
+    },
+    Function {
+        name: "yuan",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "yuan(int fen) -> string '123.45'",
+        compile: f_yuan,
+    },
+    Function {
+        name: "id_valid",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "id_valid(string) -> bool",
+        compile: f_id_valid,
+    },
+    Function {
+        name: "id_birth_date",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "id_birth_date(id) -> date",
+        compile: f_id_birth_date,
+    },
+    Function {
+        name: "id_sex",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "id_sex(id) -> string 'M' | 'F'",
+        compile: f_id_sex,
+    },
+    Function {
+        name: "id_region",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "id_region(id) -> string (6-digit division code)",
+        compile: f_id_region,
+    },
+    Function {
+        name: "id_upgrade",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "id_upgrade(id) -> string (15 → 18 digits, x → X)",
+        compile: f_id_upgrade,
+    },
+    Function {
+        name: "cert_valid",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "cert_valid(string) -> bool",
+        compile: f_cert_valid,
+    },
+    Function {
+        name: "cert_category",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "cert_category(certificate no) -> int 1–7",
+        compile: f_cert_category,
+    },
+    Function {
+        name: "cert_level",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "cert_level(certificate no) -> int 1–4",
+        compile: f_cert_level,
+    },
+    Function {
+        name: "cert_reissue",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "cert_reissue(certificate no) -> int (0, or n for Bn)",
+        compile: f_cert_reissue,
+    },
+    Function {
+        name: "cert_holder_id",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "cert_holder_id(certificate no) -> string",
+        compile: f_cert_holder_id,
+    },
+    Function {
+        name: "luhn_valid",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "luhn_valid(string) -> bool",
+        compile: f_luhn_valid,
+    },
+    Function {
+        name: "mask_id",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "mask_id(string) -> string",
+        compile: f_mask_id,
+    },
+    Function {
+        name: "mask_card",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "mask_card(string) -> string",
+        compile: f_mask_card,
+    },
+    Function {
+        name: "mask_name",
+        aliases: &[],
+        arity: 1..=1,
+        signature: "mask_name(string) -> string",
+        compile: f_mask_name,
+    },
 ];
+
+/// The function called `name` (or one of its aliases).
+pub fn function(name: &str) -> Option<&'static Function> {
+    FUNCTIONS
+        .iter()
+        .find(|f| f.name == name || f.aliases.contains(&name))
+}
+
+/// A call being compiled: its arguments, taken from the front in order.
+pub(super) struct Args<'i> {
+    /// The name as written (an alias stays itself: `upperAscii`).
+    name: &'i str,
+    /// The arguments' expression ids, for errors.
+    ids: &'i [u64],
+    /// The arguments not taken yet, last first.
+    rest: Vec<Typed>,
+    /// How many arguments the call has.
+    n: usize,
+}
+
+impl Args<'_> {
+    /// The next argument, checked to be of kind `k` (argument `i`, from 0).
+    fn next(&mut self, c: &mut Compiler, k: Kind, i: usize) -> Option<Eval> {
+        let t = self.rest.pop()?;
+        c.want(
+            t,
+            k,
+            self.ids[i],
+            &format!("argument {} of `{}`", i + 1, self.name),
+        )
+    }
+
+    /// The next argument as it is.
+    fn pop(&mut self) -> Option<Typed> {
+        self.rest.pop()
+    }
+}
 
 fn typed(ty: Type, eval: Eval) -> Option<Typed> {
     Some(Typed {
@@ -173,14 +470,10 @@ pub fn call(
     mut args: Vec<Typed>,
     ids: &[u64],
 ) -> Option<Typed> {
-    let Some(&(_, sig)) = SIGNATURES.iter().find(|(n, _)| {
-        *n == name
-            || (name == "upperAscii" && *n == "upper")
-            || (name == "lowerAscii" && *n == "lower")
-    }) else {
-        let near = SIGNATURES
+    let Some(f) = function(name) else {
+        let near = FUNCTIONS
             .iter()
-            .map(|(n, _)| (super::compile::edit_distance(n, name), *n))
+            .map(|f| (super::compile::edit_distance(f.name, name), f.name))
             .min()
             .filter(|(d, _)| *d <= 2)
             .map(|(_, n)| format!(" (did you mean `{n}`?)"))
@@ -188,409 +481,488 @@ pub fn call(
         return c.err_before(id, name.len(), format!("unknown function `{name}`{near}"));
     };
     let n = args.len();
-    let arity_ok = match name {
-        "concat" => n >= 1,
-        "substring" | "lookup" => n == 2 || n == 3,
-        "startsWith" | "endsWith" | "contains" | "matches" | "split" | "parse_date"
-        | "format_date" | "add_days" | "add_months" | "add_years" | "age_at" | "coalesce" => n == 2,
-        "replace" | "pad_left" | "pad_right" => n == 3,
-        _ => n == 1,
-    };
-    if !arity_ok {
-        return c.err_call(id, format!("`{name}` takes other arguments: {sig}"));
+    if !f.arity.contains(&n) {
+        return c.err_call(
+            id,
+            format!("`{name}` takes other arguments: {}", f.signature),
+        );
     }
-    // Arguments are taken from the front in order.
     args.reverse();
-    let mut next = |c: &mut Compiler, k: Kind, i: usize| -> Option<Eval> {
-        let t = args.pop()?;
-        c.want(t, k, ids[i], &format!("argument {} of `{name}`", i + 1))
-    };
-    match name {
-        "trim" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Str(sub(s, str::trim)))
-        }))),
-        "upper" | "upperAscii" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            owned(s.to_uppercase())
-        }))),
-        "lower" | "lowerAscii" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            owned(s.to_lowercase())
-        }))),
-        "size" => {
-            let t = args.pop()?;
-            match t.ty.required() {
-                Type::Str | Type::Enum(_) => {
-                    let f = c.want(t, Kind::Str, ids[0], "the argument of `size`")?;
-                    int_typed(str1(f, |s| Ok(Val::Int(s.chars().count() as i64))))
-                }
-                Type::Array(_) | Type::Map(_) => {
-                    let f = t.present();
-                    int_typed(Box::new(move |r, k| {
-                        Ok(Val::Int(match f(r, k)? {
-                            Val::Arr(xs) => xs.len(),
-                            Val::List(xs) => xs.len(),
-                            Val::Map(m) => m.len(),
-                            _ => return Err(EvalError::internal()),
-                        } as i64))
-                    }))
-                }
-                other => c.err_call(
-                    ids[0],
-                    format!("`size` takes a string, list or map, found {other}"),
-                ),
-            }
+    (f.compile)(
+        c,
+        &mut Args {
+            name,
+            ids,
+            rest: args,
+            n,
+        },
+    )
+}
+
+fn f_trim(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Str(sub(s, str::trim)))
+    })))
+}
+
+fn f_upper(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        owned(s.to_uppercase())
+    })))
+}
+
+fn f_lower(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        owned(s.to_lowercase())
+    })))
+}
+
+fn f_size(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let t = args.pop()?;
+    match t.ty.required() {
+        Type::Str | Type::Enum(_) => {
+            let f = c.want(t, Kind::Str, args.ids[0], "the argument of `size`")?;
+            int_typed(str1(f, |s| Ok(Val::Int(s.chars().count() as i64))))
         }
-        "startsWith" | "endsWith" | "contains" => {
-            let (a, b) = (next(c, Kind::Str, 0)?, next(c, Kind::Str, 1)?);
-            let f: fn(&str, &str) -> bool = match name {
-                "startsWith" => |s, p| s.starts_with(p),
-                "endsWith" => |s, p| s.ends_with(p),
-                _ => |s, p| s.contains(p),
-            };
-            Some(bool_typed(str2(a, b, move |s, p| Ok(Val::Bool(f(&s, &p))))))
-        }
-        "matches" => {
-            let a = next(c, Kind::Str, 0)?;
-            let pat = literal_str(c, args.pop()?, ids[1], "the pattern of `matches`")?;
-            let re = match regex::Regex::new(&pat) {
-                Ok(re) => re,
-                Err(e) => return c.err_call(ids[1], format!("invalid regular expression: {e}")),
-            };
-            Some(bool_typed(str1(a, move |s| Ok(Val::Bool(re.is_match(&s))))))
-        }
-        "substring" => {
-            let s = next(c, Kind::Str, 0)?;
-            let start = next(c, Kind::Int, 1)?;
-            let end = if n == 3 {
-                Some(next(c, Kind::Int, 2)?)
-            } else {
-                None
-            };
-            Some(str_typed(Box::new(move |r, k| {
-                let s = as_str(s(r, k)?)?;
-                let st = as_int(start(r, k)?)?;
-                let count = s.chars().count() as i64;
-                let en = match &end {
-                    Some(e) => as_int(e(r, k)?)?,
-                    None => count,
-                };
-                if st < 0 || en < st || en > count {
-                    return Err(EvalError::new(format!(
-                        "substring({st}, {en}) is out of range for a string of {count} characters"
-                    )));
-                }
-                let b = |i: i64| {
-                    s.char_indices()
-                        .nth(i as usize)
-                        .map(|(b, _)| b)
-                        .unwrap_or(s.len())
-                };
-                let (bs, be) = (b(st), b(en));
-                Ok(Val::Str(sub(s, |x| &x[bs..be])))
-            })))
-        }
-        "split" => {
-            let (s, sep) = (next(c, Kind::Str, 0)?, next(c, Kind::Str, 1)?);
-            typed(
-                Type::Array(Box::new(Type::Str)),
-                str2(s, sep, |s, sep| {
-                    Ok(Val::List(match s {
-                        Text::Borrowed(b) => b
-                            .split(&*sep)
-                            .map(|x| Val::Str(Text::Borrowed(x)))
-                            .collect(),
-                        Text::Owned(o) => o
-                            .split(&*sep)
-                            .map(|x| Val::Str(Text::Owned(x.into())))
-                            .collect(),
-                    }))
-                }),
-            )
-        }
-        "replace" => {
-            let (s, a, b) = (
-                next(c, Kind::Str, 0)?,
-                next(c, Kind::Str, 1)?,
-                next(c, Kind::Str, 2)?,
-            );
-            Some(str_typed(Box::new(move |r, k| {
-                let (s, a, b) = (as_str(s(r, k)?)?, as_str(a(r, k)?)?, as_str(b(r, k)?)?);
-                owned(s.replace(&*a, &b))
-            })))
-        }
-        "pad_left" | "pad_right" => {
-            let s = next(c, Kind::Str, 0)?;
-            let w = next(c, Kind::Int, 1)?;
-            let fill = literal_str(c, args.pop()?, ids[2], "the fill character")?;
-            let mut chars = fill.chars();
-            let (Some(ch), None) = (chars.next(), chars.next()) else {
-                return c.err_call(ids[2], "the fill character must be a single character");
-            };
-            let left = name == "pad_left";
-            Some(str_typed(Box::new(move |r, k| {
-                let s = as_str(s(r, k)?)?;
-                let w = as_int(w(r, k)?)?.max(0) as usize;
-                let have = s.chars().count();
-                if have >= w {
-                    return Ok(Val::Str(s));
-                }
-                let pad: String = std::iter::repeat_n(ch, w - have).collect();
-                owned(if left { pad + &s } else { s.to_string() + &pad })
-            })))
-        }
-        "concat" => {
-            let fs: Vec<Eval> = (0..n)
-                .map(|i| next(c, Kind::Str, i))
-                .collect::<Option<_>>()?;
-            Some(str_typed(Box::new(move |r, k| {
-                let mut out = String::new();
-                for f in &fs {
-                    out.push_str(&as_str(f(r, k)?)?);
-                }
-                owned(out)
-            })))
-        }
-        "string" => {
-            let t = args.pop()?;
-            let Some(kind) = Kind::of(t.ty.required()) else {
-                return c.err_call(ids[0], format!("`string` takes a scalar, found {}", t.ty));
-            };
-            let f = c.want(t, kind, ids[0], "the argument of `string`")?;
-            Some(str_typed(Box::new(move |r, k| {
-                Ok(match f(r, k)? {
-                    Val::Str(s) => Val::Str(s),
-                    Val::Int(i) => Val::Str(Text::Owned(itoa::Buffer::new().format(i).into())),
-                    Val::Bool(b) => Val::Str(Text::Borrowed(if b { "true" } else { "false" })),
-                    Val::Date(d) => Val::Str(Text::from(
-                        crate::schema::date_from_days(d)
-                            .map(|d| d.format("%Y-%m-%d").to_string())
-                            .unwrap_or_default(),
-                    )),
-                    Val::Ts(t) => Val::Str(Text::from(
-                        chrono::DateTime::from_timestamp_millis(t)
-                            .unwrap_or_default()
-                            .to_rfc3339(),
-                    )),
+        Type::Array(_) | Type::Map(_) => {
+            let f = t.present();
+            int_typed(Box::new(move |r, k| {
+                Ok(Val::Int(match f(r, k)? {
+                    Val::Arr(xs) => xs.len(),
+                    Val::List(xs) => xs.len(),
+                    Val::Map(m) => m.len(),
                     _ => return Err(EvalError::internal()),
+                } as i64))
+            }))
+        }
+        other => c.err_call(
+            args.ids[0],
+            format!("`size` takes a string, list or map, found {other}"),
+        ),
+    }
+}
+
+fn f_startswith(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let (a, b) = (args.next(c, Kind::Str, 0)?, args.next(c, Kind::Str, 1)?);
+    let f: fn(&str, &str) -> bool = match args.name {
+        "startsWith" => |s, p| s.starts_with(p),
+        "endsWith" => |s, p| s.ends_with(p),
+        _ => |s, p| s.contains(p),
+    };
+    Some(bool_typed(str2(a, b, move |s, p| Ok(Val::Bool(f(&s, &p))))))
+}
+
+fn f_matches(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let a = args.next(c, Kind::Str, 0)?;
+    let pat = literal_str(c, args.pop()?, args.ids[1], "the pattern of `matches`")?;
+    let re = match regex::Regex::new(&pat) {
+        Ok(re) => re,
+        Err(e) => return c.err_call(args.ids[1], format!("invalid regular expression: {e}")),
+    };
+    Some(bool_typed(str1(a, move |s| Ok(Val::Bool(re.is_match(&s))))))
+}
+
+fn f_substring(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let s = args.next(c, Kind::Str, 0)?;
+    let start = args.next(c, Kind::Int, 1)?;
+    let end = if args.n == 3 {
+        Some(args.next(c, Kind::Int, 2)?)
+    } else {
+        None
+    };
+    Some(str_typed(Box::new(move |r, k| {
+        let s = as_str(s(r, k)?)?;
+        let st = as_int(start(r, k)?)?;
+        let count = s.chars().count() as i64;
+        let en = match &end {
+            Some(e) => as_int(e(r, k)?)?,
+            None => count,
+        };
+        if st < 0 || en < st || en > count {
+            return Err(EvalError::new(format!(
+                "substring({st}, {en}) is out of range for a string of {count} characters"
+            )));
+        }
+        let b = |i: i64| {
+            s.char_indices()
+                .nth(i as usize)
+                .map(|(b, _)| b)
+                .unwrap_or(s.len())
+        };
+        let (bs, be) = (b(st), b(en));
+        Ok(Val::Str(sub(s, |x| &x[bs..be])))
+    })))
+}
+
+fn f_split(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let (s, sep) = (args.next(c, Kind::Str, 0)?, args.next(c, Kind::Str, 1)?);
+    typed(
+        Type::Array(Box::new(Type::Str)),
+        str2(s, sep, |s, sep| {
+            Ok(Val::List(match s {
+                Text::Borrowed(b) => b
+                    .split(&*sep)
+                    .map(|x| Val::Str(Text::Borrowed(x)))
+                    .collect(),
+                Text::Owned(o) => o
+                    .split(&*sep)
+                    .map(|x| Val::Str(Text::Owned(x.into())))
+                    .collect(),
+            }))
+        }),
+    )
+}
+
+fn f_replace(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let (s, a, b) = (
+        args.next(c, Kind::Str, 0)?,
+        args.next(c, Kind::Str, 1)?,
+        args.next(c, Kind::Str, 2)?,
+    );
+    Some(str_typed(Box::new(move |r, k| {
+        let (s, a, b) = (as_str(s(r, k)?)?, as_str(a(r, k)?)?, as_str(b(r, k)?)?);
+        owned(s.replace(&*a, &b))
+    })))
+}
+
+fn f_pad_left(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let s = args.next(c, Kind::Str, 0)?;
+    let w = args.next(c, Kind::Int, 1)?;
+    let fill = literal_str(c, args.pop()?, args.ids[2], "the fill character")?;
+    let mut chars = fill.chars();
+    let (Some(ch), None) = (chars.next(), chars.next()) else {
+        return c.err_call(args.ids[2], "the fill character must be a single character");
+    };
+    let left = args.name == "pad_left";
+    Some(str_typed(Box::new(move |r, k| {
+        let s = as_str(s(r, k)?)?;
+        let w = as_int(w(r, k)?)?.max(0) as usize;
+        let have = s.chars().count();
+        if have >= w {
+            return Ok(Val::Str(s));
+        }
+        let pad: String = std::iter::repeat_n(ch, w - have).collect();
+        owned(if left { pad + &s } else { s.to_string() + &pad })
+    })))
+}
+
+fn f_concat(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let fs: Vec<Eval> = (0..args.n)
+        .map(|i| args.next(c, Kind::Str, i))
+        .collect::<Option<_>>()?;
+    Some(str_typed(Box::new(move |r, k| {
+        let mut out = String::new();
+        for f in &fs {
+            out.push_str(&as_str(f(r, k)?)?);
+        }
+        owned(out)
+    })))
+}
+
+fn f_string(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let t = args.pop()?;
+    let Some(kind) = Kind::of(t.ty.required()) else {
+        return c.err_call(
+            args.ids[0],
+            format!("`string` takes a scalar, found {}", t.ty),
+        );
+    };
+    let f = c.want(t, kind, args.ids[0], "the argument of `string`")?;
+    Some(str_typed(Box::new(move |r, k| {
+        Ok(match f(r, k)? {
+            Val::Str(s) => Val::Str(s),
+            Val::Int(i) => Val::Str(Text::Owned(itoa::Buffer::new().format(i).into())),
+            Val::Bool(b) => Val::Str(Text::Borrowed(if b { "true" } else { "false" })),
+            Val::Date(d) => Val::Str(Text::from(
+                crate::schema::date_from_days(d)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default(),
+            )),
+            Val::Ts(t) => Val::Str(Text::from(
+                chrono::DateTime::from_timestamp_millis(t)
+                    .unwrap_or_default()
+                    .to_rfc3339(),
+            )),
+            _ => return Err(EvalError::internal()),
+        })
+    })))
+}
+
+fn f_int(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let t = args.pop()?;
+    match t.ty.required() {
+        Type::Int { .. } => Some(t),
+        Type::Str | Type::Enum(_) => {
+            let f = c.want(t, Kind::Str, args.ids[0], "the argument of `int`")?;
+            int_typed(str1(f, |s| {
+                s.trim().parse::<i64>().map(Val::Int).map_err(|_| {
+                    EvalError::new(format!("{:?} is not an integer", truncate(&s, 24)))
                 })
-            })))
+            }))
         }
-        "int" => {
-            let t = args.pop()?;
-            match t.ty.required() {
-                Type::Int { .. } => Some(t),
-                Type::Str | Type::Enum(_) => {
-                    let f = c.want(t, Kind::Str, ids[0], "the argument of `int`")?;
-                    int_typed(str1(f, |s| {
-                        s.trim().parse::<i64>().map(Val::Int).map_err(|_| {
-                            EvalError::new(format!("{:?} is not an integer", truncate(&s, 24)))
-                        })
-                    }))
+        other => c.err_call(
+            args.ids[0],
+            format!("`int` takes a string or an int, found {other}"),
+        ),
+    }
+}
+
+fn f_date(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let t = args.pop()?;
+    match t.ty.required() {
+        Type::Date => Some(t),
+        Type::Timestamp => {
+            let f = c.want(t, Kind::Ts, args.ids[0], "the argument of `date`")?;
+            let china = crate::domain::china_tz();
+            date_typed(Box::new(move |r, k| match f(r, k)? {
+                Val::Ts(ms) => chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| date_val(t.with_timezone(&china).date_naive()))
+                    .ok_or(EvalError::msg("timestamp out of range")),
+                _ => Err(EvalError::internal()),
+            }))
+        }
+        Type::Str => {
+            if let Some(Const::Str(s)) = &t.konst {
+                if crate::schema::json_parse_date(s).is_none() {
+                    return c.err_call(args.ids[0], format!("{s:?} is not a date YYYY-MM-DD"));
                 }
-                other => c.err_call(
-                    ids[0],
-                    format!("`int` takes a string or an int, found {other}"),
-                ),
             }
-        }
-        "date" => {
-            let t = args.pop()?;
-            match t.ty.required() {
-                Type::Date => Some(t),
-                Type::Timestamp => {
-                    let f = c.want(t, Kind::Ts, ids[0], "the argument of `date`")?;
-                    let china = crate::domain::china_tz();
-                    date_typed(Box::new(move |r, k| match f(r, k)? {
-                        Val::Ts(ms) => chrono::DateTime::from_timestamp_millis(ms)
-                            .map(|t| date_val(t.with_timezone(&china).date_naive()))
-                            .ok_or(EvalError::msg("timestamp out of range")),
-                        _ => Err(EvalError::internal()),
-                    }))
-                }
-                Type::Str => {
-                    if let Some(Const::Str(s)) = &t.konst {
-                        if crate::schema::json_parse_date(s).is_none() {
-                            return c.err_call(ids[0], format!("{s:?} is not a date YYYY-MM-DD"));
-                        }
-                    }
-                    let f = c.want(t, Kind::Str, ids[0], "the argument of `date`")?;
-                    date_typed(str1(f, |s| {
-                        crate::schema::json_parse_date(&s)
-                            .map(Val::Date)
-                            .ok_or_else(|| {
-                                EvalError::new(format!(
-                                    "{:?} is not a date YYYY-MM-DD",
-                                    truncate(&s, 24)
-                                ))
-                            })
-                    }))
-                }
-                other => c.err_call(
-                    ids[0],
-                    format!("`date` takes a string or a timestamp, found {other}"),
-                ),
-            }
-        }
-        "parse_date" => {
-            let s = next(c, Kind::Str, 0)?;
-            let fmt = literal_str(c, args.pop()?, ids[1], "the format of `parse_date`")?;
-            check_format(c, &fmt, ids[1])?;
-            date_typed(str1(s, move |s| {
-                NaiveDate::parse_from_str(&s, &fmt)
-                    .map(date_val)
-                    .map_err(|_| {
-                        EvalError::new(format!(
-                            "{:?} does not match the date format {fmt:?}",
-                            truncate(&s, 24)
-                        ))
+            let f = c.want(t, Kind::Str, args.ids[0], "the argument of `date`")?;
+            date_typed(str1(f, |s| {
+                crate::schema::json_parse_date(&s)
+                    .map(Val::Date)
+                    .ok_or_else(|| {
+                        EvalError::new(format!("{:?} is not a date YYYY-MM-DD", truncate(&s, 24)))
                     })
             }))
         }
-        "format_date" => {
-            let d = next(c, Kind::Date, 0)?;
-            let fmt = literal_str(c, args.pop()?, ids[1], "the format of `format_date`")?;
-            let items = check_format(c, &fmt, ids[1])?;
-            if let Some(pieces) = simple_date_format(&fmt) {
-                return Some(str_typed(date1(d, move |d| {
-                    Ok(Val::Str(Text::Owned(format_simple(d, &pieces))))
-                })));
-            }
-            Some(str_typed(date1(d, move |d| {
-                owned(d.format_with_items(items.iter()).to_string())
-            })))
-        }
-        "period" => {
-            let d = next(c, Kind::Date, 0)?;
-            const PERIOD: [Piece; 3] = [Piece::Year, Piece::Lit('-'), Piece::Month];
-            Some(str_typed(date1(d, |d| {
-                Ok(Val::Str(Text::Owned(format_simple(d, &PERIOD))))
-            })))
-        }
-        "add_days" => date_typed(date_int(
-            next(c, Kind::Date, 0)?,
-            next(c, Kind::Int, 1)?,
-            |d, n| d.checked_add_signed(chrono::TimeDelta::try_days(n)?),
-        )),
-        "add_months" | "add_years" => {
-            let mul = if name == "add_years" { 12 } else { 1 };
-            date_typed(date_int(
-                next(c, Kind::Date, 0)?,
-                next(c, Kind::Int, 1)?,
-                move |d, n| {
-                    let m = n.checked_mul(mul)?;
-                    let months = Months::new(u32::try_from(m.unsigned_abs()).ok()?);
-                    if m >= 0 {
-                        d.checked_add_months(months)
-                    } else {
-                        d.checked_sub_months(months)
-                    }
-                },
-            ))
-        }
-        "first_of_month" => date_typed(date1(next(c, Kind::Date, 0)?, |d| {
-            Ok(date_val(d.with_day(1).unwrap_or(d)))
-        })),
-        "year" | "month" | "day" => {
-            let f: fn(NaiveDate) -> i64 = match name {
-                "year" => |d| i64::from(d.year()),
-                "month" => |d| i64::from(d.month()),
-                _ => |d| i64::from(d.day()),
-            };
-            int_typed(date1(next(c, Kind::Date, 0)?, move |d| Ok(Val::Int(f(d)))))
-        }
-        "age_at" => {
-            let (b, at) = (next(c, Kind::Date, 0)?, next(c, Kind::Date, 1)?);
-            int_typed(Box::new(move |r, k| {
-                let (b, at) = (as_date(b(r, k)?)?, as_date(at(r, k)?)?);
-                let mut age = at.year() - b.year();
-                if (at.month(), at.day()) < (b.month(), b.day()) {
-                    age -= 1;
-                }
-                Ok(Val::Int(i64::from(age)))
-            }))
-        }
-        "lookup" => lookup(c, args, ids, n),
-        "coalesce" => {
-            let a = args.pop()?;
-            let b = args.pop()?;
-            if !super::compile::same_kind(&a.ty, &b.ty) {
-                return c.err_call(ids[1], format!("the default of `coalesce` must have the type of its first argument ({}), found {}", a.ty.required(), b.ty));
-            }
-            let ty = b.ty.clone();
-            let (fa, fb) = (a.eval, b.eval);
-            typed(
-                ty,
-                Box::new(move |r, k| match fa(r, k)? {
-                    Val::Null => fb(r, k),
-                    v => Ok(v),
-                }),
-            )
-        }
-        "yuan" => {
-            let f = next(c, Kind::Int, 0)?;
-            Some(str_typed(Box::new(move |r, k| {
-                let fen = as_int(f(r, k)?)?;
-                let sign = if fen < 0 { "-" } else { "" };
-                let a = fen.unsigned_abs();
-                owned(format!("{sign}{}.{:02}", a / 100, a % 100))
-            })))
-        }
-        "id_valid" => Some(bool_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Bool(ResidentId::parse_cached(&s).is_ok()))
-        }))),
-        "id_birth_date" => date_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(date_val(parse_id(&s)?.birth_date()))
-        })),
-        "id_sex" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Str(Text::Borrowed(if parse_id(&s)?.is_male() {
-                "M"
-            } else {
-                "F"
-            })))
-        }))),
-        "id_region" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            parse_id(&s)?;
-            Ok(Val::Str(sub(s, |x| &x[..6])))
-        }))),
-        "id_upgrade" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            ResidentId::parse_or_upgrade(&s)
-                .map(|id| Val::Str(Text::Owned(id.as_str().into())))
-                .map_err(|e| {
-                    EvalError::new(format!("invalid ID number {}: {e}", mask::id_number(&s)))
-                })
-        }))),
-        "cert_valid" => Some(bool_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Bool(CertificateNo::parse_cached(&s).is_ok()))
-        }))),
-        "cert_category" => int_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Int(i64::from(parse_cert(&s)?.category())))
-        })),
-        "cert_level" => int_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Int(i64::from(parse_cert(&s)?.level())))
-        })),
-        "cert_reissue" => int_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Int(i64::from(parse_cert(&s)?.reissue())))
-        })),
-        "cert_holder_id" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            parse_cert(&s)?;
-            Ok(Val::Str(sub(s, |x| &x[..18])))
-        }))),
-        "luhn_valid" => Some(bool_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            Ok(Val::Bool(crate::domain::luhn::is_valid(&s)))
-        }))),
-        "mask_id" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            owned(mask::id_number(&s))
-        }))),
-        "mask_card" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            owned(mask::bank_card(&s))
-        }))),
-        "mask_name" => Some(str_typed(str1(next(c, Kind::Str, 0)?, |s| {
-            owned(mask::name(&s))
-        }))),
-        _ => c.err_call(
-            id,
-            format!("function `{name}` is listed but not compiled (please report)"),
+        other => c.err_call(
+            args.ids[0],
+            format!("`date` takes a string or a timestamp, found {other}"),
         ),
     }
+}
+
+fn f_parse_date(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let s = args.next(c, Kind::Str, 0)?;
+    let fmt = literal_str(c, args.pop()?, args.ids[1], "the format of `parse_date`")?;
+    check_format(c, &fmt, args.ids[1])?;
+    date_typed(str1(s, move |s| {
+        NaiveDate::parse_from_str(&s, &fmt)
+            .map(date_val)
+            .map_err(|_| {
+                EvalError::new(format!(
+                    "{:?} does not match the date format {fmt:?}",
+                    truncate(&s, 24)
+                ))
+            })
+    }))
+}
+
+fn f_format_date(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let d = args.next(c, Kind::Date, 0)?;
+    let fmt = literal_str(c, args.pop()?, args.ids[1], "the format of `format_date`")?;
+    let items = check_format(c, &fmt, args.ids[1])?;
+    if let Some(pieces) = simple_date_format(&fmt) {
+        return Some(str_typed(date1(d, move |d| {
+            Ok(Val::Str(Text::Owned(format_simple(d, &pieces))))
+        })));
+    }
+    Some(str_typed(date1(d, move |d| {
+        owned(d.format_with_items(items.iter()).to_string())
+    })))
+}
+
+fn f_period(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let d = args.next(c, Kind::Date, 0)?;
+    const PERIOD: [Piece; 3] = [Piece::Year, Piece::Lit('-'), Piece::Month];
+    Some(str_typed(date1(d, |d| {
+        Ok(Val::Str(Text::Owned(format_simple(d, &PERIOD))))
+    })))
+}
+
+fn f_add_days(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    date_typed(date_int(
+        args.next(c, Kind::Date, 0)?,
+        args.next(c, Kind::Int, 1)?,
+        |d, n| d.checked_add_signed(chrono::TimeDelta::try_days(n)?),
+    ))
+}
+
+fn f_add_months(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let mul = if args.name == "add_years" { 12 } else { 1 };
+    date_typed(date_int(
+        args.next(c, Kind::Date, 0)?,
+        args.next(c, Kind::Int, 1)?,
+        move |d, n| {
+            let m = n.checked_mul(mul)?;
+            let months = Months::new(u32::try_from(m.unsigned_abs()).ok()?);
+            if m >= 0 {
+                d.checked_add_months(months)
+            } else {
+                d.checked_sub_months(months)
+            }
+        },
+    ))
+}
+
+fn f_first_of_month(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    date_typed(date1(args.next(c, Kind::Date, 0)?, |d| {
+        Ok(date_val(d.with_day(1).unwrap_or(d)))
+    }))
+}
+
+fn f_year(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let f: fn(NaiveDate) -> i64 = match args.name {
+        "year" => |d| i64::from(d.year()),
+        "month" => |d| i64::from(d.month()),
+        _ => |d| i64::from(d.day()),
+    };
+    int_typed(date1(args.next(c, Kind::Date, 0)?, move |d| {
+        Ok(Val::Int(f(d)))
+    }))
+}
+
+fn f_age_at(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let (b, at) = (args.next(c, Kind::Date, 0)?, args.next(c, Kind::Date, 1)?);
+    int_typed(Box::new(move |r, k| {
+        let (b, at) = (as_date(b(r, k)?)?, as_date(at(r, k)?)?);
+        let mut age = at.year() - b.year();
+        if (at.month(), at.day()) < (b.month(), b.day()) {
+            age -= 1;
+        }
+        Ok(Val::Int(i64::from(age)))
+    }))
+}
+
+fn f_lookup(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    lookup(c, args)
+}
+
+fn f_coalesce(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let a = args.pop()?;
+    let b = args.pop()?;
+    if !super::compile::same_kind(&a.ty, &b.ty) {
+        return c.err_call(
+            args.ids[1],
+            format!(
+                "the default of `coalesce` must have the type of its first argument ({}), found {}",
+                a.ty.required(),
+                b.ty
+            ),
+        );
+    }
+    let ty = b.ty.clone();
+    let (fa, fb) = (a.eval, b.eval);
+    typed(
+        ty,
+        Box::new(move |r, k| match fa(r, k)? {
+            Val::Null => fb(r, k),
+            v => Ok(v),
+        }),
+    )
+}
+
+fn f_yuan(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let f = args.next(c, Kind::Int, 0)?;
+    Some(str_typed(Box::new(move |r, k| {
+        let fen = as_int(f(r, k)?)?;
+        let sign = if fen < 0 { "-" } else { "" };
+        let a = fen.unsigned_abs();
+        owned(format!("{sign}{}.{:02}", a / 100, a % 100))
+    })))
+}
+
+fn f_id_valid(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(bool_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Bool(ResidentId::parse_cached(&s).is_ok()))
+    })))
+}
+
+fn f_id_birth_date(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    date_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(date_val(parse_id(&s)?.birth_date()))
+    }))
+}
+
+fn f_id_sex(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Str(Text::Borrowed(if parse_id(&s)?.is_male() {
+            "M"
+        } else {
+            "F"
+        })))
+    })))
+}
+
+fn f_id_region(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        parse_id(&s)?;
+        Ok(Val::Str(sub(s, |x| &x[..6])))
+    })))
+}
+
+fn f_id_upgrade(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        ResidentId::parse_or_upgrade(&s)
+            .map(|id| Val::Str(Text::Owned(id.as_str().into())))
+            .map_err(|e| EvalError::new(format!("invalid ID number {}: {e}", mask::id_number(&s))))
+    })))
+}
+
+fn f_cert_valid(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(bool_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Bool(CertificateNo::parse_cached(&s).is_ok()))
+    })))
+}
+
+fn f_cert_category(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    int_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Int(i64::from(parse_cert(&s)?.category())))
+    }))
+}
+
+fn f_cert_level(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    int_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Int(i64::from(parse_cert(&s)?.level())))
+    }))
+}
+
+fn f_cert_reissue(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    int_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Int(i64::from(parse_cert(&s)?.reissue())))
+    }))
+}
+
+fn f_cert_holder_id(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        parse_cert(&s)?;
+        Ok(Val::Str(sub(s, |x| &x[..18])))
+    })))
+}
+
+fn f_luhn_valid(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(bool_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        Ok(Val::Bool(crate::domain::luhn::is_valid(&s)))
+    })))
+}
+
+fn f_mask_id(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        owned(mask::id_number(&s))
+    })))
+}
+
+fn f_mask_card(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        owned(mask::bank_card(&s))
+    })))
+}
+
+fn f_mask_name(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    Some(str_typed(str1(args.next(c, Kind::Str, 0)?, |s| {
+        owned(mask::name(&s))
+    })))
 }
 
 /// A piece of a date format made only of `%Y`, `%m`, `%d` and plain characters.
@@ -684,8 +1056,8 @@ fn check_format(
     }
 }
 
-fn lookup(c: &mut Compiler, mut args: Vec<Typed>, ids: &[u64], n: usize) -> Option<Typed> {
-    let spec = literal_str(c, args.pop()?, ids[0], "the table name of `lookup`")?;
+fn lookup(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let spec = literal_str(c, args.pop()?, args.ids[0], "the table name of `lookup`")?;
     let (table, column) = match spec.split_once('.') {
         Some((t, col)) => (t.to_string(), Some(col.to_string())),
         None => (spec.clone(), None),
@@ -693,7 +1065,7 @@ fn lookup(c: &mut Compiler, mut args: Vec<Typed>, ids: &[u64], n: usize) -> Opti
     let Some((slot, t)) = c.table_slot(&table) else {
         let have = c.table_names().join(", ");
         return c.err_call(
-            ids[0],
+            args.ids[0],
             format!("no table {table:?} in mappings/tables/ (have: {have})"),
         );
     };
@@ -703,7 +1075,7 @@ fn lookup(c: &mut Compiler, mut args: Vec<Typed>, ids: &[u64], n: usize) -> Opti
             Some(i) => i,
             None => {
                 return c.err_call(
-                    ids[0],
+                    args.ids[0],
                     format!(
                         "table {table:?} has no column {name:?} (has: {})",
                         t.columns[1..].join(", ")
@@ -717,9 +1089,14 @@ fn lookup(c: &mut Compiler, mut args: Vec<Typed>, ids: &[u64], n: usize) -> Opti
         Type::Int { .. } => Kind::Int,
         _ => Kind::Str,
     };
-    let fk = c.want(key, kind, ids[1], "the key of `lookup`")?;
-    let default = if n == 3 {
-        Some(c.want(args.pop()?, Kind::Str, ids[2], "the default of `lookup`")?)
+    let fk = c.want(key, kind, args.ids[1], "the key of `lookup`")?;
+    let default = if args.n == 3 {
+        Some(c.want(
+            args.pop()?,
+            Kind::Str,
+            args.ids[2],
+            "the default of `lookup`",
+        )?)
     } else {
         None
     };
