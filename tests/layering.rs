@@ -101,6 +101,51 @@ fn no_top_level_module_imports_one_that_imports_it_back() {
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
 }
 
+/// The layers of `src/lib.rs`'s table, lowest first.
+const LAYERS: [&[&str]; 10] = [
+    &["domain", "diag"],
+    &["schema", "store", "synth"],
+    &["formats", "mapping", "dispatch"],
+    &["config"],
+    &["pipeline"],
+    &["connectors"],
+    &["payout", "sim"],
+    &["hub"],
+    &["admin", "demo"],
+    &["cli"],
+];
+
+fn layer(m: &str) -> usize {
+    LAYERS
+        .iter()
+        .position(|l| l.contains(&m))
+        .unwrap_or_else(|| {
+            panic!("module {m} is in no layer of src/lib.rs's table: add it there and here")
+        })
+}
+
+#[test]
+fn each_module_uses_only_the_layers_below_it() {
+    let g = graph();
+    let mut up = Vec::new();
+    for (from, uses) in &g {
+        for (to, file) in uses {
+            if layer(to) >= layer(from) {
+                up.push(format!(
+                    "{from} (layer {}) uses {to} (layer {}) in src/{file}",
+                    layer(from) + 1,
+                    layer(to) + 1
+                ));
+            }
+        }
+    }
+    assert!(
+        up.is_empty(),
+        "uses that do not point down:\n{}",
+        up.join("\n")
+    );
+}
+
 #[test]
 fn the_check_sees_a_cycle_when_there_is_one() {
     let mut g = graph();

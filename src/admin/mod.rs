@@ -15,6 +15,10 @@
 //! Files: `messages.rs` (targets, messages, replay, skip, quarantine),
 //! `tasks.rs` (bulk replays), `access.rs` (audit, tokens), `metrics.rs`;
 //! this file holds roles, authentication, errors and the router.
+//!
+//! Layer 9: uses the hub (the targets it serves), the store, the
+//! dispatcher's counters, the pipeline (re-mapping) and the domain's
+//! masking; nothing uses it but the CLI.
 
 mod access;
 mod messages;

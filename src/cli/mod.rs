@@ -2,6 +2,9 @@
 //!
 //! Exit codes: 0 success; 1 some records or test cases failed; 2 the
 //! configuration or the command line is wrong.
+//!
+//! Layer 10, the top: argument parsing and printing over every module
+//! below; nothing here is used by another module.
 
 mod map;
 mod ops;

@@ -5,6 +5,10 @@
 //! Everything is checked before anything runs: unknown keys, references
 //! between files, and every expression against the schemas. All problems of
 //! a run are collected into [`Diagnostics`] with file, line and column.
+//!
+//! Layer 4: uses the schemas, the mapping compiler, the formats (bank
+//! layouts), diagnostics and the store's URL check; it imports no
+//! connector, hub or CLI code.
 
 pub mod connector;
 pub mod feed;

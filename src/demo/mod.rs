@@ -12,12 +12,15 @@
 //! `invariants` say whether each person got exactly what the rules give
 //! them, and exits 0 only if every invariant holds.
 //!
-//! The parts: [`scenario`] starts the simulators and writes the hub's
-//! configuration; [`model`] makes the synthetic people and says, for each,
+//! The parts: `scenario` starts the simulators and writes the hub's
+//! configuration; `model` makes the synthetic people and says, for each,
 //! what the rules give them (the specification the report checks the
-//! systems against, independent of the hub's store); [`phases`] runs the
-//! application chain and the bank leg; [`report`] compares what the
+//! systems against, independent of the hub's store); `phases` runs the
+//! application chain and the bank leg; `report` compares what the
 //! simulated systems saw with the model and writes the report.
+//!
+//! Layer 9: uses the hub, the simulators, the payout register, the store
+//! and the domain; the CLI calls it.
 
 mod model;
 mod phases;

@@ -5,6 +5,9 @@
 //! later or dead, in one batch per round. A circuit breaker stops it from
 //! hammering a target that is down; one slow or dead target never holds up
 //! another, because each target runs in a task of its own.
+//!
+//! Layer 3: uses only the store's `Queue` (claim, settle), the domain and
+//! synth (jitter).
 
 pub mod breaker;
 pub mod failure;

@@ -4,6 +4,8 @@
 //!
 //! Every check returns a typed error that says what is wrong in words an
 //! operator understands; error texts never contain the unmasked value.
+//!
+//! Layer 1, the lowest: imports no other module of the crate.
 
 pub mod cert;
 pub mod days;

@@ -5,6 +5,8 @@
 //! ([`compile`]). [`Program::run`] evaluates them in the target schema's field
 //! order and checks every value against its field's type and domain format,
 //! so the first error reported is the first field that is wrong.
+//!
+//! Layer 3: uses the schemas and the domain rules only.
 
 pub mod compile;
 pub mod functions;

@@ -5,6 +5,8 @@
 //! turned into [`Type`] trees. A field may carry the custom attribute
 //! `"format"` (`resident-id`, `certificate-no`, `bank-card`, `region-code`,
 //! `period`, `cnaps-code`): every record produced for that schema is checked against it.
+//!
+//! Layer 2: uses the domain (formats of fields, dates) only.
 
 mod avro;
 mod datum;

@@ -11,6 +11,10 @@
 //! the system's rules are refused with 422 (default: yes).
 //!
 //! Rates are in per mille (‰): integers, like every number here.
+//!
+//! Layer 7: simulators use the configuration types (signing algorithms),
+//! the connectors' signer and file placement, the formats and the domain;
+//! the hub never uses them.
 
 pub mod bank;
 pub mod cert;

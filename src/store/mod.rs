@@ -10,6 +10,8 @@
 //! lease, so a message whose worker died comes due again by itself, and
 //! bumps a lease counter, so a stale worker cannot settle it. A dead message
 //! parks its head (`due_at` NULL): its key waits, other keys flow.
+//!
+//! Layer 2: uses the domain only; everything that persists goes through it.
 
 #[macro_use]
 mod state;
