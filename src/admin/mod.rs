@@ -218,7 +218,7 @@ impl Admin {
                 "an API token is needed: Authorization: Bearer <token>",
             ));
         };
-        let Some((name, role)) = self
+        let Some(crate::store::TokenHolder { name, role }) = self
             .store
             .token(&token_hash(token))
             .await

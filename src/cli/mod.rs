@@ -337,11 +337,12 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 ..
             } => {
                 let corrected = if account.is_some() || bank.is_some() || name.is_some() {
-                    let (row, _, _) = store
+                    let row = store
                         .payment(payment_id)
                         .await
                         .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("there is no payment {payment_id}"))?;
+                        .ok_or_else(|| format!("there is no payment {payment_id}"))?
+                        .row;
                     let mut v: serde_json::Value = serde_json::from_slice(&row.record)
                         .map_err(|e| format!("payment {payment_id}: {e}"))?;
                     if let Some(a) = account {

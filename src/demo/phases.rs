@@ -3,8 +3,8 @@
 //! payout list paid, rejected payments re-issued).
 
 use crate::config::Config;
-use crate::sim::{self};
-use crate::store::{status, Store};
+use crate::sim;
+use crate::store::{status, PaymentState, Store};
 use crate::synth::{self, Rng};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -297,7 +297,10 @@ pub(super) async fn pay(
         for holder in &closed {
             for ty in ["LIVING", "CARE"] {
                 let id = format!("{ty}-{holder}-{}", period.replace('-', ""));
-                if let Some((_, Some(r), _)) = store.payment(&id).await.map_err(e)? {
+                if let Some(PaymentState {
+                    result: Some(r), ..
+                }) = store.payment(&id).await.map_err(e)?
+                {
                     if r == "REJECTED" {
                         ids.push(id);
                     }
@@ -315,7 +318,12 @@ pub(super) async fn pay(
     }
     leg.rejected = rejected.len();
     for id in &rejected {
-        let (row, _, _) = store.payment(id).await.map_err(e)?.ok_or("payment gone")?;
+        let row = store
+            .payment(id)
+            .await
+            .map_err(e)?
+            .ok_or("payment gone")?
+            .row;
         let mut v: Value = serde_json::from_slice(&row.record).map_err(|e| e.to_string())?;
         let card = synth::luhn_complete(&format!("621700{:012}", rng.below(1_000_000_000_000)));
         bank.account(

@@ -31,7 +31,7 @@ use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
 use crate::formats::layout::Layout;
 use crate::formats::pain::{GroupHeader, Pain001Writer, PaymentBlock, Transfer, Version};
-use crate::store::{BatchRow, Claimed, PaymentRow, Store};
+use crate::store::{BankResult, BatchRow, Claimed, NewAlarm, PaymentRow, Store};
 use futures::future::BoxFuture;
 use std::io::Write;
 use std::path::PathBuf;

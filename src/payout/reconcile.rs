@@ -166,7 +166,11 @@ pub async fn reconcile(
             .raise_alarms(
                 out.alarms
                     .iter()
-                    .map(|(k, d)| (out.batch_id.clone(), k.clone(), d.clone()))
+                    .map(|(kind, detail)| NewAlarm {
+                        batch_id: out.batch_id.clone(),
+                        kind: kind.clone(),
+                        detail: detail.clone(),
+                    })
                     .collect(),
             )
             .await
@@ -240,7 +244,11 @@ pub async fn reconcile(
             }
             _ => out.pending += 1,
         }
-        results.push((payment_id.clone(), result.to_string(), tx.reason.clone()));
+        results.push(BankResult {
+            payment_id: payment_id.clone(),
+            result: result.to_string(),
+            reason_code: tx.reason.clone(),
+        });
         out.results.push(
             serde_json::to_vec(&serde_json::json!({
                 "payment_id": payment_id,
@@ -258,7 +266,11 @@ pub async fn reconcile(
         .raise_alarms(
             out.alarms
                 .iter()
-                .map(|(k, d)| (batch.batch_id.clone(), k.clone(), d.clone()))
+                .map(|(kind, detail)| NewAlarm {
+                    batch_id: batch.batch_id.clone(),
+                    kind: kind.clone(),
+                    detail: detail.clone(),
+                })
                 .collect(),
         )
         .await

@@ -200,7 +200,10 @@ async fn tokens_are_found_by_hash_until_revoked(s: Store) {
     );
     assert_eq!(
         s.token("h1").await.unwrap(),
-        Some(("vera".into(), "viewer".into()))
+        Some(TokenHolder {
+            name: "vera".into(),
+            role: "viewer".into()
+        })
     );
     assert_eq!(s.token("nope").await.unwrap(), None);
     assert!(s.revoke_token("vera", "ada", "left").await.unwrap());

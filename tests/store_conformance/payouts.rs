@@ -207,8 +207,16 @@ async fn only_rejected_payments_are_reissued_into_a_later_batch(store: Store) {
     assert_eq!(first.len(), 1);
     store
         .set_results(vec![
-            (ids[0].clone(), "ACCEPTED".into(), None),
-            (ids[1].clone(), "REJECTED".into(), Some("AC04".into())),
+            BankResult {
+                payment_id: ids[0].clone(),
+                result: "ACCEPTED".into(),
+                reason_code: None,
+            },
+            BankResult {
+                payment_id: ids[1].clone(),
+                result: "REJECTED".into(),
+                reason_code: Some("AC04".into()),
+            },
         ])
         .await
         .unwrap();
@@ -239,7 +247,7 @@ async fn only_rejected_payments_are_reissued_into_a_later_batch(store: Store) {
         .await
         .unwrap();
     assert_eq!(old, first[0].batch_id);
-    let (row, result, _) = store.payment(&ids[1]).await.unwrap().unwrap();
+    let PaymentState { row, result, .. } = store.payment(&ids[1]).await.unwrap().unwrap();
     assert_eq!(
         (row.record, row.bank_code, result),
         (corrected.0, corrected.1.clone(), None)

@@ -198,6 +198,15 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
+/// Who holds a live token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenHolder {
+    /// The token's name (the actor of its actions).
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+}
+
 /// What [`Store::counts`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -310,7 +319,7 @@ impl Store {
     }
 
     /// The live token with this SHA-256: its name and role.
-    pub async fn token(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenHolder>, StoreError> {
         both!(self, s => s.token(hash).await)
     }
 

@@ -164,14 +164,15 @@ impl PgStore {
     pub(in crate::store) async fn token(
         &self,
         hash: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<TokenHolder>, StoreError> {
         let c = self.client().await?;
         let st = c
             .prepare_cached("SELECT name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
             .await?;
-        Ok(c.query_opt(&st, &[&hash])
-            .await?
-            .map(|r| (r.get(0), r.get(1))))
+        Ok(c.query_opt(&st, &[&hash]).await?.map(|r| TokenHolder {
+            name: r.get(0),
+            role: r.get(1),
+        }))
     }
 
     pub(in crate::store) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {

@@ -145,13 +145,18 @@ impl SqliteStore {
     pub(in crate::store) async fn token(
         &self,
         hash: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<TokenHolder>, StoreError> {
         let hash = hash.to_string();
         self.with(move |c| {
             Ok(c.prepare_cached(
                 "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
             )?
-            .query_row([&hash], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([&hash], |r| {
+                Ok(TokenHolder {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                })
+            })
             .optional()?)
         })
         .await

@@ -87,6 +87,39 @@ pub(crate) fn plan_batches(
     Ok(out)
 }
 
+/// A bank's answer about one payment, as the register records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BankResult {
+    /// The payment.
+    pub payment_id: String,
+    /// `ACCEPTED`, `REJECTED` or `PENDING`.
+    pub result: String,
+    /// The bank's reason code (ISO 20022: `AC04`, `MD07`, …), if any.
+    pub reason_code: Option<String>,
+}
+
+/// One payment of the register with the bank's latest answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentState {
+    /// The payment.
+    pub row: PaymentRow,
+    /// `ACCEPTED`, `REJECTED` or `PENDING`; none before a result file.
+    pub result: Option<String>,
+    /// The bank's reason code, if any.
+    pub reason_code: Option<String>,
+}
+
+/// An alarm to raise about a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAlarm {
+    /// The batch (the `OrgnlMsgId` of the report).
+    pub batch_id: String,
+    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`.
+    pub kind: String,
+    /// What exactly.
+    pub detail: String,
+}
+
 /// An alarm operations must see: a bank result that does not fit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlarmRow {
@@ -206,11 +239,8 @@ impl Store {
         both!(self, s => s.reissue(payment_id, corrected, actor, reason).await)
     }
 
-    /// One payment of the register with its result: (row, result, reason code).
-    pub async fn payment(
-        &self,
-        payment_id: &str,
-    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+    /// One payment of the register with the bank's latest answer.
+    pub async fn payment(&self, payment_id: &str) -> Result<Option<PaymentState>, StoreError> {
         both!(self, s => s.payment(payment_id).await)
     }
 
@@ -229,19 +259,13 @@ impl Store {
         both!(self, s => s.batch(batch_id).await)
     }
 
-    /// Records bank results: (payment id, `ACCEPTED` | `REJECTED` | `PENDING`, reason code).
-    pub async fn set_results(
-        &self,
-        results: Vec<(String, String, Option<String>)>,
-    ) -> Result<(), StoreError> {
+    /// Records the banks' answers.
+    pub async fn set_results(&self, results: Vec<BankResult>) -> Result<(), StoreError> {
         both!(self, s => s.set_results(results).await)
     }
 
-    /// Raises alarms (batch id, kind, detail); one already raised stays as it was.
-    pub async fn raise_alarms(
-        &self,
-        alarms: Vec<(String, String, String)>,
-    ) -> Result<(), StoreError> {
+    /// Raises alarms; one already raised stays as it was.
+    pub async fn raise_alarms(&self, alarms: Vec<NewAlarm>) -> Result<(), StoreError> {
         both!(self, s => s.raise_alarms(alarms).await)
     }
 

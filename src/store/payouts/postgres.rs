@@ -215,25 +215,23 @@ impl PgStore {
     pub(in crate::store) async fn payment(
         &self,
         payment_id: &str,
-    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+    ) -> Result<Option<PaymentState>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(
             "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = $1",
             &[&payment_id],
         )
         .await?
-        .map(|r| {
-            (
-                PaymentRow {
-                    payment_id: r.get(0),
-                    period: r.get(1),
-                    bank_code: r.get(2),
-                    amount_fen: r.get(3),
-                    record: r.get(4),
-                },
-                r.get(5),
-                r.get(6),
-            )
+        .map(|r| PaymentState {
+            row: PaymentRow {
+                payment_id: r.get(0),
+                period: r.get(1),
+                bank_code: r.get(2),
+                amount_fen: r.get(3),
+                record: r.get(4),
+            },
+            result: r.get(5),
+            reason_code: r.get(6),
         }))
     }
 
@@ -287,14 +285,14 @@ impl PgStore {
 
     pub(in crate::store) async fn set_results(
         &self,
-        results: Vec<(String, String, Option<String>)>,
+        results: Vec<BankResult>,
     ) -> Result<(), StoreError> {
         let c = self.client().await?;
         let (mut id, mut res, mut why) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, r, w) in &results {
-            id.push(i.as_str());
-            res.push(r.as_str());
-            why.push(w.as_deref());
+        for r in &results {
+            id.push(r.payment_id.as_str());
+            res.push(r.result.as_str());
+            why.push(r.reason_code.as_deref());
         }
         c.execute(
             "UPDATE payments p SET result = u.r, reason_code = u.w, result_at = $4
@@ -307,14 +305,14 @@ impl PgStore {
 
     pub(in crate::store) async fn raise_alarms(
         &self,
-        alarms: Vec<(String, String, String)>,
+        alarms: Vec<NewAlarm>,
     ) -> Result<(), StoreError> {
         let c = self.client().await?;
         let (mut b, mut k, mut d) = (Vec::new(), Vec::new(), Vec::new());
-        for (x, y, z) in &alarms {
-            b.push(x.as_str());
-            k.push(y.as_str());
-            d.push(z.as_str());
+        for a in &alarms {
+            b.push(a.batch_id.as_str());
+            k.push(a.kind.as_str());
+            d.push(a.detail.as_str());
         }
         c.execute(
             "INSERT INTO alarms (at, batch_id, kind, detail)

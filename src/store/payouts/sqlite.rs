@@ -162,13 +162,19 @@ impl SqliteStore {
     pub(in crate::store) async fn payment(
         &self,
         payment_id: &str,
-    ) -> Result<Option<(PaymentRow, Option<String>, Option<String>)>, StoreError> {
+    ) -> Result<Option<PaymentState>, StoreError> {
         let payment_id = payment_id.to_string();
         self.with(move |c| {
             Ok(c.query_row(
                 "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1",
                 [&payment_id],
-                |r| Ok((payment_at(r, 0)?, r.get(5)?, r.get(6)?)),
+                |r| {
+                    Ok(PaymentState {
+                        row: payment_at(r, 0)?,
+                        result: r.get(5)?,
+                        reason_code: r.get(6)?,
+                    })
+                },
             )
             .optional()?)
         })
@@ -236,7 +242,7 @@ impl SqliteStore {
 
     pub(in crate::store) async fn set_results(
         &self,
-        results: Vec<(String, String, Option<String>)>,
+        results: Vec<BankResult>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
             {
@@ -244,8 +250,8 @@ impl SqliteStore {
                     "UPDATE payments SET result = ?2, reason_code = ?3, result_at = ?4 WHERE payment_id = ?1",
                 )?;
                 let now = now_ms();
-                for (id, result, reason) in &results {
-                    st.execute(rusqlite::params![id, result, reason, now])?;
+                for r in &results {
+                    st.execute(rusqlite::params![r.payment_id, r.result, r.reason_code, now])?;
                 }
             }
             Ok(())
@@ -255,7 +261,7 @@ impl SqliteStore {
 
     pub(in crate::store) async fn raise_alarms(
         &self,
-        alarms: Vec<(String, String, String)>,
+        alarms: Vec<NewAlarm>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
             {
@@ -264,8 +270,8 @@ impl SqliteStore {
                      ON CONFLICT (batch_id, kind, detail) DO NOTHING",
                 )?;
                 let now = now_ms();
-                for (b, k, d) in &alarms {
-                    st.execute(rusqlite::params![now, b, k, d])?;
+                for a in &alarms {
+                    st.execute(rusqlite::params![now, a.batch_id, a.kind, a.detail])?;
                 }
             }
             Ok(())
