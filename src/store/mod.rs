@@ -16,6 +16,7 @@
 #[macro_use]
 mod state;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use state::{status, AttemptOutcome, Status};

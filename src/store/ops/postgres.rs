@@ -1,6 +1,7 @@
 //! Operations on PostgreSQL.
 
 use crate::store::postgres::*;
+use crate::store::sql::{self, MESSAGE_SELECT, TASK_SELECT};
 use crate::store::*;
 use deadpool_postgres::Transaction;
 
@@ -96,13 +97,7 @@ impl PgStore {
                 ..TargetRow::default()
             })
         }
-        for r in c
-            .query(
-                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
-                &[],
-            )
-            .await?
-        {
+        for r in c.query(sql::MESSAGES_PER_STATE.pg(), &[]).await? {
             let (t, status, n): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
             let e = row(&mut out, &t);
             match status {
@@ -125,10 +120,7 @@ impl PgStore {
                 e.oldest_pending_at = Some(at);
             }
         }
-        for r in c
-            .query("SELECT target FROM targets WHERE paused = 1", &[])
-            .await?
-        {
+        for r in c.query(sql::PAUSED_TARGETS.pg(), &[]).await? {
             let t: String = r.get(0);
             row(&mut out, &t).paused = true;
         }
@@ -144,11 +136,8 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(
-            "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4)",
-            &[&name, &role, &hash, &now_ms()],
-        )
-        .await?;
+        tx.execute(sql::INSERT_TOKEN.pg(), &[&name, &role, &hash, &now_ms()])
+            .await?;
         audit(
             &tx,
             actor,
@@ -166,9 +155,7 @@ impl PgStore {
         hash: &str,
     ) -> Result<Option<TokenHolder>, StoreError> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT name, role FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
-            .await?;
+        let st = c.prepare_cached(sql::LIVE_TOKEN.pg()).await?;
         Ok(c.query_opt(&st, &[&hash]).await?.map(|r| TokenHolder {
             name: r.get(0),
             role: r.get(1),
@@ -177,19 +164,16 @@ impl PgStore {
 
     pub(in crate::store) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query(
-            "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| TokenRow {
-            name: r.get(0),
-            role: r.get(1),
-            created_at: r.get(2),
-            revoked_at: r.get(3),
-        })
-        .collect())
+        Ok(c.query(sql::ALL_TOKENS.pg(), &[])
+            .await?
+            .iter()
+            .map(|r| TokenRow {
+                name: r.get(0),
+                role: r.get(1),
+                created_at: r.get(2),
+                revoked_at: r.get(3),
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn revoke_token(
@@ -201,10 +185,7 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let n = tx
-            .execute(
-                "UPDATE tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
-                &[&name, &now_ms()],
-            )
+            .execute(sql::REVOKE_TOKEN.pg(), &[&name, &now_ms()])
             .await?;
         if n > 0 {
             audit(&tx, actor, "token_revoke", &format!("token {name}"), reason).await?;
@@ -261,21 +242,18 @@ impl PgStore {
 
     pub(in crate::store) async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query(
-            "SELECT id FROM tasks WHERE status = 'running' ORDER BY id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+        Ok(c.query(sql::RUNNING_TASKS.pg(), &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     pub(in crate::store) async fn quarantine_counts(
         &self,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query("SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", &[])
+        Ok(c.query(sql::QUARANTINE_COUNTS.pg(), &[])
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -314,11 +292,8 @@ impl PgStore {
             .map(|r| r.get(0));
         let moved = now.is_some_and(|s| from.contains(&s.as_str()));
         if moved {
-            tx.execute(
-                "UPDATE tasks SET status = $2, updated_at = $3 WHERE id = $1",
-                &[&id, &to, &now_ms()],
-            )
-            .await?;
+            tx.execute(sql::SET_TASK_STATUS.pg(), &[&id, &to, &now_ms()])
+                .await?;
             audit(
                 &tx,
                 actor,
@@ -346,10 +321,7 @@ impl PgStore {
             return Ok(None);
         };
         let task = task_row(&row);
-        let cursor: i64 = tx
-            .query_one("SELECT cursor FROM tasks WHERE id = $1", &[&id])
-            .await?
-            .get(0);
+        let cursor: i64 = tx.query_one(sql::TASK_CURSOR.pg(), &[&id]).await?.get(0);
         if task.status != "running" {
             return Ok(Some(task));
         }
@@ -396,7 +368,7 @@ impl PgStore {
         let next_cursor = rows.last().map_or(cursor, |r| r.0);
         let status_now = if finished { "done" } else { "running" };
         tx.execute(
-            "UPDATE tasks SET done = $2, cursor = $3, status = $4, updated_at = $5 WHERE id = $1",
+            sql::TASK_PROGRESS.pg(),
             &[&id, &done, &next_cursor, &status_now, &now],
         )
         .await?;
@@ -460,11 +432,8 @@ impl PgStore {
             };
             let (inbox_id, source, source_id): (i64, String, String) =
                 (row.get(0), row.get(1), row.get(2));
-            tx.execute(
-                "UPDATE quarantine SET resolved_at = $2 WHERE id = $1",
-                &[qid, &now],
-            )
-            .await?;
+            tx.execute(sql::RESOLVE_QUARANTINE.pg(), &[qid, &now])
+                .await?;
             n += 1;
             if let Some(m) = m {
                 let idem = idempotency_key(&source, &source_id, &m.mapping);
@@ -476,12 +445,8 @@ impl PgStore {
                     )
                     .await?
                     .get(0);
-                tx.execute(
-                    "INSERT INTO heads (target, key, message_id, due_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (target, key) DO NOTHING",
-                    &[&m.target, &m.key, &id, &now],
-                )
-                .await?;
+                tx.execute(sql::NEW_HEAD.pg(), &[&m.target, &m.key, &id, &now])
+                    .await?;
                 queued += 1;
             }
         }
@@ -551,11 +516,9 @@ impl PgStore {
 
     pub(in crate::store) async fn is_paused(&self, target: &str) -> Result<bool, StoreError> {
         let c = self.client().await?;
-        Ok(
-            c.query_opt("SELECT paused FROM targets WHERE target = $1", &[&target])
-                .await?
-                .is_some_and(|r| r.get::<_, i64>(0) != 0),
-        )
+        Ok(c.query_opt(sql::IS_PAUSED.pg(), &[&target])
+            .await?
+            .is_some_and(|r| r.get::<_, i64>(0) != 0))
     }
 
     pub(in crate::store) async fn message(
@@ -575,11 +538,7 @@ impl PgStore {
         id: i64,
     ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         let c = self.client().await?;
-        Ok(c
-            .query_opt(
-                "SELECT i.source, i.record FROM messages m JOIN inbox i ON i.id = m.inbox_id WHERE m.id = $1",
-                &[&id],
-            )
+        Ok(c.query_opt(sql::SOURCE_OF.pg(), &[&id])
             .await?
             .map(|r| (r.get(0), r.get(1))))
     }
@@ -602,12 +561,7 @@ impl PgStore {
 
     pub(in crate::store) async fn attempts(&self, id: i64) -> Result<Vec<Attempt>, StoreError> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = $1 ORDER BY id",
-                &[&id],
-            )
-            .await?;
+        let rows = c.query(sql::ATTEMPTS.pg(), &[&id]).await?;
         Ok(rows
             .iter()
             .map(|r| Attempt {
@@ -625,13 +579,7 @@ impl PgStore {
         source: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
-                 WHERE i.source = $1 ORDER BY q.id",
-                &[&source],
-            )
-            .await?;
+        let rows = c.query(sql::QUARANTINE_OF_SOURCE.pg(), &[&source]).await?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -640,12 +588,7 @@ impl PgStore {
 
     pub(in crate::store) async fn audit(&self) -> Result<Vec<AuditRow>, StoreError> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT at, actor, action, subject, reason FROM audit ORDER BY id",
-                &[],
-            )
-            .await?;
+        let rows = c.query(sql::AUDIT_ROWS.pg(), &[]).await?;
         Ok(rows
             .iter()
             .map(|r| AuditRow {
@@ -661,13 +604,7 @@ impl PgStore {
     pub(in crate::store) async fn counts(&self) -> Result<Counts, StoreError> {
         let c = self.client().await?;
         let mut out = Counts::default();
-        for r in c
-            .query(
-                "SELECT target, status, count(*) FROM messages GROUP BY target, status",
-                &[],
-            )
-            .await?
-        {
+        for r in c.query(sql::MESSAGES_PER_STATE.pg(), &[]).await? {
             out.messages.push((r.get(0), r.get(1), r.get(2)));
         }
         for r in c.query(concat!("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = ", status_sql!(RETRIED), " GROUP BY m.target"), &[]).await? {
@@ -678,8 +615,6 @@ impl PgStore {
         Ok(out)
     }
 }
-
-const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
 
 fn task_row(r: &tokio_postgres::Row) -> TaskRow {
     let filter: String = r.get(2);
@@ -718,9 +653,6 @@ fn pg_refs(values: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)
         .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect()
 }
-
-const MESSAGE_SELECT: &str =
-    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload, created_at, updated_at FROM messages";
 
 fn message_row(r: &tokio_postgres::Row) -> MessageRow {
     MessageRow {

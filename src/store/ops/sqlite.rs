@@ -1,5 +1,6 @@
 //! Operations on SQLite.
 
+use crate::store::sql::{self, MESSAGE_SELECT, TASK_SELECT};
 use crate::store::sqlite::*;
 use crate::store::*;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -85,7 +86,7 @@ impl SqliteStore {
                     ..TargetRow::default()
                 })
             }
-            let counts: Vec<(String, i64, i64)> = all(c, "SELECT target, status, count(*) FROM messages GROUP BY target, status", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let counts: Vec<(String, i64, i64)> = all(c, sql::MESSAGES_PER_STATE.sqlite(), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             for (t, status, n) in counts {
                 let r = row(&mut out, &t);
                 match status {
@@ -103,7 +104,7 @@ impl SqliteStore {
                     r.oldest_pending_at = Some(at);
                 }
             }
-            let paused: Vec<String> = all(c, "SELECT target FROM targets WHERE paused = 1", [], |r| r.get(0))?;
+            let paused: Vec<String> = all(c, sql::PAUSED_TARGETS.sqlite(), [], |r| r.get(0))?;
             for t in paused {
                 row(&mut out, &t).paused = true;
             }
@@ -127,7 +128,7 @@ impl SqliteStore {
         );
         self.with(move |c| {
             c.execute(
-                "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                sql::INSERT_TOKEN.sqlite(),
                 params![name, role, hash, now_ms()],
             )?;
             audit(
@@ -148,35 +149,28 @@ impl SqliteStore {
     ) -> Result<Option<TokenHolder>, StoreError> {
         let hash = hash.to_string();
         self.with(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
-            )?
-            .query_row([&hash], |r| {
-                Ok(TokenHolder {
-                    name: r.get(0)?,
-                    role: r.get(1)?,
+            Ok(c.prepare_cached(sql::LIVE_TOKEN.sqlite())?
+                .query_row([&hash], |r| {
+                    Ok(TokenHolder {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                    })
                 })
-            })
-            .optional()?)
+                .optional()?)
         })
         .await
     }
 
     pub(in crate::store) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         self.with(|c| {
-            all(
-                c,
-                "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id",
-                [],
-                |r| {
-                    Ok(TokenRow {
-                        name: r.get(0)?,
-                        role: r.get(1)?,
-                        created_at: r.get(2)?,
-                        revoked_at: r.get(3)?,
-                    })
-                },
-            )
+            all(c, sql::ALL_TOKENS.sqlite(), [], |r| {
+                Ok(TokenRow {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
+                })
+            })
         })
         .await
     }
@@ -189,10 +183,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (name, actor, reason) = (name.to_string(), actor.to_string(), reason.to_string());
         self.with(move |c| {
-            let n = c.execute(
-                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                params![name, now_ms()],
-            )?;
+            let n = c.execute(sql::REVOKE_TOKEN.sqlite(), params![name, now_ms()])?;
             if n > 0 {
                 audit(c, &actor, "token_revoke", &format!("token {name}"), &reason)?;
             }
@@ -244,15 +235,8 @@ impl SqliteStore {
     }
 
     pub(in crate::store) async fn running_tasks(&self) -> Result<Vec<i64>, StoreError> {
-        self.with(|c| {
-            all(
-                c,
-                "SELECT id FROM tasks WHERE status = 'running' ORDER BY id",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.with(|c| all(c, sql::RUNNING_TASKS.sqlite(), [], |r| r.get(0)))
+            .await
     }
 
     pub(in crate::store) async fn quarantine_counts(
@@ -292,10 +276,7 @@ impl SqliteStore {
                 .optional()?;
             let moved = now.is_some_and(|s| from.contains(&s));
             if moved {
-                c.execute(
-                    "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, to, now_ms()],
-                )?;
+                c.execute(sql::SET_TASK_STATUS.sqlite(), params![id, to, now_ms()])?;
                 audit(
                     c,
                     &actor,
@@ -324,7 +305,7 @@ impl SqliteStore {
             if task.status != "running" {
                 return Ok(Some(task));
             }
-            let cursor: i64 = c.query_row("SELECT cursor FROM tasks WHERE id = ?1", [id], |r| r.get(0))?;
+            let cursor: i64 = c.query_row(sql::TASK_CURSOR.sqlite(), [id], |r| r.get(0))?;
             let mut f = task.filter.clone();
             f.status = Some(status::DEAD);
             f.after = Some(cursor);
@@ -352,7 +333,7 @@ impl SqliteStore {
             let done = task.done + rows.len() as i64;
             let finished = (rows.len() as i64) < want || done >= task.cap || want == 0;
             c.execute(
-                "UPDATE tasks SET done = ?2, cursor = ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
+                sql::TASK_PROGRESS.sqlite(),
                 params![
                     id,
                     done,
@@ -410,14 +391,13 @@ impl SqliteStore {
                      WHERE q.id = ?1 AND q.resolved_at IS NULL",
                 )?;
                 let mut resolve =
-                    c.prepare_cached("UPDATE quarantine SET resolved_at = ?2 WHERE id = ?1")?;
+                    c.prepare_cached(sql::RESOLVE_QUARANTINE.sqlite())?;
                 let mut message = c.prepare_cached(
                     "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
                 )?;
                 let mut head = c.prepare_cached(
-                    "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (target, key) DO NOTHING",
+                    sql::NEW_HEAD.sqlite(),
                 )?;
                 for (qid, m) in &items {
                     let Some((inbox_id, source, source_id)) = get
@@ -505,11 +485,7 @@ impl SqliteStore {
         let target = target.to_string();
         self.with(move |c| {
             let p: Option<i64> = c
-                .query_row(
-                    "SELECT paused FROM targets WHERE target = ?1",
-                    [&target],
-                    |r| r.get(0),
-                )
+                .query_row(sql::IS_PAUSED.sqlite(), [&target], |r| r.get(0))
                 .optional()?;
             Ok(p.is_some_and(|p| p != 0))
         })
@@ -536,11 +512,9 @@ impl SqliteStore {
         id: i64,
     ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT i.source, i.record FROM messages m JOIN inbox i ON i.id = m.inbox_id WHERE m.id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            Ok(c.query_row(sql::SOURCE_OF.sqlite(), [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
         })
         .await
@@ -569,7 +543,7 @@ impl SqliteStore {
 
     pub(in crate::store) async fn attempts(&self, id: i64) -> Result<Vec<Attempt>, StoreError> {
         self.with(move |c| {
-            all(c, "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = ?1 ORDER BY id", [id], |r| {
+            all(c, sql::ATTEMPTS.sqlite(), [id], |r| {
                 Ok(Attempt {
                     at: r.get(0)?,
                     duration_ms: r.get(1)?,
@@ -588,28 +562,24 @@ impl SqliteStore {
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let source = source.to_string();
         self.with(move |c| {
-            all(c, "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
-                 WHERE i.source = ?1 ORDER BY q.id", [&source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            all(c, sql::QUARANTINE_OF_SOURCE.sqlite(), [&source], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
         })
         .await
     }
 
     pub(in crate::store) async fn audit(&self) -> Result<Vec<AuditRow>, StoreError> {
         self.with(|c| {
-            all(
-                c,
-                "SELECT at, actor, action, subject, reason FROM audit ORDER BY id",
-                [],
-                |r| {
-                    Ok(AuditRow {
-                        at: r.get(0)?,
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        subject: r.get(3)?,
-                        reason: r.get(4)?,
-                    })
-                },
-            )
+            all(c, sql::AUDIT_ROWS.sqlite(), [], |r| {
+                Ok(AuditRow {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    subject: r.get(3)?,
+                    reason: r.get(4)?,
+                })
+            })
         })
         .await
     }
@@ -617,7 +587,7 @@ impl SqliteStore {
     pub(in crate::store) async fn counts(&self) -> Result<Counts, StoreError> {
         self.with(|c| {
             let mut out = Counts::default();
-            let mut st = c.prepare("SELECT target, status, count(*) FROM messages GROUP BY target, status")?;
+            let mut st = c.prepare(sql::MESSAGES_PER_STATE.sqlite())?;
             for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
                 out.messages.push(r?);
             }
@@ -631,8 +601,6 @@ impl SqliteStore {
         .await
     }
 }
-
-const TASK_SELECT: &str = "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
 
 fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let filter: String = r.get(2)?;
@@ -652,7 +620,9 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 }
 
 fn quarantine_counts(c: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
-    all(c, "SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    all(c, sql::QUARANTINE_COUNTS.sqlite(), [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
 }
 
 fn sqlite_values(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
@@ -664,9 +634,6 @@ fn sqlite_values(params: Vec<Param>) -> Vec<rusqlite::types::Value> {
         })
         .collect()
 }
-
-const MESSAGE_SELECT: &str =
-    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload, created_at, updated_at FROM messages";
 
 fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {

@@ -1,6 +1,7 @@
 //! The outbox on PostgreSQL.
 
 use crate::store::postgres::*;
+use crate::store::sql;
 use crate::store::*;
 use std::time::Duration;
 
@@ -209,12 +210,7 @@ impl PgStore {
             }
         }
         for (source, cur) in cursors {
-            let st = tx
-                .prepare_cached(
-                    "INSERT INTO cursors (source, cursor, updated_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                )
-                .await?;
+            let st = tx.prepare_cached(sql::SET_CURSOR.pg()).await?;
             tx.execute(&st, &[&source, &cur, &now]).await?;
         }
         tx.commit().await?;
@@ -450,11 +446,9 @@ impl PgStore {
         source: &str,
     ) -> Result<Option<String>, StoreError> {
         let c = self.client().await?;
-        Ok(
-            c.query_opt("SELECT cursor FROM cursors WHERE source = $1", &[&source])
-                .await?
-                .map(|r| r.get(0)),
-        )
+        Ok(c.query_opt(sql::CURSOR.pg(), &[&source])
+            .await?
+            .map(|r| r.get(0)))
     }
 
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
@@ -472,6 +466,6 @@ impl PgStore {
 
     pub(in crate::store) async fn inbox_len(&self) -> Result<i64, StoreError> {
         let c = self.client().await?;
-        Ok(c.query_one("SELECT count(*) FROM inbox", &[]).await?.get(0))
+        Ok(c.query_one(sql::INBOX_LEN.pg(), &[]).await?.get(0))
     }
 }

@@ -1,5 +1,6 @@
 //! The outbox on SQLite.
 
+use crate::store::sql;
 use crate::store::sqlite::*;
 use crate::store::*;
 use rusqlite::{params, OptionalExtension};
@@ -30,8 +31,7 @@ impl SqliteStore {
                     "INSERT INTO quarantine (inbox_id, mapping, part, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 let mut cursor = c.prepare_cached(
-                    "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                    sql::SET_CURSOR.sqlite(),
                 )?;
                 for item in &batch {
                     let inbox_id: Option<i64> = inbox
@@ -203,12 +203,8 @@ impl SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         let source = source.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT cursor FROM cursors WHERE source = ?1",
-                [&source],
-                |r| r.get(0),
-            )
-            .optional()?)
+            Ok(c.query_row(sql::CURSOR.sqlite(), [&source], |r| r.get(0))
+                .optional()?)
         })
         .await
     }
@@ -226,7 +222,7 @@ impl SqliteStore {
     }
 
     pub(in crate::store) async fn inbox_len(&self) -> Result<i64, StoreError> {
-        self.with(|c| Ok(c.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))?))
+        self.with(|c| Ok(c.query_row(sql::INBOX_LEN.sqlite(), [], |r| r.get(0))?))
             .await
     }
 }

@@ -1,6 +1,7 @@
 //! The payout register on PostgreSQL.
 
 use crate::store::postgres::*;
+use crate::store::sql;
 use crate::store::*;
 
 impl PgStore {
@@ -64,10 +65,7 @@ impl PgStore {
         let mut seqs = std::collections::HashMap::new();
         for bank in &banks {
             let next: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = $1 AND bank_code = $2",
-                    &[&period, bank],
-                )
+                .query_one(sql::NEXT_BATCH_SEQ.pg(), &[&period, bank])
                 .await?
                 .get(0);
             seqs.insert(bank.clone(), next);
@@ -188,17 +186,10 @@ impl PgStore {
             .await?
             .map(|r| r.get(0))
             .unwrap_or_default();
-        tx.execute(
-            "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = $1",
-            &[&payment_id],
-        )
-        .await?;
+        tx.execute(sql::CLEAR_RESULT.pg(), &[&payment_id]).await?;
         if let Some((record, bank)) = &corrected {
-            tx.execute(
-                "UPDATE payments SET record = $2, bank_code = $3 WHERE payment_id = $1",
-                &[&payment_id, record, bank],
-            )
-            .await?;
+            tx.execute(sql::CORRECT_PAYMENT.pg(), &[&payment_id, record, bank])
+                .await?;
         }
         audit(
             &tx,
@@ -217,22 +208,19 @@ impl PgStore {
         payment_id: &str,
     ) -> Result<Option<PaymentState>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = $1",
-            &[&payment_id],
-        )
-        .await?
-        .map(|r| PaymentState {
-            row: PaymentRow {
-                payment_id: r.get(0),
-                period: r.get(1),
-                bank_code: r.get(2),
-                amount_fen: r.get(3),
-                record: r.get(4),
-            },
-            result: r.get(5),
-            reason_code: r.get(6),
-        }))
+        Ok(c.query_opt(sql::PAYMENT.pg(), &[&payment_id])
+            .await?
+            .map(|r| PaymentState {
+                row: PaymentRow {
+                    payment_id: r.get(0),
+                    period: r.get(1),
+                    bank_code: r.get(2),
+                    amount_fen: r.get(3),
+                    record: r.get(4),
+                },
+                result: r.get(5),
+                reason_code: r.get(6),
+            }))
     }
 
     pub(in crate::store) async fn mark_written(
@@ -241,11 +229,8 @@ impl PgStore {
         sha256: &str,
     ) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE batches SET file_sha256 = $2 WHERE batch_id = $1",
-            &[&batch_id, &sha256],
-        )
-        .await?;
+        c.execute(sql::MARK_WRITTEN.pg(), &[&batch_id, &sha256])
+            .await?;
         Ok(())
     }
 
@@ -254,12 +239,9 @@ impl PgStore {
         batch_id: &str,
     ) -> Result<Option<String>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT file_sha256 FROM batches WHERE batch_id = $1",
-            &[&batch_id],
-        )
-        .await?
-        .and_then(|r| r.get(0)))
+        Ok(c.query_opt(sql::WRITTEN.pg(), &[&batch_id])
+            .await?
+            .and_then(|r| r.get(0)))
     }
 
     pub(in crate::store) async fn batch(
@@ -267,20 +249,17 @@ impl PgStore {
         batch_id: &str,
     ) -> Result<Option<BatchRow>, StoreError> {
         let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = $1",
-            &[&batch_id],
-        )
-        .await?
-        .map(|r| BatchRow {
-            batch_id: r.get(0),
-            period: r.get(1),
-            bank_code: r.get(2),
-            seq: r.get(3),
-            created: r.get(4),
-            count: r.get(5),
-            total_fen: r.get(6),
-        }))
+        Ok(c.query_opt(sql::BATCH.pg(), &[&batch_id])
+            .await?
+            .map(|r| BatchRow {
+                batch_id: r.get(0),
+                period: r.get(1),
+                bank_code: r.get(2),
+                seq: r.get(3),
+                created: r.get(4),
+                count: r.get(5),
+                total_fen: r.get(6),
+            }))
     }
 
     pub(in crate::store) async fn set_results(

@@ -1,5 +1,6 @@
 //! The payout register on SQLite.
 
+use crate::store::sql;
 use crate::store::sqlite::*;
 use crate::store::*;
 use rusqlite::OptionalExtension;
@@ -40,7 +41,7 @@ impl SqliteStore {
                      ORDER BY p.bank_code, p.payment_id", [&period], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             let plan = plan_batches(&period, &created, max, &unbatched, |bank| {
                 Ok(c.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = ?1 AND bank_code = ?2",
+                    sql::NEXT_BATCH_SEQ.sqlite(),
                     [&period, bank],
                     |r| r.get(0),
                 )?)
@@ -126,10 +127,16 @@ impl SqliteStore {
         );
         self.with(move |c| {
             let result: Option<Option<String>> = c
-                .query_row("SELECT result FROM payments WHERE payment_id = ?1", [&payment_id], |r| r.get(0))
+                .query_row(
+                    "SELECT result FROM payments WHERE payment_id = ?1",
+                    [&payment_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let Some(result) = result else {
-                return Err(StoreError::Refused(format!("there is no payment {payment_id}")));
+                return Err(StoreError::Refused(format!(
+                    "there is no payment {payment_id}"
+                )));
             };
             if let Some(why) = reissue_refusal(&payment_id, result.as_deref()) {
                 return Err(StoreError::Refused(why));
@@ -141,19 +148,25 @@ impl SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            c.execute("UPDATE batch_items SET live = 0 WHERE payment_id = ?1 AND live = 1", [&payment_id])?;
             c.execute(
-                "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = ?1",
+                "UPDATE batch_items SET live = 0 WHERE payment_id = ?1 AND live = 1",
                 [&payment_id],
             )?;
+            c.execute(sql::CLEAR_RESULT.sqlite(), [&payment_id])?;
             if let Some((record, bank)) = &corrected {
                 c.execute(
-                    "UPDATE payments SET record = ?2, bank_code = ?3 WHERE payment_id = ?1",
+                    sql::CORRECT_PAYMENT.sqlite(),
                     rusqlite::params![payment_id, record, bank],
                 )?;
             }
             let batch = batch.unwrap_or_default();
-            audit(c, &actor, "reissue", &format!("payment {payment_id} (rejected in batch {batch})"), &reason)?;
+            audit(
+                c,
+                &actor,
+                "reissue",
+                &format!("payment {payment_id} (rejected in batch {batch})"),
+                &reason,
+            )?;
             Ok(batch)
         })
         .await
@@ -165,17 +178,13 @@ impl SqliteStore {
     ) -> Result<Option<PaymentState>, StoreError> {
         let payment_id = payment_id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1",
-                [&payment_id],
-                |r| {
-                    Ok(PaymentState {
-                        row: payment_at(r, 0)?,
-                        result: r.get(5)?,
-                        reason_code: r.get(6)?,
-                    })
-                },
-            )
+            Ok(c.query_row(sql::PAYMENT.sqlite(), [&payment_id], |r| {
+                Ok(PaymentState {
+                    row: payment_at(r, 0)?,
+                    result: r.get(5)?,
+                    reason_code: r.get(6)?,
+                })
+            })
             .optional()?)
         })
         .await
@@ -188,10 +197,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (b, h) = (batch_id.to_string(), sha256.to_string());
         self.with(move |c| {
-            c.execute(
-                "UPDATE batches SET file_sha256 = ?2 WHERE batch_id = ?1",
-                [&b, &h],
-            )?;
+            c.execute(sql::MARK_WRITTEN.sqlite(), [&b, &h])?;
             Ok(())
         })
         .await
@@ -203,13 +209,9 @@ impl SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         let b = batch_id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT file_sha256 FROM batches WHERE batch_id = ?1",
-                [&b],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
+            Ok(c.query_row(sql::WRITTEN.sqlite(), [&b], |r| r.get(0))
+                .optional()?
+                .flatten())
         })
         .await
     }
@@ -220,21 +222,17 @@ impl SqliteStore {
     ) -> Result<Option<BatchRow>, StoreError> {
         let batch_id = batch_id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = ?1",
-                [&batch_id],
-                |r| {
-                    Ok(BatchRow {
-                        batch_id: r.get(0)?,
-                        period: r.get(1)?,
-                        bank_code: r.get(2)?,
-                        seq: r.get(3)?,
-                        created: r.get(4)?,
-                        count: r.get(5)?,
-                        total_fen: r.get(6)?,
-                    })
-                },
-            )
+            Ok(c.query_row(sql::BATCH.sqlite(), [&batch_id], |r| {
+                Ok(BatchRow {
+                    batch_id: r.get(0)?,
+                    period: r.get(1)?,
+                    bank_code: r.get(2)?,
+                    seq: r.get(3)?,
+                    created: r.get(4)?,
+                    count: r.get(5)?,
+                    total_fen: r.get(6)?,
+                })
+            })
             .optional()?)
         })
         .await

@@ -1,0 +1,118 @@
+//! Statements both dialects run as written but for their placeholders,
+//! written once here in SQLite's `?N` form; [`Shared::pg`] gives
+//! PostgreSQL's `$N` form (made once, on first use). Statements that really
+//! differ (PostgreSQL's `UNNEST` batches, `FOR UPDATE SKIP LOCKED` claims and
+//! `ANY($1)` lists; SQLite's one row at a time inside its group commit) stay
+//! in each concern's `sqlite.rs` and `postgres.rs`.
+
+use std::sync::LazyLock;
+
+/// One statement, for both dialects.
+pub(in crate::store) struct Shared {
+    sqlite: &'static str,
+    pg: LazyLock<String>,
+}
+
+impl Shared {
+    /// As SQLite runs it (`?1`, `?2`, …).
+    pub(in crate::store) fn sqlite(&self) -> &'static str {
+        self.sqlite
+    }
+
+    /// As PostgreSQL runs it (`$1`, `$2`, …).
+    pub(in crate::store) fn pg(&'static self) -> &'static str {
+        self.pg.as_str()
+    }
+}
+
+/// `?N` placeholders as `$N`, outside quoted text.
+fn to_pg(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The columns of a task, in the order both dialects' `task_row` reads.
+pub(in crate::store) const TASK_SELECT: &str =
+    "SELECT id, kind, filter, cap, status, total, done, actor, reason, created_at, updated_at FROM tasks";
+
+/// The columns of a message, in the order both dialects' `message_row` reads.
+pub(in crate::store) const MESSAGE_SELECT: &str =
+    "SELECT id, target, key, mapping, idem_key, status, attempts, last_error, payload, created_at, updated_at FROM messages";
+
+macro_rules! shared {
+    ($($(#[$m:meta])* $name:ident = $sql:expr;)*) => {$(
+        $(#[$m])*
+        pub(in crate::store) static $name: Shared = Shared {
+            sqlite: $sql,
+            pg: LazyLock::new(|| to_pg($sql)),
+        };
+    )*
+        /// Every shared statement, for the unit test.
+        #[cfg(test)]
+        static ALL: &[&Shared] = &[$(&$name),*];
+    };
+}
+
+shared! {
+    SET_CURSOR = "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at";
+    CURSOR = "SELECT cursor FROM cursors WHERE source = ?1";
+    INBOX_LEN = "SELECT count(*) FROM inbox";
+    MESSAGES_PER_STATE = "SELECT target, status, count(*) FROM messages GROUP BY target, status";
+    PAUSED_TARGETS = "SELECT target FROM targets WHERE paused = 1";
+    INSERT_TOKEN = "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)";
+    LIVE_TOKEN = "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL";
+    ALL_TOKENS = "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id";
+    REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL";
+    RUNNING_TASKS = "SELECT id FROM tasks WHERE status = 'running' ORDER BY id";
+    SET_TASK_STATUS = "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1";
+    TASK_CURSOR = "SELECT cursor FROM tasks WHERE id = ?1";
+    TASK_PROGRESS = "UPDATE tasks SET done = ?2, cursor = ?3, status = ?4, updated_at = ?5 WHERE id = ?1";
+    RESOLVE_QUARANTINE = "UPDATE quarantine SET resolved_at = ?2 WHERE id = ?1";
+    NEW_HEAD = "INSERT INTO heads (target, key, message_id, due_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (target, key) DO NOTHING";
+    IS_PAUSED = "SELECT paused FROM targets WHERE target = ?1";
+    SOURCE_OF = "SELECT i.source, i.record FROM messages m JOIN inbox i ON i.id = m.inbox_id WHERE m.id = ?1";
+    ATTEMPTS = "SELECT at, duration_ms, status_code, error_class, excerpt FROM attempts WHERE message_id = ?1 ORDER BY id";
+    QUARANTINE_OF_SOURCE = "SELECT q.mapping, q.part, q.reason FROM quarantine q JOIN inbox i ON i.id = q.inbox_id
+                 WHERE i.source = ?1 ORDER BY q.id";
+    AUDIT_ROWS = "SELECT at, actor, action, subject, reason FROM audit ORDER BY id";
+    QUARANTINE_COUNTS = "SELECT i.source, q.mapping, count(*) FROM quarantine q JOIN inbox i ON i.id = q.inbox_id GROUP BY i.source, q.mapping";
+    NEXT_BATCH_SEQ = "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = ?1 AND bank_code = ?2";
+    CLEAR_RESULT = "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = ?1";
+    CORRECT_PAYMENT = "UPDATE payments SET record = ?2, bank_code = ?3 WHERE payment_id = ?1";
+    PAYMENT = "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1";
+    MARK_WRITTEN = "UPDATE batches SET file_sha256 = ?2 WHERE batch_id = ?1";
+    WRITTEN = "SELECT file_sha256 FROM batches WHERE batch_id = ?1";
+    BATCH = "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = ?1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_postgres_ones_and_nothing_else_changes() {
+        assert_eq!(
+            to_pg("UPDATE t SET a = ?2, b = '?1' WHERE id = ?1 AND c = ?"),
+            "UPDATE t SET a = $2, b = '?1' WHERE id = $1 AND c = ?"
+        );
+        for s in ALL {
+            let pg = s.pg();
+            assert!(!pg.contains('?'), "{pg}");
+            assert_eq!(pg.replace('$', "?"), s.sqlite());
+        }
+    }
+}
