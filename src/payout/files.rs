@@ -9,7 +9,7 @@ use super::*;
 /// checked against the SHA-256 of any earlier delivery, and dropped into the
 /// bank's directory with its checksum file, or uploaded.
 pub struct FilesSink {
-    store: Arc<Store>,
+    store: Arc<dyn crate::store::BatchFiles>,
     payouts: PayoutsConfig,
     bank: BankTarget,
     upload: Option<crate::connectors::http::HttpSink>,
@@ -19,7 +19,7 @@ impl FilesSink {
     /// A sink for `bank`'s files: `upload` is the client for an http bank
     /// connector (its URL, TLS and authentication).
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn crate::store::BatchFiles>,
         payouts: PayoutsConfig,
         bank: BankTarget,
         upload: Option<crate::connectors::http::HttpSink>,
@@ -57,7 +57,7 @@ impl FilesSink {
         let name = self.bank.file_name(&batch);
         let (delivered, digest) = match (&self.bank.dest, &self.upload) {
             (_, Some(http)) => {
-                let bytes = render(&self.payouts, &self.store, &batch, &self.bank.format)
+                let bytes = render(&self.payouts, &*self.store, &batch, &self.bank.format)
                     .await
                     .map_err(DeliveryError::Request)?;
                 let digest = crate::connectors::file::sha256_hex(&bytes);
@@ -90,7 +90,7 @@ impl FilesSink {
                     file,
                 ));
                 let written =
-                    match render_to(&self.payouts, &self.store, &batch, &self.bank.format, out)
+                    match render_to(&self.payouts, &*self.store, &batch, &self.bank.format, out)
                         .await
                     {
                         Ok(out) => {

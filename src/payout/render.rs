@@ -4,7 +4,7 @@
 use super::*;
 
 /// Why a payout step failed: its reason, a store error as its text (the
-/// error type [`Store::each_batch_payment`] is called with here).
+/// error type `each_batch_payment` is called with here).
 pub(super) struct Reason(pub(super) String);
 
 impl From<crate::store::StoreError> for Reason {
@@ -16,7 +16,7 @@ impl From<crate::store::StoreError> for Reason {
 /// A batch as its bank's file, in memory.
 pub async fn render(
     p: &PayoutsConfig,
-    store: &Store,
+    store: &dyn crate::store::BatchFiles,
     batch: &BatchRow,
     format: &BankFormat,
 ) -> Result<Vec<u8>, String> {
@@ -28,7 +28,7 @@ pub async fn render(
 /// memory of one page.
 pub async fn render_to<W: Write>(
     p: &PayoutsConfig,
-    store: &Store,
+    store: &dyn crate::store::BatchFiles,
     batch: &BatchRow,
     format: &BankFormat,
     out: W,

@@ -5,6 +5,7 @@ mod postgres;
 mod sqlite;
 
 use super::*;
+use futures::future::BoxFuture;
 
 /// A payment instruction in the payout register.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,21 +197,11 @@ impl Store {
     pub async fn each_batch_payment<E: From<StoreError>>(
         &self,
         batch_id: &str,
-        mut f: impl FnMut(PaymentRow) -> Result<(), E>,
+        f: impl FnMut(PaymentRow) -> Result<(), E>,
     ) -> Result<(), E> {
-        const PAGE: usize = 1000;
-        let mut after = -1;
-        loop {
-            let page = self.batch_payments_page(batch_id, after, PAGE).await?;
-            let full = page.len() == PAGE;
-            for (position, p) in page {
-                after = position;
-                f(p)?;
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        (self as &dyn BatchFiles)
+            .each_batch_payment(batch_id, f)
+            .await
     }
 
     /// At most `limit` payments of a batch after position `after` (-1: from
@@ -286,17 +277,100 @@ impl Store {
 /// the sink an in-memory register.
 pub trait Register: Send + Sync + 'static {
     /// See [`Store::record_payments`].
-    fn record_payments(
-        &self,
-        rows: Vec<PaymentRow>,
-    ) -> futures::future::BoxFuture<'_, Result<usize, StoreError>>;
+    fn record_payments(&self, rows: Vec<PaymentRow>) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
 impl Register for Store {
-    fn record_payments(
-        &self,
-        rows: Vec<PaymentRow>,
-    ) -> futures::future::BoxFuture<'_, Result<usize, StoreError>> {
+    fn record_payments(&self, rows: Vec<PaymentRow>) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(Store::record_payments(self, rows))
+    }
+}
+
+/// The part of a store the files sink and the renderer use: a batch, its
+/// payments a page at a time, and the SHA-256 of its file once written.
+pub trait BatchFiles: Send + Sync + 'static {
+    /// See [`Store::batch`].
+    fn batch<'a>(
+        &'a self,
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BatchRow>, StoreError>>;
+
+    /// See [`Store::batch_payments_page`].
+    fn batch_payments_page<'a>(
+        &'a self,
+        batch_id: &'a str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(i64, PaymentRow)>, StoreError>>;
+
+    /// See [`Store::written`].
+    fn written<'a>(
+        &'a self,
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// See [`Store::mark_written`].
+    fn mark_written<'a>(
+        &'a self,
+        batch_id: &'a str,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl dyn BatchFiles {
+    /// Calls `f` with each payment of a batch in file order, read a page of
+    /// 1,000 at a time, so that a batch of any size is never held whole;
+    /// stops at the first error, the store's or `f`'s.
+    pub async fn each_batch_payment<E: From<StoreError>>(
+        &self,
+        batch_id: &str,
+        mut f: impl FnMut(PaymentRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        const PAGE: usize = 1000;
+        let mut after = -1;
+        loop {
+            let page = self.batch_payments_page(batch_id, after, PAGE).await?;
+            let full = page.len() == PAGE;
+            for (position, p) in page {
+                after = position;
+                f(p)?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl BatchFiles for Store {
+    fn batch<'a>(
+        &'a self,
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BatchRow>, StoreError>> {
+        Box::pin(Store::batch(self, batch_id))
+    }
+
+    fn batch_payments_page<'a>(
+        &'a self,
+        batch_id: &'a str,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(i64, PaymentRow)>, StoreError>> {
+        Box::pin(Store::batch_payments_page(self, batch_id, after, limit))
+    }
+
+    fn written<'a>(
+        &'a self,
+        batch_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(Store::written(self, batch_id))
+    }
+
+    fn mark_written<'a>(
+        &'a self,
+        batch_id: &'a str,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::mark_written(self, batch_id, sha256))
     }
 }
