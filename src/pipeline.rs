@@ -184,11 +184,12 @@ pub async fn remap(
             msg.mapping
         )
     })?;
-    let (_, record) = store
+    let record = store
         .source_of(id)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("message {id}: its source record is missing"))?;
+        .ok_or_else(|| format!("message {id}: its source record is missing"))?
+        .record;
     let datum = mapping.decode_json(&record).map_err(|r| {
         format!("message {id}: the current mapping cannot read its source record: {r}")
     })?;

@@ -108,7 +108,7 @@ async fn bad_records_are_quarantined_with_reasons_and_good_ones_go_on() {
     assert!(name.contains("张三"), "{name}");
 
     let xml_q = store.quarantine("drop.xml_in").await.unwrap();
-    let reasons: Vec<&str> = xml_q.iter().map(|q| q.2.as_str()).collect();
+    let reasons: Vec<&str> = xml_q.iter().map(|q| q.reason.as_str()).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(
         reasons.iter().any(|r| r.contains("unknown entity &lol3;")),
@@ -119,7 +119,7 @@ async fn bad_records_are_quarantined_with_reasons_and_good_ones_go_on() {
         "{reasons:?}"
     );
     let json_q = store.quarantine("drop.json_in").await.unwrap();
-    let reasons: Vec<&str> = json_q.iter().map(|q| q.2.as_str()).collect();
+    let reasons: Vec<&str> = json_q.iter().map(|q| q.reason.as_str()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
         reasons

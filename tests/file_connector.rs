@@ -207,7 +207,10 @@ async fn half_written_files_wait_bad_files_fail_bad_records_are_quarantined() {
         .unwrap();
     let q = store.quarantine("drop.events").await.unwrap();
     assert_eq!(q.len(), 1, "{q:?}");
-    assert!(q[0].2.contains("seq"), "the reason names the field: {q:?}");
+    assert!(
+        q[0].reason.contains("seq"),
+        "the reason names the field: {q:?}"
+    );
     // The good and the bad records of a and b are in the inbox, once.
     assert_eq!(store.inbox_len().await.unwrap(), 201);
 }

@@ -251,7 +251,7 @@ async fn the_source_stores_each_record_once_across_a_sigkill_and_quarantines_unk
     );
     let q = store.quarantine("bus.events").await.unwrap();
     assert_eq!(q.len(), 3, "{q:?}");
-    assert!(q.iter().all(|(_, _, r)| r.contains("fingerprint")), "{q:?}");
+    assert!(q.iter().all(|q| q.reason.contains("fingerprint")), "{q:?}");
 }
 
 /// The provincial platform simulator offers its forms on a topic as well:
@@ -394,5 +394,5 @@ async fn the_platform_offers_forms_on_a_topic_and_the_hub_maps_each_once() {
     );
     let q = store.quarantine("platform_bus.applications").await.unwrap();
     assert_eq!(q.len(), 1, "{q:?}");
-    assert!(q[0].2.contains("check character"), "{}", q[0].2);
+    assert!(q[0].reason.contains("check character"), "{}", q[0].reason);
 }

@@ -238,7 +238,7 @@ pub async fn message_detail(
     v["idempotency_key"] = m.idem_key.clone().into();
     v["payload"] = payload_json(&m.payload, unmasked);
     v["source"] = match source {
-        Some((src, record)) => json!({ "source": src, "record": payload_json(&record, unmasked) }),
+        Some(s) => json!({ "source": s.source, "record": payload_json(&s.record, unmasked) }),
         None => Value::Null,
     };
     v["attempts"] = attempts

@@ -250,9 +250,13 @@ pub(super) async fn report(
     let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.0).collect();
     sources.dedup();
     for source in sources {
-        for (m, _, reason) in store.quarantine(source).await.map_err(|e| e.to_string())? {
+        for q in store.quarantine(source).await.map_err(|e| e.to_string())? {
             *reasons
-                .entry(format!("quarantined by {m}: {}", summary(&reason)))
+                .entry(format!(
+                    "quarantined by {}: {}",
+                    q.mapping,
+                    summary(&q.reason)
+                ))
                 .or_default() += 1;
         }
     }

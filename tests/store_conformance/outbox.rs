@@ -75,11 +75,11 @@ async fn messages_cursor_and_quarantine_commit_together(s: Store) {
     );
     assert_eq!(
         s.quarantine("national_cert.events").await.unwrap(),
-        vec![(
-            "to_pension".to_string(),
-            "level".to_string(),
-            "level 5 is not 1–4".to_string()
-        )]
+        vec![QuarantineReason {
+            mapping: "to_pension".to_string(),
+            part: "level".to_string(),
+            reason: "level 5 is not 1–4".to_string()
+        }]
     );
     // A duplicate still advances the cursor (the source moved on).
     let mut dup = record("EV-1", &[(T, "A")]);

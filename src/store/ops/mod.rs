@@ -198,6 +198,26 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
+/// Why a feed could not map a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineReason {
+    /// The feed.
+    pub mapping: String,
+    /// Where it failed: a field, `when`, `key` or an input path.
+    pub part: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The source record a message was made from, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// `connector.operation` it came from.
+    pub source: String,
+    /// The record as received.
+    pub record: Vec<u8>,
+}
+
 /// Who holds a live token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenHolder {
@@ -276,7 +296,7 @@ impl Store {
     }
 
     /// The source and stored source record a message was made from.
-    pub async fn source_of(&self, id: i64) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    pub async fn source_of(&self, id: i64) -> Result<Option<SourceRecord>, StoreError> {
         both!(self, s => s.source_of(id).await)
     }
 
@@ -458,11 +478,8 @@ impl Store {
         both!(self, s => s.messages(target, status, limit).await)
     }
 
-    /// Quarantine rows of a source: (mapping, part, reason).
-    pub async fn quarantine(
-        &self,
-        source: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
+    /// Why each record of a source was quarantined, oldest first.
+    pub async fn quarantine(&self, source: &str) -> Result<Vec<QuarantineReason>, StoreError> {
         both!(self, s => s.quarantine(source).await)
     }
 

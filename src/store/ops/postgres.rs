@@ -536,11 +536,14 @@ impl PgStore {
     pub(in crate::store) async fn source_of(
         &self,
         id: i64,
-    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<SourceRecord>, StoreError> {
         let c = self.client().await?;
         Ok(c.query_opt(sql::SOURCE_OF.pg(), &[&id])
             .await?
-            .map(|r| (r.get(0), r.get(1))))
+            .map(|r| SourceRecord {
+                source: r.get(0),
+                record: r.get(1),
+            }))
     }
 
     pub(in crate::store) async fn messages(
@@ -577,12 +580,16 @@ impl PgStore {
     pub(in crate::store) async fn quarantine(
         &self,
         source: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
+    ) -> Result<Vec<QuarantineReason>, StoreError> {
         let c = self.client().await?;
         let rows = c.query(sql::QUARANTINE_OF_SOURCE.pg(), &[&source]).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| QuarantineReason {
+                mapping: r.get(0),
+                part: r.get(1),
+                reason: r.get(2),
+            })
             .collect())
     }
 

@@ -510,10 +510,13 @@ impl SqliteStore {
     pub(in crate::store) async fn source_of(
         &self,
         id: i64,
-    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<SourceRecord>, StoreError> {
         self.with(move |c| {
             Ok(c.query_row(sql::SOURCE_OF.sqlite(), [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok(SourceRecord {
+                    source: r.get(0)?,
+                    record: r.get(1)?,
+                })
             })
             .optional()?)
         })
@@ -559,11 +562,15 @@ impl SqliteStore {
     pub(in crate::store) async fn quarantine(
         &self,
         source: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
+    ) -> Result<Vec<QuarantineReason>, StoreError> {
         let source = source.to_string();
         self.with(move |c| {
             all(c, sql::QUARANTINE_OF_SOURCE.sqlite(), [&source], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(QuarantineReason {
+                    mapping: r.get(0)?,
+                    part: r.get(1)?,
+                    reason: r.get(2)?,
+                })
             })
         })
         .await
