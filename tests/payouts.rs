@@ -344,8 +344,8 @@ async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
         || async {
             let r = store.results("2026-11").await.unwrap();
             r.iter()
-                .filter(|x| x.1.as_deref() == Some("ACCEPTED"))
-                .map(|x| x.2)
+                .filter(|x| x.result.as_deref() == Some("ACCEPTED"))
+                .map(|x| x.payments)
                 .sum::<i64>()
                 == paid.len() as i64
         },

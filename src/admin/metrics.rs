@@ -81,12 +81,13 @@ pub async fn render(a: &Admin) -> Result<String, crate::store::StoreError> {
         "# HELP tongban_quarantined Source records a feed could not map."
     );
     let _ = writeln!(w, "# TYPE tongban_quarantined gauge");
-    for (src, mapping, n) in &quarantined {
+    for q in &quarantined {
         let _ = writeln!(
             w,
-            "tongban_quarantined{{source=\"{}\",mapping=\"{}\"}} {n}",
-            label(src),
-            label(mapping)
+            "tongban_quarantined{{source=\"{}\",mapping=\"{}\"}} {}",
+            label(&q.source),
+            label(&q.mapping),
+            q.records
         );
     }
     type Counter = fn(&crate::dispatch::TargetStats) -> u64;

@@ -386,8 +386,8 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                     let of = |r: Option<&str>| {
                         results
                             .iter()
-                            .filter(|x| x.0 == b.batch_id && x.1.as_deref() == r)
-                            .fold((0, 0), |(n, t), x| (n + x.2, t + x.3))
+                            .filter(|x| x.batch_id == b.batch_id && x.result.as_deref() == r)
+                            .fold((0, 0), |(n, t), x| (n + x.payments, t + x.fen))
                     };
                     let (a, r, p, w) = (
                         of(Some("ACCEPTED")),
@@ -424,8 +424,8 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 for b in &batches {
                     let waiting: i64 = results
                         .iter()
-                        .filter(|x| x.0 == b.batch_id && x.1.is_none())
-                        .map(|x| x.2)
+                        .filter(|x| x.batch_id == b.batch_id && x.result.is_none())
+                        .map(|x| x.payments)
                         .sum();
                     let made = chrono::NaiveDateTime::parse_from_str(&b.created, "%Y-%m-%dT%H:%M:%S");
                     if waiting > 0 && made.is_ok_and(|m| now - m > deadline) {

@@ -264,7 +264,7 @@ pub(super) async fn pay(
         store
             .results(&period)
             .await
-            .map(|r| r.iter().all(|x| x.1.is_some()))
+            .map(|r| r.iter().all(|x| x.result.is_some()))
             .unwrap_or(false)
     };
     // The batches are made and their files queued; the running hub's files
@@ -289,8 +289,8 @@ pub(super) async fn pay(
         .await
         .map_err(e)?
         .iter()
-        .filter(|r| r.1.as_deref() == Some("REJECTED"))
-        .map(|r| r.2)
+        .filter(|r| r.result.as_deref() == Some("REJECTED"))
+        .map(|r| r.payments)
         .sum();
     let rejected: Vec<String> = {
         let mut ids = Vec::new();

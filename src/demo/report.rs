@@ -247,7 +247,7 @@ pub(super) async fn report(
         counts.quarantined("certificate_issued_to_subsidy_eligibility"),
     ];
     let mut reasons: BTreeMap<String, i64> = BTreeMap::new();
-    let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.0).collect();
+    let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.source).collect();
     sources.dedup();
     for source in sources {
         for q in store.quarantine(source).await.map_err(|e| e.to_string())? {
@@ -261,8 +261,9 @@ pub(super) async fn report(
         }
     }
     let mut other_dead = 0;
-    for (t, s, n) in &counts.messages {
-        if *s == status::DEAD {
+    for c in &counts.messages {
+        let (t, n) = (&c.target, c.messages);
+        if c.status == status::DEAD {
             if t != "national_cert.submit_application" && t != "sscard.load_certificate" {
                 other_dead += n;
             }

@@ -266,13 +266,9 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_worker_cannot_settle(s:
     assert_eq!(s.attempts(first[0].id).await.unwrap().len(), 2);
     // Released claims are due at once.
     let c = s.claim(T, 10, LEASE).await.unwrap();
-    s.release(
-        c.iter()
-            .map(|c| (c.target.clone(), c.key.clone(), c.lease))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    s.release(c.iter().map(Lease::from).collect())
+        .await
+        .unwrap();
     assert_eq!(s.claim(T, 10, LEASE).await.unwrap().len(), 1);
 }
 

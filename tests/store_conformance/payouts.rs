@@ -283,8 +283,8 @@ async fn only_rejected_payments_are_reissued_into_a_later_batch(store: Store) {
     let results = store.results("2026-11").await.unwrap();
     let in_first: i64 = results
         .iter()
-        .filter(|r| r.0 == first[0].batch_id)
-        .map(|r| r.2)
+        .filter(|r| r.batch_id == first[0].batch_id)
+        .map(|r| r.payments)
         .sum();
     assert_eq!(in_first, 2);
     assert!(store

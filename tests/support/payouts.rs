@@ -54,7 +54,8 @@ pub async fn all_results(store: &tongban::store::Store, n: usize) -> tongban::st
         "every payment has its result",
         || async {
             let r = store.results("2026-11").await.unwrap();
-            r.iter().all(|x| x.1.is_some()) && r.iter().map(|x| x.2).sum::<i64>() == n as i64
+            r.iter().all(|x| x.result.is_some())
+                && r.iter().map(|x| x.payments).sum::<i64>() == n as i64
         },
     )
     .await;
@@ -65,8 +66,8 @@ pub async fn all_results(store: &tongban::store::Store, n: usize) -> tongban::st
 pub fn tally(results: &tongban::store::ResultCounts, res: &str) -> (i64, i64) {
     results
         .iter()
-        .filter(|x| x.1.as_deref() == Some(res))
-        .fold((0, 0), |a, x| (a.0 + x.2, a.1 + x.3))
+        .filter(|x| x.result.as_deref() == Some(res))
+        .fold((0, 0), |a, x| (a.0 + x.payments, a.1 + x.fen))
 }
 
 /// Waits for the alarm of `kind` on `batch_id`.

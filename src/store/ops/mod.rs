@@ -227,15 +227,46 @@ pub struct TokenHolder {
     pub role: String,
 }
 
+/// Messages of a target in one state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateCount {
+    /// `connector.operation`.
+    pub target: String,
+    /// The state.
+    pub status: Status,
+    /// How many messages.
+    pub messages: i64,
+}
+
+/// Failed attempts of a target that were tried again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryCount {
+    /// `connector.operation`.
+    pub target: String,
+    /// How many attempts.
+    pub retried: i64,
+}
+
+/// Quarantine rows of a source and feed, resolved ones included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineCount {
+    /// `connector.operation` of the records.
+    pub source: String,
+    /// The feed that could not map them.
+    pub mapping: String,
+    /// How many rows.
+    pub records: i64,
+}
+
 /// What [`Store::counts`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// (target, state, messages).
-    pub messages: Vec<(String, Status, i64)>,
-    /// (target, attempts that failed and were retried).
-    pub retries: Vec<(String, i64)>,
-    /// (source, mapping, quarantine rows).
-    pub quarantined: Vec<(String, String, i64)>,
+    /// Per target and state.
+    pub messages: Vec<StateCount>,
+    /// Per target.
+    pub retries: Vec<RetryCount>,
+    /// Per source and feed.
+    pub quarantined: Vec<QuarantineCount>,
 }
 
 impl Counts {
@@ -243,8 +274,8 @@ impl Counts {
     pub fn messages(&self, target: &str, status: Status) -> i64 {
         self.messages
             .iter()
-            .filter(|(t, s, _)| t == target && *s == status)
-            .map(|r| r.2)
+            .filter(|c| c.target == target && c.status == status)
+            .map(|c| c.messages)
             .sum()
     }
 
@@ -252,8 +283,8 @@ impl Counts {
     pub fn retries(&self, target: &str) -> i64 {
         self.retries
             .iter()
-            .filter(|(t, _)| t == target)
-            .map(|r| r.1)
+            .filter(|c| c.target == target)
+            .map(|c| c.retried)
             .sum()
     }
 
@@ -261,8 +292,8 @@ impl Counts {
     pub fn quarantined(&self, mapping: &str) -> i64 {
         self.quarantined
             .iter()
-            .filter(|(_, m, _)| m == mapping)
-            .map(|r| r.2)
+            .filter(|c| c.mapping == mapping)
+            .map(|c| c.records)
             .sum()
     }
 }
@@ -379,7 +410,7 @@ impl Store {
     }
 
     /// Quarantine rows per (source, feed), resolved ones included.
-    pub async fn quarantine_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    pub async fn quarantine_counts(&self) -> Result<Vec<QuarantineCount>, StoreError> {
         both!(self, s => s.quarantine_counts().await)
     }
 

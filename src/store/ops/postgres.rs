@@ -251,12 +251,16 @@ impl PgStore {
 
     pub(in crate::store) async fn quarantine_counts(
         &self,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    ) -> Result<Vec<QuarantineCount>, StoreError> {
         let c = self.client().await?;
         Ok(c.query(sql::QUARANTINE_COUNTS.pg(), &[])
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| QuarantineCount {
+                source: r.get(0),
+                mapping: r.get(1),
+                records: r.get(2),
+            })
             .collect())
     }
 
@@ -612,10 +616,17 @@ impl PgStore {
         let c = self.client().await?;
         let mut out = Counts::default();
         for r in c.query(sql::MESSAGES_PER_STATE.pg(), &[]).await? {
-            out.messages.push((r.get(0), r.get(1), r.get(2)));
+            out.messages.push(StateCount {
+                target: r.get(0),
+                status: r.get(1),
+                messages: r.get(2),
+            });
         }
         for r in c.query(concat!("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = ", status_sql!(RETRIED), " GROUP BY m.target"), &[]).await? {
-            out.retries.push((r.get(0), r.get(1)));
+            out.retries.push(RetryCount {
+                target: r.get(0),
+                retried: r.get(1),
+            });
         }
         drop(c);
         out.quarantined = self.quarantine_counts().await?;

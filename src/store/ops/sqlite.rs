@@ -241,7 +241,7 @@ impl SqliteStore {
 
     pub(in crate::store) async fn quarantine_counts(
         &self,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    ) -> Result<Vec<QuarantineCount>, StoreError> {
         self.with(|c| quarantine_counts(c)).await
     }
 
@@ -595,11 +595,22 @@ impl SqliteStore {
         self.with(|c| {
             let mut out = Counts::default();
             let mut st = c.prepare(sql::MESSAGES_PER_STATE.sqlite())?;
-            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+            for r in st.query_map([], |r| {
+                Ok(StateCount {
+                    target: r.get(0)?,
+                    status: r.get(1)?,
+                    messages: r.get(2)?,
+                })
+            })? {
                 out.messages.push(r?);
             }
             let mut st = c.prepare(concat!("SELECT m.target, count(*) FROM attempts a JOIN messages m ON m.id = a.message_id WHERE a.outcome = ", status_sql!(RETRIED), " GROUP BY m.target"))?;
-            for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            for r in st.query_map([], |r| {
+                Ok(RetryCount {
+                    target: r.get(0)?,
+                    retried: r.get(1)?,
+                })
+            })? {
                 out.retries.push(r?);
             }
             out.quarantined = quarantine_counts(c)?;
@@ -626,9 +637,13 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     })
 }
 
-fn quarantine_counts(c: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
+fn quarantine_counts(c: &Connection) -> Result<Vec<QuarantineCount>, StoreError> {
     all(c, sql::QUARANTINE_COUNTS.sqlite(), [], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(QuarantineCount {
+            source: r.get(0)?,
+            mapping: r.get(1)?,
+            records: r.get(2)?,
+        })
     })
 }
 

@@ -82,6 +82,27 @@ pub struct Claimed {
     pub lease: i64,
 }
 
+/// A claim's hold on a key: what [`Store::release`] gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The target.
+    pub target: String,
+    /// The key.
+    pub key: String,
+    /// The lease token from the claim.
+    pub lease: i64,
+}
+
+impl From<&Claimed> for Lease {
+    fn from(c: &Claimed) -> Lease {
+        Lease {
+            target: c.target.clone(),
+            key: c.key.clone(),
+            lease: c.lease,
+        }
+    }
+}
+
 /// One delivery attempt, as recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attempt {
@@ -185,8 +206,9 @@ impl Store {
         }
     }
 
-    /// Gives claimed messages back without an attempt (graceful shutdown).
-    pub async fn release(&self, claims: Vec<(String, String, i64)>) -> Result<(), StoreError> {
+    /// Gives claimed messages back without an attempt: their keys are due
+    /// again at once.
+    pub async fn release(&self, claims: Vec<Lease>) -> Result<(), StoreError> {
         both!(self, s => s.release(claims).await)
     }
 

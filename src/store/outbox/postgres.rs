@@ -415,17 +415,14 @@ impl PgStore {
         Ok(out)
     }
 
-    pub(in crate::store) async fn release(
-        &self,
-        claims: Vec<(String, String, i64)>,
-    ) -> Result<(), StoreError> {
+    pub(in crate::store) async fn release(&self, claims: Vec<Lease>) -> Result<(), StoreError> {
         if claims.is_empty() {
             return Ok(());
         }
         let mut c = self.client().await?;
         let tx = delivery_tx(&mut c).await?;
         let (mut t, mut k, mut l) = (Vec::new(), Vec::new(), Vec::new());
-        for (target, key, lease) in &claims {
+        for Lease { target, key, lease } in &claims {
             t.push(target.as_str());
             k.push(key.as_str());
             l.push(*lease);

@@ -180,13 +180,10 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::store) async fn release(
-        &self,
-        claims: Vec<(String, String, i64)>,
-    ) -> Result<(), StoreError> {
+    pub(in crate::store) async fn release(&self, claims: Vec<Lease>) -> Result<(), StoreError> {
         self.with(move |c| {
             let now = now_ms();
-            for (target, key, lease) in &claims {
+            for Lease { target, key, lease } in &claims {
                 c.prepare_cached(
                     "UPDATE heads SET due_at = ?4 WHERE target = ?1 AND key = ?2 AND lease = ?3",
                 )?

@@ -151,8 +151,21 @@ pub(crate) fn reissue_refusal(payment_id: &str, result: Option<&str>) -> Option<
     }
 }
 
-/// Per batch and result: (batch id, result or None while waiting, payments, fen).
-pub type ResultCounts = Vec<(String, Option<String>, i64, i64)>;
+/// One line of [`Store::results`]: the payments of a batch with one result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultCount {
+    /// The batch.
+    pub batch_id: String,
+    /// `ACCEPTED`, `REJECTED` or `PENDING`; none before a result file.
+    pub result: Option<String>,
+    /// How many payments.
+    pub payments: i64,
+    /// Their sum, fen.
+    pub fen: i64,
+}
+
+/// What [`Store::results`] returns: per batch and result.
+pub type ResultCounts = Vec<ResultCount>;
 
 impl Store {
     /// Records payment instructions in the payout register; one already

@@ -327,7 +327,12 @@ impl PgStore {
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| ResultCount {
+            batch_id: r.get(0),
+            result: r.get(1),
+            payments: r.get(2),
+            fen: r.get(3),
+        })
         .collect())
     }
 }

@@ -307,7 +307,14 @@ impl SqliteStore {
                  WHERE b.period = ?1 AND b.live = 1
                  GROUP BY b.batch_id, p.result ORDER BY b.batch_id, p.result",
                 [&period],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok(ResultCount {
+                        batch_id: r.get(0)?,
+                        result: r.get(1)?,
+                        payments: r.get(2)?,
+                        fen: r.get(3)?,
+                    })
+                },
             )
         })
         .await
