@@ -76,25 +76,25 @@ pub fn plan_all(cfg: &Config) -> Vec<(OpRef, Result<Plan<'_>, String>)> {
     for t in targets {
         let made = plan(cfg, &t);
         let files = match &made {
-            Ok(Plan::Payments { connector, op }) => Some(
-                crate::payout::bank_target(cfg, Some(&t.to_string())).map(|bank| Plan::Files {
-                    connector,
-                    op,
-                    bank,
-                }),
-            ),
+            Ok(Plan::Payments { connector, op }) => {
+                let bank = crate::payout::bank_target(cfg, Some(&t.to_string()));
+                let name = OpRef {
+                    connector: t.connector.clone(),
+                    operation: format!("{}/files", t.operation),
+                };
+                Some((
+                    name,
+                    bank.map(|bank| Plan::Files {
+                        connector,
+                        op,
+                        bank,
+                    }),
+                ))
+            }
             _ => None,
         };
-        if let Some(files) = files {
-            let name = OpRef {
-                connector: t.connector.clone(),
-                operation: format!("{}/files", t.operation),
-            };
-            all.push((t, made));
-            all.push((name, files));
-        } else {
-            all.push((t, made));
-        }
+        all.push((t, made));
+        all.extend(files);
     }
     all
 }
