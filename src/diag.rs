@@ -50,6 +50,26 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A problem found in one file before it is placed: the byte offset it is
+/// at (`None`: the file as a whole) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Byte offset in the file.
+    pub at: Option<usize>,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `at`.
+    pub fn new(at: Option<usize>, message: impl Into<String>) -> Self {
+        Problem {
+            at,
+            message: message.into(),
+        }
+    }
+}
+
 /// A loaded text file, for turning byte offsets into lines and columns.
 pub struct SourceText {
     /// Path as shown in diagnostics.

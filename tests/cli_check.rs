@@ -238,11 +238,12 @@ fn the_docker_compose_settings_check() {
     assert!(out.contains("0 errors"), "{out}");
 }
 
-/// `check` makes the plan `run` makes: a target the hub would refuse to
-/// dispatch to (here Avro bodies over HTTP) is an error at its operation,
-/// not an OK followed by a hub that leaves its messages waiting.
+/// `check` makes the settings `run` makes: an operation the hub would
+/// refuse (here Avro bodies over HTTP) is an error at its operation, not an
+/// OK followed by a hub that leaves its messages waiting; and `run` refuses
+/// it with the same words before it starts anything.
 #[test]
-fn a_target_run_would_refuse_is_an_error_of_check() {
+fn a_target_run_would_refuse_is_an_error_of_check_and_run_refuses_it() {
     let dir = copy_config();
     let d = dir.path();
     edit(
@@ -255,13 +256,67 @@ fn a_target_run_would_refuse_is_an_error_of_check() {
     assert_eq!(code, 2, "{out}");
     let line = out
         .lines()
-        .find(|l| l.contains("would not run"))
+        .find(|l| l.contains("Avro bodies over HTTP are not built"))
         .unwrap_or_else(|| panic!("no refusal in:\n{out}"));
     assert!(
-        line.starts_with("connectors/employment.toml:")
-            && line.contains(": error: target employment.")
-            && line.contains("Avro bodies over HTTP are not built"),
+        line.starts_with("connectors/employment.toml:11:1: error: operation referral: "),
         "{line}"
     );
     assert!(out.contains("configuration has problems: 1 error"), "{out}");
+    let o = support::run(&["run", "--config", d.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(err.contains(line), "run says why, as check does:\n{err}");
+}
+
+/// A connector's operations take the settings of its kind only: a Kafka
+/// topic in an HTTP connector, or a file setting misplaced in it, is an
+/// error at the operation instead of a setting silently ignored.
+#[test]
+fn a_setting_of_another_kind_is_an_error_at_its_operation() {
+    let dir = copy_config();
+    let d = dir.path();
+    edit(
+        d,
+        "connectors/employment.toml",
+        "path = \"/api/employment/v1/referrals\"",
+        "path = \"/api/employment/v1/referrals\"\ntopic = \"referrals\"\nsettle_time = \"5s\"",
+    );
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    for field in ["topic", "settle_time"] {
+        let want = format!(
+            "connectors/employment.toml:11:1: error: operation referral: {field} is not a setting of http operations"
+        );
+        assert!(out.contains(&want), "want {want:?} in:\n{out}");
+    }
+    assert!(
+        out.contains("configuration has problems: 2 errors"),
+        "{out}"
+    );
+}
+
+/// TLS files are read and made into a client as `run` makes it, without
+/// connecting: a CA file that is not a certificate fails `check`.
+#[test]
+fn a_tls_file_run_could_not_use_fails_check() {
+    let dir = copy_config();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), "not a certificate\n").unwrap();
+    edit(
+        d,
+        "connectors/employment.toml",
+        "[auth]",
+        "[tls]\nca_file = \"ca.pem\"\n\n[auth]",
+    );
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("connectors/employment.toml:1:1: error: tls.ca_file holds no PEM certificate"),
+        "{out}"
+    );
+    std::fs::remove_file(d.join("ca.pem")).unwrap();
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("tls: cannot read ca.pem"), "{out}");
 }

@@ -8,7 +8,7 @@ use tongban::mapping::Outcome;
 
 #[test]
 fn shipped_config_loads_and_every_mapping_test_case_passes() {
-    let (cfg, diags) = Config::load(&support::root());
+    let (cfg, diags) = tongban::hub::load(&support::root());
     let cfg = cfg.unwrap_or_else(|| panic!("shipped config has errors:\n{diags}"));
     assert!(cfg.mappings.len() >= 10, "the reference feeds are shipped");
     let mut failures = Vec::new();

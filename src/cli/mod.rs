@@ -683,7 +683,7 @@ fn restore_sigpipe() {
 /// Loads the configuration; prints diagnostics (all of them with `verbose`,
 /// else only when there are errors) to stderr.
 fn load(dir: &Path, verbose: bool) -> Option<Config> {
-    let (cfg, diags) = Config::load(dir);
+    let (cfg, diags) = crate::hub::load(dir);
     if verbose || cfg.is_none() {
         eprint!("{diags}");
     }
@@ -704,13 +704,9 @@ fn summary(d: &Diagnostics) -> String {
 
 fn check(dir: &Path) -> ExitCode {
     let started = std::time::Instant::now();
-    let (cfg, mut diags) = Config::load(dir);
-    // The plan the hub makes at start, made here too: a source or target
-    // that `run` would refuse is an error now, not a warning in its log.
-    if let Some(c) = &cfg {
-        diags.items.extend(crate::hub::check(c));
-    }
-    let cfg = cfg.filter(|_| diags.errors() == 0);
+    // The settings and plan the hub makes at start, made here too: what
+    // `run` would refuse is an error now, not a surprise later.
+    let (cfg, diags) = crate::hub::load(dir);
     let elapsed = started.elapsed();
     print!("{diags}");
     match cfg {

@@ -247,138 +247,24 @@ impl ConnectorSpec {
         format!("{base}{}", op.path.as_deref().unwrap_or(""))
     }
 
-    /// Checks what serde cannot; returns (byte offset or None, message).
+    /// Checks what every kind shares and serde cannot; returns (byte
+    /// offset or None, message). What an operation needs depends on the
+    /// connector's kind, and each kind checks it where it is implemented
+    /// (`connectors::<kind>::settings`), when the hub plans it or
+    /// `tongban check` runs.
     pub fn validate(&self) -> Vec<(Option<usize>, String)> {
         let mut out = Vec::new();
-        match self.kind {
-            ConnectorKind::Http => match &self.base_url {
-                None => out.push((None, "an http connector needs base_url".to_string())),
-                Some(u) => {
-                    let v = u.get_ref();
-                    if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() < 10 {
-                        out.push((
-                            Some(u.span().start),
-                            format!("base_url {v:?} must be an http:// or https:// URL"),
-                        ));
-                    }
-                }
-            },
-            ConnectorKind::Kafka => {
-                if self.brokers.as_deref().is_none_or(str::is_empty) {
-                    out.push((None, "a kafka connector needs brokers".to_string()));
-                }
-            }
-            ConnectorKind::File => {
-                if self.directory.as_deref().is_none_or(str::is_empty) {
-                    out.push((None, "a file connector needs directory".to_string()));
-                }
-            }
-        }
-        if let Some(r) = &self.rate_limit {
-            if r.per_second == 0 {
-                out.push((None, "rate_limit.per_second must be at least 1".into()));
-            }
+        let rates = std::iter::once(self.rate_limit.as_ref()).chain(
+            self.operations
+                .values()
+                .map(|o| o.get_ref().rate_limit.as_ref()),
+        );
+        if rates.flatten().any(|r| r.per_second == 0) {
+            out.push((None, "rate_limit.per_second must be at least 1".into()));
         }
         if self.concurrency == Some(0) {
             out.push((None, "concurrency must be at least 1".into()));
         }
-        for (name, op) in &self.operations {
-            let at = Some(op.span().start);
-            let op = op.get_ref();
-            let kind = self.kind;
-            let need = |out: &mut Vec<(Option<usize>, String)>, what: &str, have: bool| {
-                if !have {
-                    out.push((
-                        at,
-                        format!(
-                            "operation {name}: a {kind:?} {} operation needs {what}",
-                            dir(op.direction)
-                        ),
-                    ));
-                }
-            };
-            match self.kind {
-                ConnectorKind::Http => {
-                    if !(op.direction == Direction::Source && op.webhook) {
-                        need(&mut out, "method", op.method.is_some());
-                        need(&mut out, "path", op.path.is_some());
-                    }
-                    if op.webhook && op.direction == Direction::Sink {
-                        out.push((
-                            at,
-                            format!("operation {name}: webhook applies to source operations only"),
-                        ));
-                    }
-                    if let Some(env) = &op.xml_envelope {
-                        if env.matches("{record}").count() != 1 || op.format != BodyFormat::Xml {
-                            out.push((
-                                at,
-                                format!("operation {name}: xml_envelope needs format = \"xml\" and exactly one {{record}}"),
-                            ));
-                        }
-                    }
-                    if op.format == BodyFormat::Xml {
-                        need(
-                            &mut out,
-                            "xml_root",
-                            op.xml_root.is_some() || op.direction == Direction::Source,
-                        );
-                    }
-                }
-                ConnectorKind::Kafka => need(&mut out, "topic", op.topic.is_some()),
-                ConnectorKind::File => need(&mut out, "file_pattern", op.file_pattern.is_some()),
-            }
-            if op.format == BodyFormat::Pain002
-                && (self.kind != ConnectorKind::File || op.direction != Direction::Source)
-            {
-                out.push((
-                    at,
-                    format!(
-                        "operation {name}: format pain002 applies to file source operations only"
-                    ),
-                ));
-            }
-            let layout_here = self.kind == ConnectorKind::File
-                || (self.kind == ConnectorKind::Http && op.direction == Direction::Sink);
-            if (op.format == BodyFormat::Layout) != op.layout.is_some()
-                || (op.format == BodyFormat::Layout && !layout_here)
-            {
-                out.push((
-                    at,
-                    format!("operation {name}: format = \"layout\" goes with layout = \"layouts/….toml\", on file connectors or http sinks (payment file uploads)"),
-                ));
-            }
-            if let Some(b) = &op.batch {
-                let n = *b.get_ref();
-                let at = Some(b.span().start);
-                if n == 0 || n > 10_000 {
-                    out.push((
-                        at,
-                        format!("operation {name}: batch must be 1 to 10000, not {n}"),
-                    ));
-                } else if n > 1
-                    && (op.direction != Direction::Sink
-                        || (self.kind == ConnectorKind::Http && op.format != BodyFormat::Json))
-                {
-                    out.push((
-                        at,
-                        format!("operation {name}: batch applies to sink operations (over http, with JSON bodies only)"),
-                    ));
-                }
-            }
-            if let Some(m) = &op.method {
-                if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
-                    out.push((at, format!("operation {name}: method {m:?} must be GET, POST, PUT, PATCH or DELETE")));
-                }
-            }
-        }
         out
-    }
-}
-
-fn dir(d: Direction) -> &'static str {
-    match d {
-        Direction::Source => "source",
-        Direction::Sink => "sink",
     }
 }

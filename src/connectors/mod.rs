@@ -10,3 +10,4 @@ pub mod file;
 pub mod http;
 pub mod intake;
 pub mod kafka;
+pub mod settings;

@@ -37,7 +37,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
 
     let sims = start_sims(!args.no_faults).await?;
     write_config(&args.config, dir, &sims.ports)?;
-    let (cfg, diags) = Config::load(dir);
+    let (cfg, diags) = crate::hub::load(dir);
     let Some(cfg) = cfg else {
         return Err(format!(
             "the demo configuration does not load:\n{}",

@@ -3,9 +3,11 @@
 //! dispatcher per target, the bulk-replay worker), and stops them all on
 //! one signal, waiting for deliveries in flight to be recorded.
 //!
-//! The plan is made from the configuration alone ([`sources::plan`],
-//! [`targets::plan`]): `tongban check` runs the same plan, so a target the
-//! hub would refuse is an error there, before anything runs. Used by the
+//! The plan is made from the configuration alone, from each connector's
+//! typed settings (`connectors::settings`) ([`sources::plan`],
+//! [`targets::plan`]): [`load`] and [`check`] make the same settings and
+//! the same plan, so what the hub would refuse is an error of `tongban
+//! check`, and `run` does not start with it. Used by the
 //! CLI (`run`, `payouts build`), the demo and the tests; it uses the
 //! connectors, the dispatcher, payouts and the store, and nothing above it
 //! (not the CLI, not the operations API).
@@ -14,7 +16,7 @@ pub mod sources;
 pub mod targets;
 pub mod tasks;
 
-use crate::config::{Config, Diagnostic, OpRef, Severity};
+use crate::config::{Config, Diagnostic, Diagnostics, OpRef, Severity, SourceText};
 use crate::dispatch::{run_target, Sink, TargetSettings, TargetStats};
 use crate::store::Store;
 use std::sync::Arc;
@@ -92,46 +94,101 @@ impl Hub {
     }
 }
 
-/// What `tongban check` adds to the loader's diagnostics: every source and
-/// target that the hub would not run, as an error at its operation.
+/// A configuration directory loaded as the hub runs it: the loader's
+/// diagnostics and then [`check`]'s. The configuration is given only if
+/// there is no error, so `run` refuses exactly what `tongban check` does.
+pub fn load(dir: &std::path::Path) -> (Option<Config>, Diagnostics) {
+    let (cfg, mut diags) = Config::load(dir);
+    if let Some(c) = &cfg {
+        diags.items.extend(check(c));
+    }
+    (cfg.filter(|_| diags.errors() == 0), diags)
+}
+
+/// What the hub adds to the loader's diagnostics: every connector's
+/// settings made as its kind makes them (each problem at its place in the
+/// connector file), the TLS files of HTTP connectors read and made into a
+/// client (without connecting), and every source and target that the hub
+/// would not run, as an error at its operation.
 pub fn check(cfg: &Config) -> Vec<Diagnostic> {
+    let text = |c: &crate::config::Connector| {
+        let shown = c
+            .file
+            .strip_prefix(&cfg.dir)
+            .map(|p| p.to_path_buf())
+            .unwrap_or(c.file.clone());
+        SourceText::new(shown, std::fs::read_to_string(&c.file).unwrap_or_default())
+    };
+    let mut out = Vec::new();
+    let mut broken = std::collections::BTreeSet::new();
+    for c in cfg.connectors.values() {
+        match crate::connectors::settings::of(&c.spec, &cfg.dir) {
+            Err(problems) => {
+                let src = text(c);
+                out.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| src.error(p.at.unwrap_or(0), p.message)),
+                );
+                broken.insert(c.name.clone());
+            }
+            Ok(crate::connectors::settings::Settings::Http(h)) => {
+                if let Some(why) = tls_problem(cfg, c, h.timeout.unwrap_or(Duration::from_secs(30)))
+                {
+                    out.push(text(c).error(0, why));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
     let at = |r: &OpRef, what: &str, why: String| {
         let c = cfg.connectors.get(&r.connector);
         let (file, line) = c.map_or((cfg.dir.join("connectors"), 0), |c| {
+            let src = text(c);
             let base = r.operation.trim_end_matches("/files");
-            let line = c.spec.operations.get(base).map_or(0, |o| {
-                crate::config::SourceText::new(
-                    &c.file,
-                    std::fs::read_to_string(&c.file).unwrap_or_default(),
-                )
-                .line_col(o.span().start)
-                .0
-            });
-            (c.file.clone(), line)
+            let line = c
+                .spec
+                .operations
+                .get(base)
+                .map_or(0, |o| src.line_col(o.span().start).0);
+            (src.path, line)
         });
         Diagnostic {
             severity: Severity::Error,
-            file: file
-                .strip_prefix(&cfg.dir)
-                .map(|p| p.to_path_buf())
-                .unwrap_or(file),
+            file,
             line,
             column: if line == 0 { 0 } else { 1 },
             message: format!("{what} {r} would not run: {why}"),
         }
     };
-    let mut out = Vec::new();
     for (s, p) in sources::plan_all(cfg) {
         if let Err(why) = p {
-            out.push(at(&s, "source", why));
+            if !broken.contains(&s.connector) {
+                out.push(at(&s, "source", why));
+            }
         }
     }
     for (t, p) in targets::plan_all(cfg) {
         if let Err(why) = p {
-            out.push(at(&t, "target", why));
+            if !broken.contains(&t.connector) {
+                out.push(at(&t, "target", why));
+            }
         }
     }
     out
+}
+
+/// Why an HTTP connector's TLS settings would not make a client: its
+/// files read and its client made as `run` makes them. A client key
+/// whose secret is not available here is left to the loader's warning.
+fn tls_problem(cfg: &Config, c: &crate::config::Connector, timeout: Duration) -> Option<String> {
+    let t = c.spec.tls.as_ref()?;
+    if t.client_key.as_ref().is_some_and(|k| k.resolve().is_err()) {
+        return None;
+    }
+    let made = targets::tls_of(cfg, &c.spec)
+        .and_then(|tls| crate::connectors::http::client(timeout, &tls).map(drop));
+    made.err()
 }
 
 /// `tongban payouts build`: batches the period, queues their files on the

@@ -3,13 +3,17 @@
 //! tasks that read them ([`start`]): file watches, HTTP pulls, Kafka
 //! consumers, and one webhook endpoint for every webhook source.
 
-use crate::config::connector::{Auth, Operation};
-use crate::config::{BodyFormat, Config, Connector, ConnectorKind, OpRef};
+use crate::config::connector::Auth;
+use crate::config::{Config, Connector, OpRef};
+use crate::connectors::file::settings::{FileOperation, Watch};
 use crate::connectors::file::FileSource;
 use crate::connectors::http::pull::HttpPull;
+use crate::connectors::http::settings::{HttpOperation, Pull};
 use crate::connectors::http::sign::Signer;
 use crate::connectors::http::webhook::{self, WebhookOp};
 use crate::connectors::intake::{GroupCommit, Intake};
+use crate::connectors::kafka::settings::KafkaOperation;
+use crate::connectors::settings::Settings;
 use crate::store::Store;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,15 +21,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// What a source is.
+/// What a source is: each arm carries its kind's typed settings.
 pub enum Plan<'a> {
-    /// Files picked up from a directory.
+    /// Files picked up from a directory (bank result files among them:
+    /// [`Watch::bank_results`]).
     File {
         /// The connector.
         connector: &'a Connector,
-        /// Bank result files (pain.002 or a layout), reconciled against
-        /// the payout register before their records go on.
-        bank_results: bool,
+        /// The watched directory.
+        watch: Watch,
     },
     /// Signed requests to the hub's webhook endpoint (HMAC checked if the
     /// connector has `[auth]`).
@@ -37,19 +41,19 @@ pub enum Plan<'a> {
     Pull {
         /// The connector.
         connector: &'a Connector,
-        /// The operation.
-        op: &'a Operation,
-        /// Its URL.
-        url: reqwest::Url,
-        /// Its method.
-        method: reqwest::Method,
+        /// The poll.
+        pull: Pull,
+        /// Time limit of one request.
+        timeout: Duration,
     },
     /// A Kafka consumer group.
     Kafka {
-        /// The connector.
-        connector: &'a Connector,
-        /// The operation.
-        op: &'a Operation,
+        /// Bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
     },
 }
 
@@ -66,43 +70,46 @@ pub fn plan_all(cfg: &Config) -> Vec<(OpRef, Result<Plan<'_>, String>)> {
         .collect()
 }
 
+/// A connector's typed settings, or its problems in one line.
+pub(super) fn settings_of<'a>(cfg: &Config, c: &'a Connector) -> Result<Settings<'a>, String> {
+    crate::connectors::settings::of(&c.spec, &cfg.dir).map_err(|ps| {
+        let all: Vec<String> = ps.into_iter().map(|p| p.message).collect();
+        format!("connector {}: {}", c.name, all.join("; "))
+    })
+}
+
 /// What one source is, or why the hub cannot read it.
 pub fn plan<'a>(cfg: &'a Config, src: &OpRef) -> Result<Plan<'a>, String> {
     let connector = cfg
         .connectors
         .get(&src.connector)
         .ok_or("no such connector")?;
-    let op = cfg.operation(src).ok_or("no such operation")?;
-    match connector.spec.kind {
-        ConnectorKind::File => {
-            glob::Pattern::new(op.file_pattern.as_deref().unwrap_or("*"))
-                .map_err(|e| format!("file_pattern: {e}"))?;
-            Ok(Plan::File {
+    let not_source = || format!("{src} is not a source operation");
+    match settings_of(cfg, connector)? {
+        Settings::File(f) => match f.operations.get(&src.operation) {
+            Some(FileOperation::Watch(w)) => Ok(Plan::File {
                 connector,
-                bank_results: matches!(op.format, BodyFormat::Pain002 | BodyFormat::Layout),
-            })
-        }
-        ConnectorKind::Http if op.webhook => {
-            match connector.spec.auth.as_ref().map(|a| a.get_ref()) {
-                None | Some(Auth::Hmac(_)) => Ok(Plan::Webhook { connector }),
-                Some(_) => {
-                    Err("webhooks verify HMAC signatures only; set [auth] type = \"hmac\"".into())
-                }
-            }
-        }
-        ConnectorKind::Http => {
-            let url = connector.spec.url(op);
-            Ok(Plan::Pull {
+                watch: w.clone(),
+            }),
+            _ => Err(not_source()),
+        },
+        Settings::Http(h) => match h.operations.get(&src.operation) {
+            Some(HttpOperation::Webhook) => Ok(Plan::Webhook { connector }),
+            Some(HttpOperation::Pull(p)) => Ok(Plan::Pull {
                 connector,
-                op,
-                url: reqwest::Url::parse(&url).map_err(|e| format!("bad URL {url:?}: {e}"))?,
-                method: reqwest::Method::from_bytes(
-                    op.method.as_deref().unwrap_or("GET").as_bytes(),
-                )
-                .map_err(|e| format!("bad method: {e}"))?,
-            })
-        }
-        ConnectorKind::Kafka => Ok(Plan::Kafka { connector, op }),
+                pull: p.clone(),
+                timeout: h.timeout.unwrap_or(Duration::from_secs(30)),
+            }),
+            _ => Err(not_source()),
+        },
+        Settings::Kafka(k) => match k.operations.get(&src.operation) {
+            Some(KafkaOperation::Consume { topic, group }) => Ok(Plan::Kafka {
+                brokers: k.brokers.clone(),
+                topic: topic.clone(),
+                group: group.clone().unwrap_or_else(|| format!("tongban.{src}")),
+            }),
+            _ => Err(not_source()),
+        },
     }
 }
 
@@ -121,12 +128,9 @@ pub async fn start(
             let intake = Intake::new(cfg, store.clone(), &src)?;
             let w = shutdown.clone();
             Ok(match p {
-                Plan::File {
-                    connector,
-                    bank_results,
-                } => {
-                    let mut fs = FileSource::new(cfg, intake, &src)?;
-                    if bank_results {
+                Plan::File { connector, watch } => {
+                    let mut fs = FileSource::new(intake, &watch)?;
+                    if watch.bank_results() {
                         fs = fs.with_results(Arc::new(crate::payout::Reconciler::new(
                             store.clone(),
                             connector.layouts.get(&src.operation).cloned(),
@@ -148,37 +152,32 @@ pub async fn start(
                 }
                 Plan::Pull {
                     connector,
-                    op,
-                    url,
-                    method,
+                    pull,
+                    timeout,
                 } => {
-                    let timeout = connector
-                        .spec
-                        .timeout
-                        .map_or(Duration::from_secs(30), |d| d.0);
                     let tls = super::targets::tls_of(cfg, &connector.spec)?;
                     let pull = HttpPull {
                         intake,
                         client: crate::connectors::http::client(timeout, &tls)?,
-                        url,
-                        method,
+                        url: pull.url,
+                        method: pull.method,
                         auth: super::targets::auth_of(&connector.spec)?,
-                        cursor_param: op.cursor_param.clone(),
-                        items_field: op.items_field.clone(),
-                        next_cursor_field: op.next_cursor_field.clone(),
-                        poll: op.poll_interval.map_or(Duration::from_secs(5), |d| d.0),
+                        cursor_param: pull.cursor_param,
+                        items_field: pull.items_field,
+                        next_cursor_field: pull.next_cursor_field,
+                        poll: pull.poll,
                         timeout,
-                        format: op.format,
+                        format: pull.format,
                     };
                     Some(tokio::spawn(async move { pull.run(w).await }))
                 }
-                Plan::Kafka { connector, op } => {
-                    let group = op.group.clone().unwrap_or_else(|| format!("tongban.{src}"));
+                Plan::Kafka {
+                    brokers,
+                    topic,
+                    group,
+                } => {
                     let ks = crate::connectors::kafka::KafkaSource::new(
-                        intake,
-                        connector.spec.brokers.as_deref().unwrap_or_default(),
-                        op.topic.as_deref().unwrap_or_default(),
-                        &group,
+                        intake, &brokers, &topic, &group,
                     )?;
                     Some(tokio::spawn(async move { ks.run(w).await }))
                 }

@@ -5,10 +5,14 @@
 //! read, clients made).
 
 use crate::config::connector::{Auth, Operation};
-use crate::config::{BodyFormat, Config, Connector, ConnectorKind, ConnectorSpec, OpRef};
+use crate::config::{Config, Connector, ConnectorSpec, OpRef};
+use crate::connectors::file::settings::{FileBody, FileOperation, Write};
 use crate::connectors::file::FileSink;
+use crate::connectors::http::settings::{Body, HttpOperation, Send};
 use crate::connectors::http::sign::Signer;
 use crate::connectors::http::{HttpAuth, HttpSink, Tls};
+use crate::connectors::kafka::settings::KafkaOperation;
+use crate::connectors::settings::Settings;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::{Sink, TargetSettings};
 use crate::payout::BankTarget;
@@ -17,7 +21,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What a target is: each arm carries what its build needs, checked.
+/// What a target is: each arm carries its kind's typed settings and the
+/// operation (for its rate limit).
 pub enum Plan<'a> {
     /// Payment instructions into the payout register (a bank's payment
     /// operation): `tongban payouts build` makes batches of them, whose
@@ -43,17 +48,19 @@ pub enum Plan<'a> {
         connector: &'a Connector,
         /// The operation.
         op: &'a Operation,
-        /// XML bodies: root element, namespace, envelope; JSON if none.
-        xml: Option<(&'a str, Option<&'a str>, Option<&'a str>)>,
+        /// The requests.
+        send: Send,
+        /// Time limit of one request.
+        timeout: Duration,
     },
-    /// One file per delivery in a directory, JSON or XML.
+    /// Files in a directory, JSON lines or XML.
     File {
         /// The connector.
         connector: &'a Connector,
         /// The operation.
         op: &'a Operation,
-        /// XML records: root element and namespace; JSON if none.
-        xml: Option<(&'a str, Option<&'a str>)>,
+        /// The directory and what is written.
+        write: Write,
     },
     /// An idempotent Kafka producer, Avro or JSON values.
     Kafka {
@@ -61,8 +68,16 @@ pub enum Plan<'a> {
         connector: &'a Connector,
         /// The operation.
         op: &'a Operation,
+        /// Bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
         /// Avro values: the record's schema; JSON if none.
         avro: Option<&'a Arc<crate::schema::Schema>>,
+        /// Messages per delivery.
+        batch: usize,
+        /// Time limit of one delivery.
+        timeout: Duration,
     },
 }
 
@@ -99,82 +114,69 @@ pub fn plan_all(cfg: &Config) -> Vec<(OpRef, Result<Plan<'_>, String>)> {
     all
 }
 
+const NOT_PAYMENTS: &str =
+    "only pain.001.001.03 and .09 payment files are made; its messages would wait in the outbox";
+
 /// What one target is, or why the hub cannot dispatch to it.
 pub fn plan<'a>(cfg: &'a Config, t: &OpRef) -> Result<Plan<'a>, String> {
     let connector = cfg
         .connectors
         .get(&t.connector)
         .ok_or("no such connector")?;
-    let op = connector
-        .spec
-        .operations
-        .get(&t.operation)
-        .ok_or("no such operation")?
-        .get_ref();
+    let op = cfg.operation(t).ok_or("no such operation")?;
+    let settings = super::sources::settings_of(cfg, connector)?;
     if crate::payout::bank_format(connector, &t.operation).is_some() {
         return Ok(Plan::Payments { connector, op });
     }
-    if op
-        .xml_namespace
-        .as_deref()
-        .is_some_and(|n| n.starts_with("urn:iso:std:iso:20022"))
-    {
-        return Err(
-            "only pain.001.001.03 and .09 payment files are made; its messages would wait in the outbox"
-                .into(),
-        );
-    }
-    let root = op.xml_root.as_deref().unwrap_or("record");
-    let ns = op.xml_namespace.as_deref();
-    match (connector.spec.kind, op.format) {
-        (ConnectorKind::Http, BodyFormat::Json) => Ok(Plan::Http {
-            connector,
-            op,
-            xml: None,
-        }),
-        (ConnectorKind::Http, BodyFormat::Xml) => Ok(Plan::Http {
-            connector,
-            op,
-            xml: Some((root, ns, op.xml_envelope.as_deref())),
-        }),
-        (ConnectorKind::Http, BodyFormat::Pain002 | BodyFormat::Layout) => {
-            Err("pain002 and layout are formats of file connectors only".into())
-        }
-        (ConnectorKind::Http, BodyFormat::Avro) => {
-            Err("Avro bodies over HTTP are not built; its messages would wait in the outbox".into())
-        }
-        (ConnectorKind::File, BodyFormat::Json) => Ok(Plan::File {
-            connector,
-            op,
-            xml: None,
-        }),
-        (ConnectorKind::File, BodyFormat::Xml) => Ok(Plan::File {
-            connector,
-            op,
-            xml: Some((root, ns)),
-        }),
-        (ConnectorKind::File, BodyFormat::Avro | BodyFormat::Pain002 | BodyFormat::Layout) => {
-            Err("Avro and pain002 files are not written by the file sink; use JSON or XML".into())
-        }
-        (ConnectorKind::Kafka, BodyFormat::Avro) => {
-            let schema = cfg
-                .schemas
-                .get(op.schema.get_ref())
-                .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?;
-            Ok(Plan::Kafka {
+    let not_sink = || format!("{t} is not a sink operation");
+    match settings {
+        Settings::Http(h) => match h.operations.get(&t.operation) {
+            Some(HttpOperation::Send(Send {
+                body: Body::PaymentFiles,
+                ..
+            })) => Err(NOT_PAYMENTS.into()),
+            Some(HttpOperation::Send(send)) => Ok(Plan::Http {
                 connector,
                 op,
-                avro: Some(schema),
-            })
-        }
-        (ConnectorKind::Kafka, BodyFormat::Json) => Ok(Plan::Kafka {
-            connector,
-            op,
-            avro: None,
-        }),
-        (ConnectorKind::Kafka, BodyFormat::Xml | BodyFormat::Pain002 | BodyFormat::Layout) => {
-            Err("only Avro or JSON values are written to Kafka".into())
-        }
+                send: send.clone(),
+                timeout: h.timeout.unwrap_or(Duration::from_secs(30)),
+            }),
+            _ => Err(not_sink()),
+        },
+        Settings::File(f) => match f.operations.get(&t.operation) {
+            Some(FileOperation::Write(Write {
+                body: FileBody::PaymentFiles,
+                ..
+            })) => Err(NOT_PAYMENTS.into()),
+            Some(FileOperation::Write(write)) => Ok(Plan::File {
+                connector,
+                op,
+                write: write.clone(),
+            }),
+            _ => Err(not_sink()),
+        },
+        Settings::Kafka(k) => match k.operations.get(&t.operation) {
+            Some(KafkaOperation::Produce { topic, avro, batch }) => {
+                let avro = match avro {
+                    false => None,
+                    true => Some(
+                        cfg.schemas
+                            .get(op.schema.get_ref())
+                            .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?,
+                    ),
+                };
+                Ok(Plan::Kafka {
+                    connector,
+                    op,
+                    brokers: k.brokers.clone(),
+                    topic: topic.clone(),
+                    avro,
+                    batch: *batch,
+                    timeout: k.timeout.unwrap_or(Duration::from_secs(30)),
+                })
+            }
+            _ => Err(not_sink()),
+        },
     }
 }
 
@@ -197,35 +199,45 @@ pub fn build(
             op,
             bank,
         } => files(cfg, connector, op, bank, store),
-        Plan::Http { connector, op, xml } => {
-            let timeout = connector
-                .spec
-                .timeout
-                .map_or(Duration::from_secs(30), |d| d.0);
-            let sink = HttpSink::new(
-                &connector.spec.url(op),
-                op.method.as_deref().unwrap_or("POST"),
-                timeout,
-            )?
-            .with_tls(&tls_of(cfg, &connector.spec)?)?
-            .with_auth(auth_of(&connector.spec)?)
-            .with_batch(op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize));
-            let sink = match xml {
-                None => sink,
-                Some((root, ns, envelope)) => sink.with_xml(root, ns).with_xml_envelope(envelope),
+        Plan::Http {
+            connector,
+            op,
+            send,
+            timeout,
+        } => {
+            let sink = HttpSink::new(send.url.as_str(), send.method.as_str(), timeout)?
+                .with_tls(&tls_of(cfg, &connector.spec)?)?
+                .with_auth(auth_of(&connector.spec)?);
+            let sink = match send.body {
+                Body::Json { batch } => sink.with_batch(batch),
+                Body::Xml {
+                    root,
+                    namespace,
+                    envelope,
+                } => sink
+                    .with_xml(&root, namespace.as_deref())
+                    .with_xml_envelope(envelope.as_deref()),
+                Body::PaymentFiles => return Err(NOT_PAYMENTS.into()),
             };
             Ok((Arc::new(sink), settings(cfg, connector, t, op, timeout)))
         }
-        Plan::File { connector, op, xml } => {
-            let dir = cfg
-                .dir
-                .join(connector.spec.directory.as_deref().unwrap_or("."))
-                .join(op.path.as_deref().unwrap_or("out"));
-            let batch = op.batch.as_ref().map_or(1, |b| *b.get_ref() as usize);
-            let sink = FileSink::new(dir, &t.operation, batch)?;
-            let sink = match xml {
-                None => sink,
-                Some((root, ns)) => sink.with_xml(root, ns),
+        Plan::File {
+            connector,
+            op,
+            write,
+        } => {
+            let (sink, batch) = match write.body {
+                FileBody::Json { batch } => (FileSink::new(write.dir, &t.operation, batch)?, batch),
+                FileBody::Xml {
+                    root,
+                    namespace,
+                    batch,
+                } => (
+                    FileSink::new(write.dir, &t.operation, batch)?
+                        .with_xml(&root, namespace.as_deref()),
+                    batch,
+                ),
+                FileBody::PaymentFiles => return Err(NOT_PAYMENTS.into()),
             };
             let mut s = settings(cfg, connector, t, op, Duration::from_secs(30));
             s.concurrency = s.concurrency.max(batch);
@@ -234,7 +246,11 @@ pub fn build(
         Plan::Kafka {
             connector,
             op,
+            brokers,
+            topic,
             avro,
+            batch,
+            timeout,
         } => {
             let avro = avro.map(|schema| {
                 (
@@ -242,18 +258,8 @@ pub fn build(
                     crate::schema::Type::Record(schema.record.clone()),
                 )
             });
-            let timeout = connector
-                .spec
-                .timeout
-                .map_or(Duration::from_secs(30), |d| d.0);
-            let batch = op.batch.as_ref().map_or(1000, |b| *b.get_ref() as usize);
-            let sink = crate::connectors::kafka::KafkaSink::new(
-                connector.spec.brokers.as_deref().unwrap_or_default(),
-                op.topic.as_deref().unwrap_or_default(),
-                avro,
-                batch,
-                timeout,
-            )?;
+            let sink =
+                crate::connectors::kafka::KafkaSink::new(&brokers, &topic, avro, batch, timeout)?;
             let mut s = settings(cfg, connector, t, op, timeout);
             s.concurrency = s.concurrency.max(batch);
             Ok((Arc::new(sink), s))

@@ -22,7 +22,9 @@
 //! under a temporary dot-name, flushed to disk and renamed into place, then
 //! its checksum file the same way.
 
-use crate::config::{BodyFormat, Config, OpRef};
+pub mod settings;
+
+use crate::config::BodyFormat;
 use crate::connectors::intake::Intake;
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
@@ -217,24 +219,10 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// The source of a file operation.
-    pub fn new(cfg: &'static Config, intake: Intake, op_ref: &OpRef) -> Result<Self, String> {
-        let c = cfg
-            .connectors
-            .get(&op_ref.connector)
-            .ok_or("no such connector")?;
-        let op = cfg.operation(op_ref).ok_or("no such operation")?;
-        let dir = cfg
-            .dir
-            .join(c.spec.directory.as_deref().unwrap_or("."))
-            .join(op.path.as_deref().unwrap_or("in"));
-        let pattern = glob::Pattern::new(op.file_pattern.as_deref().unwrap_or("*"))
-            .map_err(|e| format!("file_pattern: {e}"))?;
-        let readiness = if op.checksum.unwrap_or(true) {
-            Readiness::Checksum
-        } else {
-            Readiness::Quiet(op.settle_time.map_or(Duration::from_secs(2), |d| d.0))
-        };
+    /// The source of a watched directory (made, with its `work`, `done`
+    /// and `failed` folders, if missing).
+    pub fn new(intake: Intake, watch: &settings::Watch) -> Result<Self, String> {
+        let dir = watch.dir.clone();
         for sub in ["", "work", "done", "failed"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
@@ -242,10 +230,10 @@ impl FileSource {
         Ok(FileSource {
             intake,
             dir,
-            pattern,
-            readiness,
-            poll: op.poll_interval.map_or(Duration::from_secs(1), |d| d.0),
-            format: op.format,
+            pattern: watch.pattern.clone(),
+            readiness: watch.readiness,
+            poll: watch.poll,
+            format: watch.format,
             results: None,
             seen: Default::default(),
             files_done: AtomicU64::new(0),

@@ -4,6 +4,7 @@
 //! signing, over TLS with a custom CA and client certificates if needed.
 
 pub mod pull;
+pub mod settings;
 pub mod sign;
 pub mod webhook;
 

@@ -16,6 +16,8 @@
 //! carries it). A delivery of several messages enqueues them all and waits
 //! for every acknowledgement.
 
+pub mod settings;
+
 use crate::connectors::intake::Intake;
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
