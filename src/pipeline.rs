@@ -10,6 +10,65 @@ use crate::schema::{encode_json, Datum};
 use crate::store::{Ingest, NewMessage, Quarantined};
 use sha2::{Digest, Sha256};
 
+/// Why a feed cannot be set up, or a stored record not mapped again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// No mapping reads from the source.
+    #[error("no mapping reads from {0:?}")]
+    NoFeed(String),
+    /// The source operation is not configured.
+    #[error("no operation {0:?}")]
+    NoOperation(String),
+    /// No message has the id.
+    #[error("there is no message {0}")]
+    NoMessage(i64),
+    /// Only dead messages are replayed re-mapped.
+    #[error("message {id} is {status}, not dead: only dead messages are replayed")]
+    NotDead {
+        /// The message.
+        id: i64,
+        /// Its state.
+        status: &'static str,
+    },
+    /// The message's feed is no longer configured.
+    #[error("message {id}: its mapping {mapping:?} is no longer configured")]
+    MappingGone {
+        /// The message.
+        id: i64,
+        /// Its feed.
+        mapping: String,
+    },
+    /// The inbox has no source record for the message.
+    #[error("message {0}: its source record is missing")]
+    NoSource(i64),
+    /// The current mapping cannot read the source record.
+    #[error("message {id}: the current mapping cannot read its source record: {reason}")]
+    Unreadable {
+        /// The message.
+        id: i64,
+        /// Why.
+        reason: String,
+    },
+    /// A re-mapped message would change its ordering key.
+    #[error("message {0}: the current mapping gives it another ordering key; replay it as is or skip it")]
+    OtherKey(i64),
+    /// The current mapping filters the record out.
+    #[error("message {0}: the current mapping filters its source record out; skip it instead")]
+    Filtered(i64),
+    /// The current mapping rejects the record.
+    #[error("message {id}: the current mapping rejects it: {reason}")]
+    Rejected {
+        /// The message.
+        id: i64,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// The feeds of one source operation.
 pub struct Pipeline<'c> {
     source: OpRef,
@@ -19,18 +78,18 @@ pub struct Pipeline<'c> {
 
 impl<'c> Pipeline<'c> {
     /// The pipeline of `source` (`connector.operation`).
-    pub fn new(cfg: &'c Config, source: &str) -> Result<Self, String> {
+    pub fn new(cfg: &'c Config, source: &str) -> Result<Self, PipelineError> {
         let feeds: Vec<&Mapping> = cfg
             .mappings
             .values()
             .filter(|m| m.from.to_string() == source)
             .collect();
         let Some(first) = feeds.first() else {
-            return Err(format!("no mapping reads from {source:?}"));
+            return Err(PipelineError::NoFeed(source.to_string()));
         };
         let op = cfg
             .operation(&first.from)
-            .ok_or_else(|| format!("no operation {source:?}"))?;
+            .ok_or_else(|| PipelineError::NoOperation(source.to_string()))?;
         let id_field = op
             .id_field
             .as_ref()
@@ -166,50 +225,51 @@ pub async fn remap(
     cfg: &Config,
     store: &crate::store::Store,
     id: i64,
-) -> Result<(crate::store::MessageRow, Vec<u8>), String> {
+) -> Result<(crate::store::MessageRow, Vec<u8>), PipelineError> {
     let msg = store
         .message(id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("there is no message {id}"))?;
+        .await?
+        .ok_or(PipelineError::NoMessage(id))?;
     if msg.status != crate::store::status::DEAD {
-        return Err(format!(
-            "message {id} is {}, not dead: only dead messages are replayed",
-            crate::store::status_name(msg.status)
-        ));
+        return Err(PipelineError::NotDead {
+            id,
+            status: crate::store::status_name(msg.status),
+        });
     }
-    let mapping = cfg.mappings.get(&msg.mapping).ok_or_else(|| {
-        format!(
-            "message {id}: its mapping {:?} is no longer configured",
-            msg.mapping
-        )
-    })?;
+    let mapping = cfg
+        .mappings
+        .get(&msg.mapping)
+        .ok_or_else(|| PipelineError::MappingGone {
+            id,
+            mapping: msg.mapping.clone(),
+        })?;
     let record = store
         .source_of(id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("message {id}: its source record is missing"))?
+        .await?
+        .ok_or(PipelineError::NoSource(id))?
         .record;
-    let datum = mapping.decode_json(&record).map_err(|r| {
-        format!("message {id}: the current mapping cannot read its source record: {r}")
-    })?;
+    let datum = mapping
+        .decode_json(&record)
+        .map_err(|r| PipelineError::Unreadable {
+            id,
+            reason: r.to_string(),
+        })?;
     let payload = match mapping.apply(&datum) {
         Ok(Outcome::Mapped { key, record }) => {
             if key.as_str() != msg.key {
-                return Err(format!(
-                    "message {id}: the current mapping gives it another ordering key; replay it as is or skip it"
-                ));
+                return Err(PipelineError::OtherKey(id));
             }
             let mut payload = Vec::with_capacity(256);
             encode_json(&record, mapping.target_type(), &mut payload);
             payload
         }
-        Ok(Outcome::Filtered) => {
-            return Err(format!(
-                "message {id}: the current mapping filters its source record out; skip it instead"
-            ))
+        Ok(Outcome::Filtered) => return Err(PipelineError::Filtered(id)),
+        Err(r) => {
+            return Err(PipelineError::Rejected {
+                id,
+                reason: r.to_string(),
+            })
         }
-        Err(r) => return Err(format!("message {id}: the current mapping rejects it: {r}")),
     };
     Ok((msg, payload))
 }
@@ -222,12 +282,9 @@ pub async fn replay_remapped(
     id: i64,
     actor: &str,
     reason: &str,
-) -> Result<(), String> {
+) -> Result<(), PipelineError> {
     let (_, payload) = remap(cfg, store, id).await?;
-    store
-        .replay(id, Some(payload), actor, reason)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(store.replay(id, Some(payload), actor, reason).await?)
 }
 
 /// What [`remap_quarantine`] found.
@@ -255,11 +312,8 @@ pub async fn remap_quarantine(
     mapping: Option<&str>,
     limit: usize,
     apply: Option<(&str, &str)>,
-) -> Result<Remapped, String> {
-    let rows = store
-        .quarantined(source, mapping, limit)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Remapped, PipelineError> {
+    let rows = store.quarantined(source, mapping, limit).await?;
     let mut out = Remapped::default();
     let mut items = Vec::new();
     for q in rows {
@@ -300,10 +354,7 @@ pub async fn remap_quarantine(
         }
     }
     if let (Some((actor, reason)), false) = (apply, items.is_empty()) {
-        out.resolved = store
-            .resolve_quarantine(items, actor, reason)
-            .await
-            .map_err(|e| e.to_string())?;
+        out.resolved = store.resolve_quarantine(items, actor, reason).await?;
     }
     Ok(out)
 }

@@ -204,5 +204,9 @@ signature_header = "sign"
     );
     let bad: tongban::config::connector::HmacAuth =
         toml::from_str(&toml.replace("\"base64\"", "\"base32\"")).unwrap();
-    assert!(Signer::from_recipe(&bad).unwrap_err().contains("base32"));
+    let e = Signer::from_recipe(&bad).unwrap_err();
+    assert!(
+        matches!(&e, tongban::connectors::BuildError::Encoding(enc) if enc == "base32"),
+        "{e}"
+    );
 }

@@ -154,5 +154,9 @@ async fn a_private_ca_and_a_client_certificate_are_used() {
         .with_tls(&bad)
         .err()
         .unwrap();
-    assert!(e.contains("ca_file"), "{e}");
+    assert!(
+        matches!(e, tongban::connectors::BuildError::NoCaCertificate),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ca_file"), "{e}");
 }

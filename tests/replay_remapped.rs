@@ -90,7 +90,11 @@ async fn scenario(url: &str) {
     let e = replay_remapped(&fixed, &store, k0.id, "ops:li", "again")
         .await
         .unwrap_err();
-    assert!(e.contains("dead"), "{e}");
+    assert!(
+        matches!(e, tongban::pipeline::PipelineError::NotDead { id, status: "pending" } if id == k0.id),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not dead"), "{e}");
     assert_eq!(store.audit().await.unwrap().len(), audit.len());
 
     // A mapping that would move the record to another key is refused.
@@ -105,7 +109,11 @@ async fn scenario(url: &str) {
     let e = replay_remapped(&rekeyed, &store, k0.id, "ops:li", "x")
         .await
         .unwrap_err();
-    assert!(e.contains("another ordering key"), "{e}");
+    assert!(
+        matches!(e, tongban::pipeline::PipelineError::OtherKey(id) if id == k0.id),
+        "{e}"
+    );
+    assert!(e.to_string().contains("another ordering key"), "{e}");
     assert_eq!(
         store.message(k0.id).await.unwrap().unwrap().status,
         status::DEAD

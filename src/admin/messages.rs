@@ -99,7 +99,7 @@ pub struct ListQuery {
 
 /// A status by name.
 pub fn status_code(s: &str) -> Result<crate::store::Status, String> {
-    crate::store::Status::parse(s)
+    crate::store::Status::parse(s).map_err(|e| e.to_string())
 }
 
 pub(super) fn summary(m: &MessageRow) -> Value {
@@ -304,9 +304,16 @@ pub(super) async fn replay(
     let c = a.caller(&h, Role::Operator).await?;
     let b: ReplayBody = body(&raw)?;
     if b.remap || b.dry_run {
-        let (msg, payload) = crate::pipeline::remap(a.cfg, &a.store, id)
-            .await
-            .map_err(conflict)?;
+        let (msg, payload) =
+            crate::pipeline::remap(a.cfg, &a.store, id)
+                .await
+                .map_err(|e| match e {
+                    crate::pipeline::PipelineError::Store(e) => store_error(e),
+                    crate::pipeline::PipelineError::NoMessage(_) => {
+                        error(StatusCode::NOT_FOUND, e.to_string())
+                    }
+                    e => conflict(e),
+                })?;
         let changes = diff(&msg.payload, &payload);
         if b.dry_run {
             return Ok(
@@ -407,7 +414,7 @@ pub(super) async fn remap_quarantine(
         (!b.dry_run).then_some((c.name.as_str(), reason)),
     )
     .await
-    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(json!({
         "dry_run": b.dry_run,
         "mapped": r.mapped,

@@ -270,10 +270,10 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
         return ExitCode::from(2);
     };
     let rt = crate::hub::runtime();
-    let result: Result<(), String> = rt.block_on(async {
+    let result = rt.block_on(async {
         let store = crate::store::Store::open(&cfg.hub.store.url, &cfg.dir)
             .await
-            .map_err(|e| e.to_string())?;
+            ?;
         match &action {
             PayoutsCommand::Build {
                 target,
@@ -324,7 +324,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 }
                 println!("{period}: {} batches ({new} new)", built.len());
                 if undelivered > 0 {
-                    return Err(format!("{undelivered} batch files not delivered"));
+                    return Err(format!("{undelivered} batch files not delivered").into());
                 }
             }
             PayoutsCommand::Reissue {
@@ -340,7 +340,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                     let row = store
                         .payment(payment_id)
                         .await
-                        .map_err(|e| e.to_string())?
+                        ?
                         .ok_or_else(|| format!("there is no payment {payment_id}"))?
                         .row;
                     let mut v: serde_json::Value = serde_json::from_slice(&row.record)
@@ -361,7 +361,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                         v["creditor_name"] = n.as_str().into();
                     }
                     Some((
-                        serde_json::to_vec(&v).map_err(|e| e.to_string())?,
+                        serde_json::to_vec(&v)?,
                         bank.clone().unwrap_or(row.bank_code),
                     ))
                 } else {
@@ -370,14 +370,14 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 let old = store
                     .reissue(payment_id, corrected, actor, reason)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    ?;
                 println!(
                     "payment {payment_id} re-issued: out of batch {old}; the next `tongban payouts build` puts it in a new batch"
                 );
             }
             PayoutsCommand::Status { .. } => {
-                let batches = store.batches(&period).await.map_err(|e| e.to_string())?;
-                let results = store.results(&period).await.map_err(|e| e.to_string())?;
+                let batches = store.batches(&period).await?;
+                let results = store.results(&period).await?;
                 let (n, total) = batches
                     .iter()
                     .fold((0, 0), |(n, t), b| (n + b.count, t + b.total_fen));
@@ -409,7 +409,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 let alarms: Vec<_> = store
                     .alarms()
                     .await
-                    .map_err(|e| e.to_string())?
+                    ?
                     .into_iter()
                     .filter(|a| batches.iter().any(|b| b.batch_id == a.batch_id) || !a.batch_id.contains(&period))
                     .collect();
@@ -438,7 +438,7 @@ fn payouts(action: PayoutsCommand) -> ExitCode {
                 }
             }
         }
-        Ok(())
+        Ok::<(), ops::CliError>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

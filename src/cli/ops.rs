@@ -184,7 +184,7 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
     let (id, args, action): (i64, ActionArgs, &str) = match cmd {
         TasksCommand::List { config } => {
             return with_store(&config, async move |_, store| {
-                for t in store.tasks().await.map_err(|e| e.to_string())? {
+                for t in store.tasks().await? {
                     print(&t);
                 }
                 Ok(())
@@ -193,13 +193,12 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
         TasksCommand::Create { filter, cap, args } => {
             return with_store(&args.config, async move |_, store| {
                 if !(1..=admin::TASK_CAP.0).contains(&cap) {
-                    return Err(format!("--cap must be 1 to {}", admin::TASK_CAP.0));
+                    return Err(format!("--cap must be 1 to {}", admin::TASK_CAP.0).into());
                 }
                 let f = filter.filter();
                 let t = store
                     .create_task(&f, cap, &actor(&args.actor), &args.reason)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 print(&t);
                 Ok(())
             })
@@ -212,10 +211,9 @@ pub fn tasks(cmd: TasksCommand) -> ExitCode {
     with_store(&args.config, async move |_, store| {
         if !store
             .set_task_status(id, from, to, &actor(&args.actor), &args.reason)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
         {
-            return Err(format!("task {id} is not {}", from.join(" or ")));
+            return Err(format!("task {id} is not {}", from.join(" or ")).into());
         }
         println!("task {id} {to}");
         Ok(())
@@ -266,8 +264,7 @@ pub fn quarantine(cmd: QuarantineCommand) -> ExitCode {
         } => with_store(&config, async move |_, store| {
             for q in store
                 .quarantined(source.as_deref(), mapping.as_deref(), 1000)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
             {
                 println!(
                     "{:>7}  {:<32} {:<40} {}: {}",
@@ -327,9 +324,12 @@ pub struct ActionArgs {
 
 /// Runs `f` on the configuration's store; prints its error and exits 1 on
 /// failure, 2 on a bad configuration.
+/// Errors of a command: any module's, printed as `error: …`.
+pub(super) type CliError = Box<dyn std::error::Error + Send + Sync>;
+
 fn with_store<F>(config: &std::path::Path, f: F) -> ExitCode
 where
-    F: AsyncFnOnce(&'static crate::config::Config, Store) -> Result<(), String>,
+    F: AsyncFnOnce(&'static crate::config::Config, Store) -> Result<(), CliError>,
 {
     let Some(cfg) = load(config, false) else {
         return ExitCode::from(2);
@@ -337,9 +337,7 @@ where
     let cfg: &'static crate::config::Config = Box::leak(Box::new(cfg));
     let rt = crate::hub::runtime();
     let r = rt.block_on(async move {
-        let store = Store::open(&cfg.hub.store.url, &cfg.dir)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = Store::open(&cfg.hub.store.url, &cfg.dir).await?;
         f(cfg, store).await
     });
     match r {
@@ -371,7 +369,7 @@ pub fn token(cmd: TokenCommand) -> ExitCode {
             Ok(())
         }),
         TokenCommand::List { config } => with_store(&config, async move |_, store| {
-            for t in store.tokens().await.map_err(|e| e.to_string())? {
+            for t in store.tokens().await? {
                 println!(
                     "{:<24} {:<9} created {}{}",
                     t.name,
@@ -390,15 +388,11 @@ pub fn token(cmd: TokenCommand) -> ExitCode {
             config,
             actor: who,
         } => with_store(&config, async move |_, store| {
-            if store
-                .revoke_token(&name, &actor(&who), &reason)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if store.revoke_token(&name, &actor(&who), &reason).await? {
                 println!("token {name} revoked");
                 Ok(())
             } else {
-                Err(format!("no live token {name:?}"))
+                Err(format!("no live token {name:?}").into())
             }
         }),
     }
@@ -430,10 +424,7 @@ pub fn messages(cmd: MessagesCommand) -> ExitCode {
                 after,
                 ..filter.filter()
             };
-            let rows = store
-                .find_messages(&filter, limit.max(1))
-                .await
-                .map_err(|e| e.to_string())?;
+            let rows = store.find_messages(&filter, limit.max(1)).await?;
             for m in &rows {
                 println!(
                     "{:>9}  {:<9}  {:<40}  key {:<20}  attempts {:>2}  {}",
@@ -463,8 +454,7 @@ pub fn messages(cmd: MessagesCommand) -> ExitCode {
             config,
         } => with_store(&config, async move |_, store| {
             let v = admin::message_detail(&store, id, unmasked)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .ok_or_else(|| format!("there is no message {id}"))?;
             if unmasked {
                 store
@@ -474,13 +464,9 @@ pub fn messages(cmd: MessagesCommand) -> ExitCode {
                         &format!("message {id}"),
                         reason.as_deref().unwrap_or_default(),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-            );
+            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }),
     }
@@ -509,17 +495,13 @@ pub fn replay(id: i64, remap: bool, dry_run: bool, a: ActionArgs) -> ExitCode {
             }
             store
                 .replay(id, Some(payload), &actor(&a.actor), &a.reason)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             println!(
                 "message {id} replayed re-mapped ({} fields changed)",
                 changes.len()
             );
         } else {
-            store
-                .replay(id, None, &actor(&a.actor), &a.reason)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.replay(id, None, &actor(&a.actor), &a.reason).await?;
             println!("message {id} replayed as is");
         }
         Ok(())
@@ -529,10 +511,7 @@ pub fn replay(id: i64, remap: bool, dry_run: bool, a: ActionArgs) -> ExitCode {
 /// `tongban skip ID`.
 pub fn skip(id: i64, a: ActionArgs) -> ExitCode {
     with_store(&a.config, async move |_, store| {
-        store
-            .skip(id, &actor(&a.actor), &a.reason)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.skip(id, &actor(&a.actor), &a.reason).await?;
         println!("message {id} skipped");
         Ok(())
     })
@@ -543,8 +522,7 @@ pub fn pause(target: String, paused: bool, a: ActionArgs) -> ExitCode {
     with_store(&a.config, async move |_, store| {
         store
             .set_paused(&target, paused, &actor(&a.actor), &a.reason)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         println!("{target} {}", if paused { "paused" } else { "resumed" });
         Ok(())
     })
@@ -558,7 +536,7 @@ pub fn targets(config: PathBuf) -> ExitCode {
             "{:<44} {:>9} {:>10} {:>7} {:>7} {:>12}  paused",
             "target", "pending", "delivered", "dead", "skipped", "oldest (s)"
         );
-        for t in store.targets().await.map_err(|e| e.to_string())? {
+        for t in store.targets().await? {
             println!(
                 "{:<44} {:>9} {:>10} {:>7} {:>7} {:>12}  {}",
                 t.target,
@@ -579,7 +557,7 @@ pub fn targets(config: PathBuf) -> ExitCode {
 /// `tongban audit`.
 pub fn audit(config: PathBuf) -> ExitCode {
     with_store(&config, async move |_, store| {
-        for r in store.audit().await.map_err(|e| e.to_string())? {
+        for r in store.audit().await? {
             println!(
                 "{}  {:<16} {:<16} {:<32} {}",
                 time(r.at),

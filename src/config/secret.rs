@@ -4,6 +4,28 @@
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
+/// Why a secret reference cannot be made or read. Its text never holds a
+/// secret's value, only the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// A value written where a reference belongs.
+    #[error(
+        "secrets must be references, `${{env:NAME}}` or `${{file:/path}}`, never written inline"
+    )]
+    Inline,
+    /// `${env:NAME}` with `NAME` unset.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    /// `${file:PATH}` that cannot be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A reference to a secret.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
@@ -30,7 +52,7 @@ impl fmt::Display for Secret {
 
 impl Secret {
     /// Parses a reference.
-    pub fn parse(s: &str) -> Result<Secret, String> {
+    pub fn parse(s: &str) -> Result<Secret, SecretError> {
         let inner = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'));
         let parsed = inner.and_then(|i| {
             if let Some(n) = i.strip_prefix("env:") {
@@ -42,21 +64,19 @@ impl Secret {
                     .map(|p| Secret::File(p.to_string()))
             }
         });
-        parsed.ok_or_else(|| {
-            "secrets must be references, `${env:NAME}` or `${file:/path}`, never written inline"
-                .to_string()
-        })
+        parsed.ok_or(SecretError::Inline)
     }
 
     /// Reads the secret's value.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<String, SecretError> {
         match self {
-            Secret::Env(n) => {
-                std::env::var(n).map_err(|_| format!("environment variable {n} is not set"))
-            }
+            Secret::Env(n) => std::env::var(n).map_err(|_| SecretError::Unset(n.clone())),
             Secret::File(p) => std::fs::read_to_string(p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read secret file {p}: {e}")),
+                .map_err(|source| SecretError::File {
+                    path: p.clone(),
+                    source,
+                }),
         }
     }
 }
@@ -75,26 +95,31 @@ mod tests {
     #[test]
     fn parses_references_and_refuses_inline_values() {
         assert_eq!(
-            Secret::parse("${env:CERT_SECRET}"),
-            Ok(Secret::Env("CERT_SECRET".into()))
+            Secret::parse("${env:CERT_SECRET}").unwrap(),
+            Secret::Env("CERT_SECRET".into())
         );
         assert_eq!(
-            Secret::parse("${file:/run/s}"),
-            Ok(Secret::File("/run/s".into()))
+            Secret::parse("${file:/run/s}").unwrap(),
+            Secret::File("/run/s".into())
         );
-        assert!(Secret::parse("hunter2").is_err());
+        assert!(matches!(Secret::parse("hunter2"), Err(SecretError::Inline)));
         assert!(Secret::parse("${env:}").is_err());
         assert!(Secret::parse("${env:A-B}").is_err());
         std::env::set_var("TONGBAN_TEST_SECRET_X", "v");
         assert_eq!(
             Secret::parse("${env:TONGBAN_TEST_SECRET_X}")
                 .unwrap()
-                .resolve(),
-            Ok("v".into())
+                .resolve()
+                .unwrap(),
+            "v"
         );
-        assert!(Secret::parse("${env:TONGBAN_TEST_SECRET_UNSET}")
+        let unset = Secret::parse("${env:TONGBAN_TEST_SECRET_UNSET}")
             .unwrap()
             .resolve()
-            .is_err());
+            .unwrap_err();
+        assert_eq!(
+            unset.to_string(),
+            "environment variable TONGBAN_TEST_SECRET_UNSET is not set"
+        );
     }
 }

@@ -10,7 +10,9 @@
 //! quarantined for every feed with the reason.
 
 use crate::config::{BodyFormat, Config, OpRef};
+use crate::connectors::BuildError;
 use crate::pipeline::Pipeline;
+use crate::pipeline::PipelineError;
 use crate::schema::encode_json;
 use crate::schema::AvroCodec;
 use crate::store::{Ingest, IngestOutcome, Store, StoreError};
@@ -28,17 +30,21 @@ pub struct Intake {
 impl Intake {
     /// The intake of `source` (`connector.operation`), which at least one
     /// mapping must read.
-    pub fn new(cfg: &'static Config, store: Arc<Store>, source: &OpRef) -> Result<Self, String> {
+    pub fn new(
+        cfg: &'static Config,
+        store: Arc<Store>,
+        source: &OpRef,
+    ) -> Result<Self, BuildError> {
         let pipeline = Pipeline::new(cfg, &source.to_string())?;
         let op = cfg
             .operation(source)
-            .ok_or_else(|| format!("no operation {source}"))?;
+            .ok_or_else(|| PipelineError::NoOperation(source.to_string()))?;
         let avro = match op.format {
             BodyFormat::Avro => {
                 let schema = cfg
                     .schemas
                     .get(op.schema.get_ref())
-                    .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?;
+                    .ok_or_else(|| BuildError::NoSchema(op.schema.get_ref().clone()))?;
                 Some(AvroCodec::new(schema.clone()))
             }
             _ => None,
@@ -120,7 +126,18 @@ impl Intake {
 }
 
 /// A record waiting for its group commit, and who to tell.
-type Pending = (Ingest, oneshot::Sender<Result<IngestOutcome, String>>);
+type Pending = (Ingest, oneshot::Sender<Result<IngestOutcome, IngestError>>);
+
+/// Why a group-committed record was not stored.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The batch's transaction failed (every record in it hears this).
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The committing task is gone (the hub is stopping).
+    #[error("the store writer has stopped")]
+    Stopped,
+}
 
 /// Group commit for sources that receive one record per request
 /// (webhooks): requests that arrive together share one transaction, so a
@@ -139,7 +156,10 @@ impl GroupCommit {
             let mut buf: Vec<Pending> = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut buf, max_batch).await > 0 {
                 let (batch, waiters): (Vec<Ingest>, Vec<_>) = buf.drain(..).unzip();
-                let result = store.ingest(batch).await.map_err(|e| e.to_string());
+                let result = store
+                    .ingest(batch)
+                    .await
+                    .map_err(|e| IngestError::Store(Arc::new(e)));
                 for w in waiters {
                     // Each waiter hears the batch's outcome; a caller that
                     // went away no longer listens, which is fine.
@@ -151,13 +171,12 @@ impl GroupCommit {
     }
 
     /// Stores one record; returns once it is durable (or failed).
-    pub async fn commit(&self, ingest: Ingest) -> Result<IngestOutcome, String> {
+    pub async fn commit(&self, ingest: Ingest) -> Result<IngestOutcome, IngestError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((ingest, tx))
             .await
-            .map_err(|_| "the store writer has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the store writer has stopped".to_string())?
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
     }
 }

@@ -272,7 +272,8 @@ pub(super) async fn pay(
     // (a join over the month's payments) only once the bank has answered
     // every file.
     leg.batches += crate::payout::build(cfg, store, &period, None, None)
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .batches
         .len();
     let done = wait("the bank's results");
@@ -346,7 +347,8 @@ pub(super) async fn pay(
     }
     if leg.reissued > 0 {
         leg.batches += crate::payout::build(cfg, store, &period, None, None)
-            .await?
+            .await
+            .map_err(|e| e.to_string())?
             .new
             .len();
         let done = wait("the re-issued payments' results");

@@ -39,6 +39,22 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use toml::Spanned;
 
+/// Why a layout file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// It cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not a valid layout: every problem, each at its line.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
 /// Delimited or fixed-width.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -310,14 +326,12 @@ impl Layout {
     }
 
     /// Reads a layout file.
-    pub fn load(path: &std::path::Path) -> Result<Layout, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Layout::parse(&SourceText::new(path, text)).map_err(|es| {
-            es.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+    pub fn load(path: &std::path::Path) -> Result<Layout, LayoutError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Layout::parse(&SourceText::new(path, text)).map_err(LayoutError::Invalid)
     }
 
     /// The file name for a batch.

@@ -24,6 +24,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Why the hub cannot start a source or target, or send a period's
+/// payment files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The configuration does not make it (the plan's reason).
+    #[error("{0}")]
+    Plan(String),
+    /// A TLS file cannot be read.
+    #[error("tls: cannot read {file}: {source}")]
+    TlsFile {
+        /// The file, as configured.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// One of the two halves of a client identity.
+    #[error("tls: client_cert and client_key go together")]
+    TlsPair,
+    /// Its source or sink cannot be made.
+    #[error(transparent)]
+    Build(#[from] crate::connectors::BuildError),
+    /// A secret cannot be read.
+    #[error(transparent)]
+    Secret(#[from] crate::config::secret::SecretError),
+    /// The payout register refused.
+    #[error(transparent)]
+    Payout(#[from] crate::payout::PayoutError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// The served targets of a running hub, with their counters.
 pub type Served = Vec<(OpRef, Arc<TargetStats>)>;
 
@@ -44,7 +77,10 @@ impl Hub {
         let mut tasks = sources::start(cfg, store.clone(), watch.clone()).await;
         let mut served = Vec::new();
         for (t, planned) in targets::plan_all(cfg) {
-            match planned.and_then(|p| targets::build(cfg, &t, p, &store)) {
+            match planned
+                .map_err(HubError::Plan)
+                .and_then(|p| targets::build(cfg, &t, p, &store))
+            {
                 Ok((sink, settings)) => {
                     tracing::info!(target_name = %t, concurrency = settings.concurrency, "Dispatching");
                     let stats = Arc::new(TargetStats::default());
@@ -186,9 +222,12 @@ fn tls_problem(cfg: &Config, c: &crate::config::Connector, timeout: Duration) ->
     if t.client_key.as_ref().is_some_and(|k| k.resolve().is_err()) {
         return None;
     }
-    let made = targets::tls_of(cfg, &c.spec)
-        .and_then(|tls| crate::connectors::http::client(timeout, &tls).map(drop));
-    made.err()
+    let made = targets::tls_of(cfg, &c.spec).and_then(|tls| {
+        crate::connectors::http::client(timeout, &tls)
+            .map(drop)
+            .map_err(HubError::from)
+    });
+    made.err().map(|e| e.to_string())
 }
 
 /// `tongban payouts build`: batches the period, queues their files on the
@@ -200,12 +239,12 @@ pub async fn send_payouts(
     period: &str,
     target: Option<&str>,
     resend: Option<(&str, &str, &str)>,
-) -> Result<Vec<crate::payout::Built>, String> {
+) -> Result<Vec<crate::payout::Built>, HubError> {
     let plan = crate::payout::build(cfg, store, period, target, resend).await?;
     let (sink, settings) = targets::files_target(cfg, &plan.bank, store)?;
     let before = crate::payout::delivered_ids(store, &settings.target).await?;
     crate::payout::deliver_now(store.clone(), sink, settings, Duration::from_secs(60)).await?;
-    crate::payout::outcome(store, &plan, &before).await
+    Ok(crate::payout::outcome(store, &plan, &before).await?)
 }
 
 /// Runs a target, and runs it again after a pause when it stops on a store

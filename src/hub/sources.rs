@@ -3,6 +3,7 @@
 //! tasks that read them ([`start`]): file watches, HTTP pulls, Kafka
 //! consumers, and one webhook endpoint for every webhook source.
 
+use super::HubError;
 use crate::config::connector::Auth;
 use crate::config::{Config, Connector, OpRef};
 use crate::connectors::file::settings::{FileOperation, Watch};
@@ -124,7 +125,7 @@ pub async fn start(
     let mut tasks = Vec::new();
     let mut hooks = HashMap::new();
     for (src, planned) in plan_all(cfg) {
-        let started = planned.and_then(|p| {
+        let started = planned.map_err(HubError::Plan).and_then(|p| {
             let intake = Intake::new(cfg, store.clone(), &src)?;
             let w = shutdown.clone();
             Ok(match p {

@@ -4,6 +4,7 @@
 //! settings made from that decision ([`build`]: secrets resolved, TLS files
 //! read, clients made).
 
+use super::HubError;
 use crate::config::connector::{Auth, Operation};
 use crate::config::{Config, Connector, ConnectorSpec, OpRef};
 use crate::connectors::file::settings::{FileBody, FileOperation, Write};
@@ -103,7 +104,8 @@ pub fn plan_all(cfg: &Config) -> Vec<(OpRef, Result<Plan<'_>, String>)> {
                         connector,
                         op,
                         bank,
-                    }),
+                    })
+                    .map_err(|e| e.to_string()),
                 ))
             }
             _ => None,
@@ -186,7 +188,7 @@ pub fn build(
     t: &OpRef,
     plan: Plan<'_>,
     store: &Arc<Store>,
-) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+) -> Result<(Arc<dyn Sink>, TargetSettings), HubError> {
     match plan {
         Plan::Payments { connector, op } => {
             let sink = crate::payout::PaymentsSink::new(store.clone());
@@ -217,7 +219,7 @@ pub fn build(
                 } => sink
                     .with_xml(&root, namespace.as_deref())
                     .with_xml_envelope(envelope.as_deref()),
-                Body::PaymentFiles => return Err(NOT_PAYMENTS.into()),
+                Body::PaymentFiles => return Err(HubError::Plan(NOT_PAYMENTS.into())),
             };
             Ok((Arc::new(sink), settings(cfg, connector, t, op, timeout)))
         }
@@ -237,7 +239,7 @@ pub fn build(
                         .with_xml(&root, namespace.as_deref()),
                     batch,
                 ),
-                FileBody::PaymentFiles => return Err(NOT_PAYMENTS.into()),
+                FileBody::PaymentFiles => return Err(HubError::Plan(NOT_PAYMENTS.into())),
             };
             let mut s = settings(cfg, connector, t, op, Duration::from_secs(30));
             s.concurrency = s.concurrency.max(batch);
@@ -274,12 +276,14 @@ pub fn files_target(
     cfg: &Config,
     bank: &BankTarget,
     store: &Arc<Store>,
-) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+) -> Result<(Arc<dyn Sink>, TargetSettings), HubError> {
     let connector = cfg
         .connectors
         .get(&bank.op.connector)
-        .ok_or("no such connector")?;
-    let op = cfg.operation(&bank.op).ok_or("no such operation")?;
+        .ok_or_else(|| HubError::Plan("no such connector".into()))?;
+    let op = cfg
+        .operation(&bank.op)
+        .ok_or_else(|| HubError::Plan("no such operation".into()))?;
     files(cfg, connector, op, bank.clone(), store)
 }
 
@@ -289,7 +293,7 @@ fn files(
     op: &Operation,
     bank: BankTarget,
     store: &Arc<Store>,
-) -> Result<(Arc<dyn Sink>, TargetSettings), String> {
+) -> Result<(Arc<dyn Sink>, TargetSettings), HubError> {
     let timeout = connector
         .spec
         .timeout
@@ -310,7 +314,7 @@ fn files(
 }
 
 /// The authentication of a connector's requests (secrets resolved).
-pub(crate) fn auth_of(spec: &ConnectorSpec) -> Result<Option<HttpAuth>, String> {
+pub(crate) fn auth_of(spec: &ConnectorSpec) -> Result<Option<HttpAuth>, HubError> {
     Ok(match spec.auth.as_ref().map(|a| a.get_ref()) {
         None => None,
         Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(Signer::from_recipe(h)?)),
@@ -320,12 +324,16 @@ pub(crate) fn auth_of(spec: &ConnectorSpec) -> Result<Option<HttpAuth>, String> 
 }
 
 /// A connector's TLS files, read (relative to the configuration directory).
-pub(crate) fn tls_of(cfg: &Config, spec: &ConnectorSpec) -> Result<Tls, String> {
+pub(crate) fn tls_of(cfg: &Config, spec: &ConnectorSpec) -> Result<Tls, HubError> {
     let Some(t) = &spec.tls else {
         return Ok(Tls::default());
     };
-    let read =
-        |f: &str| std::fs::read(cfg.dir.join(f)).map_err(|e| format!("tls: cannot read {f}: {e}"));
+    let read = |f: &str| {
+        std::fs::read(cfg.dir.join(f)).map_err(|source| HubError::TlsFile {
+            file: f.to_string(),
+            source,
+        })
+    };
     let ca_pem = t.ca_file.as_deref().map(read).transpose()?;
     let identity_pem = match (&t.client_cert, &t.client_key) {
         (None, None) => None,
@@ -335,7 +343,7 @@ pub(crate) fn tls_of(cfg: &Config, spec: &ConnectorSpec) -> Result<Tls, String> 
             pem.extend_from_slice(key.resolve()?.as_bytes());
             Some(pem)
         }
-        _ => return Err("tls: client_cert and client_key go together".into()),
+        _ => return Err(HubError::TlsPair),
     };
     Ok(Tls {
         ca_pem,

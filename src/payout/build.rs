@@ -61,26 +61,30 @@ pub async fn build(
     period: &str,
     target: Option<&str>,
     resend: Option<(&str, &str, &str)>,
-) -> Result<Plan, String> {
-    if let Err(e) = crate::schema::Format::Period.check(period) {
-        return Err(format!("period {period:?}: {e}"));
+) -> Result<Plan, PayoutError> {
+    if let Err(reason) = crate::schema::Format::Period.check(period) {
+        return Err(PayoutError::Period {
+            period: period.to_string(),
+            reason,
+        });
     }
     let bank = bank_target(cfg, target)?;
     let created = crate::domain::china_now()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
-    let e = |e: crate::store::StoreError| e.to_string();
     let new: std::collections::HashSet<String> = store
         .build_batches(period, cfg.hub.payouts.max_per_file, &created)
-        .await
-        .map_err(e)?
+        .await?
         .into_iter()
         .map(|b| b.batch_id)
         .collect();
-    let batches = store.batches(period).await.map_err(e)?;
+    let batches = store.batches(period).await?;
     if let Some((r, _, _)) = resend {
         if !batches.iter().any(|b| b.batch_id == r) {
-            return Err(format!("there is no live batch {r} in {period}"));
+            return Err(PayoutError::NoLiveBatch {
+                batch: r.to_string(),
+                period: period.to_string(),
+            });
         }
     }
     let mut sent_before = std::collections::HashSet::new();
@@ -107,14 +111,13 @@ pub async fn build(
         }
     };
     for b in &batches {
-        if store.written(&b.batch_id).await.map_err(e)?.is_some() {
+        if store.written(&b.batch_id).await?.is_some() {
             sent_before.insert(b.batch_id.clone());
             if let Some((r, actor, reason)) = resend {
                 if r == b.batch_id {
                     store
                         .note(actor, "resend_file", &format!("batch {r}"), reason)
-                        .await
-                        .map_err(e)?;
+                        .await?;
                     let id = format!("{r}/resend/{}", crate::store::now_ms());
                     queue.push(message(b, id, true));
                 }
@@ -123,7 +126,7 @@ pub async fn build(
             queue.push(message(b, b.batch_id.clone(), false));
         }
     }
-    let queued = store.ingest(queue).await.map_err(e)?.messages;
+    let queued = store.ingest(queue).await?.messages;
     Ok(Plan {
         bank,
         batches,
@@ -143,11 +146,10 @@ pub(super) fn batch_of(m: &crate::store::MessageRow) -> Option<String> {
 pub async fn delivered_ids(
     store: &Store,
     target: &str,
-) -> Result<std::collections::HashSet<i64>, String> {
+) -> Result<std::collections::HashSet<i64>, PayoutError> {
     Ok(store
         .messages(target, crate::store::status::DELIVERED, usize::MAX >> 1)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .map(|m| m.id)
         .collect())
@@ -161,7 +163,7 @@ pub async fn deliver_now(
     sink: Arc<dyn Sink>,
     settings: crate::dispatch::TargetSettings,
     wait: std::time::Duration,
-) -> Result<(), String> {
+) -> Result<(), PayoutError> {
     let target = settings.target.clone();
     let (stop, watch) = tokio::sync::watch::channel(false);
     let stats = Arc::new(crate::dispatch::TargetStats::default());
@@ -176,17 +178,16 @@ pub async fn deliver_now(
     loop {
         let pending = store
             .messages(&target, crate::store::status::PENDING, 100_000)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if pending.iter().all(|m| m.attempts > 0) || tokio::time::Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let _ = stop.send(true);
-    task.await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(task
+        .await
+        .map_err(|e| PayoutError::Dispatcher(e.to_string()))??)
 }
 
 /// Where each batch's file stands, after [`deliver_now`]: `before` holds the
@@ -195,17 +196,13 @@ pub async fn outcome(
     store: &Store,
     plan: &Plan,
     before: &std::collections::HashSet<i64>,
-) -> Result<Vec<Built>, String> {
+) -> Result<Vec<Built>, PayoutError> {
     use crate::store::status;
     let target = plan.bank.files_target();
     let mut latest: std::collections::HashMap<String, crate::store::MessageRow> =
         std::collections::HashMap::new();
     for st in [status::DELIVERED, status::PENDING, status::DEAD] {
-        for m in store
-            .messages(&target, st, usize::MAX >> 1)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for m in store.messages(&target, st, usize::MAX >> 1).await? {
             if let Some(b) = batch_of(&m) {
                 if latest.get(&b).is_none_or(|l| l.id < m.id) {
                     latest.insert(b, m);

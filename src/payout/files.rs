@@ -59,7 +59,7 @@ impl FilesSink {
             (_, Some(http)) => {
                 let bytes = render(&self.payouts, &*self.store, &batch, &self.bank.format)
                     .await
-                    .map_err(DeliveryError::Request)?;
+                    .map_err(|e| DeliveryError::Request(e.to_string()))?;
                 let digest = crate::connectors::file::sha256_hex(&bytes);
                 same(&digest)?;
                 let content_type = match self.bank.format {
@@ -101,7 +101,7 @@ impl FilesSink {
                                 })
                                 .map(|file| (file, digest))
                         }
-                        Err(e) => Err(DeliveryError::Request(e)),
+                        Err(e) => Err(DeliveryError::Request(e.to_string())),
                     };
                 let (file, digest) = match written {
                     Ok(w) => w,

@@ -37,6 +37,46 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Why a payout step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayoutError {
+    /// Not a `YYYY-MM` period.
+    #[error("period {period:?}: {reason}")]
+    Period {
+        /// As given.
+        period: String,
+        /// Why.
+        reason: String,
+    },
+    /// No operation takes payment files.
+    #[error("no file or http connector operation takes payment files (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09, or format = \"layout\")")]
+    NoBankTarget,
+    /// Several operations take payment files and none was named.
+    #[error("several payment-file targets ({0}); name one with --target")]
+    SeveralBankTargets(String),
+    /// `--resend` of a batch the period does not hold.
+    #[error("there is no live batch {batch} in {period}")]
+    NoLiveBatch {
+        /// The batch.
+        batch: String,
+        /// The period.
+        period: String,
+    },
+    /// A batch's file cannot be made (a payment the format cannot carry).
+    #[error("{0}")]
+    File(String),
+    /// A bank's result file cannot be read.
+    #[error("{0}")]
+    ResultFile(String),
+    /// The files target's dispatcher stopped before it finished.
+    #[error("the files target's dispatcher: {0}")]
+    Dispatcher(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 mod build;
 mod files;
 mod payments;
@@ -132,7 +172,7 @@ pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFo
 
 /// The bank's payment-file target: the operation, where its files go and
 /// their format. With several, `name` picks one.
-pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, String> {
+pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, PayoutError> {
     let mut found = Vec::new();
     for (cname, c) in &cfg.connectors {
         for (oname, op) in &c.spec.operations {
@@ -162,10 +202,13 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Strin
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err("no file or http connector operation takes payment files (xml_namespace urn:iso:std:iso:20022:tech:xsd:pain.001.001.03 or .09, or format = \"layout\")".into()),
-        _ => Err(format!(
-            "several payment-file targets ({}); name one with --target",
-            found.iter().map(|f| f.op.to_string()).collect::<Vec<_>>().join(", ")
+        0 => Err(PayoutError::NoBankTarget),
+        _ => Err(PayoutError::SeveralBankTargets(
+            found
+                .iter()
+                .map(|f| f.op.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }

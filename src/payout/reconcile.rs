@@ -117,7 +117,9 @@ impl Reconciler {
                 (report, txs)
             }
         };
-        let r = reconcile(&self.store, &report, &txs).await?;
+        let r = reconcile(&self.store, &report, &txs)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(source = %self.source, file = %name, batch = %r.batch_id,
             accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
             rejected_fen = r.rejected.1, pending = r.pending, "Bank results reconciled");
@@ -148,13 +150,12 @@ pub async fn reconcile(
     store: &Store,
     report: &crate::formats::pain::StatusReport,
     txs: &[crate::formats::pain::TxStatus],
-) -> Result<Reconciled, String> {
+) -> Result<Reconciled, PayoutError> {
     let mut out = Reconciled {
         batch_id: report.original_msg_id.clone(),
         ..Reconciled::default()
     };
-    let e = |e: crate::store::StoreError| e.to_string();
-    let Some(batch) = store.batch(&report.original_msg_id).await.map_err(e)? else {
+    let Some(batch) = store.batch(&report.original_msg_id).await? else {
         out.alarms.push((
             "unknown_batch".into(),
             format!(
@@ -173,8 +174,7 @@ pub async fn reconcile(
                     })
                     .collect(),
             )
-            .await
-            .map_err(e)?;
+            .await?;
         return Ok(out);
     };
     if let (Some("RJCT"), Some(code), true) = (
@@ -211,10 +211,9 @@ pub async fn reconcile(
     store
         .each_batch_payment(&batch.batch_id, |p| {
             payments.insert(p.payment_id, p.amount_fen);
-            Ok::<_, Reason>(())
+            Ok::<_, PayoutError>(())
         })
-        .await
-        .map_err(|Reason(r)| r)?;
+        .await?;
     let today = crate::domain::china_now().date_naive().to_string();
     let mut results = Vec::with_capacity(txs.len());
     for tx in txs {
@@ -261,7 +260,7 @@ pub async fn reconcile(
             .unwrap_or_default(),
         );
     }
-    store.set_results(results).await.map_err(e)?;
+    store.set_results(results).await?;
     store
         .raise_alarms(
             out.alarms
@@ -273,7 +272,6 @@ pub async fn reconcile(
                 })
                 .collect(),
         )
-        .await
-        .map_err(e)?;
+        .await?;
     Ok(out)
 }

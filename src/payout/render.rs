@@ -3,23 +3,13 @@
 
 use super::*;
 
-/// Why a payout step failed: its reason, a store error as its text (the
-/// error type `each_batch_payment` is called with here).
-pub(super) struct Reason(pub(super) String);
-
-impl From<crate::store::StoreError> for Reason {
-    fn from(e: crate::store::StoreError) -> Self {
-        Reason(e.to_string())
-    }
-}
-
 /// A batch as its bank's file, in memory.
 pub async fn render(
     p: &PayoutsConfig,
     store: &dyn crate::store::BatchFiles,
     batch: &BatchRow,
     format: &BankFormat,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PayoutError> {
     render_to(p, store, batch, format, Vec::new()).await
 }
 
@@ -32,13 +22,14 @@ pub async fn render_to<W: Write>(
     batch: &BatchRow,
     format: &BankFormat,
     out: W,
-) -> Result<W, String> {
-    let mut file = BatchFile::start(p, batch, format, out)?;
+) -> Result<W, PayoutError> {
+    let mut file = BatchFile::start(p, batch, format, out).map_err(PayoutError::File)?;
     store
-        .each_batch_payment(&batch.batch_id, |pay| file.payment(&pay).map_err(Reason))
-        .await
-        .map_err(|Reason(r)| r)?;
-    file.finish()
+        .each_batch_payment(&batch.batch_id, |pay| {
+            file.payment(&pay).map_err(PayoutError::File)
+        })
+        .await?;
+    file.finish().map_err(PayoutError::File)
 }
 
 /// A batch's file as it is written, payment by payment: a pain.001

@@ -19,7 +19,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 
-pub use state::{status, AttemptOutcome, Status};
+pub use state::{status, AttemptOutcome, StateError, Status};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -58,12 +58,23 @@ impl Status {
     }
 
     /// The state of a name.
-    pub fn parse(name: &str) -> Result<Status, String> {
+    pub fn parse(name: &str) -> Result<Status, StateError> {
         Status::ALL
             .into_iter()
             .find(|s| s.name() == name)
-            .ok_or_else(|| format!("no status {name:?}: pending, delivered, dead or skipped"))
+            .ok_or_else(|| StateError::Name(name.to_string()))
     }
+}
+
+/// A name or code that is not a message state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// An unknown name.
+    #[error("no status {0:?}: pending, delivered, dead or skipped")]
+    Name(String),
+    /// A code no version of tongban writes.
+    #[error("message status {0} is not a state")]
+    Code(i64),
 }
 
 impl std::fmt::Display for Status {
@@ -79,9 +90,9 @@ impl From<Status> for i64 {
 }
 
 impl TryFrom<i64> for Status {
-    type Error = String;
-    fn try_from(code: i64) -> Result<Status, String> {
-        Status::from_code(code).ok_or_else(|| format!("message status {code} is not a state"))
+    type Error = StateError;
+    fn try_from(code: i64) -> Result<Status, StateError> {
+        Status::from_code(code).ok_or(StateError::Code(code))
     }
 }
 
@@ -219,6 +230,7 @@ mod tests {
         assert_eq!(Status::from_code(4), None);
         assert!(Status::parse("failed")
             .unwrap_err()
+            .to_string()
             .contains("pending, delivered"));
         assert!(serde_json::from_str::<Status>("7").is_err());
     }

@@ -26,6 +26,7 @@ pub mod settings;
 
 use crate::config::BodyFormat;
 use crate::connectors::intake::Intake;
+use crate::connectors::BuildError;
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
 use crate::store::Claimed;
@@ -221,11 +222,13 @@ pub struct FileSource {
 impl FileSource {
     /// The source of a watched directory (made, with its `work`, `done`
     /// and `failed` folders, if missing).
-    pub fn new(intake: Intake, watch: &settings::Watch) -> Result<Self, String> {
+    pub fn new(intake: Intake, watch: &settings::Watch) -> Result<Self, BuildError> {
         let dir = watch.dir.clone();
         for sub in ["", "work", "done", "failed"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
+            std::fs::create_dir_all(dir.join(sub)).map_err(|source| BuildError::Io {
+                path: dir.join(sub),
+                source,
+            })?;
         }
         Ok(FileSource {
             intake,
@@ -475,8 +478,11 @@ pub struct FileSink {
 
 impl FileSink {
     /// A sink writing into `dir` (made if missing).
-    pub fn new(dir: PathBuf, operation: &str, batch: usize) -> Result<Self, String> {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn new(dir: PathBuf, operation: &str, batch: usize) -> Result<Self, BuildError> {
+        std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(FileSink {
             dir,
             operation: operation.to_string(),

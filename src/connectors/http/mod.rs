@@ -8,6 +8,7 @@ pub mod settings;
 pub mod sign;
 pub mod webhook;
 
+use crate::connectors::BuildError;
 use crate::dispatch::failure::{excerpt, DeliveryError};
 use crate::dispatch::{Delivered, Sink};
 use crate::store::Claimed;
@@ -53,9 +54,13 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink that sends `method url` with JSON bodies.
-    pub fn new(url: &str, method: &str, timeout: Duration) -> Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    pub fn new(url: &str, method: &str, timeout: Duration) -> Result<Self, BuildError> {
+        let url = reqwest::Url::parse(url).map_err(|e| BuildError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| BuildError::Method(method.to_string()))?;
         let client = client(timeout, &Tls::default())?;
         Ok(HttpSink {
             auth: None,
@@ -71,7 +76,7 @@ impl HttpSink {
     }
 
     /// Uses these TLS settings (a custom CA, a client certificate).
-    pub fn with_tls(mut self, tls: &Tls) -> Result<Self, String> {
+    pub fn with_tls(mut self, tls: &Tls) -> Result<Self, BuildError> {
         self.client = client(self.timeout, tls)?;
         Ok(self)
     }
@@ -239,7 +244,7 @@ pub struct Tls {
 
 /// A client with keep-alive connections, the hub's User-Agent, a connect
 /// timeout and these TLS settings.
-pub fn client(timeout: Duration, tls: &Tls) -> Result<reqwest::Client, String> {
+pub fn client(timeout: Duration, tls: &Tls) -> Result<reqwest::Client, BuildError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(64)
@@ -249,22 +254,19 @@ pub fn client(timeout: Duration, tls: &Tls) -> Result<reqwest::Client, String> {
             std::process::id()
         ));
     if let Some(ca) = &tls.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(ca)
-            .map_err(|e| format!("tls.ca_file is not a PEM certificate: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(BuildError::CaFile)?;
         if certs.is_empty() {
-            return Err("tls.ca_file holds no PEM certificate".into());
+            return Err(BuildError::NoCaCertificate);
         }
         for cert in certs {
             b = b.add_root_certificate(cert);
         }
     }
     if let Some(id) = &tls.identity_pem {
-        let id = reqwest::Identity::from_pem(id).map_err(|e| {
-            format!("tls.client_cert and tls.client_key are not a PEM certificate and key: {e}")
-        })?;
+        let id = reqwest::Identity::from_pem(id).map_err(BuildError::Identity)?;
         b = b.identity(id);
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(BuildError::Client)
 }
 
 /// Adds the authentication of `auth` to a request for `method url` with

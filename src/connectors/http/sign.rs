@@ -11,6 +11,7 @@
 //! `"{method}\n{path}\n{timestamp}\n{nonce}\n{body_digest}"`.
 
 use crate::config::connector::{HmacAuth, MacAlgorithm};
+use crate::connectors::BuildError;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -101,7 +102,7 @@ pub enum VerifyError {
 impl Signer {
     /// The signer an `[auth] type = "hmac"` recipe describes (the secret
     /// resolved).
-    pub fn from_recipe(recipe: &HmacAuth) -> Result<Signer, String> {
+    pub fn from_recipe(recipe: &HmacAuth) -> Result<Signer, BuildError> {
         let secret = recipe.secret.resolve()?;
         let mut s = Signer::new(&recipe.app_key, secret.as_bytes(), recipe.algorithm);
         if let Some(t) = &recipe.string_to_sign {
@@ -110,7 +111,7 @@ impl Signer {
         s.encoding = match recipe.encoding.as_deref() {
             None | Some("hex") => Encoding::Hex,
             Some("base64") => Encoding::Base64,
-            Some(other) => return Err(format!("hmac encoding {other:?} must be hex or base64")),
+            Some(other) => return Err(BuildError::Encoding(other.to_string())),
         };
         let h = &mut s.headers;
         for (field, value) in [

@@ -19,6 +19,7 @@
 pub mod settings;
 
 use crate::connectors::intake::Intake;
+use crate::connectors::BuildError;
 use crate::dispatch::failure::DeliveryError;
 use crate::dispatch::{Delivered, Sink};
 use crate::schema::{decode_json, AvroCodec, Type};
@@ -79,7 +80,7 @@ impl KafkaSink {
         avro: Option<(AvroCodec, Type)>,
         batch: usize,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -88,7 +89,10 @@ impl KafkaSink {
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("client.id", format!("tongban-{}", std::process::id()))
             .create()
-            .map_err(|e| format!("Kafka producer: {e}"))?;
+            .map_err(|source| BuildError::Kafka {
+                what: "producer",
+                source,
+            })?;
         let fingerprint = avro
             .as_ref()
             .map(|(c, _)| crate::connectors::http::sign::hex(&c.fingerprint()))
@@ -206,7 +210,12 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// A consumer in group `group` (default `tongban.<connector>.<operation>`).
-    pub fn new(intake: Intake, brokers: &str, topic: &str, group: &str) -> Result<Self, String> {
+    pub fn new(
+        intake: Intake,
+        brokers: &str,
+        topic: &str,
+        group: &str,
+    ) -> Result<Self, BuildError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", group)
@@ -217,10 +226,16 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("client.id", format!("tongban-{}", std::process::id()))
             .create()
-            .map_err(|e| format!("Kafka consumer: {e}"))?;
+            .map_err(|source| BuildError::Kafka {
+                what: "consumer",
+                source,
+            })?;
         consumer
             .subscribe(&[topic])
-            .map_err(|e| format!("subscribing to {topic}: {e}"))?;
+            .map_err(|source| BuildError::Subscribe {
+                topic: topic.to_string(),
+                source,
+            })?;
         Ok(KafkaSource {
             intake,
             consumer,
