@@ -237,16 +237,6 @@ pub struct Operation {
 }
 
 impl ConnectorSpec {
-    /// An http operation's URL: the connector's `base_url` and its `path`.
-    pub fn url(&self, op: &Operation) -> String {
-        let base = self
-            .base_url
-            .as_ref()
-            .map(|u| u.get_ref().trim_end_matches('/').to_string())
-            .unwrap_or_default();
-        format!("{base}{}", op.path.as_deref().unwrap_or(""))
-    }
-
     /// Checks what every kind shares and serde cannot; returns (byte
     /// offset or None, message). What an operation needs depends on the
     /// connector's kind, and each kind checks it where it is implemented

@@ -22,6 +22,9 @@ const PROVINCES: [u8; 34] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdError {
+    /// A region code that is not 6 digits.
+    #[error("must be 6 digits")]
+    RegionCode,
     /// Not 18 characters (or 15 for a legacy number).
     #[error("must be 18 characters (or 15 for a legacy number), found {0}")]
     Length(usize),
@@ -222,12 +225,12 @@ fn today_in_china() -> i32 {
 
 /// Checks that a 6-digit administrative division code is well formed and
 /// names a known province.
-pub fn validate_region_code(s: &str) -> Result<(), String> {
+pub fn validate_region_code(s: &str) -> Result<(), IdError> {
     let b = s.as_bytes();
     if b.len() != 6 || !b.iter().all(u8::is_ascii_digit) {
-        return Err("must be 6 digits".into());
+        return Err(IdError::RegionCode);
     }
-    validate_province(&b[..2]).map_err(|e| e.to_string())
+    validate_province(&b[..2])
 }
 
 #[cfg(test)]

@@ -27,17 +27,25 @@ pub fn is_valid(s: &str) -> bool {
     check_digit(&b[..b.len() - 1]) == b[b.len() - 1]
 }
 
+/// Why a bank card number is invalid (never holding the number itself).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    /// Not 16–19 digits.
+    #[error("must be 16–19 digits, found {0} characters")]
+    Length(usize),
+    /// The check digit does not match.
+    #[error("fails the Luhn check")]
+    Luhn,
+}
+
 /// Validates a bank card number: 16–19 digits passing the Luhn check.
-pub fn validate_card(s: &str) -> Result<(), String> {
+pub fn validate_card(s: &str) -> Result<(), CardError> {
     let n = s.len();
     if !(16..=19).contains(&n) || !s.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "must be 16–19 digits, found {} characters",
-            s.chars().count()
-        ));
+        return Err(CardError::Length(s.chars().count()));
     }
     if !is_valid(s) {
-        return Err("fails the Luhn check".into());
+        return Err(CardError::Luhn);
     }
     Ok(())
 }
@@ -66,6 +74,7 @@ mod tests {
             assert!(!is_valid(s), "{s}");
         }
         assert!(validate_card("6217000000000000004").is_ok());
-        assert!(validate_card("79927398713").is_err());
+        assert_eq!(validate_card("79927398713"), Err(CardError::Length(11)));
+        assert_eq!(validate_card("6217000000000000005"), Err(CardError::Luhn));
     }
 }

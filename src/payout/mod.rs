@@ -175,21 +175,31 @@ pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFo
 pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, PayoutError> {
     let mut found = Vec::new();
     for (cname, c) in &cfg.connectors {
-        for (oname, op) in &c.spec.operations {
-            let op = op.get_ref();
+        for oname in c.spec.operations.keys() {
             if let Some(format) = bank_format(c, oname) {
                 let r = OpRef {
                     connector: cname.clone(),
                     operation: oname.clone(),
                 };
                 if name.is_none_or(|n| n == r.to_string()) {
-                    let dest = match c.spec.kind {
-                        ConnectorKind::Http => Destination::Upload(c.spec.url(op)),
-                        _ => Destination::Dir(
-                            cfg.dir
-                                .join(c.spec.directory.as_deref().unwrap_or("."))
-                                .join(op.path.as_deref().unwrap_or("out")),
-                        ),
+                    // Where the connector's kind puts this operation's
+                    // files; a connector whose settings do not hold is
+                    // reported by `tongban check` and never runs.
+                    use crate::connectors::{file, http, settings};
+                    let dest = match settings::of(&c.spec, &cfg.dir) {
+                        Ok(settings::Settings::Http(h)) => match h.operations.get(oname) {
+                            Some(http::settings::HttpOperation::Send(s)) => {
+                                Destination::Upload(s.url.to_string())
+                            }
+                            _ => continue,
+                        },
+                        Ok(settings::Settings::File(f)) => match f.operations.get(oname) {
+                            Some(file::settings::FileOperation::Write(w)) => {
+                                Destination::Dir(w.dir.clone())
+                            }
+                            _ => continue,
+                        },
+                        _ => continue,
                     };
                     found.push(BankTarget {
                         op: r,

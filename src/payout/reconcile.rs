@@ -106,20 +106,20 @@ impl Reconciler {
         }
     }
 
-    async fn records(&self, name: &str, contents: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    async fn records(&self, name: &str, contents: &[u8]) -> Result<Vec<Vec<u8>>, PayoutError> {
         let (report, txs) = match &self.layout {
             Some(l) => read_layout_result(l, name, contents)
-                .map_err(|e| format!("not a readable result file: {e}"))?,
+                .map_err(|e| PayoutError::ResultFile(format!("not a readable result file: {e}")))?,
             None => {
                 let mut txs = Vec::new();
                 let report = crate::formats::pain::read_pain002(contents, |t| txs.push(t))
-                    .map_err(|e| format!("not a readable pain.002: {e}"))?;
+                    .map_err(|e| {
+                        PayoutError::ResultFile(format!("not a readable pain.002: {e}"))
+                    })?;
                 (report, txs)
             }
         };
-        let r = reconcile(&self.store, &report, &txs)
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = reconcile(&self.store, &report, &txs).await?;
         tracing::info!(source = %self.source, file = %name, batch = %r.batch_id,
             accepted = r.accepted.0, accepted_fen = r.accepted.1, rejected = r.rejected.0,
             rejected_fen = r.rejected.1, pending = r.pending, "Bank results reconciled");
@@ -135,8 +135,9 @@ impl crate::connectors::file::ResultFiles for Reconciler {
         &'a self,
         name: &'a str,
         contents: &'a [u8],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, String>> {
-        Box::pin(self.records(name, contents))
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, crate::connectors::file::RefusedFile>>
+    {
+        Box::pin(async move { Ok(self.records(name, contents).await?) })
     }
 }
 

@@ -190,8 +190,12 @@ pub trait ResultFiles: Send + Sync {
         &'a self,
         name: &'a str,
         contents: &'a [u8],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, String>>;
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Vec<u8>>, RefusedFile>>;
 }
+
+/// Why a result handler refused a file (its text goes to `NAME.reason`):
+/// the handler's own error type.
+pub type RefusedFile = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a source decides that a file is complete.
 #[derive(Clone, Copy, Debug)]
@@ -414,7 +418,8 @@ impl FileSource {
             .ok_or("no handler of bank result files is wired to this source")?;
         Ok(results
             .read(name, contents)
-            .await?
+            .await
+            .map_err(|e| e.to_string())?
             .into_iter()
             .enumerate()
             .map(|(i, b)| (i + 1, b))

@@ -18,12 +18,95 @@
 use super::{authorize, HttpAuth};
 use crate::config::BodyFormat;
 use crate::connectors::intake::Intake;
+use crate::dispatch::failure::DeliveryError;
 use quick_xml::events::Event;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Largest answer read, in bytes.
 pub const MAX_PAGE_BYTES: usize = 32 << 20;
+
+/// Why a page cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PageError {
+    /// The body is not JSON.
+    #[error("not JSON ({error}); it starts {start:?}")]
+    NotJson {
+        /// The parser's message.
+        error: String,
+        /// The body's first characters.
+        start: String,
+    },
+    /// `items_field` holds something else than an array.
+    #[error("`{0}` is not an array")]
+    NotArray(String),
+    /// The body is not an object with `items_field`.
+    #[error("not an object with `{0}`")]
+    NoItems(String),
+    /// Without `items_field`, the body must be an array.
+    #[error("not an array of records (set items_field)")]
+    NotRecords,
+    /// The body is not UTF-8.
+    #[error("not UTF-8 (byte {0})")]
+    NotUtf8(usize),
+    /// The body is not well-formed XML.
+    #[error("not well-formed XML at byte {at}: {error}")]
+    Xml {
+        /// Where.
+        at: u64,
+        /// The parser's message.
+        error: String,
+    },
+    /// A DTD (entities are never expanded).
+    #[error("a DOCTYPE is not accepted (entity declarations are refused)")]
+    DocType,
+    /// The cursor element's text cannot be decoded.
+    #[error("cursor text: {0}")]
+    Cursor(String),
+    /// The document ends inside an element.
+    #[error("truncated XML: the document ends inside an element")]
+    Truncated,
+    /// No root element.
+    #[error("no root element")]
+    NoRoot,
+}
+
+/// Why a poll failed (the cursor has not moved; the page is asked again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PullError {
+    /// The request failed.
+    #[error(transparent)]
+    Request(DeliveryError),
+    /// The answer is over [`MAX_PAGE_BYTES`].
+    #[error("{url}: the answer is larger than {MAX_PAGE_BYTES} bytes; not read")]
+    TooLarge {
+        /// The request.
+        url: reqwest::Url,
+    },
+    /// The system answered with an error status.
+    #[error("{url}: HTTP {status}: {excerpt}")]
+    Status {
+        /// The request.
+        url: reqwest::Url,
+        /// The status.
+        status: reqwest::StatusCode,
+        /// The body's beginning.
+        excerpt: String,
+    },
+    /// The answer cannot be read.
+    #[error("{url}: the answer cannot be read: {error}")]
+    Unreadable {
+        /// The request.
+        url: reqwest::Url,
+        /// Why.
+        error: PageError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// A pull source.
 pub struct HttpPull {
@@ -90,14 +173,9 @@ impl HttpPull {
     }
 
     /// Asks for one page and stores it; true if another page may follow at once.
-    pub async fn poll_once(&self) -> Result<bool, String> {
+    pub async fn poll_once(&self) -> Result<bool, PullError> {
         let source = self.intake.source().to_string();
-        let cursor = self
-            .intake
-            .store()
-            .cursor(&source)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cursor = self.intake.store().cursor(&source).await?;
         let mut url = self.url.clone();
         if let (Some(p), Some(c)) = (&self.cursor_param, &cursor) {
             url.query_pairs_mut().append_pair(p, c);
@@ -108,27 +186,25 @@ impl HttpPull {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| super::classify(e, self.timeout).to_string())?;
+            .map_err(|e| PullError::Request(super::classify(e, self.timeout)))?;
         let status = resp.status();
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| super::classify(e, self.timeout).to_string())?
+            .map_err(|e| PullError::Request(super::classify(e, self.timeout)))?
         {
             if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                return Err(format!(
-                    "{url}: the answer is larger than {MAX_PAGE_BYTES} bytes; not read"
-                ));
+                return Err(PullError::TooLarge { url });
             }
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            return Err(format!(
-                "{}: HTTP {status}: {}",
-                self.url,
-                crate::dispatch::failure::excerpt(&String::from_utf8_lossy(&body), 200)
-            ));
+            return Err(PullError::Status {
+                url: self.url.clone(),
+                status,
+                excerpt: crate::dispatch::failure::excerpt(&String::from_utf8_lossy(&body), 200),
+            });
         }
         let page = match self.format {
             BodyFormat::Xml => read_xml_page(&body, self.next_cursor_field.as_deref()),
@@ -138,7 +214,10 @@ impl HttpPull {
                 self.next_cursor_field.as_deref(),
             ),
         }
-        .map_err(|e| format!("{}: the answer cannot be read: {e}", self.url))?;
+        .map_err(|error| PullError::Unreadable {
+            url: self.url.clone(),
+            error,
+        })?;
         let n = page.records.len();
         let moved = page.next.is_some() && page.next != cursor;
         let last = n.saturating_sub(1);
@@ -151,7 +230,7 @@ impl HttpPull {
                 self.intake.prepare(r, None, c)
             })
             .collect();
-        let o = self.intake.commit(batch).await.map_err(|e| e.to_string())?;
+        let o = self.intake.commit(batch).await?;
         if n > 0 {
             tracing::info!(source = %source, records = n, stored = o.stored, already_stored = o.duplicates,
                 messages = o.messages, quarantined = o.quarantined, "Page stored");
@@ -166,22 +245,20 @@ pub fn read_json_page(
     body: &[u8],
     items_field: Option<&str>,
     next_field: Option<&str>,
-) -> Result<Page, String> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "not JSON ({e}); it starts {:?}",
-            crate::dispatch::failure::excerpt(&String::from_utf8_lossy(body), 60)
-        )
+) -> Result<Page, PageError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| PageError::NotJson {
+        error: e.to_string(),
+        start: crate::dispatch::failure::excerpt(&String::from_utf8_lossy(body), 60),
     })?;
     let items = match (items_field, &v) {
         (Some(f), serde_json::Value::Object(o)) => match o.get(f) {
             Some(serde_json::Value::Array(a)) => a.clone(),
             Some(serde_json::Value::Null) | None => Vec::new(),
-            Some(_) => return Err(format!("`{f}` is not an array")),
+            Some(_) => return Err(PageError::NotArray(f.to_string())),
         },
         (None, serde_json::Value::Array(a)) => a.clone(),
-        (Some(f), _) => return Err(format!("not an object with `{f}`")),
-        (None, _) => return Err("not an array of records (set items_field)".into()),
+        (Some(f), _) => return Err(PageError::NoItems(f.to_string())),
+        (None, _) => return Err(PageError::NotRecords),
     };
     let next = next_field.and_then(|f| match v.get(f) {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -201,9 +278,8 @@ pub fn read_json_page(
 /// as its own document), except the element named `next_field`, whose text
 /// is the next cursor. Documents with a DTD are refused: no entity is ever
 /// expanded.
-pub fn read_xml_page(body: &[u8], next_field: Option<&str>) -> Result<Page, String> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| format!("not UTF-8 (byte {})", e.valid_up_to()))?;
+pub fn read_xml_page(body: &[u8], next_field: Option<&str>) -> Result<Page, PageError> {
+    let text = std::str::from_utf8(body).map_err(|e| PageError::NotUtf8(e.valid_up_to()))?;
     let mut r = quick_xml::Reader::from_str(text);
     let mut depth = 0usize;
     let mut start = 0usize;
@@ -213,13 +289,12 @@ pub fn read_xml_page(body: &[u8], next_field: Option<&str>) -> Result<Page, Stri
     let mut saw_root = false;
     loop {
         let before = r.buffer_position() as usize;
-        let ev = r
-            .read_event()
-            .map_err(|e| format!("not well-formed XML at byte {}: {e}", r.error_position()))?;
+        let ev = r.read_event().map_err(|e| PageError::Xml {
+            at: r.error_position(),
+            error: e.to_string(),
+        })?;
         match ev {
-            Event::DocType(_) => {
-                return Err("a DOCTYPE is not accepted (entity declarations are refused)".into())
-            }
+            Event::DocType(_) => return Err(PageError::DocType),
             Event::Start(e) => {
                 depth += 1;
                 if depth == 1 {
@@ -241,7 +316,7 @@ pub fn read_xml_page(body: &[u8], next_field: Option<&str>) -> Result<Page, Stri
             Event::Text(t) if depth == 2 && in_next => {
                 next = Some(
                     t.decode()
-                        .map_err(|e| format!("cursor text: {e}"))?
+                        .map_err(|e| PageError::Cursor(e.to_string()))?
                         .trim()
                         .to_string(),
                 );
@@ -260,10 +335,10 @@ pub fn read_xml_page(body: &[u8], next_field: Option<&str>) -> Result<Page, Stri
         }
     }
     if depth != 0 {
-        return Err("truncated XML: the document ends inside an element".into());
+        return Err(PageError::Truncated);
     }
     if !saw_root {
-        return Err("no root element".into());
+        return Err(PageError::NoRoot);
     }
     Ok(Page { records, next })
 }
@@ -286,9 +361,13 @@ mod tests {
         );
         assert_eq!(p.next.as_deref(), Some("42"));
         let e = read_json_page(b"<html>oops</html>", Some("items"), None).unwrap_err();
-        assert!(e.contains("not JSON") && e.contains("<html>"), "{e}");
+        assert!(
+            matches!(&e, PageError::NotJson { start, .. } if start.starts_with("<html>")),
+            "{e}"
+        );
         let e = read_json_page(br#"{"items":{}}"#, Some("items"), None).unwrap_err();
-        assert!(e.contains("`items` is not an array"), "{e}");
+        assert_eq!(e, PageError::NotArray("items".into()));
+        assert_eq!(e.to_string(), "`items` is not an array");
     }
 
     #[test]
@@ -306,11 +385,14 @@ mod tests {
     #[test]
     fn bad_xml_pages_are_refused_with_a_reason() {
         let e = read_xml_page(b"<Results><Result><Name>x</Name>", None).unwrap_err();
-        assert!(e.contains("truncated") || e.contains("well-formed"), "{e}");
+        assert!(
+            matches!(e, PageError::Truncated | PageError::Xml { .. }),
+            "{e}"
+        );
         let laughs = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><Results><Result>&lol2;</Result></Results>"#;
         let e = read_xml_page(laughs.as_bytes(), None).unwrap_err();
-        assert!(e.contains("DOCTYPE"), "{e}");
+        assert_eq!(e, PageError::DocType);
         let e = read_xml_page(&[0x3c, 0x61, 0xff, 0x3e], None).unwrap_err();
-        assert!(e.contains("UTF-8"), "{e}");
+        assert_eq!(e, PageError::NotUtf8(2));
     }
 }
