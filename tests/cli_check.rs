@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 14 schemas, 7 connectors, 11 mappings"),
+        out.contains("configuration OK: 15 schemas, 7 connectors, 12 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");
@@ -217,7 +217,7 @@ fn a_failing_mapping_test_prints_a_diff_and_exits_1() {
         out.contains("category_name: expected \"视力\", got \"肢体\""),
         "{out}"
     );
-    assert!(out.contains("4 passed, 1 failed"), "{out}");
+    assert!(out.contains("5 passed, 1 failed"), "{out}");
     let o = support::run(&["test"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
 }

@@ -143,6 +143,87 @@ async fn the_certificate_system_issues_reissues_and_cancels_by_its_rules() {
     assert_eq!(later["events"].as_array().unwrap().len(), 0);
 }
 
+/// The county federation's own actions on a certificate: freeze,
+/// unfreeze, re-assessment (a new number; the kind says what changed),
+/// cancellation with a reason; each refused where it cannot apply.
+#[tokio::test]
+async fn the_certificate_system_freezes_reassesses_and_cancels_on_the_federations_action() {
+    let cert = sim::cert::Cert::new(None);
+    let id = "110105199003070017";
+    cert.assess(id, 4, 2);
+    let url = serve(cert.router()).await;
+    let c = reqwest::Client::new();
+    let act = |body: Value| c.post(format!("{url}/_actions")).json(&body).send();
+    let r = act(json!({"holder_id": id, "action": "FREEZE"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "no certificate yet");
+    let r = c
+        .post(format!("{url}/api/cert/v3/applications"))
+        .json(&application(id, "NEW", "A-1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    for (body, status) in [
+        (json!({"holder_id": id, "action": "UNFREEZE"}), 422),
+        (json!({"holder_id": id, "action": "FREEZE"}), 200),
+        (json!({"holder_id": id, "action": "FREEZE"}), 422),
+        (json!({"holder_id": id, "action": "UNFREEZE"}), 200),
+        (
+            json!({"holder_id": id, "action": "REASSESS", "category": 4, "level": 3}),
+            200,
+        ),
+        (
+            json!({"holder_id": id, "action": "REASSESS", "category": 5, "level": 3}),
+            200,
+        ),
+        (
+            json!({"holder_id": id, "action": "REASSESS", "category": 9, "level": 3}),
+            422,
+        ),
+        (json!({"holder_id": id, "action": "THAW"}), 400),
+        (
+            json!({"holder_id": id, "action": "CANCEL", "reason": "DECEASED"}),
+            200,
+        ),
+        (json!({"holder_id": id, "action": "UNFREEZE"}), 422),
+    ] {
+        let r = act(body.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+    }
+    let page = get_json(&c, &format!("{url}/api/cert/v3/events?after=0"), None).await;
+    let got: Vec<(String, String, String)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (s("kind"), s("certificate_no"), s("previous_certificate_no"))
+        })
+        .collect();
+    let n = |s: &str| s.to_string();
+    assert_eq!(
+        got,
+        [
+            (n("ISSUED"), format!("{id}42"), n("")),
+            (n("FROZEN"), format!("{id}42"), n("")),
+            (n("UNFROZEN"), format!("{id}42"), n("")),
+            (n("LEVEL_CHANGED"), format!("{id}43"), format!("{id}42")),
+            (n("CATEGORY_CHANGED"), format!("{id}53"), format!("{id}43")),
+            (n("CANCELLED"), format!("{id}53"), n("")),
+        ]
+    );
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events[5]["cancel_reason"], "DECEASED");
+    assert_eq!(events[1]["holder_name"], events[0]["holder_name"]);
+    assert_eq!(
+        events[1]["valid_until"], events[0]["valid_until"],
+        "a freeze keeps the validity"
+    );
+    assert_eq!(cert.holders(), 0);
+}
+
 fn card_request(id: &str, cert: &str) -> String {
     format!("<?xml version=\"1.0\"?><CertificateLoadRequest xmlns=\"{}\"><request_id>R-1</request_id><operation>LOAD</operation><social_security_no>{id}</social_security_no><name>张三</name><certificate_no>{cert}</certificate_no><category>4</category><level>1</level></CertificateLoadRequest>", sim::sscard::NS)
 }

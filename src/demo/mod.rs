@@ -25,7 +25,7 @@
 mod model;
 mod phases;
 mod report;
-mod scenario;
+pub mod scenario;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,11 +1,14 @@
 //! The demo's world: the simulators of the systems, started in-process on
 //! 127.0.0.1, their secrets, and the hub configuration pointed at them.
+//! The process tests of the certificate lifecycle use it too.
 
 use crate::sim::{self, cert::Cert, platform::Platform, referral, sscard::Sscard, subsidies};
 use std::path::Path;
 use std::sync::Arc;
 
-pub(super) const SECRETS: [(&str, &str); 6] = [
+/// The simulators' secrets, by the environment variable the shipped
+/// connectors read them from.
+pub const SECRETS: [(&str, &str); 6] = [
     ("PLATFORM_APP_SECRET", "demo-platform-secret"),
     ("CERT_APP_SECRET", "demo-certificate-secret"),
     ("SSCARD_TOKEN", "demo-sscard-token"),
@@ -14,7 +17,8 @@ pub(super) const SECRETS: [(&str, &str); 6] = [
     ("EMPLOYMENT_TOKEN", "demo-employment-token"),
 ];
 
-pub(super) fn secret(name: &str) -> &'static str {
+/// The secret of an environment variable of [`SECRETS`].
+pub fn secret(name: &str) -> &'static str {
     SECRETS
         .iter()
         .find(|(n, _)| *n == name)
@@ -22,19 +26,27 @@ pub(super) fn secret(name: &str) -> &'static str {
         .unwrap_or("")
 }
 
-/// One synthetic applicant and what the rules say should happen to them.
-pub(super) struct Sims {
-    pub(super) platform: Arc<Platform>,
-    pub(super) cert: Arc<Cert>,
-    pub(super) sscard: Arc<Sscard>,
-    pub(super) subsidies: Arc<subsidies::Subsidies>,
-    pub(super) pension: Arc<referral::Referral>,
-    pub(super) employment: Arc<referral::Referral>,
+/// The simulated systems, running.
+pub struct Sims {
+    /// The provincial platform.
+    pub platform: Arc<Platform>,
+    /// The national certificate system.
+    pub cert: Arc<Cert>,
+    /// The social security card system.
+    pub sscard: Arc<Sscard>,
+    /// The two-subsidies system.
+    pub subsidies: Arc<subsidies::Subsidies>,
+    /// The pension system.
+    pub pension: Arc<referral::Referral>,
+    /// The employment platform.
+    pub employment: Arc<referral::Referral>,
     /// Shipped port → the simulator's port.
-    pub(super) ports: Vec<(u16, u16)>,
+    pub ports: Vec<(u16, u16)>,
 }
 
-pub(super) async fn start_sims(faults: bool) -> Result<Sims, String> {
+/// Starts the simulators on free ports of 127.0.0.1 (with the demo's
+/// faults if `faults`).
+pub async fn start_sims(faults: bool) -> Result<Sims, String> {
     let platform = Platform::new(Some(secret("PLATFORM_APP_SECRET")));
     let cert = Cert::new(Some(secret("CERT_APP_SECRET")));
     let sscard = Sscard::new(Some(secret("SSCARD_TOKEN")), Some(4000));
@@ -94,7 +106,7 @@ pub(super) async fn start_sims(faults: bool) -> Result<Sims, String> {
 
 /// Writes the demo's configuration: the shipped one, pointed at the
 /// simulators, with their capacity as rate limits and short poll intervals.
-pub(super) fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(), String> {
+pub fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
     // Everything an earlier demo left: its files would meet batch ids
     // that start again from 1 with the new store.

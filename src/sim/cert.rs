@@ -13,6 +13,10 @@
 //!   `B1`, `B2`… suffix; 迁移 MIGRATE → `MIGRATED`; 注销 CANCEL → `CANCELLED`;
 //!   CHANGE → `LEVEL_CHANGED` (re-assessed). A NEW for a holder who has a
 //!   certificate, or another kind for one who has none, is refused (422).
+//! - `POST /_actions`: what the county federation does in the system
+//!   itself ([`Action`]): freeze (`FROZEN`), unfreeze (`UNFROZEN`),
+//!   re-assess (`LEVEL_CHANGED` or `CATEGORY_CHANGED`, a new number),
+//!   cancel with a reason (`CANCELLED`, e.g. `DECEASED`).
 //! - `GET /api/cert/v3/events?after=N`: up to 500 events after position N,
 //!   `{"events": […], "next": N'}`.
 //!
@@ -43,8 +47,45 @@ struct Book {
     assessed: HashMap<String, (u8, u8)>,
     /// Current certificate per holder.
     certs: HashMap<String, String>,
+    /// Per holder: name, region, issued on, valid until, frozen.
+    holders: HashMap<String, Holder>,
     /// Events, in order, as JSON.
     events: super::Feed,
+}
+
+/// What the system knows of a holder besides the number.
+#[derive(Clone, Debug)]
+struct Holder {
+    name: String,
+    region: String,
+    issued_on: String,
+    valid_until: String,
+    frozen: bool,
+}
+
+/// What the county federation does to a certificate in the national
+/// system itself, not on an application: each gives its event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// 冻结: the certificate is frozen (`FROZEN`).
+    Freeze,
+    /// The freeze is lifted (`UNFROZEN`).
+    Unfreeze,
+    /// A re-assessment (`LEVEL_CHANGED`, or `CATEGORY_CHANGED` if the
+    /// category changed): a new certificate with the new category and
+    /// level, valid ten years from today.
+    Reassess {
+        /// Category 1–7.
+        category: u8,
+        /// Level 1–4.
+        level: u8,
+    },
+    /// 注销 (`CANCELLED`) with its reason: `DECEASED`, `HUKOU_MOVED`,
+    /// `EXPIRED`, `REQUESTED`.
+    Cancel {
+        /// The reason.
+        reason: String,
+    },
 }
 
 /// The certificate system's state.
@@ -126,6 +167,7 @@ impl Cert {
             .route("/api/cert/v3/applications", post(apply))
             .route("/api/cert/v3/events", get(events))
             .route("/_stages", get(get_stages).post(set_stages))
+            .route("/_actions", post(action))
             .with_state(self.clone());
         with_common(app, self.common.clone())
     }
@@ -180,36 +222,134 @@ impl Cert {
             }
             (other, _) => return Err(format!("unknown application kind {other:?}")),
         };
-        if event_kind == "CANCELLED" {
-            book.certs.remove(&id);
+        let holder = Holder {
+            name: s("name"),
+            region,
+            issued_on: today.to_string(),
+            valid_until: today
+                .checked_add_months(chrono::Months::new(120))
+                .unwrap_or(today)
+                .to_string(),
+            frozen: false,
+        };
+        let cancel = (event_kind == "CANCELLED").then_some("REQUESTED");
+        self.emit(
+            book,
+            event_kind,
+            &id,
+            number,
+            previous,
+            holder,
+            cancel,
+            &app["context"],
+        );
+        Ok(())
+    }
+
+    /// A federation's action on a holder's certificate; Err is why it
+    /// cannot be done (no certificate, not frozen, already frozen).
+    pub fn act(&self, id: &str, action: Action) -> Result<(), String> {
+        let mut book = self.book.lock().unwrap();
+        let (Some(number), Some(mut holder)) =
+            (book.certs.get(id).cloned(), book.holders.get(id).cloned())
+        else {
+            return Err("the holder has no certificate".into());
+        };
+        let today = crate::domain::china_now().date_naive();
+        let (kind, new_number, previous, cancel) = match &action {
+            Action::Freeze if holder.frozen => {
+                return Err("the certificate is frozen already".into())
+            }
+            Action::Freeze => {
+                holder.frozen = true;
+                ("FROZEN", number, None, None)
+            }
+            Action::Unfreeze if !holder.frozen => {
+                return Err("the certificate is not frozen".into())
+            }
+            Action::Unfreeze => {
+                holder.frozen = false;
+                ("UNFROZEN", number, None, None)
+            }
+            Action::Reassess { category, level } => {
+                if !(1..=7).contains(category) || !(1..=4).contains(level) {
+                    return Err(format!("no category {category} level {level}"));
+                }
+                let kind = if number.as_bytes().get(18) == Some(&(b'0' + category)) {
+                    "LEVEL_CHANGED"
+                } else {
+                    "CATEGORY_CHANGED"
+                };
+                holder.issued_on = today.to_string();
+                holder.valid_until = today
+                    .checked_add_months(chrono::Months::new(120))
+                    .unwrap_or(today)
+                    .to_string();
+                book.assessed.insert(id.to_string(), (*category, *level));
+                (kind, format!("{id}{category}{level}"), Some(number), None)
+            }
+            Action::Cancel { reason } => ("CANCELLED", number, None, Some(reason.as_str())),
+        };
+        let cancel = cancel.map(str::to_string);
+        self.emit(
+            book,
+            kind,
+            id,
+            new_number,
+            previous,
+            holder,
+            cancel.as_deref(),
+            &Value::Null,
+        );
+        Ok(())
+    }
+
+    /// Records the holder's new state and appends the event.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        mut book: std::sync::MutexGuard<'_, Book>,
+        kind: &str,
+        id: &str,
+        number: String,
+        previous: Option<String>,
+        holder: Holder,
+        cancel_reason: Option<&str>,
+        context: &Value,
+    ) {
+        if kind == "CANCELLED" {
+            book.certs.remove(id);
+            book.holders.remove(id);
         } else {
-            book.certs.insert(id.clone(), number.clone());
+            book.certs.insert(id.to_string(), number.clone());
         }
         let n = book.events.len() + 1;
         let event = json!({
             "event_id": format!("CE-{n:09}"),
-            "kind": event_kind,
+            "kind": kind,
             "certificate_no": number,
             "previous_certificate_no": previous,
             "holder_id": id,
-            "holder_name": s("name"),
-            "region_code": region,
-            "issued_on": today.to_string(),
-            "valid_until": today.checked_add_months(chrono::Months::new(120)).unwrap_or(today).to_string(),
+            "holder_name": holder.name,
+            "region_code": holder.region,
+            "issued_on": holder.issued_on,
+            "valid_until": holder.valid_until,
             "occurred_at": crate::domain::china_now().to_rfc3339(),
-            "cancel_reason": if event_kind == "CANCELLED" { json!("REQUESTED") } else { Value::Null },
-            "application": app["context"],
+            "cancel_reason": cancel_reason,
+            "application": context,
         });
+        if kind != "CANCELLED" {
+            book.holders.insert(id.to_string(), holder);
+        }
         book.events
             .push(&serde_json::to_vec(&event).unwrap_or_default());
         drop(book);
         self.common.apply(
             "",
             "certificate",
-            &id,
-            format!("{event_kind} {}", crate::domain::mask::id_number(&number)),
+            id,
+            format!("{kind} {}", crate::domain::mask::id_number(&number)),
         );
-        Ok(())
     }
 }
 
@@ -289,6 +429,35 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
         });
     }
     (StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response()
+}
+
+/// `POST /_actions {"holder_id", "action": "FREEZE" | "UNFREEZE" |
+/// "REASSESS" | "CANCEL", "category", "level", "reason"}`: what the county
+/// federation does in the national system (see [`Action`]).
+async fn action(State(c): State<Arc<Cert>>, Json(v): Json<Value>) -> Response {
+    let id = v["holder_id"].as_str().unwrap_or("");
+    let n = |k: &str| v[k].as_u64().unwrap_or(0) as u8;
+    let action = match v["action"].as_str().unwrap_or("") {
+        "FREEZE" => Action::Freeze,
+        "UNFREEZE" => Action::Unfreeze,
+        "REASSESS" => Action::Reassess {
+            category: n("category"),
+            level: n("level"),
+        },
+        "CANCEL" => Action::Cancel {
+            reason: v["reason"].as_str().unwrap_or("REQUESTED").to_string(),
+        },
+        other => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("action {other:?}: FREEZE, UNFREEZE, REASSESS or CANCEL"),
+            )
+        }
+    };
+    match c.act(id, action) {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(why) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
+    }
 }
 
 async fn get_stages(State(c): State<Arc<Cert>>) -> Json<Stages> {

@@ -7,7 +7,10 @@
 //!   [`entitlement`] decide the living and the care subsidy, paid from
 //!   `start_month`. One record per holder; each idempotency key applied once.
 //! - `POST /api/subsidy/v1/stops`: a `SubsidyStop`: nothing is paid for
-//!   `effective_month` and after.
+//!   `effective_month` and after (until a later decision).
+//! - `POST /api/subsidy/v1/reassessments`: a `SubsidyReassessment` (a
+//!   re-assessed level or category, an unfreeze, a reissued number): see
+//!   [`reassess`].
 //! - `GET /api/subsidy/v1/payouts?cursor=N[&period=YYYY-MM]`: the month's
 //!   payout list (`PayoutRecord`s; `payout_id` = type-holder-period), 500 a
 //!   page; the period defaults to [`Subsidies::period`].
@@ -89,14 +92,18 @@ pub fn entitlement(
     (living, care)
 }
 
-/// A person receiving subsidies, in one allocation: a list of millions
-/// of them stays small (ten `String`s each took about 500 bytes a person).
+/// A person receiving subsidies, in one allocation for the text: a list of
+/// millions of them stays small (ten `String`s each took about 500 bytes a
+/// person).
 #[derive(Clone, Debug)]
 struct Recipient {
     /// The [`Field`]s in their order, each ended by [`SEP`].
     text: Box<str>,
-    living_fen: i64,
-    care_fen: i64,
+    /// What is paid from which month on, in month order: (month index,
+    /// living, care). A stop is a segment of zeros; a later decision (a
+    /// level change, an unfreeze) is a segment of its own, so each month
+    /// is paid as the decisions in force then say.
+    segments: Vec<(u32, i64, i64)>,
 }
 
 /// What a [`Recipient`] keeps, in this order.
@@ -108,49 +115,70 @@ enum Field {
     BankAccountNo,
     BankCode,
     AccountName,
-    StartMonth,
-    /// Empty while the payments go on.
-    StopMonth,
+    /// `NONE`, `DIBAO`, `NEAR_DIBAO` (as applied for).
+    Dibao,
+    /// `1` if the person needs long-term care.
+    NeedsCare,
 }
 
 /// Ends each field of a [`Recipient`] (ASCII unit separator; removed from
 /// the values).
 const SEP: char = '\u{1f}';
 
+/// A `YYYY-MM` month as a count of months (year × 12 + month − 1).
+pub fn month_index(period: &str) -> Option<u32> {
+    let (y, m) = period.split_once('-')?;
+    let (y, m): (u32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    (y >= 1900 && (1..=12).contains(&m) && period.len() == 7).then_some(y * 12 + m - 1)
+}
+
 impl Recipient {
-    fn new(fields: [&str; 8], living_fen: i64, care_fen: i64) -> Self {
+    fn new(fields: [&str; 8], start: u32, living_fen: i64, care_fen: i64) -> Self {
+        let mut r = Recipient {
+            text: "".into(),
+            segments: vec![(start, living_fen, care_fen)],
+        };
+        r.set_fields(fields);
+        r
+    }
+
+    fn set_fields(&mut self, fields: [&str; 8]) {
         let mut text = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
         for f in fields {
             text.extend(f.chars().filter(|c| *c != SEP));
             text.push(SEP);
         }
-        Recipient {
-            text: text.into_boxed_str(),
-            living_fen,
-            care_fen,
-        }
+        self.text = text.into_boxed_str();
     }
 
     fn get(&self, f: Field) -> &str {
         self.text.split(SEP).nth(f as usize).unwrap_or_default()
     }
 
-    fn stop_month(&self) -> Option<&str> {
-        Some(self.get(Field::StopMonth)).filter(|m| !m.is_empty())
+    fn set(&mut self, f: Field, value: &str) {
+        let mut fields: Vec<&str> = self.text.split(SEP).take(8).collect();
+        fields.resize(8, "");
+        fields[f as usize] = value;
+        let fields: [&str; 8] = fields.try_into().unwrap_or_default();
+        let mut r = Recipient {
+            text: "".into(),
+            segments: Vec::new(),
+        };
+        r.set_fields(fields);
+        self.text = r.text;
     }
 
-    fn set_stop_month(&mut self, month: &str) {
-        // The stop month is the last field: keep what comes before it.
-        let keep = self
-            .text
-            .match_indices(SEP)
-            .nth(Field::StopMonth as usize - 1)
-            .map_or(0, |(i, _)| i + 1);
-        let mut text = String::with_capacity(keep + month.len() + 1);
-        text.push_str(&self.text[..keep]);
-        text.extend(month.chars().filter(|c| *c != SEP));
-        text.push(SEP);
-        self.text = text.into_boxed_str();
+    /// What is paid in a month: (living, care).
+    fn amounts(&self, month: u32) -> (i64, i64) {
+        let i = self.segments.partition_point(|s| s.0 <= month);
+        i.checked_sub(1)
+            .map_or((0, 0), |i| (self.segments[i].1, self.segments[i].2))
+    }
+
+    /// A decision in force from `month` on (until a later one).
+    fn decide_from(&mut self, month: u32, living_fen: i64, care_fen: i64) {
+        let i = self.segments.partition_point(|s| s.0 <= month);
+        self.segments.insert(i, (month, living_fen, care_fen));
     }
 }
 
@@ -209,6 +237,7 @@ impl Subsidies {
         let app = Router::new()
             .route("/api/subsidy/v1/eligibility", post(eligibility))
             .route("/api/subsidy/v1/stops", post(stop))
+            .route("/api/subsidy/v1/reassessments", post(reassess))
             .route("/api/subsidy/v1/payouts", get(payouts))
             .route("/api/subsidy/v1/payout-results", post(results))
             .with_state(self.clone());
@@ -303,10 +332,11 @@ pub struct PayoutItem {
 
 /// A person's payments on a month's payout list.
 fn push_slots(out: &mut Vec<Slot>, person: u32, r: &Recipient, period: &str) {
-    if r.get(Field::StartMonth) > period || r.stop_month().is_some_and(|s| s <= period) {
+    let Some(month) = month_index(period) else {
         return;
-    }
-    for (care, fen) in [(false, r.living_fen), (true, r.care_fen)] {
+    };
+    let (living, care) = r.amounts(month);
+    for (care, fen) in [(false, living), (true, care)] {
         if fen > 0 {
             out.push(Slot { person, care });
         }
@@ -315,9 +345,10 @@ fn push_slots(out: &mut Vec<Slot>, person: u32, r: &Recipient, period: &str) {
 
 /// A payment's record on a month's payout list (`PayoutRecord` JSON).
 fn record(id: &str, r: &Recipient, period: &str, care: bool) -> Vec<u8> {
+    let (living, care_fen) = month_index(period).map_or((0, 0), |m| r.amounts(m));
     let (ty, fen) = match care {
-        false => ("LIVING", r.living_fen),
-        true => ("CARE", r.care_fen),
+        false => ("LIVING", living),
+        true => ("CARE", care_fen),
     };
     let v = json!({
         "payout_id": format!("{ty}-{id}-{period}"),
@@ -385,6 +416,7 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
         } else {
             people.0.push(id.clone());
         }
+        let needs_care = v["needs_long_term_care"].as_bool().unwrap_or(false);
         people.1.insert(
             id.clone(),
             Recipient::new(
@@ -395,9 +427,10 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
                     &card,
                     &g("bank_code"),
                     &g("account_name"),
-                    &g("start_month"),
-                    "",
+                    &g("dibao"),
+                    if needs_care { "1" } else { "" },
                 ],
+                month_index(&g("start_month")).unwrap_or(0),
                 living,
                 care,
             ),
@@ -418,14 +451,101 @@ async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Res
     };
     let id = v["holder_id"].as_str().unwrap_or("").to_string();
     let month = v["effective_month"].as_str().unwrap_or("").to_string();
+    let Some(from) = month_index(&month) else {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("effective_month {month:?} is not YYYY-MM"),
+        );
+    };
+    let reason = v["reason"].as_str().unwrap_or("");
     let idem = header(&h, "idempotency-key").to_string();
-    if s.common.apply(&idem, "stop", &id, format!("from {month}")) {
+    if s.common
+        .apply(&idem, "stop", &id, format!("from {month} ({reason})"))
+    {
         if let Some(r) = s.people.lock().unwrap().1.get_mut(&id) {
-            r.set_stop_month(&month);
+            r.decide_from(from, 0, 0);
         }
         s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     Json(json!({ "ok": true })).into_response()
+}
+
+/// A `SubsidyReassessment`: the certificate changed. A reissue only
+/// changes the number paid against; a re-assessment (level or category)
+/// or an unfreeze is decided again by [`entitlement`] with the new
+/// category and level and the household's 低保 status and care need as
+/// applied for, in force from `effective_month`: the amount changes, or
+/// both subsidies stop (nothing is due any more), or they resume.
+async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let g = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let (id, cert, reason, month) = (
+        g("holder_id"),
+        g("certificate_no"),
+        g("reason"),
+        g("effective_month"),
+    );
+    let Some(from) = month_index(&month) else {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("effective_month {month:?} is not YYYY-MM"),
+        );
+    };
+    if !cert.starts_with(&id) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the certificate is not the holder's",
+        );
+    }
+    if !["REISSUED", "LEVEL_CHANGED", "CATEGORY_CHANGED", "UNFROZEN"].contains(&reason.as_str()) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reason {reason:?}: REISSUED, LEVEL_CHANGED, CATEGORY_CHANGED or UNFROZEN"),
+        );
+    }
+    let idem = header(&h, "idempotency-key").to_string();
+    let mut people = s.people.lock().unwrap();
+    let Some(r) = people.1.get_mut(&id) else {
+        drop(people);
+        s.common.apply(
+            &idem,
+            "reassessment",
+            &id,
+            format!("{reason}: not a recipient"),
+        );
+        return Json(json!({ "recipient": false })).into_response();
+    };
+    let decided = match reason.as_str() {
+        "REISSUED" => None,
+        _ => Some(entitlement(
+            &s.rates,
+            v["category"].as_i64().unwrap_or(0) as u8,
+            v["level"].as_i64().unwrap_or(0) as u8,
+            r.get(Field::Dibao),
+            r.get(Field::NeedsCare) == "1",
+        )),
+    };
+    let detail = match decided {
+        None => format!("{reason}: paid against the new number"),
+        Some((0, 0)) => format!("{reason}: nothing due from {month}; stopped"),
+        Some((l, c)) => format!("{reason}: from {month} living {l} care {c}"),
+    };
+    if s.common.apply(&idem, "reassessment", &id, detail) {
+        r.set(Field::CertificateNo, &cert);
+        if let Some((l, c)) = decided {
+            r.decide_from(from, l, c);
+        }
+        s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let (living, care) = r.amounts(from);
+    drop(people);
+    Json(json!({ "recipient": true, "living_fen": living, "care_fen": care })).into_response()
 }
 
 async fn payouts(
@@ -476,7 +596,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_recipient_keeps_each_field_and_its_stop_month() {
+    fn a_recipient_keeps_each_field_and_each_decision_from_its_month() {
+        let m = |p: &str| month_index(p).unwrap();
         let mut r = Recipient::new(
             [
                 "张三",
@@ -485,11 +606,12 @@ mod tests {
                 "621700\u{1f}0004",
                 "105",
                 "张三",
-                "2026-11",
-                "",
+                "DIBAO",
+                "1",
             ],
+            m("2026-11"),
             41_000,
-            0,
+            30_000,
         );
         assert_eq!(r.get(Field::Name), "张三");
         assert_eq!(
@@ -497,23 +619,45 @@ mod tests {
             "6217000004",
             "the separator is removed"
         );
-        assert_eq!(r.get(Field::StartMonth), "2026-11");
-        assert_eq!(r.stop_month(), None);
-        r.set_stop_month("2027-02");
-        assert_eq!(r.stop_month(), Some("2027-02"));
-        assert_eq!(r.get(Field::CertificateNo), "C1");
+        assert_eq!(r.get(Field::Dibao), "DIBAO");
+        // Not before the start month; stopped from February; a level
+        // change in force from April that keeps only the living subsidy.
+        r.decide_from(m("2027-02"), 0, 0);
+        r.decide_from(m("2027-04"), 41_000, 0);
+        r.set(Field::CertificateNo, "C1B1");
+        assert_eq!(r.get(Field::CertificateNo), "C1B1");
         assert_eq!(r.get(Field::AccountName), "张三");
-        assert_eq!((r.living_fen, r.care_fen), (41_000, 0));
-        // Paid from the start month until the month before the stop.
+        assert_eq!(r.get(Field::NeedsCare), "1");
+        let paid: Vec<(i64, i64)> = [
+            "2026-10", "2026-11", "2027-01", "2027-02", "2027-03", "2027-04", "2027-09",
+        ]
+        .iter()
+        .map(|p| r.amounts(m(p)))
+        .collect();
+        assert_eq!(
+            paid,
+            [
+                (0, 0),
+                (41_000, 30_000),
+                (41_000, 30_000),
+                (0, 0),
+                (0, 0),
+                (41_000, 0),
+                (41_000, 0)
+            ]
+        );
         let mut slots = Vec::new();
-        for period in ["2026-10", "2026-11", "2027-01", "2027-02"] {
+        for period in ["2026-10", "2026-11", "2027-02", "2027-04"] {
             push_slots(&mut slots, 0, &r, period);
         }
-        assert_eq!(slots.len(), 2);
-        let v: Value = serde_json::from_slice(&record("110105X", &r, "2026-11", false)).unwrap();
-        assert_eq!(v["payout_id"], "LIVING-110105X-2026-11");
+        assert_eq!(slots.len(), 3, "two in November, one in April");
+        let v: Value = serde_json::from_slice(&record("110105X", &r, "2027-04", false)).unwrap();
+        assert_eq!(v["payout_id"], "LIVING-110105X-2027-04");
         assert_eq!(v["amount_fen"], 41_000);
+        assert_eq!(v["certificate_no"], "C1B1");
         assert_eq!(v["bank_account_no"], "6217000004");
+        assert_eq!(month_index("2027-13"), None);
+        assert_eq!(month_index("2027-1"), None);
     }
 
     #[test]

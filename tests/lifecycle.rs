@@ -1,0 +1,251 @@
+//! A certificate's life after issuance, through the running hub and the
+//! simulated systems, on both stores: a freeze stops the subsidies from the
+//! next month and unloads the card; an unfreeze loads it again and resumes
+//! them from the next month; re-assessments (a level, then a category)
+//! reload the card with the new certificate and decide the subsidies again
+//! from the next month; a reissue (B1) is paid against its new number at
+//! once; a death stops everything from the next month. Each step is checked
+//! on the payout lists of this month and the next, to the fen, and on the
+//! card.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tongban::demo::scenario::{start_sims, write_config, Sims, SECRETS};
+use tongban::sim::cert::Action;
+
+/// The person's payments on a month's list: (type, amount, certificate).
+fn paid(sims: &Sims, period: &str, id: &str) -> Vec<(String, i64, String)> {
+    let mut out: Vec<(String, i64, String)> = sims
+        .subsidies
+        .payout_list(period)
+        .into_iter()
+        .filter(|v| v["holder_id"] == id)
+        .map(|v| {
+            (
+                v["subsidy_type"].as_str().unwrap_or("").to_string(),
+                v["amount_fen"].as_i64().unwrap_or(0),
+                v["certificate_no"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn payments(cert: &str, living: i64, care: i64) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    if care > 0 {
+        out.push(("CARE".to_string(), care, cert.to_string()));
+    }
+    if living > 0 {
+        out.push(("LIVING".to_string(), living, cert.to_string()));
+    }
+    out
+}
+
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    support::eventually(Duration::from_secs(60), what, || {
+        let ok = cond();
+        async move { ok }
+    })
+    .await;
+}
+
+async fn scenario(store_url: Option<String>) {
+    let sims = start_sims(false).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(&support::root(), d, &sims.ports).unwrap();
+    // The secrets as files, not the process's environment (tests share it).
+    for (name, value) in SECRETS {
+        std::fs::write(d.join(name), value).unwrap();
+        for f in std::fs::read_dir(d.join("connectors")).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            let file = format!("${{file:{}}}", d.join(name).display());
+            std::fs::write(f.path(), text.replace(&format!("${{env:{name}}}"), &file)).unwrap();
+        }
+    }
+    if let Some(url) = &store_url {
+        let toml = std::fs::read_to_string(d.join("tongban.toml")).unwrap();
+        let toml = toml.replace("sqlite://store/tongban.db?cache_mib=4", url);
+        std::fs::write(d.join("tongban.toml"), toml).unwrap();
+    }
+    let (cfg, diags) = tongban::hub::load(d);
+    let cfg = cfg.unwrap_or_else(|| panic!("{diags}"));
+    let cfg: &'static tongban::config::Config = Box::leak(Box::new(cfg));
+    let store = Arc::new(
+        tongban::store::Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .unwrap(),
+    );
+    let hub = tongban::hub::Hub::start(cfg, store).await;
+
+    // A physical disability, level 2, needing long-term care, in a 低保
+    // household: living and care subsidy from the month of issue.
+    let p = support::ops::people().remove(0);
+    let id = p.id.clone();
+    sims.cert.assess(&id, 4, 2);
+    sims.sscard.issue_card(&id);
+    let form = |app: &str, request: &str, cert: Option<&str>| {
+        serde_json::to_vec(&serde_json::json!({
+            "application_id": app,
+            "submitted_at": tongban::domain::china_now().to_rfc3339(),
+            "request": request,
+            "applicant": {"id_no": id, "name": p.name, "phone": "13800000000",
+                          "region_code": p.region, "address": null},
+            "certificate_no": cert,
+            "target_region_code": null,
+            "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
+            "dibao": "DIBAO",
+            "needs_long_term_care": true,
+            "wants_employment": false,
+            "wants_training": false,
+            "pension": "EMPLOYEE_SCHEME",
+        }))
+        .unwrap()
+    };
+    sims.platform.file(&form("SX-LIFE-1", "NEW", None));
+
+    let now = tongban::domain::china_now().date_naive();
+    let this = now.format("%Y-%m").to_string();
+    let next = chrono::Datelike::with_day(&now, 1)
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    let first = format!("{id}42");
+    let card = || sims.sscard.loaded_on(&id);
+
+    until("the certificate issued, loaded and paid", || {
+        card().as_deref() == Some(first.as_str()) && paid(&sims, &next, &id).len() == 2
+    })
+    .await;
+    let issued = payments(&first, 41_000, 15_000);
+    assert_eq!(
+        paid(&sims, &this, &id),
+        issued,
+        "paid from the month of issue"
+    );
+    assert_eq!(paid(&sims, &next, &id), issued);
+
+    // Frozen: nothing from next month, this month's payments stand.
+    sims.cert.act(&id, Action::Freeze).unwrap();
+    until("the freeze reaches the card and the subsidies", || {
+        card().is_none() && paid(&sims, &next, &id).is_empty()
+    })
+    .await;
+    assert_eq!(
+        paid(&sims, &this, &id),
+        issued,
+        "a stop is from the next month"
+    );
+
+    // Unfrozen: loaded again, resumed from next month: no month missed.
+    sims.cert.act(&id, Action::Unfreeze).unwrap();
+    until("the unfreeze reaches the card and the subsidies", || {
+        card().as_deref() == Some(first.as_str()) && paid(&sims, &next, &id) == issued
+    })
+    .await;
+
+    // Re-assessed as level 3: no care subsidy from next month, living
+    // subsidy kept; the card carries the new certificate.
+    sims.cert
+        .act(
+            &id,
+            Action::Reassess {
+                category: 4,
+                level: 3,
+            },
+        )
+        .unwrap();
+    let level3 = format!("{id}43");
+    until(
+        "the level change reaches the card and the subsidies",
+        || {
+            card().as_deref() == Some(level3.as_str())
+                && paid(&sims, &next, &id) == payments(&level3, 41_000, 0)
+        },
+    )
+    .await;
+    assert_eq!(
+        paid(&sims, &this, &id),
+        payments(&level3, 41_000, 15_000),
+        "the amount changes next month; this month is paid against the current certificate"
+    );
+
+    // Re-assessed as intellectual, level 3: the care subsidy's extension,
+    // at 50 % of level 2.
+    sims.cert
+        .act(
+            &id,
+            Action::Reassess {
+                category: 5,
+                level: 3,
+            },
+        )
+        .unwrap();
+    let intellectual = format!("{id}53");
+    until(
+        "the category change reaches the card and the subsidies",
+        || {
+            card().as_deref() == Some(intellectual.as_str())
+                && paid(&sims, &next, &id) == payments(&intellectual, 41_000, 7_500)
+        },
+    )
+    .await;
+
+    // Reissued after a loss: B1 on the card, and the payments of this
+    // month and the next against the new number.
+    sims.platform
+        .file(&form("SX-LIFE-2", "REISSUE", Some(intellectual.as_str())));
+    let b1 = format!("{intellectual}B1");
+    until("the reissue reaches the card and the subsidies", || {
+        card().as_deref() == Some(b1.as_str())
+            && paid(&sims, &next, &id) == payments(&b1, 41_000, 7_500)
+    })
+    .await;
+    assert!(
+        paid(&sims, &this, &id).iter().all(|(_, _, c)| *c == b1),
+        "the old number is no longer paid against: {:?}",
+        paid(&sims, &this, &id)
+    );
+
+    // Died: the card unloaded, nothing from next month.
+    sims.cert
+        .act(
+            &id,
+            Action::Cancel {
+                reason: "DECEASED".into(),
+            },
+        )
+        .unwrap();
+    until("the death reaches the card and the subsidies", || {
+        card().is_none() && paid(&sims, &next, &id).is_empty()
+    })
+    .await;
+    assert_eq!(paid(&sims, &this, &id).len(), 2, "this month is still paid");
+    // Each decision once in the subsidies system: one eligibility, two
+    // stops (the freeze, the death), four reassessments (the unfreeze, two
+    // re-assessments, the reissue).
+    let count = |c: &tongban::sim::Common, kind: &str| {
+        let mut n = 0;
+        c.for_each(kind, |e| n += usize::from(e.subject() == id));
+        n
+    };
+    assert_eq!(count(&sims.subsidies.common, "stop"), 2);
+    assert_eq!(count(&sims.subsidies.common, "reassessment"), 4);
+    assert_eq!(count(&sims.subsidies.common, "eligibility"), 1);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificates_life_reaches_the_card_and_the_subsidies_sqlite() {
+    scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificates_life_reaches_the_card_and_the_subsidies_postgres() {
+    scenario(Some(support::pg::database().await)).await;
+}
