@@ -159,6 +159,7 @@ async fn dispatched(brokers: &str, topic: &str, n: usize) -> f64 {
                     target: "bus.cards".into(),
                     key: m.key.clone(),
                     payload: m.payload.clone(),
+                    idem_key: None,
                 }],
                 quarantine: vec![],
                 cursor: None,

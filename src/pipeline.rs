@@ -7,7 +7,7 @@
 use crate::config::{Config, Mapping, OpRef, Rejection};
 use crate::mapping::Outcome;
 use crate::schema::{encode_json, Datum};
-use crate::store::{Ingest, NewMessage, Quarantined};
+use crate::store::{effect_key, Ingest, NewMessage, Quarantined};
 use sha2::{Digest, Sha256};
 
 /// Why a feed cannot be set up, or a stored record not mapped again.
@@ -182,12 +182,18 @@ impl<'c> Pipeline<'c> {
                     .unwrap_or_else(|| content_id(raw));
                 for m in &self.feeds {
                     match m.apply(&d) {
-                        Ok(Outcome::Mapped { key, record }) => {
+                        Ok(Outcome::Mapped {
+                            key,
+                            record,
+                            idempotency,
+                        }) => {
                             let mut payload = Vec::with_capacity(256);
                             encode_json(&record, m.target_type(), &mut payload);
+                            let target = m.to.to_string();
                             ingest.messages.push(NewMessage {
                                 mapping: m.name.clone(),
-                                target: m.to.to_string(),
+                                idem_key: idempotency.map(|e| effect_key(&target, &e)),
+                                target,
                                 key: key.to_string(),
                                 payload,
                             });
@@ -255,7 +261,7 @@ pub async fn remap(
             reason: r.to_string(),
         })?;
     let payload = match mapping.apply(&datum) {
-        Ok(Outcome::Mapped { key, record }) => {
+        Ok(Outcome::Mapped { key, record, .. }) => {
             if key.as_str() != msg.key {
                 return Err(PipelineError::OtherKey(id));
             }
@@ -332,15 +338,21 @@ pub async fn remap_quarantine(
             }
         };
         match m.apply(&datum) {
-            Ok(Outcome::Mapped { key, record }) => {
+            Ok(Outcome::Mapped {
+                key,
+                record,
+                idempotency,
+            }) => {
                 let mut payload = Vec::with_capacity(256);
                 encode_json(&record, m.target_type(), &mut payload);
                 out.mapped += 1;
+                let target = m.to.to_string();
                 items.push((
                     q.id,
                     Some(NewMessage {
                         mapping: m.name.clone(),
-                        target: m.to.to_string(),
+                        idem_key: idempotency.map(|e| effect_key(&target, &e)),
+                        target,
                         key: key.to_string(),
                         payload,
                     }),

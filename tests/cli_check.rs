@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 15 schemas, 7 connectors, 12 mappings"),
+        out.contains("configuration OK: 17 schemas, 8 connectors, 15 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");
@@ -155,6 +155,12 @@ fn broken_files_never_panic() {
             "amount_fen = 23000, currency",
             "amount_fen = \"23000\", currency",
             "`expect` does not fit PaymentInstruction: amount_fen: expected int, found a string",
+        ),
+        (
+            "mappings/death_to_subsidy_stop.toml",
+            "idempotency_key = \"concat('stop:DECEASED:', ev.id_no)\"",
+            "idempotency_key = \"ev.date_of_death\"",
+            "mappings/death_to_subsidy_stop.toml:12:20: error: `idempotency_key`: `idempotency_key` must be a string, found optional date",
         ),
         (
             "connectors/bank.toml",

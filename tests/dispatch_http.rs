@@ -33,6 +33,7 @@ fn batch(keys: usize, per_key: usize, poison_key: Option<usize>) -> Vec<Ingest> 
                     key: format!("K{k}"),
                     payload: format!("{{\"key\":\"K{k}\",\"seq\":{seq},\"poison\":{poison}}}")
                         .into_bytes(),
+                    idem_key: None,
                 }],
                 quarantine: vec![],
                 cursor: None,

@@ -4,9 +4,13 @@
 //! them from the next month; re-assessments (a level, then a category)
 //! reload the card with the new certificate and decide the subsidies again
 //! from the next month; a reissue (B1) is paid against its new number at
-//! once; a death stops everything from the next month. Each step is checked
-//! on the payout lists of this month and the next, to the fen, and on the
-//! card.
+//! once; a death stops everything from the next month. A second person's
+//! household leaves 低保 (civil affairs: no living subsidy from the next
+//! month), then the person's death is registered (public security) before
+//! the certificate system knows: the subsidies stop at once, the hub asks
+//! for the cancellation, the card is unloaded, and the cancellation's own
+//! stop is the same effect, not applied twice. Each step is checked on the
+//! payout lists of this month and the next, to the fen, and on the card.
 
 mod support;
 
@@ -80,11 +84,12 @@ async fn scenario(store_url: Option<String>) {
             .await
             .unwrap(),
     );
-    let hub = tongban::hub::Hub::start(cfg, store).await;
+    let hub = tongban::hub::Hub::start(cfg, store.clone()).await;
 
     // A physical disability, level 2, needing long-term care, in a 低保
     // household: living and care subsidy from the month of issue.
-    let p = support::ops::people().remove(0);
+    let people = support::ops::people();
+    let p = &people[0];
     let id = p.id.clone();
     sims.cert.assess(&id, 4, 2);
     sims.sscard.issue_card(&id);
@@ -237,6 +242,88 @@ async fn scenario(store_url: Option<String>) {
     assert_eq!(count(&sims.subsidies.common, "stop"), 2);
     assert_eq!(count(&sims.subsidies.common, "reassessment"), 4);
     assert_eq!(count(&sims.subsidies.common, "eligibility"), 1);
+
+    // A second person, level 1 in a 低保 household: civil affairs reports
+    // that the household left 低保, then (public security) that the person
+    // died, before the certificate system knows.
+    let q = &people[1];
+    let qid = q.id.clone();
+    sims.cert.assess(&qid, 4, 1);
+    sims.sscard.issue_card(&qid);
+    let form2 = serde_json::to_vec(&serde_json::json!({
+        "application_id": "SX-LIFE-3",
+        "submitted_at": tongban::domain::china_now().to_rfc3339(),
+        "request": "NEW",
+        "applicant": {"id_no": qid, "name": q.name, "phone": "13800000001",
+                      "region_code": q.region, "address": null},
+        "certificate_no": null, "target_region_code": null,
+        "bank": {"account_no": q.card, "bank_code": q.bank_code, "account_name": q.name},
+        "dibao": "DIBAO", "needs_long_term_care": true,
+        "wants_employment": false, "wants_training": false, "pension": "EMPLOYEE_SCHEME",
+    }))
+    .unwrap();
+    sims.platform.file(&form2);
+    let qcert = format!("{qid}41");
+    until("the second certificate issued and paid", || {
+        sims.sscard.loaded_on(&qid).as_deref() == Some(qcert.as_str())
+            && paid(&sims, &next, &qid) == payments(&qcert, 41_000, 30_000)
+    })
+    .await;
+    sims.civil.change_dibao(&qid, &q.name, "NONE");
+    until(
+        "leaving 低保 ends the living subsidy from next month",
+        || paid(&sims, &next, &qid) == payments(&qcert, 0, 30_000),
+    )
+    .await;
+    assert_eq!(
+        paid(&sims, &this, &qid),
+        payments(&qcert, 41_000, 30_000),
+        "this month is paid as decided"
+    );
+    sims.civil
+        .report_death(&qid, &q.name, Some(&now.to_string()));
+    until(
+        "the death stops the subsidies, cancels the certificate, unloads the card",
+        || {
+            paid(&sims, &next, &qid).is_empty()
+                && sims.sscard.loaded_on(&qid).is_none()
+                && !sims.cert.certificates().contains_key(&qid)
+        },
+    )
+    .await;
+    // The cancellation's own stop reaches the subsidies system too, with
+    // the death's idempotency key: delivered, and not applied again.
+    let stops_delivered = || async {
+        store
+            .messages("subsidies.stop", tongban::store::status::DELIVERED, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.key == qid)
+            .map(|m| m.idem_key.clone())
+            .collect::<Vec<_>>()
+    };
+    support::eventually(Duration::from_secs(30), "both stops delivered", || async {
+        stops_delivered().await.len() == 2
+    })
+    .await;
+    let keys = stops_delivered().await;
+    assert_eq!(keys[0], keys[1], "one effect, one key: {keys:?}");
+    assert_eq!(
+        count(&sims.subsidies.common, "stop"),
+        2,
+        "the first person's two"
+    );
+    let mut qstops = 0;
+    sims.subsidies
+        .common
+        .for_each("stop", |e| qstops += usize::from(e.subject() == qid));
+    assert_eq!(qstops, 1, "the death is one stop");
+    let mut cancellations = 0;
+    sims.cert.common.for_each("cancellation", |e| {
+        cancellations += usize::from(e.subject() == qid)
+    });
+    assert_eq!(cancellations, 1);
     hub.stop().await;
 }
 

@@ -92,7 +92,7 @@ enum Command {
     /// /_faults and ledger at /_ledger). Credentials, when set, come from the
     /// same environment variables as the shipped connectors.
     Sim {
-        /// platform, cert, sscard, subsidies, pension, employment or bank.
+        /// platform, cert, sscard, subsidies, pension, employment, civil or bank.
         system: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -524,6 +524,11 @@ fn sim(
             standalone(&s.common);
             s.router()
         }
+        "civil" => {
+            let s = sim::civil::Civil::new(env("CIVIL_TOKEN").as_deref());
+            standalone(&s.common);
+            s.router()
+        }
         "bank" => {
             let s = match layout {
                 Some(l) => sim::bank::Bank::with_layout(dir, l),
@@ -543,7 +548,7 @@ fn sim(
             router
         }
         other => {
-            eprintln!("error: no simulator {other:?}: platform, cert, sscard, subsidies, pension, employment or bank");
+            eprintln!("error: no simulator {other:?}: platform, cert, sscard, subsidies, pension, employment, civil or bank");
             return ExitCode::from(2);
         }
     };

@@ -21,6 +21,7 @@ pub(super) struct FeedFile {
     #[serde(rename = "as")]
     pub root: Option<Spanned<String>>,
     pub key: Spanned<String>,
+    pub idempotency_key: Option<Spanned<String>>,
     pub when: Option<Spanned<String>>,
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<String>>,
@@ -38,6 +39,7 @@ pub(super) struct TestFile {
     pub error: Option<String>,
     #[serde(default)]
     pub filtered: bool,
+    pub idempotency_key: Option<String>,
 }
 
 /// `connector.operation`.
@@ -93,6 +95,9 @@ pub struct TestCase {
     pub input: serde_json::Value,
     /// What must come out.
     pub expect: Expect,
+    /// With an expected record: the business idempotency value its
+    /// `idempotency_key` must give.
+    pub idempotency_key: Option<String>,
 }
 
 /// The expected result of a test case.
@@ -205,9 +210,22 @@ impl Mapping {
             .and_then(|d| self.apply(&d));
         let target = &self.target_ty;
         let failure = match (&t.expect, got) {
-            (Expect::Output(want), Ok(Outcome::Mapped { record, .. })) => {
-                (record != *want).then(|| diff(&want.to_json(target), &record.to_json(target)))
-            }
+            (
+                Expect::Output(want),
+                Ok(Outcome::Mapped {
+                    record,
+                    idempotency,
+                    ..
+                }),
+            ) => match (&t.idempotency_key, idempotency) {
+                _ if record != *want => Some(diff(&want.to_json(target), &record.to_json(target))),
+                (Some(w), got) if got.as_deref() != Some(w.as_str()) => Some(format!(
+                    "idempotency_key: expected {w:?}, got {:?}",
+                    got.as_deref()
+                        .unwrap_or("none (the mapping names no idempotency_key)")
+                )),
+                _ => None,
+            },
             (Expect::Output(_), Ok(Outcome::Filtered)) => {
                 Some("expected a record, but `when` filtered the input out".into())
             }

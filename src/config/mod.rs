@@ -488,6 +488,7 @@ impl Loader {
             target: target.record.clone(),
             when: f.when.as_ref().map(|w| w.get_ref().as_str()),
             key: f.key.get_ref(),
+            idempotency: f.idempotency_key.as_ref().map(|w| w.get_ref().as_str()),
             fields: f
                 .fields
                 .iter()
@@ -501,6 +502,7 @@ impl Loader {
                     let span = match &e.part {
                         Part::When => f.when.as_ref().map(|w| w.span()),
                         Part::Key => Some(f.key.span()),
+                        Part::Idempotency => f.idempotency_key.as_ref().map(|w| w.span()),
                         Part::Field(n) => f.fields.get(n).map(|v| v.span()),
                     }
                     .unwrap_or(0..0);
@@ -540,6 +542,22 @@ impl Loader {
                 );
                 continue;
             }
+            if t.idempotency_key.is_some() && t.expect.is_none() {
+                self.diags.push(
+                    src.error(
+                        f.tests
+                            .iter()
+                            .find(|x| x.get_ref().name == t.name)
+                            .map(|x| x.span().start)
+                            .unwrap_or(0),
+                        format!(
+                            "test {:?}: idempotency_key goes with expect (the record it is for)",
+                            t.name
+                        ),
+                    ),
+                );
+                continue;
+            }
             let expect = if let Some(e) = &t.expect {
                 match schema::decode_json_value(&feed::toml_to_json(e), &target_ty, true) {
                     Ok(d) => Expect::Output(d),
@@ -571,6 +589,7 @@ impl Loader {
                 line,
                 input: feed::toml_to_json(&t.input),
                 expect,
+                idempotency_key: t.idempotency_key.clone(),
             });
         }
         let target_ty = Type::Record(target.record.clone());

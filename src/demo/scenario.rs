@@ -2,19 +2,22 @@
 //! 127.0.0.1, their secrets, and the hub configuration pointed at them.
 //! The process tests of the certificate lifecycle use it too.
 
-use crate::sim::{self, cert::Cert, platform::Platform, referral, sscard::Sscard, subsidies};
+use crate::sim::{
+    self, cert::Cert, civil::Civil, platform::Platform, referral, sscard::Sscard, subsidies,
+};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The simulators' secrets, by the environment variable the shipped
 /// connectors read them from.
-pub const SECRETS: [(&str, &str); 6] = [
+pub const SECRETS: [(&str, &str); 7] = [
     ("PLATFORM_APP_SECRET", "demo-platform-secret"),
     ("CERT_APP_SECRET", "demo-certificate-secret"),
     ("SSCARD_TOKEN", "demo-sscard-token"),
     ("SUBSIDIES_PASSWORD", "demo-subsidies-password"),
     ("PENSION_TOKEN", "demo-pension-token"),
     ("EMPLOYMENT_TOKEN", "demo-employment-token"),
+    ("CIVIL_TOKEN", "demo-civil-token"),
 ];
 
 /// The secret of an environment variable of [`SECRETS`].
@@ -40,6 +43,8 @@ pub struct Sims {
     pub pension: Arc<referral::Referral>,
     /// The employment platform.
     pub employment: Arc<referral::Referral>,
+    /// Civil affairs and public security: deaths, 低保 changes.
+    pub civil: Arc<Civil>,
     /// Shipped port → the simulator's port.
     pub ports: Vec<(u16, u16)>,
 }
@@ -57,6 +62,7 @@ pub async fn start_sims(faults: bool) -> Result<Sims, String> {
     let pension = referral::Referral::new(referral::Kind::Pension, Some(secret("PENSION_TOKEN")));
     let employment =
         referral::Referral::new(referral::Kind::Employment, Some(secret("EMPLOYMENT_TOKEN")));
+    let civil = Civil::new(Some(secret("CIVIL_TOKEN")));
     if faults {
         cert.common.set_faults(sim::Faults {
             error_permille: 20,
@@ -84,6 +90,7 @@ pub async fn start_sims(faults: bool) -> Result<Sims, String> {
         (9104, subsidies.router()),
         (9105, pension.router()),
         (9106, employment.router()),
+        (9107, civil.router()),
     ];
     let mut ports = Vec::new();
     for (shipped, router) in routers {
@@ -100,6 +107,7 @@ pub async fn start_sims(faults: bool) -> Result<Sims, String> {
         subsidies,
         pension,
         employment,
+        civil,
         ports,
     })
 }

@@ -29,6 +29,8 @@ pub enum Part {
     When,
     /// The ordering `key`.
     Key,
+    /// The business `idempotency_key`.
+    Idempotency,
     /// The expression of a target field.
     Field(String),
 }
@@ -38,6 +40,7 @@ impl std::fmt::Display for Part {
         match self {
             Part::When => f.write_str("when"),
             Part::Key => f.write_str("key"),
+            Part::Idempotency => f.write_str("idempotency_key"),
             Part::Field(n) => f.write_str(n),
         }
     }
@@ -67,6 +70,10 @@ pub struct MappingSource<'s> {
     pub when: Option<&'s str>,
     /// Ordering key expression.
     pub key: &'s str,
+    /// What the message does, as the target knows it (a string): messages
+    /// to one target with the same value are one delivery, whichever feed
+    /// or record made them. Without it, each record's message is its own.
+    pub idempotency: Option<&'s str>,
     /// Target field name → expression.
     pub fields: Vec<(&'s str, &'s str)>,
 }
@@ -89,6 +96,7 @@ pub struct Program {
     consts: Consts,
     when: Option<Eval>,
     key: Eval,
+    idempotency: Option<Eval>,
     fields: Vec<FieldProg>,
     target: Arc<RecordType>,
 }
@@ -102,6 +110,8 @@ pub enum Outcome {
         key: compact_str::CompactString,
         /// The target record.
         record: Datum,
+        /// The business idempotency value, if the mapping names one.
+        idempotency: Option<compact_str::CompactString>,
     },
     /// The `when` filter dropped the record.
     Filtered,
@@ -147,6 +157,12 @@ impl Program {
             take(&mut c, Part::Key, &mut errors);
             f
         };
+        let idempotency = src.idempotency.map(|src| {
+            let t = c.compile(src);
+            let f = t.and_then(|t| c.want(t, Kind::Str, 0, "`idempotency_key`"));
+            take(&mut c, Part::Idempotency, &mut errors);
+            f
+        });
 
         let exprs: BTreeMap<&str, &str> = src.fields.iter().copied().collect();
         let mut used = std::collections::BTreeSet::new();
@@ -170,6 +186,7 @@ impl Program {
                 consts: c.consts,
                 when,
                 key,
+                idempotency: idempotency.flatten(),
                 fields,
                 target: src.target.clone(),
             }),
@@ -219,7 +236,29 @@ impl Program {
                 })
             }
         };
-        Ok(Outcome::Mapped { key, record: out })
+        let idempotency = match &self.idempotency {
+            None => None,
+            Some(f) => match f(rec, k) {
+                Ok(Val::Str(s)) if !s.is_empty() => Some(s.into_compact()),
+                Ok(_) => {
+                    return Err(MapError {
+                        part: "idempotency_key".into(),
+                        message: "the idempotency key is empty".into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(MapError {
+                        part: "idempotency_key".into(),
+                        message: e.to_string(),
+                    })
+                }
+            },
+        };
+        Ok(Outcome::Mapped {
+            key,
+            record: out,
+            idempotency,
+        })
     }
 }
 

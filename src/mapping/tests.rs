@@ -305,6 +305,7 @@ fn program(fields: &[(&str, &str)], when: Option<&str>) -> Result<Program, Vec<P
             target: target.record.clone(),
             when,
             key: "e.id",
+            idempotency: None,
             fields: fields.to_vec(),
         },
         &tables,
@@ -325,7 +326,7 @@ fn programs_build_nested_records_and_check_formats_in_field_order() {
     .unwrap();
     let (rt, _) = setup();
     match p.run(&record(&rt, base())).unwrap() {
-        Outcome::Mapped { key, record } => {
+        Outcome::Mapped { key, record, .. } => {
             assert_eq!(key, "110105199003070017");
             assert_eq!(
                 record,

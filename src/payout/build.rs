@@ -105,6 +105,7 @@ pub async fn build(
                 payload: serde_json::json!({ "batch_id": b.batch_id, "resend": resend })
                     .to_string()
                     .into_bytes(),
+                idem_key: None,
             }],
             quarantine: Vec::new(),
             cursor: None,

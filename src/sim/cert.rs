@@ -167,6 +167,7 @@ impl Cert {
             .route("/api/cert/v3/applications", post(apply))
             .route("/api/cert/v3/events", get(events))
             .route("/_stages", get(get_stages).post(set_stages))
+            .route("/api/cert/v3/cancellations", post(cancellation))
             .route("/_actions", post(action))
             .with_state(self.clone());
         with_common(app, self.common.clone())
@@ -429,6 +430,40 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
         });
     }
     (StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response()
+}
+
+/// `POST /api/cert/v3/cancellations` (signed like applications): a
+/// `CertificateCancellation` on a death registered elsewhere; each request
+/// id once. A holder without a certificate (cancelled already, or never
+/// issued one) is answered `nothing to cancel`, not refused.
+async fn cancellation(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) -> Response {
+    if let Some(s) = &c.signer {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        if let Err(e) = s.verify(
+            "POST",
+            path,
+            &body,
+            |n| h.get(n).and_then(|v| v.to_str().ok()),
+            crate::store::now_ms(),
+            300_000,
+        ) {
+            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+    };
+    let id = v["id_no"].as_str().unwrap_or("");
+    let key = format!("cancel:{}", v["request_id"].as_str().unwrap_or(""));
+    if !c.common.apply(&key, "cancellation", id, String::new()) {
+        return Json(json!({ "status": "already received" })).into_response();
+    }
+    let reason = v["reason"].as_str().unwrap_or("DECEASED").to_string();
+    match c.act(id, Action::Cancel { reason }) {
+        Ok(()) => Json(json!({ "status": "cancelled" })).into_response(),
+        Err(_) => Json(json!({ "status": "nothing to cancel" })).into_response(),
+    }
 }
 
 /// `POST /_actions {"holder_id", "action": "FREEZE" | "UNFREEZE" |

@@ -18,6 +18,7 @@
 
 pub mod bank;
 pub mod cert;
+pub mod civil;
 mod ledger;
 pub mod platform;
 pub mod referral;

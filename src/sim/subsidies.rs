@@ -497,16 +497,32 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
             format!("effective_month {month:?} is not YYYY-MM"),
         );
     };
-    if !cert.starts_with(&id) {
+    let household = reason == "DIBAO_CHANGED";
+    if !household && !cert.starts_with(&id) {
         return refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the certificate is not the holder's",
         );
     }
-    if !["REISSUED", "LEVEL_CHANGED", "CATEGORY_CHANGED", "UNFROZEN"].contains(&reason.as_str()) {
+    if ![
+        "REISSUED",
+        "LEVEL_CHANGED",
+        "CATEGORY_CHANGED",
+        "UNFROZEN",
+        "DIBAO_CHANGED",
+    ]
+    .contains(&reason.as_str())
+    {
         return refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("reason {reason:?}: REISSUED, LEVEL_CHANGED, CATEGORY_CHANGED or UNFROZEN"),
+            format!("reason {reason:?}: REISSUED, LEVEL_CHANGED, CATEGORY_CHANGED, UNFROZEN or DIBAO_CHANGED"),
+        );
+    }
+    let dibao = g("dibao");
+    if household && !["NONE", "DIBAO", "NEAR_DIBAO", "TEKUN"].contains(&dibao.as_str()) {
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DIBAO_CHANGED needs dibao: NONE, DIBAO, NEAR_DIBAO or TEKUN",
         );
     }
     let idem = header(&h, "idempotency-key").to_string();
@@ -521,13 +537,29 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
         );
         return Json(json!({ "recipient": false })).into_response();
     };
+    // A household change keeps the certificate (its category and level
+    // are the 19th and 20th characters of the number paid against).
+    let held = r.get(Field::CertificateNo).as_bytes();
+    let digit = |i: usize| held.get(i).map_or(0, |b| b.wrapping_sub(b'0'));
+    let (category, level) = match household {
+        true => (digit(18), digit(19)),
+        false => (
+            v["category"].as_i64().unwrap_or(0) as u8,
+            v["level"].as_i64().unwrap_or(0) as u8,
+        ),
+    };
+    let dibao = if household {
+        dibao
+    } else {
+        r.get(Field::Dibao).to_string()
+    };
     let decided = match reason.as_str() {
         "REISSUED" => None,
         _ => Some(entitlement(
             &s.rates,
-            v["category"].as_i64().unwrap_or(0) as u8,
-            v["level"].as_i64().unwrap_or(0) as u8,
-            r.get(Field::Dibao),
+            category,
+            level,
+            &dibao,
             r.get(Field::NeedsCare) == "1",
         )),
     };
@@ -537,7 +569,11 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
         Some((l, c)) => format!("{reason}: from {month} living {l} care {c}"),
     };
     if s.common.apply(&idem, "reassessment", &id, detail) {
-        r.set(Field::CertificateNo, &cert);
+        if household {
+            r.set(Field::Dibao, &dibao);
+        } else {
+            r.set(Field::CertificateNo, &cert);
+        }
         if let Some((l, c)) = decided {
             r.decide_from(from, l, c);
         }

@@ -327,6 +327,7 @@ mod tests {
                     target: "t.op".into(),
                     key: format!("person-{}", i % 20),
                     payload: b"{}".to_vec(),
+                    idem_key: None,
                 }],
                 quarantine: vec![],
                 cursor: None,

@@ -61,6 +61,7 @@ fn record(source_id: &str, msgs: &[(&str, &str)]) -> Ingest {
                 target: target.to_string(),
                 key: key.to_string(),
                 payload: format!("{source_id}->{target}").into_bytes(),
+                idem_key: None,
             })
             .collect(),
         quarantine: vec![],

@@ -354,6 +354,7 @@ async fn quarantined_records_are_resolved_once_into_messages(s: Store) {
         target: "pension.enrol".into(),
         key: "A".into(),
         payload: b"fixed".to_vec(),
+        idem_key: None,
     };
     assert_eq!(
         s.resolve_quarantine(vec![(q[0].id, Some(m.clone()))], "ops", "fixed")

@@ -14,7 +14,40 @@ conformance!(
     paused_targets_hand_out_nothing,
     concurrent_claimers_never_share_a_message,
     ingesting_while_delivering_keeps_key_order_and_loses_nothing,
+    a_message_naming_its_effect_carries_that_key,
 );
+
+/// A feed that names its message's effect gives the key itself: two
+/// records of two feeds with one effect carry one key, kept as given.
+async fn a_message_naming_its_effect_carries_that_key(s: Store) {
+    let effect = effect_key("subsidies.stop", "stop:DECEASED:A");
+    let mut from_death = record("CV-1", &[("subsidies.stop", "A")]);
+    from_death.source = "civil_affairs.events".into();
+    from_death.messages[0].idem_key = Some(effect.clone());
+    let mut from_cancel = record("EV-9", &[("subsidies.stop", "A")]);
+    from_cancel.messages[0].idem_key = Some(effect.clone());
+    let plain = record("EV-10", &[("subsidies.stop", "A")]);
+    s.ingest(vec![from_death, from_cancel, plain])
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let c = s.claim("subsidies.stop", 10, LEASE).await.unwrap();
+        assert_eq!(c.len(), 1, "one at a time for one person");
+        keys.push(c[0].idem_key.clone());
+        deliver_all(&s, &c).await;
+    }
+    assert_eq!(keys[0], effect);
+    assert_eq!(keys[1], effect);
+    assert_eq!(
+        keys[2],
+        idempotency_key("national_cert.events", "EV-10", "to_subsidies.stop")
+    );
+    assert_ne!(
+        effect_key("subsidies.stop", "x"),
+        effect_key("sscard.unload_certificate", "x")
+    );
+}
 
 async fn reingesting_a_record_creates_nothing_new(s: Store) {
     let r = record("EV-1", &[(T, "A"), ("subsidies.apply_eligibility", "A")]);

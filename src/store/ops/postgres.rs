@@ -440,7 +440,7 @@ impl PgStore {
                 .await?;
             n += 1;
             if let Some(m) = m {
-                let idem = idempotency_key(&source, &source_id, &m.mapping);
+                let idem = m.idempotency_key_for(&source, &source_id);
                 let id: i64 = tx
                     .query_one(
                         "INSERT INTO messages (inbox_id, mapping, target, key, idem_key, payload, created_at, updated_at)

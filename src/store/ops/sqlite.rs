@@ -411,7 +411,7 @@ impl SqliteStore {
                     resolve.execute(params![qid, now])?;
                     n += 1;
                     if let Some(m) = m {
-                        let idem = idempotency_key(&source, &source_id, &m.mapping);
+                        let idem = m.idempotency_key_for(&source, &source_id);
                         let id: i64 = message.query_row(
                             params![inbox_id, m.mapping, m.target, m.key, idem, m.payload, now],
                             |r| r.get(0),

@@ -37,6 +37,32 @@ pub struct NewMessage {
     pub key: String,
     /// The encoded target record.
     pub payload: Vec<u8>,
+    /// Its idempotency key when its feed names the effect
+    /// ([`effect_key`]); otherwise the store makes it from the source
+    /// record and the feed ([`idempotency_key`]).
+    pub idem_key: Option<String>,
+}
+
+impl NewMessage {
+    /// The message's idempotency key, given or made.
+    pub fn idempotency_key_for(&self, source: &str, source_id: &str) -> String {
+        self.idem_key
+            .clone()
+            .unwrap_or_else(|| idempotency_key(source, source_id, &self.mapping))
+    }
+}
+
+/// The idempotency key of a message whose feed names its effect: the same
+/// for every message with that effect on that target, whichever feed and
+/// record made it, so the target applies the effect once.
+pub fn effect_key(target: &str, effect: &str) -> String {
+    let mut h = Sha256::new();
+    for part in ["effect", target, effect] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A mapping's failure on a record.

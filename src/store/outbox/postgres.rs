@@ -154,7 +154,7 @@ impl PgStore {
                 m_map.push(m.mapping.as_str());
                 m_tgt.push(m.target.as_str());
                 m_key.push(m.key.as_str());
-                m_idem.push(idempotency_key(&item.source, &item.source_id, &m.mapping));
+                m_idem.push(m.idempotency_key_for(&item.source, &item.source_id));
                 m_pay.push(m.payload.as_slice());
             }
             for q in &item.quarantine {

@@ -42,7 +42,7 @@ impl SqliteStore {
                         Some(inbox_id) => {
                             out.stored += 1;
                             for m in &item.messages {
-                                let idem = idempotency_key(&item.source, &item.source_id, &m.mapping);
+                                let idem = m.idempotency_key_for(&item.source, &item.source_id);
                                 let id: Option<i64> = message
                                     .query_row(
                                         params![inbox_id, m.mapping, m.target, m.key, idem, m.payload, now],
