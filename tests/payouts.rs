@@ -522,3 +522,79 @@ async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identic
     }
     assert_eq!(seen.len(), paid);
 }
+
+/// The bank answers MD07 (the account holder has died): the register
+/// raises an alarm (the ID number masked) and the person's subsidies are
+/// stopped as a death, with the death's one idempotency key.
+#[tokio::test]
+async fn a_holder_the_bank_reports_deceased_raises_an_alarm_and_stops_the_subsidies() {
+    let d = support::copy_config();
+    let dir = d.path();
+    let cfg = dir.to_str().unwrap();
+    let lines = support::payouts::ingest_sample(cfg);
+    let paid: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["amount_fen"].as_i64() > Some(0))
+        .collect();
+    let mut hub = support::hub::run_logged(dir, &[]);
+    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap();
+    support::payouts::recorded(&store, paid.len()).await;
+    run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+
+    let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
+    support::payouts::open_accounts(&bank, &lines, "");
+    let dead = paid[0];
+    let holder = dead["holder_id"].as_str().unwrap();
+    bank.account(
+        dead["bank_account_no"].as_str().unwrap(),
+        dead["account_name"].as_str().unwrap(),
+        tongban::sim::bank::AccountState::Deceased,
+    );
+    bank.poll_once().unwrap();
+    let results = support::payouts::all_results(&store, paid.len()).await;
+    let deceased = paid.iter().filter(|v| v["holder_id"] == holder).count() as i64;
+    assert_eq!(support::payouts::tally(&results, "REJECTED").0, deceased);
+
+    support::eventually(Duration::from_secs(30), "the stop queued", || async {
+        store
+            .messages("subsidies.stop", tongban::store::status::PENDING, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.key == holder)
+    })
+    .await;
+    let stops = store
+        .messages("subsidies.stop", tongban::store::status::PENDING, 10)
+        .await
+        .unwrap();
+    let effect = tongban::store::effect_key("subsidies.stop", &format!("stop:DECEASED:{holder}"));
+    assert!(
+        stops
+            .iter()
+            .all(|m| m.key == holder && m.idem_key == effect),
+        "one person, one death: {:?}",
+        stops
+            .iter()
+            .map(|m| (&m.key, &m.idem_key))
+            .collect::<Vec<_>>()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&stops[0].payload).unwrap();
+    assert_eq!(v["reason"], "DECEASED");
+    assert_eq!(v["effective_month"], "2026-12");
+    let alarms = store.alarms().await.unwrap();
+    let alarm = alarms
+        .iter()
+        .find(|a| a.kind == "holder_deceased")
+        .expect("a holder_deceased alarm");
+    assert!(
+        !alarm.detail.contains(holder) && alarm.detail.contains("MD07"),
+        "{}",
+        alarm.detail
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+}

@@ -244,6 +244,18 @@ pub async fn reconcile(
             }
             _ => out.pending += 1,
         }
+        if result == "REJECTED" && tx.reason.as_deref() == Some("MD07") {
+            // The holder died: the feeds stop the person's subsidies (as a
+            // death); an office must close the case.
+            let holder = payment_id.split('-').nth(1).unwrap_or_default();
+            out.alarms.push((
+                "holder_deceased".into(),
+                format!(
+                    "the bank reports the holder of {} deceased (MD07): the person's subsidies are stopped from the next month",
+                    payment_id.replace(holder, &crate::domain::mask::id_number(holder))
+                ),
+            ));
+        }
         results.push(BankResult {
             payment_id: payment_id.clone(),
             result: result.to_string(),

@@ -115,7 +115,8 @@ pub struct PaymentState {
 pub struct NewAlarm {
     /// The batch (the `OrgnlMsgId` of the report).
     pub batch_id: String,
-    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`.
+    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`,
+    /// `holder_deceased`.
     pub kind: String,
     /// What exactly.
     pub detail: String,
@@ -128,7 +129,8 @@ pub struct AlarmRow {
     pub at: i64,
     /// The batch (the `OrgnlMsgId` of the report).
     pub batch_id: String,
-    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`.
+    /// `unknown_batch`, `unknown_payment`, `totals_disagree`, `file_refused`,
+    /// `holder_deceased`.
     pub kind: String,
     /// What exactly.
     pub detail: String,
