@@ -311,7 +311,12 @@ async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
     let r = apply("440524188001010014", 4, 1, "TEKUN", "6222000000000000004")
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 422, "destitute support excludes");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "destitute support excludes only where the province says so"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["care_fen"], 30_000);
     let r = apply("360426199101010071", 4, 1, "DIBAO", "6217000000000000001")
         .await
         .unwrap();
@@ -339,6 +344,7 @@ async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
             ("LIVING-110105199003070017-2026-11".to_string(), 41_000),
             ("CARE-110105199003070017-2026-11".to_string(), 30_000),
             ("CARE-11010519491231002X-2026-11".to_string(), 7_500),
+            ("CARE-440524188001010014-2026-11".to_string(), 30_000),
         ]
     );
     // Nothing before the start month; nothing from the stop month on.
@@ -350,8 +356,8 @@ async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
         .send()
         .await
         .unwrap();
-    assert_eq!(s.payout_list("2026-11").len(), 3);
-    assert_eq!(s.payout_list("2026-12").len(), 1);
+    assert_eq!(s.payout_list("2026-11").len(), 4);
+    assert_eq!(s.payout_list("2026-12").len(), 2);
 }
 
 #[tokio::test]

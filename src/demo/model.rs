@@ -33,7 +33,7 @@ impl Applicant {
         self.certified() && self.has_card
     }
     pub(super) fn subsidy_request(&self) -> bool {
-        self.certified() && self.dibao != "TEKUN" && self.card_ok
+        self.certified() && self.card_ok
     }
     pub(super) fn pension(&self) -> bool {
         self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2 && self.adult

@@ -238,7 +238,7 @@ pub(super) async fn report(
         stage(&|a| bad_is(a, "ID number fails its check digit")),
         stage(&|a| bad_is(a, "name missing")),
         stage(&|a| bad_is(a, "no social security card")),
-        stage(&|a| bad_is(a, "bank card fails its check digit") && a.dibao != "TEKUN"),
+        stage(&|a| bad_is(a, "bank card fails its check digit")),
     ];
     let got = [
         counts.quarantined("application_to_cert_application"),

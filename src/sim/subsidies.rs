@@ -34,10 +34,16 @@ use std::sync::{Arc, Mutex};
 pub struct Rates {
     /// Living subsidy, 低保 households.
     pub living_dibao_fen: i64,
-    /// Living subsidy, near-低保 households (低保边缘).
+    /// Living subsidy, near-低保 households (低保边缘), where the province
+    /// pays them a standard of their own.
     pub living_near_dibao_fen: i64,
     /// Whether the province extends the living subsidy to near-低保 households.
     pub near_dibao_living: bool,
+    /// Whether it pays them at the 低保 standard (Shanxi 2022-53: yes).
+    pub near_dibao_at_dibao_standard: bool,
+    /// Whether people on destitute support (特困供养) are excluded from both
+    /// subsidies: a local rule, not in the Shanxi notice (default: no).
+    pub exclude_tekun: bool,
     /// Care subsidy, level 1.
     pub care_level1_fen: i64,
     /// Care subsidy, level 2.
@@ -51,11 +57,13 @@ pub struct Rates {
 
 impl Default for Rates {
     fn default() -> Self {
-        // Shanghai 2021 figures (docs/domain.md §5).
+        // Shanghai 2021 amounts and Shanxi's rules (docs/domain.md §5).
         Rates {
             living_dibao_fen: 41_000,
             living_near_dibao_fen: 29_000,
             near_dibao_living: true,
+            near_dibao_at_dibao_standard: true,
+            exclude_tekun: false,
             care_level1_fen: 30_000,
             care_level2_fen: 15_000,
             care_intellectual_mental_3_4: true,
@@ -73,11 +81,15 @@ pub fn entitlement(
     dibao: &str,
     needs_long_term_care: bool,
 ) -> (i64, i64) {
-    if dibao == "TEKUN" {
+    if dibao == "TEKUN" && r.exclude_tekun {
         return (0, 0);
     }
+    // The living subsidy is for 低保 households (and near-低保 where the
+    // province extends it); a person on destitute support is not one, and
+    // may still have the care subsidy.
     let living = match dibao {
         "DIBAO" => r.living_dibao_fen,
+        "NEAR_DIBAO" if r.near_dibao_living && r.near_dibao_at_dibao_standard => r.living_dibao_fen,
         "NEAR_DIBAO" if r.near_dibao_living => r.living_near_dibao_fen,
         _ => 0,
     };
@@ -386,7 +398,7 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
                 "bank account {}: {e}",
                 crate::domain::mask::bank_card(&card)
             ))
-        } else if g("dibao") == "TEKUN" {
+        } else if g("dibao") == "TEKUN" && s.rates.exclude_tekun {
             Some("not eligible: the person receives destitute support (特困供养)".into())
         } else {
             None
@@ -702,13 +714,29 @@ mod tests {
         // 低保, level 1 needing care: both.
         assert_eq!(entitlement(&r, 4, 1, "DIBAO", true), (41_000, 30_000));
         // Near-低保 level 2 without long-term care: living only.
-        assert_eq!(entitlement(&r, 4, 2, "NEAR_DIBAO", false), (29_000, 0));
+        assert_eq!(
+            entitlement(&r, 4, 2, "NEAR_DIBAO", false),
+            (41_000, 0),
+            "at the 低保 standard"
+        );
+        let own = Rates {
+            near_dibao_at_dibao_standard: false,
+            ..Rates::default()
+        };
+        assert_eq!(entitlement(&own, 4, 2, "NEAR_DIBAO", false), (29_000, 0));
         // Level 3 intellectual: care at 50 % of level 2.
         assert_eq!(entitlement(&r, 5, 3, "NONE", false), (0, 7_500));
         // Level 3 physical: nothing.
         assert_eq!(entitlement(&r, 4, 3, "NONE", false), (0, 0));
         // 特困供养: nothing.
-        assert_eq!(entitlement(&r, 4, 1, "TEKUN", true), (0, 0));
+        // 特困供养: the care subsidy, not the living subsidy; nothing at all
+        // where the province excludes them.
+        assert_eq!(entitlement(&r, 4, 1, "TEKUN", true), (0, 30_000));
+        let excluding = Rates {
+            exclude_tekun: true,
+            ..Rates::default()
+        };
+        assert_eq!(entitlement(&excluding, 4, 1, "TEKUN", true), (0, 0));
         // A province without the extensions.
         let strict = Rates {
             near_dibao_living: false,
