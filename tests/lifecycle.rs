@@ -9,7 +9,9 @@
 //! month), then the person's death is registered (public security) before
 //! the certificate system knows: the subsidies stop at once, the hub asks
 //! for the cancellation, the card is unloaded, and the cancellation's own
-//! stop is the same effect, not applied twice. Each step is checked on the
+//! stop is the same effect, not applied twice. A third person, who has
+//! held a certificate for years, applies for subsidies, pension and work
+//! alone and gets them without a certificate request. Each step is checked on the
 //! payout lists of this month and the next, to the fen, and on the card.
 
 mod support;
@@ -324,6 +326,42 @@ async fn scenario(store_url: Option<String>) {
         cancellations += usize::from(e.subject() == qid)
     });
     assert_eq!(cancellations, 1);
+
+    // A third person has held a level 2 certificate for years and now
+    // applies for the subsidies, the pension and work, on the one form,
+    // without a certificate request: paid from this month.
+    let r = &people[2];
+    let rcert = format!("{}42", r.id);
+    let form3 = serde_json::to_vec(&serde_json::json!({
+        "application_id": "SX-LIFE-4",
+        "submitted_at": tongban::domain::china_now().to_rfc3339(),
+        "request": "SERVICES",
+        "applicant": {"id_no": r.id, "name": r.name, "phone": "13800000002",
+                      "region_code": r.region, "address": null},
+        "certificate_no": rcert, "target_region_code": null,
+        "bank": {"account_no": r.card, "bank_code": r.bank_code, "account_name": r.name},
+        "dibao": "NEAR_DIBAO", "needs_long_term_care": true,
+        "wants_employment": true, "wants_training": false, "pension": "NONE",
+    }))
+    .unwrap();
+    let certs_before = sims.cert.events();
+    sims.platform.file(&form3);
+    let seen = |c: &tongban::sim::Common, kind: &str| {
+        let mut n = 0;
+        c.for_each(kind, |e| n += usize::from(e.subject() == r.id));
+        n
+    };
+    until("the holder's subsidies, pension and referral", || {
+        paid(&sims, &this, &r.id) == payments(&rcert, 41_000, 15_000)
+            && seen(&sims.pension.common, "enrolled") == 1
+            && seen(&sims.employment.common, "referred") == 1
+    })
+    .await;
+    assert_eq!(
+        sims.cert.events(),
+        certs_before,
+        "nothing was asked of the certificate system"
+    );
     hub.stop().await;
 }
 

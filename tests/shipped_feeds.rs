@@ -73,11 +73,13 @@ fn reference_feeds_reject_what_the_issue_names() {
 fn every_sample_maps_without_rejections() {
     let (cfg, _) = Config::load(&support::root());
     let cfg = cfg.unwrap();
+    // Every feed of every source must be exercised by a sample.
     let samples = [
         ("applications.jsonl", "provincial_platform.applications"),
         ("certificate_events.jsonl", "national_cert.events"),
         ("payouts.jsonl", "subsidies.payout_list"),
         ("payment_results.jsonl", "bank.payment_results"),
+        ("civil_events.jsonl", "civil_affairs.events"),
     ];
     for (file, op) in samples {
         let text = std::fs::read_to_string(support::root().join("tests/data").join(file)).unwrap();

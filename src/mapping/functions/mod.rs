@@ -255,6 +255,14 @@ pub static FUNCTIONS: &[Function] = &[
         compile: f_coalesce,
     },
     Function {
+        name: "ensure",
+        aliases: &[],
+        arity: 3..=3,
+        signature:
+            "ensure(T, bool, 'reason') -> T (the value, or the record fails with the reason)",
+        compile: f_ensure,
+    },
+    Function {
         name: "yuan",
         aliases: &[],
         arity: 1..=1,

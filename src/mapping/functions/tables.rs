@@ -30,6 +30,25 @@ pub(super) fn f_coalesce(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
     )
 }
 
+/// `ensure(value, condition, 'reason')`: the value where the condition
+/// holds; otherwise the record fails with the reason (and is quarantined
+/// with it), at the field or part where it is used.
+pub(super) fn f_ensure(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let value = args.pop()?;
+    let cond = args.next(c, Kind::Bool, 1)?;
+    let reason = args.pop()?;
+    let reason: std::sync::Arc<str> =
+        literal_str(c, reason, args.ids[2], "the reason of `ensure`")?.into();
+    let (ty, fv) = (value.ty, value.eval);
+    typed(
+        ty,
+        Box::new(move |r, k| match cond(r, k)? {
+            Val::Bool(true) => fv(r, k),
+            _ => Err(EvalError::new(reason.to_string())),
+        }),
+    )
+}
+
 pub(super) fn f_yuan(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
     let f = args.next(c, Kind::Int, 0)?;
     Some(str_typed(Box::new(move |r, k| {
