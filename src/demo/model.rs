@@ -19,6 +19,9 @@ pub(super) struct Applicant {
     pub(super) care: bool,
     pub(super) pension: &'static str,
     pub(super) adult: bool,
+    /// 16 up to the retirement age (60 for men, 55 for women), as the
+    /// employment feeds count it.
+    pub(super) working_age: bool,
     pub(super) wants_work: bool,
     pub(super) filed_at: i64,
 }
@@ -39,7 +42,7 @@ impl Applicant {
         self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2 && self.adult
     }
     pub(super) fn employment(&self) -> bool {
-        self.certified() && self.wants_work
+        self.certified() && self.wants_work && self.working_age
     }
     pub(super) fn certificate_no(&self) -> String {
         format!("{}{}{}", self.id, self.category, self.level)
@@ -100,6 +103,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
             let wants_employment = rng.chance(20);
             let wants_training = rng.chance(10);
             let age = today.years_since(p.birth).unwrap_or(0);
+            let male = crate::domain::ResidentId::parse(&p.id).is_ok_and(|r| r.is_male());
             let application_id = format!("SX-{seed:04}-{i:08}");
             let form = json!({
                 "application_id": application_id,
@@ -131,6 +135,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
                 care,
                 pension,
                 adult: age >= 16,
+                working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
                 filed_at: 0,
             };
