@@ -11,7 +11,9 @@
 //! for the cancellation, the card is unloaded, and the cancellation's own
 //! stop is the same effect, not applied twice. A third person, who has
 //! held a certificate for years, applies for subsidies, pension and work
-//! alone and gets them without a certificate request. Each step is checked on the
+//! alone and gets them without a certificate request; a fourth, with a
+//! multiple disability at level 3 that includes an intellectual one, gets
+//! the care subsidy's extension. Each step is checked on the
 //! payout lists of this month and the next, to the fen, and on the card.
 
 mod support;
@@ -362,6 +364,29 @@ async fn scenario(store_url: Option<String>) {
         certs_before,
         "nothing was asked of the certificate system"
     );
+
+    // A fourth person: a multiple disability at level 3 that includes an
+    // intellectual one gets the care subsidy's extension, at 50 %.
+    let m = tongban::synth::person(&mut tongban::synth::Rng::new(8));
+    sims.cert.assess_multiple(&m.id, 7, 3, true);
+    let form4 = serde_json::to_vec(&serde_json::json!({
+        "application_id": "SX-LIFE-5",
+        "submitted_at": tongban::domain::china_now().to_rfc3339(),
+        "request": "NEW",
+        "applicant": {"id_no": m.id, "name": m.name, "phone": "13800000003",
+                      "region_code": m.region, "address": null},
+        "certificate_no": null, "target_region_code": null,
+        "bank": {"account_no": m.card, "bank_code": m.bank_code, "account_name": m.name},
+        "dibao": "NONE", "needs_long_term_care": false,
+        "wants_employment": false, "wants_training": false, "pension": "EMPLOYEE_SCHEME",
+    }))
+    .unwrap();
+    sims.platform.file(&form4);
+    let mcert = format!("{}73", m.id);
+    until("the multiple disability's care subsidy", || {
+        paid(&sims, &this, &m.id) == payments(&mcert, 0, 7_500)
+    })
+    .await;
     hub.stop().await;
 }
 

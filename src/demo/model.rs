@@ -17,6 +17,8 @@ pub(super) struct Applicant {
     pub(super) card_ok: bool,
     pub(super) dibao: &'static str,
     pub(super) care: bool,
+    /// A multiple disability (7) that includes an intellectual or mental one.
+    pub(super) includes_im: bool,
     pub(super) pension: &'static str,
     pub(super) adult: bool,
     /// 16 up to the retirement age (60 for men, 55 for women), as the
@@ -99,6 +101,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
                 "TEKUN",
             ]);
             let care = p.level <= 2 && rng.chance(85);
+            let includes_im = p.category == 7 && rng.chance(50);
             let pension = *rng.pick(&["NONE", "NONE", "RESIDENT_SCHEME", "EMPLOYEE_SCHEME"]);
             let wants_employment = rng.chance(20);
             let wants_training = rng.chance(10);
@@ -133,6 +136,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
                 card_ok: bad != Some("bank card fails its check digit"),
                 dibao,
                 care,
+                includes_im,
                 pension,
                 adult: age >= 16,
                 working_age: age >= 16 && age < if male { 60 } else { 55 },

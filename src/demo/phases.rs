@@ -59,7 +59,8 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     // The people, and the world they live in: assessments and cards.
     let mut people = applicants(args.people, args.seed);
     for (a, _) in &people {
-        sims.cert.assess(&a.id, a.category, a.level);
+        sims.cert
+            .assess_multiple(&a.id, a.category, a.level, a.includes_im);
         if a.has_card {
             sims.sscard.issue_card(&a.id);
         }

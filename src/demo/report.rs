@@ -168,7 +168,14 @@ pub(super) async fn report(
     let mut paid_ok = bank.settled;
     for (((a, _), have), paid) in people.iter().zip(&listed).zip(&paid_per_person) {
         let (living, care) = if a.subsidy_request() {
-            subsidies::entitlement(&sims.subsidies.rates, a.category, a.level, a.dibao, a.care)
+            subsidies::entitlement(
+                &sims.subsidies.rates,
+                a.category,
+                a.level,
+                a.dibao,
+                a.care,
+                a.includes_im,
+            )
         } else {
             (0, 0)
         };

@@ -45,6 +45,9 @@ pub const PAGE: usize = 500;
 struct Book {
     /// Assessments seeded: ID number → (category, level).
     assessed: HashMap<String, (u8, u8)>,
+    /// Holders whose multiple disability (7) includes an intellectual or
+    /// mental one.
+    multiple_im: std::collections::HashSet<String>,
     /// Current certificate per holder.
     certs: HashMap<String, String>,
     /// Per holder: name, region, issued on, valid until, frozen.
@@ -128,11 +131,19 @@ impl Cert {
 
     /// Seeds a person's assessment (category 1–7, level 1–4).
     pub fn assess(&self, id_no: &str, category: u8, level: u8) {
-        self.book
-            .lock()
-            .unwrap()
-            .assessed
-            .insert(id_no.to_string(), (category, level));
+        self.assess_multiple(id_no, category, level, false);
+    }
+
+    /// Seeds a person's assessment; for a multiple disability (7), whether
+    /// it includes an intellectual or mental one.
+    pub fn assess_multiple(&self, id_no: &str, category: u8, level: u8, includes_im: bool) {
+        let mut book = self.book.lock().unwrap();
+        book.assessed.insert(id_no.to_string(), (category, level));
+        if includes_im && category == 7 {
+            book.multiple_im.insert(id_no.to_string());
+        } else {
+            book.multiple_im.remove(id_no);
+        }
     }
 
     /// A person's assessment: seeded, or derived from the ID number.
@@ -325,6 +336,7 @@ impl Cert {
             book.certs.insert(id.to_string(), number.clone());
         }
         let n = book.events.len() + 1;
+        let includes_im = number.as_bytes().get(18) == Some(&b'7') && book.multiple_im.contains(id);
         let event = json!({
             "event_id": format!("CE-{n:09}"),
             "kind": kind,
@@ -335,6 +347,7 @@ impl Cert {
             "region_code": holder.region,
             "issued_on": holder.issued_on,
             "valid_until": holder.valid_until,
+            "includes_intellectual_or_mental": includes_im,
             "occurred_at": crate::domain::china_now().to_rfc3339(),
             "cancel_reason": cancel_reason,
             "application": context,

@@ -73,13 +73,15 @@ impl Default for Rates {
 }
 
 /// The monthly living and care subsidy of a person, in fen (0: none).
-/// `dibao` is `NONE`, `DIBAO`, `NEAR_DIBAO` or `TEKUN`.
+/// `dibao` is `NONE`, `DIBAO`, `NEAR_DIBAO` or `TEKUN`; `includes_im`: a
+/// multiple disability (7) that includes an intellectual or mental one.
 pub fn entitlement(
     r: &Rates,
     category: u8,
     level: u8,
     dibao: &str,
     needs_long_term_care: bool,
+    includes_im: bool,
 ) -> (i64, i64) {
     if dibao == "TEKUN" && r.exclude_tekun {
         return (0, 0);
@@ -96,7 +98,10 @@ pub fn entitlement(
     let care = match level {
         1 if needs_long_term_care => r.care_level1_fen,
         2 if needs_long_term_care => r.care_level2_fen,
-        3 | 4 if r.care_intellectual_mental_3_4 && matches!(category, 5 | 6) => {
+        3 | 4
+            if r.care_intellectual_mental_3_4
+                && (matches!(category, 5 | 6) || (category == 7 && includes_im)) =>
+        {
             r.care_level2_fen * r.care_3_4_percent / 100
         }
         _ => 0,
@@ -131,6 +136,8 @@ enum Field {
     Dibao,
     /// `1` if the person needs long-term care.
     NeedsCare,
+    /// `1` if a multiple disability includes an intellectual or mental one.
+    IncludesIm,
 }
 
 /// Ends each field of a [`Recipient`] (ASCII unit separator; removed from
@@ -145,7 +152,7 @@ pub fn month_index(period: &str) -> Option<u32> {
 }
 
 impl Recipient {
-    fn new(fields: [&str; 8], start: u32, living_fen: i64, care_fen: i64) -> Self {
+    fn new(fields: [&str; 9], start: u32, living_fen: i64, care_fen: i64) -> Self {
         let mut r = Recipient {
             text: "".into(),
             segments: vec![(start, living_fen, care_fen)],
@@ -154,7 +161,7 @@ impl Recipient {
         r
     }
 
-    fn set_fields(&mut self, fields: [&str; 8]) {
+    fn set_fields(&mut self, fields: [&str; 9]) {
         let mut text = String::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
         for f in fields {
             text.extend(f.chars().filter(|c| *c != SEP));
@@ -168,10 +175,10 @@ impl Recipient {
     }
 
     fn set(&mut self, f: Field, value: &str) {
-        let mut fields: Vec<&str> = self.text.split(SEP).take(8).collect();
-        fields.resize(8, "");
+        let mut fields: Vec<&str> = self.text.split(SEP).take(9).collect();
+        fields.resize(9, "");
         fields[f as usize] = value;
-        let fields: [&str; 8] = fields.try_into().unwrap_or_default();
+        let fields: [&str; 9] = fields.try_into().unwrap_or_default();
         let mut r = Recipient {
             text: "".into(),
             segments: Vec::new(),
@@ -407,12 +414,16 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
             return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
         }
     }
+    let includes_im = v["includes_intellectual_or_mental"]
+        .as_bool()
+        .unwrap_or(false);
     let (living, care) = entitlement(
         &s.rates,
         v["category"].as_i64().unwrap_or(0) as u8,
         v["level"].as_i64().unwrap_or(0) as u8,
         &g("dibao"),
         v["needs_long_term_care"].as_bool().unwrap_or(false),
+        includes_im,
     );
     let idem = header(&h, "idempotency-key").to_string();
     let mut people = s.people.lock().unwrap();
@@ -441,6 +452,7 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
                     &g("account_name"),
                     &g("dibao"),
                     if needs_care { "1" } else { "" },
+                    if includes_im { "1" } else { "" },
                 ],
                 month_index(&g("start_month")).unwrap_or(0),
                 living,
@@ -565,6 +577,14 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
     } else {
         r.get(Field::Dibao).to_string()
     };
+    // A re-assessment says anew what a multiple disability includes; an
+    // unfreeze or a household change keeps what was known.
+    let includes_im = match reason.as_str() {
+        "LEVEL_CHANGED" | "CATEGORY_CHANGED" => v["includes_intellectual_or_mental"]
+            .as_bool()
+            .unwrap_or(false),
+        _ => r.get(Field::IncludesIm) == "1",
+    };
     let decided = match reason.as_str() {
         "REISSUED" => None,
         _ => Some(entitlement(
@@ -573,6 +593,7 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
             level,
             &dibao,
             r.get(Field::NeedsCare) == "1",
+            includes_im,
         )),
     };
     let detail = match decided {
@@ -585,6 +606,7 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
             r.set(Field::Dibao, &dibao);
         } else {
             r.set(Field::CertificateNo, &cert);
+            r.set(Field::IncludesIm, if includes_im { "1" } else { "" });
         }
         if let Some((l, c)) = decided {
             r.decide_from(from, l, c);
@@ -656,6 +678,7 @@ mod tests {
                 "张三",
                 "DIBAO",
                 "1",
+                "",
             ],
             m("2026-11"),
             41_000,
@@ -712,10 +735,13 @@ mod tests {
     fn entitlements_follow_the_rules() {
         let r = Rates::default();
         // 低保, level 1 needing care: both.
-        assert_eq!(entitlement(&r, 4, 1, "DIBAO", true), (41_000, 30_000));
+        assert_eq!(
+            entitlement(&r, 4, 1, "DIBAO", true, false),
+            (41_000, 30_000)
+        );
         // Near-低保 level 2 without long-term care: living only.
         assert_eq!(
-            entitlement(&r, 4, 2, "NEAR_DIBAO", false),
+            entitlement(&r, 4, 2, "NEAR_DIBAO", false, false),
             (41_000, 0),
             "at the 低保 standard"
         );
@@ -723,26 +749,36 @@ mod tests {
             near_dibao_at_dibao_standard: false,
             ..Rates::default()
         };
-        assert_eq!(entitlement(&own, 4, 2, "NEAR_DIBAO", false), (29_000, 0));
+        assert_eq!(
+            entitlement(&own, 4, 2, "NEAR_DIBAO", false, false),
+            (29_000, 0)
+        );
         // Level 3 intellectual: care at 50 % of level 2.
-        assert_eq!(entitlement(&r, 5, 3, "NONE", false), (0, 7_500));
+        assert_eq!(entitlement(&r, 5, 3, "NONE", false, false), (0, 7_500));
         // Level 3 physical: nothing.
-        assert_eq!(entitlement(&r, 4, 3, "NONE", false), (0, 0));
+        assert_eq!(entitlement(&r, 4, 3, "NONE", false, false), (0, 0));
+        // A multiple disability at level 3: at 50 % only if it includes an
+        // intellectual or mental one.
+        assert_eq!(entitlement(&r, 7, 3, "NONE", false, true), (0, 7_500));
+        assert_eq!(entitlement(&r, 7, 3, "NONE", false, false), (0, 0));
         // 特困供养: nothing.
         // 特困供养: the care subsidy, not the living subsidy; nothing at all
         // where the province excludes them.
-        assert_eq!(entitlement(&r, 4, 1, "TEKUN", true), (0, 30_000));
+        assert_eq!(entitlement(&r, 4, 1, "TEKUN", true, false), (0, 30_000));
         let excluding = Rates {
             exclude_tekun: true,
             ..Rates::default()
         };
-        assert_eq!(entitlement(&excluding, 4, 1, "TEKUN", true), (0, 0));
+        assert_eq!(entitlement(&excluding, 4, 1, "TEKUN", true, false), (0, 0));
         // A province without the extensions.
         let strict = Rates {
             near_dibao_living: false,
             care_intellectual_mental_3_4: false,
             ..Rates::default()
         };
-        assert_eq!(entitlement(&strict, 5, 3, "NEAR_DIBAO", true), (0, 0));
+        assert_eq!(
+            entitlement(&strict, 5, 3, "NEAR_DIBAO", true, false),
+            (0, 0)
+        );
     }
 }
