@@ -13,7 +13,8 @@
 //! held a certificate for years, applies for subsidies, pension and work
 //! alone and gets them without a certificate request; a fourth, with a
 //! multiple disability at level 3 that includes an intellectual one, gets
-//! the care subsidy's extension. Each step is checked on the
+//! the care subsidy's extension; a fifth, whose assessment fails, hears
+//! the refusal and its reason on the platform. Each step is checked on the
 //! payout lists of this month and the next, to the fen, and on the card.
 
 mod support;
@@ -387,6 +388,44 @@ async fn scenario(store_url: Option<String>) {
         paid(&sims, &this, &m.id) == payments(&mcert, 0, 7_500)
     })
     .await;
+
+    // A fifth person's assessment finds no qualifying disability: the
+    // platform hears the refusal and its reason; nothing else happens.
+    let f = tongban::synth::person(&mut tongban::synth::Rng::new(9));
+    sims.cert.assess_fails(&f.id);
+    let mut form5: serde_json::Value = serde_json::from_slice(&form4).unwrap();
+    form5["application_id"] = "SX-LIFE-6".into();
+    form5["applicant"]["id_no"] = f.id.clone().into();
+    form5["applicant"]["name"] = f.name.clone().into();
+    form5["applicant"]["region_code"] = f.region.clone().into();
+    form5["bank"]["account_name"] = f.name.clone().into();
+    sims.platform.file(&serde_json::to_vec(&form5).unwrap());
+    until("the refusal reaches the applicant", || {
+        sims.platform
+            .statuses()
+            .get("SX-LIFE-6")
+            .map(String::as_str)
+            == Some("REJECTED")
+    })
+    .await;
+    let told = store
+        .messages(
+            "provincial_platform.status",
+            tongban::store::status::DELIVERED,
+            1000,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.key == f.id)
+        .expect("the status delivered");
+    let told: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
+    assert!(
+        told["message"].as_str().unwrap().contains("评定不符合"),
+        "the reason goes with it: {told}"
+    );
+    assert!(paid(&sims, &this, &f.id).is_empty());
+    assert!(sims.sscard.loaded_on(&f.id).is_none());
     hub.stop().await;
 }
 

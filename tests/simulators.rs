@@ -224,6 +224,101 @@ async fn the_certificate_system_freezes_reassesses_and_cancels_on_the_federation
     assert_eq!(cert.holders(), 0);
 }
 
+/// Applications the certificate system receives but refuses (不予办理):
+/// an assessment that finds no qualifying disability, a new application
+/// within a year of a cancellation at the holder's request, a renewal
+/// before the last year of the ten; each a `REJECTED` event with its
+/// reason and the application's context, so the applicant hears it.
+#[tokio::test]
+async fn the_certificate_system_refuses_by_its_rules_and_says_why() {
+    let cert = sim::cert::Cert::new(None);
+    let (a, b) = ("110105199003070017", "11010519491231002X");
+    cert.assess_fails(a);
+    cert.assess(b, 4, 2);
+    let url = serve(cert.router()).await;
+    let c = reqwest::Client::new();
+    let send = |body: Value| {
+        c.post(format!("{url}/api/cert/v3/applications"))
+            .json(&body)
+            .send()
+    };
+    for (id, kind, app) in [
+        (a, "NEW", "R-1"),
+        (b, "NEW", "R-2"),
+        (b, "RENEW", "R-3"),
+        (b, "CANCEL", "R-4"),
+        (b, "NEW", "R-5"),
+    ] {
+        let mut body = application(id, kind, app);
+        body["context"] = json!({ "application_id": app, "dibao": "NONE" });
+        let r = send(body).await.unwrap();
+        assert!(r.status().is_success(), "{kind} {app}: {}", r.status());
+    }
+    let page = get_json(&c, &format!("{url}/api/cert/v3/events?after=0"), None).await;
+    let got: Vec<(String, String, String)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (
+                s("kind"),
+                e["application"]["application_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                s("rejection_reason"),
+            )
+        })
+        .collect();
+    let kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(k, a, _)| (k.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("REJECTED", "R-1"),
+            ("ISSUED", "R-2"),
+            ("REJECTED", "R-3"),
+            ("CANCELLED", "R-4"),
+            ("REJECTED", "R-5"),
+        ]
+    );
+    assert!(got[0].2.contains("评定不符合"), "{}", got[0].2);
+    assert!(
+        got[2].2.contains("last year of its ten-year validity"),
+        "{}",
+        got[2].2
+    );
+    assert!(
+        got[4].2.contains("within a year of a cancellation"),
+        "{}",
+        got[4].2
+    );
+    assert!(!cert.certificates().contains_key(a));
+
+    // Nine years and a day later, the renewal is made.
+    let d = "11010519850101001?";
+    let d = &format!(
+        "{}{}",
+        &d[..17],
+        tongban::domain::id::check_char(&d.as_bytes()[..17]) as char
+    );
+    cert.assess(d, 4, 1);
+    send(application(d, "NEW", "R-6")).await.unwrap();
+    cert.backdate(d, 9 * 365 + 3);
+    send(application(d, "RENEW", "R-7")).await.unwrap();
+    let page = get_json(&c, &format!("{url}/api/cert/v3/events?after=5"), None).await;
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ISSUED", "RENEWED"]);
+}
+
 fn card_request(id: &str, cert: &str) -> String {
     format!("<?xml version=\"1.0\"?><CertificateLoadRequest xmlns=\"{}\"><request_id>R-1</request_id><operation>LOAD</operation><social_security_no>{id}</social_security_no><name>张三</name><certificate_no>{cert}</certificate_no><category>4</category><level>1</level></CertificateLoadRequest>", sim::sscard::NS)
 }

@@ -48,6 +48,10 @@ struct Book {
     /// Holders whose multiple disability (7) includes an intellectual or
     /// mental one.
     multiple_im: std::collections::HashSet<String>,
+    /// People whose assessment finds no disability that qualifies.
+    failing: std::collections::HashSet<String>,
+    /// When each cancellation at the holder's request was made.
+    cancelled_on: HashMap<String, chrono::NaiveDate>,
     /// Current certificate per holder.
     certs: HashMap<String, String>,
     /// Per holder: name, region, issued on, valid until, frozen.
@@ -146,6 +150,29 @@ impl Cert {
         }
     }
 
+    /// Seeds an assessment that finds no disability qualifying for a
+    /// certificate: a NEW application is then refused (`REJECTED`).
+    pub fn assess_fails(&self, id_no: &str) {
+        self.book.lock().unwrap().failing.insert(id_no.to_string());
+    }
+
+    /// Moves a holder's certificate `days` into the past (its issue date
+    /// and validity), as if it had been issued that long ago: for the
+    /// rehearsal of renewals at the end of the ten years.
+    pub fn backdate(&self, id_no: &str, days: u64) {
+        let mut book = self.book.lock().unwrap();
+        if let Some(h) = book.holders.get_mut(id_no) {
+            let shift = |d: &str| {
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.checked_sub_days(chrono::Days::new(days)))
+                    .map_or(d.to_string(), |d| d.to_string())
+            };
+            h.issued_on = shift(&h.issued_on);
+            h.valid_until = shift(&h.valid_until);
+        }
+    }
+
     /// A person's assessment: seeded, or derived from the ID number.
     pub fn assessment(&self, id_no: &str) -> (u8, u8) {
         if let Some(a) = self.book.lock().unwrap().assessed.get(id_no) {
@@ -200,13 +227,31 @@ impl Cert {
                 ))
             }
             ("NEW", None) => {
+                let within_a_year = book
+                    .cancelled_on
+                    .get(&id)
+                    .is_some_and(|d| today < *d + chrono::Days::new(365));
+                if book.failing.contains(&id) {
+                    return self.reject(book, app, String::new(), "the assessment finds no disability that qualifies for a certificate (评定不符合)");
+                }
+                if within_a_year {
+                    return self.reject(book, app, String::new(), "no new application within a year of a cancellation at the holder's request (注销后一年内不得重新申请)");
+                }
                 drop(book);
                 let (cat, lvl) = self.assessment(&id);
                 book = self.book.lock().unwrap();
                 ("ISSUED", format!("{id}{cat}{lvl}"), None, s("region_code"))
             }
             (_, None) => return Err(format!("{kind}: the holder has no certificate")),
-            ("RENEW", Some(c)) => ("RENEWED", c, None, s("region_code")),
+            ("RENEW", Some(c)) => {
+                let last_year = book.holders.get(&id).and_then(|h| {
+                    chrono::NaiveDate::parse_from_str(&h.valid_until, "%Y-%m-%d").ok()
+                });
+                if last_year.is_some_and(|v| today + chrono::Days::new(365) < v) {
+                    return self.reject(book, app, c, "a certificate is renewed only in the last year of its ten-year validity (有效期满前一年内换领)");
+                }
+                ("RENEWED", c, None, s("region_code"))
+            }
             ("REISSUE", Some(c)) => {
                 let base = &c[..20];
                 let n: u32 = c.get(21..).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -255,6 +300,44 @@ impl Cert {
             cancel,
             &app["context"],
         );
+        Ok(())
+    }
+
+    /// Refuses an application after it was received (不予办理): a
+    /// `REJECTED` event with the reason and the application's context, so
+    /// the applicant hears it through the platform.
+    fn reject(
+        &self,
+        book: std::sync::MutexGuard<'_, Book>,
+        app: &Value,
+        current: String,
+        reason: &str,
+    ) -> Result<(), String> {
+        let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
+        let id = s("id_no");
+        let n = book.events.len() + 1;
+        let today = crate::domain::china_now().date_naive().to_string();
+        let holder = book.holders.get(&id).cloned();
+        let event = json!({
+            "event_id": format!("CE-{n:09}"),
+            "kind": "REJECTED",
+            "certificate_no": current,
+            "previous_certificate_no": null,
+            "holder_id": id,
+            "holder_name": s("name"),
+            "region_code": s("region_code"),
+            "issued_on": holder.as_ref().map_or(today.clone(), |h| h.issued_on.clone()),
+            "valid_until": holder.as_ref().map_or(today, |h| h.valid_until.clone()),
+            "occurred_at": crate::domain::china_now().to_rfc3339(),
+            "cancel_reason": null,
+            "rejection_reason": reason,
+            "application": app["context"],
+        });
+        let mut book = book;
+        book.events
+            .push(&serde_json::to_vec(&event).unwrap_or_default());
+        drop(book);
+        self.common.apply("", "rejected", &id, reason.to_string());
         Ok(())
     }
 
@@ -332,6 +415,10 @@ impl Cert {
         if kind == "CANCELLED" {
             book.certs.remove(id);
             book.holders.remove(id);
+            if cancel_reason.is_none_or(|r| r == "REQUESTED") {
+                let today = crate::domain::china_now().date_naive();
+                book.cancelled_on.insert(id.to_string(), today);
+            }
         } else {
             book.certs.insert(id.to_string(), number.clone());
         }
