@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 17 schemas, 8 connectors, 19 mappings"),
+        out.contains("configuration OK: 18 schemas, 8 connectors, 20 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");

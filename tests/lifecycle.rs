@@ -139,6 +139,14 @@ async fn scenario(store_url: Option<String>) {
         "paid from the month of issue"
     );
     assert_eq!(paid(&sims, &next, &id), issued);
+    // The subsidies department's decision goes back to the applicant.
+    let granted = format!(
+        "SUBSIDIES SUBSIDY_GRANTED: 两项补贴已批准 subsidies granted: 生活补贴 living ¥410.00, 护理补贴 care ¥150.00 a month from {this}"
+    );
+    until("the subsidies decision reaches the applicant", || {
+        sims.platform.feedback("SX-LIFE-1") == [granted.clone()]
+    })
+    .await;
 
     // Frozen: nothing from next month, this month's payments stand.
     sims.cert.act(&id, Action::Freeze).unwrap();
@@ -408,17 +416,27 @@ async fn scenario(store_url: Option<String>) {
             == Some("REJECTED")
     })
     .await;
-    let told = store
-        .messages(
-            "provincial_platform.status",
-            tongban::store::status::DELIVERED,
-            1000,
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.key == f.id)
-        .expect("the status delivered");
+    // Recorded delivered once the platform's answer is in (a moment after
+    // the platform applied it).
+    let delivered = || async {
+        store
+            .messages(
+                "provincial_platform.status",
+                tongban::store::status::DELIVERED,
+                1000,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.key == f.id)
+    };
+    support::eventually(
+        Duration::from_secs(30),
+        "the status recorded delivered",
+        || async { delivered().await.is_some() },
+    )
+    .await;
+    let told = delivered().await.unwrap();
     let told: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
     assert!(
         told["message"].as_str().unwrap().contains("评定不符合"),

@@ -80,6 +80,7 @@ fn every_sample_maps_without_rejections() {
         ("payouts.jsonl", "subsidies.payout_list"),
         ("payment_results.jsonl", "bank.payment_results"),
         ("civil_events.jsonl", "civil_affairs.events"),
+        ("subsidy_decisions.jsonl", "subsidies.decisions"),
     ];
     for (file, op) in samples {
         let text = std::fs::read_to_string(support::root().join("tests/data").join(file)).unwrap();

@@ -169,6 +169,18 @@ impl Platform {
         self.forms.lock().unwrap().len()
     }
 
+    /// The departments' decisions per application id, in order
+    /// (`DEPARTMENT STATUS: message`).
+    pub fn feedback(&self, application_id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.common.for_each("feedback", |e| {
+            if e.subject() == application_id {
+                out.push(e.detail().to_string());
+            }
+        });
+        out
+    }
+
     /// Latest status per application id.
     pub fn statuses(&self) -> HashMap<String, String> {
         let mut out = HashMap::new();
@@ -270,11 +282,23 @@ async fn status(State(p): State<Arc<Platform>>, uri: Uri, h: HeaderMap, body: By
                 format!("update {n}: a status update needs application_id and status"),
             );
         };
-        updates.push((key, app, st));
+        let department = u["department"].as_str().unwrap_or("");
+        let message = u["message"].as_str().unwrap_or("");
+        updates.push((key, app, st, department, message));
     }
     let n = updates.len();
-    for (key, app, st) in updates {
-        p.common.apply(key, "status", app, st.to_string());
+    for (key, app, st, department, message) in updates {
+        // A department's own decision (统一反馈) is kept beside the case's
+        // state, not in its place.
+        match department {
+            "SUBSIDIES" | "PENSION" | "EMPLOYMENT" => p.common.apply(
+                key,
+                "feedback",
+                app,
+                format!("{department} {st}: {message}"),
+            ),
+            _ => p.common.apply(key, "status", app, st.to_string()),
+        };
     }
     (
         StatusCode::OK,

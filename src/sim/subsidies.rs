@@ -6,6 +6,10 @@
 //!   digit, a person on 特困供养 (destitute support). Otherwise the rules of
 //!   [`entitlement`] decide the living and the care subsidy, paid from
 //!   `start_month`. One record per holder; each idempotency key applied once.
+//! - `GET /api/subsidy/v1/decisions?after=N`: its decision on each
+//!   eligibility application it took (`SubsidyDecision`: eligible or not,
+//!   the amounts, the start month, the application id), for the feedback
+//!   to the applicant.
 //! - `POST /api/subsidy/v1/stops`: a `SubsidyStop`: nothing is paid for
 //!   `effective_month` and after (until a later decision).
 //! - `POST /api/subsidy/v1/reassessments`: a `SubsidyReassessment` (a
@@ -235,6 +239,8 @@ pub struct Subsidies {
     rewrites: std::sync::atomic::AtomicU64,
     /// The last list served.
     cache: Mutex<Option<CachedList>>,
+    /// Its decisions on eligibility applications, as `SubsidyDecision`s.
+    decisions: Mutex<super::Feed>,
 }
 
 impl Subsidies {
@@ -248,6 +254,7 @@ impl Subsidies {
             people: Mutex::new((Vec::new(), HashMap::new())),
             rewrites: std::sync::atomic::AtomicU64::new(0),
             cache: Mutex::new(None),
+            decisions: Mutex::new(super::Feed::default()),
         })
     }
 
@@ -258,6 +265,7 @@ impl Subsidies {
             .route("/api/subsidy/v1/stops", post(stop))
             .route("/api/subsidy/v1/reassessments", post(reassess))
             .route("/api/subsidy/v1/payouts", get(payouts))
+            .route("/api/subsidy/v1/decisions", get(decisions))
             .route("/api/subsidy/v1/payout-results", post(results))
             .with_state(self.clone());
         with_common(app, self.common.clone())
@@ -427,13 +435,29 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
     );
     let idem = header(&h, "idempotency-key").to_string();
     let mut people = s.people.lock().unwrap();
-    if s.common.apply(
+    let first = s.common.apply(
         &idem,
         "eligibility",
         &id,
         format!("living {living} care {care}"),
-    ) && (living > 0 || care > 0)
-    {
+    );
+    if first {
+        let mut feed = s.decisions.lock().unwrap();
+        let n = feed.len() + 1;
+        let decision = json!({
+            "decision_id": format!("SD-{n:09}"),
+            "request_id": g("request_id"),
+            "application_id": v["application_id"],
+            "holder_id": id,
+            "eligible": living > 0 || care > 0,
+            "living_fen": living,
+            "care_fen": care,
+            "start_month": g("start_month"),
+            "decided_at": crate::domain::china_now().to_rfc3339(),
+        });
+        feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
+    }
+    if first && (living > 0 || care > 0) {
         if people.1.contains_key(&id) {
             s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         } else {
@@ -616,6 +640,25 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
     let (living, care) = r.amounts(from);
     drop(people);
     Json(json!({ "recipient": true, "living_fen": living, "care_fen": care })).into_response()
+}
+
+/// `GET /api/subsidy/v1/decisions?after=N`: up to 500 decisions after
+/// position N, `{"decisions": […], "next": N'}`.
+async fn decisions(
+    State(s): State<Arc<Subsidies>>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !s.authorised(&h) {
+        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = s
+        .decisions
+        .lock()
+        .unwrap()
+        .page(from, 500, ("decisions", "next", false));
+    ([("content-type", "application/json")], body).into_response()
 }
 
 async fn payouts(
