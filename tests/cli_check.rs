@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 18 schemas, 8 connectors, 20 mappings"),
+        out.contains("configuration OK: 19 schemas, 8 connectors, 22 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");
@@ -88,9 +88,9 @@ fn all_errors_of_a_run_are_reported_with_positions() {
         assert!(out.contains(e), "missing {e:?} in:\n{out}");
     }
     // Eight mistakes; the broken pension connector also holds back the
-    // two feeds to it (each one error).
+    // three feeds to and from it (each one error).
     assert!(
-        out.contains("configuration has problems: 9 errors"),
+        out.contains("configuration has problems: 10 errors"),
         "{out}"
     );
 }

@@ -373,6 +373,25 @@ async fn scenario(store_url: Option<String>) {
         certs_before,
         "nothing was asked of the certificate system"
     );
+    // Each department's decision goes back to the applicant (统一反馈).
+    until(
+        "the three departments' decisions reach the applicant",
+        || {
+            let mut told: Vec<String> = sims
+                .platform
+                .feedback("SX-LIFE-4")
+                .iter()
+                .map(|f| f.split(':').next().unwrap_or("").to_string())
+                .collect();
+            told.sort();
+            told == [
+                "EMPLOYMENT EMPLOYMENT_REFERRED",
+                "PENSION PENSION_ENROLLED",
+                "SUBSIDIES SUBSIDY_GRANTED",
+            ]
+        },
+    )
+    .await;
 
     // A fourth person: a multiple disability at level 3 that includes an
     // intellectual one gets the care subsidy's extension, at 50 %.

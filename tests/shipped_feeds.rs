@@ -81,6 +81,8 @@ fn every_sample_maps_without_rejections() {
         ("payment_results.jsonl", "bank.payment_results"),
         ("civil_events.jsonl", "civil_affairs.events"),
         ("subsidy_decisions.jsonl", "subsidies.decisions"),
+        ("pension_decisions.jsonl", "pension.decisions"),
+        ("employment_decisions.jsonl", "employment.decisions"),
     ];
     for (file, op) in samples {
         let text = std::fs::read_to_string(support::root().join("tests/data").join(file)).unwrap();

@@ -6,6 +6,10 @@
 //!   with 422 when the level is above 2 or the holder's ID number is invalid.
 //! - employment: `POST /api/employment/v1/referrals` (`EmploymentReferral`):
 //!   refused with 422 when the person wants neither work nor training.
+//! - each: `GET …/decisions?after=N` (`/api/pension/v1/decisions`,
+//!   `/api/employment/v1/decisions`): a `ReferralDecision` for each record
+//!   taken (enrolled, or referred), with the application id it came with,
+//!   for the feedback to the applicant.
 
 use super::{bearer_ok, header, refuse, with_common, Common};
 use axum::body::Bytes;
@@ -32,6 +36,7 @@ pub struct Referral {
     pub common: Arc<Common>,
     kind: Kind,
     token: Option<String>,
+    decisions: std::sync::Mutex<super::Feed>,
 }
 
 impl Referral {
@@ -44,17 +49,22 @@ impl Referral {
             }),
             kind,
             token: token.map(str::to_string),
+            decisions: std::sync::Mutex::new(super::Feed::default()),
         })
     }
 
     /// The simulator's routes, with `/_ledger` and `/_faults`.
     pub fn router(self: &Arc<Self>) -> Router {
-        let path = match self.kind {
-            Kind::Pension => "/api/pension/v1/enrolments",
-            Kind::Employment => "/api/employment/v1/referrals",
+        let (path, decided) = match self.kind {
+            Kind::Pension => ("/api/pension/v1/enrolments", "/api/pension/v1/decisions"),
+            Kind::Employment => (
+                "/api/employment/v1/referrals",
+                "/api/employment/v1/decisions",
+            ),
         };
         let app = Router::new()
             .route(path, post(receive))
+            .route(decided, axum::routing::get(decisions))
             .with_state(self.clone());
         with_common(app, self.common.clone())
     }
@@ -101,11 +111,49 @@ async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> R
         Kind::Pension => "enrolled",
         Kind::Employment => "referred",
     };
-    r.common.apply(
+    let first = r.common.apply(
         header(&h, "idempotency-key"),
         kind,
         id,
         v["request_id"].as_str().unwrap_or("").to_string(),
     );
+    if first {
+        let mut feed = r.decisions.lock().unwrap();
+        let n = feed.len() + 1;
+        let (department, status) = match r.kind {
+            Kind::Pension => ("PENSION", "ENROLLED"),
+            Kind::Employment => ("EMPLOYMENT", "REFERRED"),
+        };
+        let decision = serde_json::json!({
+            "decision_id": format!("{}-{n:09}", &department[..1]),
+            "request_id": v["request_id"],
+            "application_id": v["application_id"],
+            "holder_id": id,
+            "department": department,
+            "status": status,
+            "start_month": v["start_month"],
+            "decided_at": crate::domain::china_now().to_rfc3339(),
+        });
+        feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
+    }
     Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+async fn decisions(
+    State(r): State<Arc<Referral>>,
+    h: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Some(t) = &r.token {
+        if !bearer_ok(&h, t) {
+            return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
+        }
+    }
+    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = r
+        .decisions
+        .lock()
+        .unwrap()
+        .page(from, 500, ("decisions", "next", false));
+    ([("content-type", "application/json")], body).into_response()
 }
