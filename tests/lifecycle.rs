@@ -54,6 +54,37 @@ fn payments(cert: &str, living: i64, care: i64) -> Vec<(String, i64, String)> {
     out
 }
 
+/// A one-application form for person `p`: the request, its certificate
+/// (for anything but NEW), and `answers` over the defaults (低保, needs
+/// care, no work wanted, in the employees' scheme).
+fn form(
+    app: &str,
+    request: &str,
+    p: &tongban::synth::Person,
+    cert: Option<&str>,
+    answers: serde_json::Value,
+) -> Vec<u8> {
+    let mut f = serde_json::json!({
+        "application_id": app,
+        "submitted_at": tongban::domain::china_now().to_rfc3339(),
+        "request": request,
+        "applicant": {"id_no": p.id, "name": p.name, "phone": "13800000000",
+                      "region_code": p.region, "address": null},
+        "certificate_no": cert,
+        "target_region_code": null,
+        "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
+        "dibao": "DIBAO",
+        "needs_long_term_care": true,
+        "wants_employment": false,
+        "wants_training": false,
+        "pension": "EMPLOYEE_SCHEME",
+    });
+    if let (Some(f), Some(a)) = (f.as_object_mut(), answers.as_object()) {
+        f.extend(a.clone());
+    }
+    serde_json::to_vec(&f).unwrap()
+}
+
 async fn until(what: &str, cond: impl Fn() -> bool) {
     support::eventually(Duration::from_secs(60), what, || {
         let ok = cond();
@@ -98,25 +129,10 @@ async fn scenario(store_url: Option<String>) {
     let id = p.id.clone();
     sims.cert.assess(&id, 4, 2);
     sims.sscard.issue_card(&id);
-    let form = |app: &str, request: &str, cert: Option<&str>| {
-        serde_json::to_vec(&serde_json::json!({
-            "application_id": app,
-            "submitted_at": tongban::domain::china_now().to_rfc3339(),
-            "request": request,
-            "applicant": {"id_no": id, "name": p.name, "phone": "13800000000",
-                          "region_code": p.region, "address": null},
-            "certificate_no": cert,
-            "target_region_code": null,
-            "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
-            "dibao": "DIBAO",
-            "needs_long_term_care": true,
-            "wants_employment": false,
-            "wants_training": false,
-            "pension": "EMPLOYEE_SCHEME",
-        }))
-        .unwrap()
+    let form1 = |app: &str, request: &str, cert: Option<&str>| {
+        form(app, request, p, cert, serde_json::json!({}))
     };
-    sims.platform.file(&form("SX-LIFE-1", "NEW", None));
+    sims.platform.file(&form1("SX-LIFE-1", "NEW", None));
 
     let now = tongban::domain::china_now().date_naive();
     let this = now.format("%Y-%m").to_string();
@@ -217,7 +233,7 @@ async fn scenario(store_url: Option<String>) {
     // Reissued after a loss: B1 on the card, and the payments of this
     // month and the next against the new number.
     sims.platform
-        .file(&form("SX-LIFE-2", "REISSUE", Some(intellectual.as_str())));
+        .file(&form1("SX-LIFE-2", "REISSUE", Some(intellectual.as_str())));
     let b1 = format!("{intellectual}B1");
     until("the reissue reaches the card and the subsidies", || {
         card().as_deref() == Some(b1.as_str())
@@ -263,18 +279,7 @@ async fn scenario(store_url: Option<String>) {
     let qid = q.id.clone();
     sims.cert.assess(&qid, 4, 1);
     sims.sscard.issue_card(&qid);
-    let form2 = serde_json::to_vec(&serde_json::json!({
-        "application_id": "SX-LIFE-3",
-        "submitted_at": tongban::domain::china_now().to_rfc3339(),
-        "request": "NEW",
-        "applicant": {"id_no": qid, "name": q.name, "phone": "13800000001",
-                      "region_code": q.region, "address": null},
-        "certificate_no": null, "target_region_code": null,
-        "bank": {"account_no": q.card, "bank_code": q.bank_code, "account_name": q.name},
-        "dibao": "DIBAO", "needs_long_term_care": true,
-        "wants_employment": false, "wants_training": false, "pension": "EMPLOYEE_SCHEME",
-    }))
-    .unwrap();
+    let form2 = form("SX-LIFE-3", "NEW", q, None, serde_json::json!({}));
     sims.platform.file(&form2);
     let qcert = format!("{qid}41");
     until("the second certificate issued and paid", || {
@@ -343,18 +348,13 @@ async fn scenario(store_url: Option<String>) {
     // without a certificate request: paid from this month.
     let r = &people[2];
     let rcert = format!("{}42", r.id);
-    let form3 = serde_json::to_vec(&serde_json::json!({
-        "application_id": "SX-LIFE-4",
-        "submitted_at": tongban::domain::china_now().to_rfc3339(),
-        "request": "SERVICES",
-        "applicant": {"id_no": r.id, "name": r.name, "phone": "13800000002",
-                      "region_code": r.region, "address": null},
-        "certificate_no": rcert, "target_region_code": null,
-        "bank": {"account_no": r.card, "bank_code": r.bank_code, "account_name": r.name},
-        "dibao": "NEAR_DIBAO", "needs_long_term_care": true,
-        "wants_employment": true, "wants_training": false, "pension": "NONE",
-    }))
-    .unwrap();
+    let form3 = form(
+        "SX-LIFE-4",
+        "SERVICES",
+        r,
+        Some(&rcert),
+        serde_json::json!({"dibao": "NEAR_DIBAO", "wants_employment": true, "pension": "NONE"}),
+    );
     let certs_before = sims.cert.events();
     sims.platform.file(&form3);
     let seen = |c: &tongban::sim::Common, kind: &str| {
@@ -397,18 +397,13 @@ async fn scenario(store_url: Option<String>) {
     // intellectual one gets the care subsidy's extension, at 50 %.
     let m = tongban::synth::person(&mut tongban::synth::Rng::new(8));
     sims.cert.assess_multiple(&m.id, 7, 3, true);
-    let form4 = serde_json::to_vec(&serde_json::json!({
-        "application_id": "SX-LIFE-5",
-        "submitted_at": tongban::domain::china_now().to_rfc3339(),
-        "request": "NEW",
-        "applicant": {"id_no": m.id, "name": m.name, "phone": "13800000003",
-                      "region_code": m.region, "address": null},
-        "certificate_no": null, "target_region_code": null,
-        "bank": {"account_no": m.card, "bank_code": m.bank_code, "account_name": m.name},
-        "dibao": "NONE", "needs_long_term_care": false,
-        "wants_employment": false, "wants_training": false, "pension": "EMPLOYEE_SCHEME",
-    }))
-    .unwrap();
+    let form4 = form(
+        "SX-LIFE-5",
+        "NEW",
+        &m,
+        None,
+        serde_json::json!({"dibao": "NONE", "needs_long_term_care": false}),
+    );
     sims.platform.file(&form4);
     let mcert = format!("{}73", m.id);
     until("the multiple disability's care subsidy", || {

@@ -189,23 +189,41 @@ async fn payment_instructions_become_one_valid_file_per_bank_rebuilt_byte_for_by
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// The sample month's payout list ingested, the hub running and recording
+/// the payment instructions, and the month's batch files built: the
+/// sample's records, the hub process and the store.
+async fn month_built(
+    dir: &std::path::Path,
+) -> (
+    Vec<serde_json::Value>,
+    std::process::Child,
+    tongban::store::Store,
+) {
+    let cfg = dir.to_str().unwrap();
+    let lines = support::payouts::ingest_sample(cfg);
+    let paid = lines
+        .iter()
+        .filter(|v| v["amount_fen"].as_i64() > Some(0))
+        .count();
+    let hub = support::hub::run_logged(dir, &[]);
+    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap();
+    support::payouts::recorded(&store, paid).await;
+    run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+    (lines, hub, store)
+}
+
 #[tokio::test]
 async fn bank_results_are_reconciled_and_a_duplicate_file_raises_an_alarm() {
     let d = support::copy_config();
     let dir = d.path();
     let cfg = dir.to_str().unwrap();
-    let lines = support::payouts::ingest_sample(cfg);
+    let (lines, mut hub, store) = month_built(dir).await;
     let paid: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| v["amount_fen"].as_i64() > Some(0))
         .collect();
-
-    let mut hub = support::hub::run_logged(dir, &[]);
-    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
-        .await
-        .unwrap();
-    support::payouts::recorded(&store, paid.len()).await;
-    run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
 
     // The bank: every account open, but one closed.
     let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
@@ -530,18 +548,11 @@ async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identic
 async fn a_holder_the_bank_reports_deceased_raises_an_alarm_and_stops_the_subsidies() {
     let d = support::copy_config();
     let dir = d.path();
-    let cfg = dir.to_str().unwrap();
-    let lines = support::payouts::ingest_sample(cfg);
+    let (lines, mut hub, store) = month_built(dir).await;
     let paid: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| v["amount_fen"].as_i64() > Some(0))
         .collect();
-    let mut hub = support::hub::run_logged(dir, &[]);
-    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
-        .await
-        .unwrap();
-    support::payouts::recorded(&store, paid.len()).await;
-    run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
 
     let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
     support::payouts::open_accounts(&bank, &lines, "");

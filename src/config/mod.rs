@@ -526,36 +526,21 @@ impl Loader {
             let n = usize::from(t.expect.is_some())
                 + usize::from(t.reject.is_some())
                 + usize::from(t.filtered);
-            if n != 1 {
-                self.diags.push(
-                    src.error(
-                        f.tests
-                            .iter()
-                            .find(|x| x.get_ref().name == t.name)
-                            .map(|x| x.span().start)
-                            .unwrap_or(0),
-                        format!(
-                            "test {:?} needs exactly one of expect, reject or filtered = true",
-                            t.name
-                        ),
-                    ),
-                );
-                continue;
-            }
-            if t.idempotency_key.is_some() && t.expect.is_none() {
-                self.diags.push(
-                    src.error(
-                        f.tests
-                            .iter()
-                            .find(|x| x.get_ref().name == t.name)
-                            .map(|x| x.span().start)
-                            .unwrap_or(0),
-                        format!(
-                            "test {:?}: idempotency_key goes with expect (the record it is for)",
-                            t.name
-                        ),
-                    ),
-                );
+            let problem = if n != 1 {
+                Some("needs exactly one of expect, reject or filtered = true")
+            } else if t.idempotency_key.is_some() && t.expect.is_none() {
+                Some("idempotency_key goes with expect (the record it is for)")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let at = f
+                    .tests
+                    .iter()
+                    .find(|x| x.get_ref().name == t.name)
+                    .map_or(0, |x| x.span().start);
+                self.diags
+                    .push(src.error(at, format!("test {:?} {problem}", t.name)));
                 continue;
             }
             let expect = if let Some(e) = &t.expect {

@@ -341,6 +341,25 @@ impl Cert {
         Ok(())
     }
 
+    /// Checks a signed request (when the system wants signatures): the
+    /// answer to send if it fails.
+    fn verified(&self, uri: &Uri, h: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
+        let Some(s) = &self.signer else {
+            return Ok(());
+        };
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        s.verify(
+            "POST",
+            path,
+            body,
+            |n| h.get(n).and_then(|v| v.to_str().ok()),
+            crate::store::now_ms(),
+            300_000,
+        )
+        .map(|_| ())
+        .map_err(|e| Box::new(refuse(StatusCode::UNAUTHORIZED, e.to_string())))
+    }
+
     /// A federation's action on a holder's certificate; Err is why it
     /// cannot be done (no certificate, not frozen, already frozen).
     pub fn act(&self, id: &str, action: Action) -> Result<(), String> {
@@ -455,18 +474,8 @@ impl Cert {
 }
 
 async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) -> Response {
-    if let Some(s) = &c.signer {
-        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        if let Err(e) = s.verify(
-            "POST",
-            path,
-            &body,
-            |n| h.get(n).and_then(|v| v.to_str().ok()),
-            crate::store::now_ms(),
-            300_000,
-        ) {
-            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
-        }
+    if let Err(refused) = c.verified(&uri, &h, &body) {
+        return *refused;
     }
     let app: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -537,18 +546,8 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
 /// id once. A holder without a certificate (cancelled already, or never
 /// issued one) is answered `nothing to cancel`, not refused.
 async fn cancellation(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) -> Response {
-    if let Some(s) = &c.signer {
-        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        if let Err(e) = s.verify(
-            "POST",
-            path,
-            &body,
-            |n| h.get(n).and_then(|v| v.to_str().ok()),
-            crate::store::now_ms(),
-            300_000,
-        ) {
-            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
-        }
+    if let Err(refused) = c.verified(&uri, &h, &body) {
+        return *refused;
     }
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

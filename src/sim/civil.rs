@@ -18,9 +18,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Events per page.
-pub const PAGE: usize = 500;
-
 /// The civil registries' feed.
 pub struct Civil {
     /// Faults, ledger, counters.
@@ -103,13 +100,7 @@ async fn events(
     if c.token.as_ref().is_some_and(|t| !bearer_ok(&h, t)) {
         return refuse(StatusCode::UNAUTHORIZED, "bad token");
     }
-    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = c
-        .events
-        .lock()
-        .unwrap()
-        .page(from, PAGE, ("events", "next", false));
-    ([("content-type", "application/json")], body).into_response()
+    super::feed_page(&c.events, &q, ("events", "next"))
 }
 
 async fn death(State(c): State<Arc<Civil>>, Json(v): Json<Value>) -> Response {

@@ -299,6 +299,22 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
     }
 }
 
+/// A page of a feed after the query's `after` position (500 documents at
+/// most), as `{"<items>": […], "<next>": N}`.
+pub fn feed_page(
+    feed: &std::sync::Mutex<Feed>,
+    q: &std::collections::HashMap<String, String>,
+    names: (&str, &str),
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = feed
+        .lock()
+        .unwrap()
+        .page(from, 500, (names.0, names.1, false));
+    ([("content-type", "application/json")], body).into_response()
+}
+
 /// The period (`YYYY-MM`) of a time in ms since the epoch (UTC+8, as the
 /// systems keep it).
 pub fn period_of(ms: i64) -> String {

@@ -149,11 +149,5 @@ async fn decisions(
             return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
         }
     }
-    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = r
-        .decisions
-        .lock()
-        .unwrap()
-        .page(from, 500, ("decisions", "next", false));
-    ([("content-type", "application/json")], body).into_response()
+    super::feed_page(&r.decisions, &q, ("decisions", "next"))
 }

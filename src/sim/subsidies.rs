@@ -335,6 +335,19 @@ impl Subsidies {
         f(&c.items, &record)
     }
 
+    /// A request's JSON body, if its credentials hold and it is JSON; the
+    /// answer to send otherwise.
+    fn request(&self, h: &HeaderMap, body: &[u8]) -> Result<Value, Box<Response>> {
+        if !self.authorised(h) {
+            return Err(Box::new(refuse(
+                StatusCode::UNAUTHORIZED,
+                "bad credentials",
+            )));
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| Box::new(refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}"))))
+    }
+
     fn authorised(&self, h: &HeaderMap) -> bool {
         self.credentials
             .as_ref()
@@ -394,12 +407,9 @@ fn record(id: &str, r: &Recipient, period: &str, care: bool) -> Vec<u8> {
 }
 
 async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
-    if !s.authorised(&h) {
-        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
-    }
-    let v: Value = match serde_json::from_slice(&body) {
+    let v = match s.request(&h, &body) {
         Ok(v) => v,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+        Err(refused) => return *refused,
     };
     let g = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let (id, cert, card) = (g("holder_id"), g("certificate_no"), g("bank_account_no"));
@@ -490,12 +500,9 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
 }
 
 async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
-    if !s.authorised(&h) {
-        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
-    }
-    let v: Value = match serde_json::from_slice(&body) {
+    let v = match s.request(&h, &body) {
         Ok(v) => v,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+        Err(refused) => return *refused,
     };
     let id = v["holder_id"].as_str().unwrap_or("").to_string();
     let month = v["effective_month"].as_str().unwrap_or("").to_string();
@@ -525,12 +532,9 @@ async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Res
 /// applied for, in force from `effective_month`: the amount changes, or
 /// both subsidies stop (nothing is due any more), or they resume.
 async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
-    if !s.authorised(&h) {
-        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
-    }
-    let v: Value = match serde_json::from_slice(&body) {
+    let v = match s.request(&h, &body) {
         Ok(v) => v,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+        Err(refused) => return *refused,
     };
     let g = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let (id, cert, reason, month) = (
@@ -652,13 +656,7 @@ async fn decisions(
     if !s.authorised(&h) {
         return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
     }
-    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = s
-        .decisions
-        .lock()
-        .unwrap()
-        .page(from, 500, ("decisions", "next", false));
-    ([("content-type", "application/json")], body).into_response()
+    super::feed_page(&s.decisions, &q, ("decisions", "next"))
 }
 
 async fn payouts(
@@ -687,12 +685,9 @@ async fn payouts(
 }
 
 async fn results(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
-    if !s.authorised(&h) {
-        return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
-    }
-    let v: Value = match serde_json::from_slice(&body) {
+    let v = match s.request(&h, &body) {
         Ok(v) => v,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
+        Err(refused) => return *refused,
     };
     let idem = header(&h, "idempotency-key").to_string();
     s.common.apply(
