@@ -217,7 +217,7 @@ fn a_failing_mapping_test_prints_a_diff_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
         out.contains(
-            "FAIL  physical disability, level 1 (mappings/certificate_issued_to_card_load.toml:22)"
+            "FAIL  physical disability, level 1 (mappings/certificate_issued_to_card_load.toml:23)"
         ),
         "{out}"
     );

@@ -376,6 +376,39 @@ async fn the_card_system_refuses_unknown_people_and_applies_each_key_once() {
     assert_eq!(page.records.len(), 1);
     assert_eq!(page.next.as_deref(), Some("1"));
     assert!(String::from_utf8_lossy(&page.records[0]).contains("<status>LOADED</status>"));
+
+    // A load and an unload travel apart: the later event wins, whatever
+    // order they arrive in (an unfreeze's load before the freeze's unload).
+    let stamped = |op: &str, at: &str| {
+        card_request("110105199003070017", "11010519900307001741")
+            .replace(
+                "<operation>LOAD</operation>",
+                &format!("<operation>{op}</operation>"),
+            )
+            .replace(
+                "</CertificateLoadRequest>",
+                &format!("<occurred_at>{at}</occurred_at></CertificateLoadRequest>"),
+            )
+    };
+    let r = load(stamped("LOAD", "2099-01-01T10:00:02.000Z"), "k3")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = c
+        .post(format!("{url}/sscard/v1/certificate/unload"))
+        .bearer_auth("tok")
+        .header("Idempotency-Key", "k4")
+        .body(stamped("UNLOAD", "2099-01-01T10:00:01.000Z"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        cards.loaded_on("110105199003070017").as_deref(),
+        Some("11010519900307001741"),
+        "the older unload changed nothing"
+    );
+    assert_eq!(cards.common.effects("card_superseded").len(), 1);
 }
 
 #[tokio::test]

@@ -26,6 +26,29 @@ pub(super) struct Applicant {
     pub(super) working_age: bool,
     pub(super) wants_work: bool,
     pub(super) filed_at: i64,
+    /// What happens to the person after the first month's payouts.
+    pub(super) change: Change,
+}
+
+/// What the lifecycle phase does to a person after the first month's
+/// payouts: the county federation's actions and the registries' reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Nothing.
+    None,
+    /// The certificate frozen.
+    Frozen,
+    /// Frozen, and the freeze lifted the same month.
+    FrozenThenUnfrozen,
+    /// Re-assessed at another level.
+    Reassessed {
+        /// The new level.
+        level: u8,
+    },
+    /// Died (registered by public security).
+    Died,
+    /// The household's 低保 status changed.
+    Dibao(&'static str),
 }
 
 impl Applicant {
@@ -48,6 +71,68 @@ impl Applicant {
     }
     pub(super) fn certificate_no(&self) -> String {
         format!("{}{}{}", self.id, self.category, self.level)
+    }
+
+    /// The change the lifecycle phase makes to the `i`th person: one in
+    /// about five of those with a loaded card and a subsidy request, by
+    /// turns.
+    pub(super) fn pick_change(&self, i: usize) -> Change {
+        if !(self.card_loaded() && self.subsidy_request()) {
+            return Change::None;
+        }
+        match i % 25 {
+            3 => Change::Frozen,
+            8 => Change::FrozenThenUnfrozen,
+            13 => Change::Reassessed {
+                level: self.level % 4 + 1,
+            },
+            18 => Change::Died,
+            23 => Change::Dibao(if self.dibao == "DIBAO" {
+                "NONE"
+            } else {
+                "DIBAO"
+            }),
+            _ => Change::None,
+        }
+    }
+
+    /// What the rules give the person in the month after the change:
+    /// nothing once frozen or dead; a re-assessment or a 低保 change
+    /// decided again by the same rules; a recipient only stays one (a
+    /// person the subsidies system never took is not taken by a change).
+    pub(super) fn next_month(&self, rates: &crate::sim::subsidies::Rates) -> (i64, i64) {
+        use crate::sim::subsidies::entitlement;
+        let rule = |level: u8, dibao: &str| {
+            entitlement(
+                rates,
+                self.category,
+                level,
+                dibao,
+                self.care,
+                self.includes_im,
+            )
+        };
+        if !self.subsidy_request() || rule(self.level, self.dibao) == (0, 0) {
+            return (0, 0);
+        }
+        match self.change {
+            Change::Frozen | Change::Died => (0, 0),
+            Change::Reassessed { level } => rule(level, self.dibao),
+            Change::Dibao(d) => rule(self.level, d),
+            Change::None | Change::FrozenThenUnfrozen => rule(self.level, self.dibao),
+        }
+    }
+
+    /// The certificate the card carries after the change, if any.
+    pub(super) fn card_after(&self) -> Option<String> {
+        if !self.card_loaded() {
+            return None;
+        }
+        match self.change {
+            Change::Frozen | Change::Died => None,
+            Change::Reassessed { level } => Some(format!("{}{}{level}", self.id, self.category)),
+            _ => Some(self.certificate_no()),
+        }
     }
 }
 
@@ -142,6 +227,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
                 working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
                 filed_at: 0,
+                change: Change::None,
             };
             (a, serde_json::to_vec(&form).unwrap_or_default())
         })

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::model::{applicants, Applicant};
+use super::model::{applicants, Applicant, Change};
 use super::report::report;
 use super::scenario::{start_sims, write_config, Sims, SECRETS};
 use super::DemoArgs;
@@ -180,6 +180,10 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     let mut bank = pay(&args, &sims, &store, cfg, &mp, started).await?;
     bank.phases
         .insert(0, ("application chain", chain_done.as_secs_f64()));
+    bank.lifecycle_from_ms = crate::store::now_ms();
+    bank.changes = lifecycle(&args, &sims, &store, &hub, &mut people).await?;
+    bank.phases
+        .push(("lifecycle", started.elapsed().as_secs_f64()));
     let elapsed = started.elapsed();
     hub.stop().await;
 
@@ -205,6 +209,92 @@ pub(super) struct BankLeg {
     pub(super) settled: bool,
     /// When each phase ended, seconds since the demo started.
     pub(super) phases: Vec<(&'static str, f64)>,
+    /// Lifecycle changes made after the month's payouts, by kind.
+    pub(super) changes: Vec<(&'static str, usize)>,
+    /// When the lifecycle phase began, ms since the epoch: what came
+    /// before is the first month's chain.
+    pub(super) lifecycle_from_ms: i64,
+}
+
+/// After the month's payouts: freezes (some lifted at once),
+/// re-assessments and deaths done in the certificate and civil systems,
+/// 低保 changes, for one in about five people with a card and a subsidy
+/// request; then waits until the hub has carried them all (nothing
+/// pending, and the systems' ledgers still for two seconds). What each
+/// person should have next is in the model ([`Applicant::next_month`],
+/// [`Applicant::card_after`]).
+async fn lifecycle(
+    args: &DemoArgs,
+    sims: &Sims,
+    store: &Arc<Store>,
+    hub: &crate::hub::Hub,
+    people: &mut [(Applicant, Vec<u8>)],
+) -> Result<Vec<(&'static str, usize)>, String> {
+    use crate::sim::cert::Action;
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let today = crate::domain::china_now().date_naive().to_string();
+    for (i, (a, _)) in people.iter_mut().enumerate() {
+        a.change = a.pick_change(i);
+        let done = match a.change {
+            Change::None => continue,
+            Change::Frozen => sims.cert.act(&a.id, Action::Freeze).map(|_| "frozen"),
+            Change::FrozenThenUnfrozen => sims
+                .cert
+                .act(&a.id, Action::Freeze)
+                .and_then(|_| sims.cert.act(&a.id, Action::Unfreeze))
+                .map(|_| "frozen and unfrozen"),
+            Change::Reassessed { level } => sims
+                .cert
+                .act(
+                    &a.id,
+                    Action::Reassess {
+                        category: a.category,
+                        level,
+                    },
+                )
+                .map(|_| "re-assessed"),
+            Change::Died => {
+                sims.civil.report_death(&a.id, "", Some(&today));
+                Ok("died (registered)")
+            }
+            Change::Dibao(d) => {
+                sims.civil.change_dibao(&a.id, "", d);
+                Ok("低保 changed")
+            }
+        };
+        *counts.entry(done?).or_default() += 1;
+    }
+    let effects = || {
+        [
+            &sims.cert.common,
+            &sims.sscard.common,
+            &sims.subsidies.common,
+            &sims.platform.common,
+        ]
+        .iter()
+        .map(|c| c.ledger.lock().unwrap().len())
+        .sum::<usize>()
+    };
+    let deadline = Instant::now() + args.timeout;
+    let (mut last, mut still) = (effects(), 0);
+    while still < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut pending = 0;
+        for (t, _) in hub.served() {
+            pending += store
+                .pending(&t.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let now = effects();
+        still = if pending == 0 && now == last {
+            still + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(counts.into_iter().collect())
 }
 
 /// The month's payouts: the payout list through the hub into the payout

@@ -102,13 +102,15 @@ pub(super) async fn report(
         .enumerate()
         .map(|(i, (a, _))| (a.id.as_str(), i))
         .collect();
-    // Per kind of effect: how many each applicant got, the latencies from
-    // filing, and how many went to someone who never applied.
+    // Per kind of effect in the first month (before the lifecycle phase):
+    // how many each applicant got, the latencies from filing, and how many
+    // went to someone who never applied.
     let tally = |c: &sim::Common, kind: &str| {
         let mut n = vec![0u32; people.len()];
         let mut latency = Vec::new();
         let mut strangers = 0;
         c.for_each(kind, |e| match place.get(e.subject()) {
+            _ if e.at >= bank.lifecycle_from_ms => {}
             Some(&i) => {
                 n[i] += 1;
                 latency.push(e.at - people[i].0.filed_at);
@@ -122,7 +124,7 @@ pub(super) async fn report(
     let cards_ok = strangers == 0
         && people.iter().zip(&per_person).all(|((a, _), &n)| {
             if a.card_loaded() {
-                n == 1 && sims.sscard.loaded_on(&a.id) == Some(a.certificate_no())
+                n == 1 && sims.sscard.loaded_on(&a.id) == a.card_after()
             } else {
                 n == 0
             }
@@ -199,6 +201,32 @@ pub(super) async fn report(
         "each_eligible_person_in_payout_list_once_with_right_amount",
         payouts_ok && paid_total == expected_total,
     );
+
+    // After the lifecycle phase: next month's payout list follows each
+    // person's change, to the fen, and each card carries the certificate
+    // as it now is (or nothing, once frozen or dead).
+    let next = chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .map_or(String::new(), |d| d.format("%Y-%m").to_string());
+    let mut next_listed: Vec<(i64, i64)> = vec![(0, 0); people.len()];
+    let mut next_unknown = 0;
+    sims.subsidies
+        .for_each_payout(&next, |p| match place.get(p.holder_id.as_str()) {
+            Some(&i) if p.subsidy_type == "CARE" => next_listed[i].1 += p.amount_fen,
+            Some(&i) => next_listed[i].0 += p.amount_fen,
+            None => next_unknown += 1,
+        });
+    let next_ok = next_unknown == 0
+        && people
+            .iter()
+            .zip(&next_listed)
+            .all(|((a, _), got)| *got == a.next_month(&sims.subsidies.rates));
+    invariants.insert("next_month_follows_each_change", next_ok);
+    let cards_ok = people
+        .iter()
+        .all(|(a, _)| sims.sscard.loaded_on(&a.id) == a.card_after());
+    invariants.insert("each_card_follows_its_certificate", cards_ok);
 
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
@@ -348,6 +376,7 @@ pub(super) async fn report(
             "paid_twice": bank.paid_twice.len(),
             "alarms": bank.alarms,
         },
+        "lifecycle": bank.changes.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "phases_end_s": bank.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
@@ -425,6 +454,14 @@ pub(super) async fn report(
         bank.credited.len(),
         bank.paid_twice.len(),
         bank.alarms
+    );
+    println!(
+        "after the payouts: {}; next month's list ({next}) checked against each change",
+        bank.changes
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("rejected records, by reason:");
     for (r, n) in report["rejected"].as_object().into_iter().flatten() {

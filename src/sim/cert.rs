@@ -52,12 +52,26 @@ struct Book {
     failing: std::collections::HashSet<String>,
     /// When each cancellation at the holder's request was made.
     cancelled_on: HashMap<String, chrono::NaiveDate>,
+    /// The time of the last event, ms: events are stamped in strictly
+    /// increasing time, as a system's feed orders them.
+    last_ms: i64,
     /// Current certificate per holder.
     certs: HashMap<String, String>,
     /// Per holder: name, region, issued on, valid until, frozen.
     holders: HashMap<String, Holder>,
     /// Events, in order, as JSON.
     events: super::Feed,
+}
+
+impl Book {
+    /// The time of a new event (China time, ms), later than the last one.
+    fn stamp(&mut self) -> String {
+        self.last_ms = crate::store::now_ms().max(self.last_ms + 1);
+        chrono::DateTime::from_timestamp_millis(self.last_ms)
+            .unwrap_or_default()
+            .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+    }
 }
 
 /// What the system knows of a holder besides the number.
@@ -308,7 +322,7 @@ impl Cert {
     /// the applicant hears it through the platform.
     fn reject(
         &self,
-        book: std::sync::MutexGuard<'_, Book>,
+        mut book: std::sync::MutexGuard<'_, Book>,
         app: &Value,
         current: String,
         reason: &str,
@@ -328,12 +342,11 @@ impl Cert {
             "region_code": s("region_code"),
             "issued_on": holder.as_ref().map_or(today.clone(), |h| h.issued_on.clone()),
             "valid_until": holder.as_ref().map_or(today, |h| h.valid_until.clone()),
-            "occurred_at": crate::domain::china_now().to_rfc3339(),
+            "occurred_at": book.stamp(),
             "cancel_reason": null,
             "rejection_reason": reason,
             "application": app["context"],
         });
-        let mut book = book;
         book.events
             .push(&serde_json::to_vec(&event).unwrap_or_default());
         drop(book);
@@ -454,7 +467,7 @@ impl Cert {
             "issued_on": holder.issued_on,
             "valid_until": holder.valid_until,
             "includes_intellectual_or_mental": includes_im,
-            "occurred_at": crate::domain::china_now().to_rfc3339(),
+            "occurred_at": book.stamp(),
             "cancel_reason": cancel_reason,
             "application": context,
         });

@@ -32,6 +32,9 @@ struct Cards {
     holders: Option<HashSet<String>>,
     /// The certificate loaded on each card.
     loaded: HashMap<String, String>,
+    /// When the certificate event behind each card's last change happened
+    /// (ms): an older request that arrives later changes nothing.
+    changed_at: HashMap<String, i64>,
     /// Results, as XML elements, in order.
     results: super::Feed,
 }
@@ -113,6 +116,21 @@ impl Sscard {
             get("request_id"),
         );
         let mut cards = self.cards.lock().unwrap();
+        // Loads and unloads of one card travel apart (two operations): they
+        // are applied in the order of the events behind them, and an older
+        // one that arrives after a newer changes nothing.
+        let at = chrono::DateTime::parse_from_rfc3339(get("occurred_at"))
+            .map_or_else(|_| crate::store::now_ms(), |t| t.timestamp_millis());
+        if cards.changed_at.get(id).is_some_and(|last| at < *last) {
+            self.common.apply(
+                header(h, "idempotency-key"),
+                "card_superseded",
+                id,
+                String::new(),
+            );
+            drop(cards);
+            return ok_response();
+        }
         let known = match &cards.holders {
             Some(h) => h.contains(id),
             None => crate::domain::ResidentId::parse(id).is_ok(),
@@ -139,6 +157,7 @@ impl Sscard {
             .common
             .apply(idem, kind, id, crate::domain::mask::id_number(cert))
         {
+            cards.changed_at.insert(id.to_string(), at);
             if load {
                 cards.loaded.insert(id.to_string(), cert.to_string());
             } else {
@@ -159,13 +178,17 @@ impl Sscard {
             cards.results.push(r.as_bytes());
         }
         drop(cards);
-        (
-            StatusCode::OK,
-            [("content-type", "application/xml; charset=utf-8")],
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response xmlns=\"{NS}\"><code>0</code><message>OK</message></Response>"),
-        )
-            .into_response()
+        ok_response()
     }
+}
+
+fn ok_response() -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/xml; charset=utf-8")],
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response xmlns=\"{NS}\"><code>0</code><message>OK</message></Response>"),
+    )
+        .into_response()
 }
 
 fn esc(s: &str) -> String {

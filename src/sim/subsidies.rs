@@ -124,7 +124,10 @@ struct Recipient {
     /// living, care). A stop is a segment of zeros; a later decision (a
     /// level change, an unfreeze) is a segment of its own, so each month
     /// is paid as the decisions in force then say.
-    segments: Vec<(u32, i64, i64)>,
+    /// (month, when decided in ms, living, care), in (month, when) order:
+    /// two decisions for one month apply in the order they were made in
+    /// the systems that made them, whatever order they arrived in.
+    segments: Vec<(u32, i64, i64, i64)>,
 }
 
 /// What a [`Recipient`] keeps, in this order.
@@ -159,7 +162,7 @@ impl Recipient {
     fn new(fields: [&str; 9], start: u32, living_fen: i64, care_fen: i64) -> Self {
         let mut r = Recipient {
             text: "".into(),
-            segments: vec![(start, living_fen, care_fen)],
+            segments: vec![(start, 0, living_fen, care_fen)],
         };
         r.set_fields(fields);
         r
@@ -195,13 +198,13 @@ impl Recipient {
     fn amounts(&self, month: u32) -> (i64, i64) {
         let i = self.segments.partition_point(|s| s.0 <= month);
         i.checked_sub(1)
-            .map_or((0, 0), |i| (self.segments[i].1, self.segments[i].2))
+            .map_or((0, 0), |i| (self.segments[i].2, self.segments[i].3))
     }
 
     /// A decision in force from `month` on (until a later one).
-    fn decide_from(&mut self, month: u32, living_fen: i64, care_fen: i64) {
-        let i = self.segments.partition_point(|s| s.0 <= month);
-        self.segments.insert(i, (month, living_fen, care_fen));
+    fn decide_from(&mut self, month: u32, at: i64, living_fen: i64, care_fen: i64) {
+        let i = self.segments.partition_point(|s| (s.0, s.1) <= (month, at));
+        self.segments.insert(i, (month, at, living_fen, care_fen));
     }
 }
 
@@ -518,7 +521,7 @@ async fn stop(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Res
         .apply(&idem, "stop", &id, format!("from {month} ({reason})"))
     {
         if let Some(r) = s.people.lock().unwrap().1.get_mut(&id) {
-            r.decide_from(from, 0, 0);
+            r.decide_from(from, occurred_ms(&v), 0, 0);
         }
         s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -637,13 +640,22 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
             r.set(Field::IncludesIm, if includes_im { "1" } else { "" });
         }
         if let Some((l, c)) = decided {
-            r.decide_from(from, l, c);
+            r.decide_from(from, occurred_ms(&v), l, c);
         }
         s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     let (living, care) = r.amounts(from);
     drop(people);
     Json(json!({ "recipient": true, "living_fen": living, "care_fen": care })).into_response()
+}
+
+/// When the change a request carries happened (`occurred_at`, ms), or now
+/// if it does not say.
+fn occurred_ms(v: &Value) -> i64 {
+    v["occurred_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(crate::store::now_ms, |t| t.timestamp_millis())
 }
 
 /// `GET /api/subsidy/v1/decisions?after=N`: up to 500 decisions after
@@ -731,8 +743,12 @@ mod tests {
         assert_eq!(r.get(Field::Dibao), "DIBAO");
         // Not before the start month; stopped from February; a level
         // change in force from April that keeps only the living subsidy.
-        r.decide_from(m("2027-02"), 0, 0);
-        r.decide_from(m("2027-04"), 41_000, 0);
+        r.decide_from(m("2027-04"), 2, 41_000, 0);
+        r.decide_from(m("2027-02"), 1, 0, 0);
+        // Two decisions for one month: the later made wins, whatever order
+        // they come in (a resume decided after a stop).
+        r.decide_from(m("2027-06"), 20, 41_000, 0);
+        r.decide_from(m("2027-06"), 10, 0, 0);
         r.set(Field::CertificateNo, "C1B1");
         assert_eq!(r.get(Field::CertificateNo), "C1B1");
         assert_eq!(r.get(Field::AccountName), "张三");
