@@ -130,17 +130,8 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
             last = (now.clone(), Instant::now());
         }
         let quiet = last.1.elapsed() >= Duration::from_secs(5);
-        if reached || quiet {
-            let mut pending = 0;
-            for (t, _) in hub.served() {
-                pending += store
-                    .pending(&t.to_string())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if pending == 0 {
-                break now;
-            }
+        if (reached || quiet) && pending(&store, &hub).await? == 0 {
+            break now;
         }
         if Instant::now() > deadline {
             mp.println(format!("gave up after {:?}", args.timeout)).ok();
@@ -188,6 +179,18 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     hub.stop().await;
 
     report(&args, &sims, &store, cfg, &people, elapsed, &bank).await
+}
+
+/// Messages waiting on any of the hub's targets.
+async fn pending(store: &Store, hub: &crate::hub::Hub) -> Result<i64, String> {
+    let mut n = 0;
+    for (t, _) in hub.served() {
+        n += store
+            .pending(&t.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
 }
 
 /// What the bank leg did.
@@ -279,15 +282,8 @@ async fn lifecycle(
     let (mut last, mut still) = (effects(), 0);
     while still < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut pending = 0;
-        for (t, _) in hub.served() {
-            pending += store
-                .pending(&t.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
         let now = effects();
-        still = if pending == 0 && now == last {
+        still = if pending(store, hub).await? == 0 && now == last {
             still + 1
         } else {
             0
