@@ -100,6 +100,11 @@ pub fn run(cfg: Config) -> ExitCode {
     let cfg: &'static Config = Box::leak(Box::new(cfg));
     let rt = crate::hub::runtime();
     let code = rt.block_on(async move {
+        // The handler first: a SIGTERM that comes while the hub starts (its
+        // sources may already be working) must stop it cleanly, not kill it.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let store = match Store::open(&cfg.hub.store.url, &cfg.dir).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -123,10 +128,8 @@ pub fn run(cfg: Config) -> ExitCode {
                 tracing::error!(listen = %listen, error = %e, "Cannot serve the operations API")
             }
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("Shutting down: finishing deliveries in flight");
