@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 19 schemas, 8 connectors, 22 mappings"),
+        out.contains("configuration OK: 21 schemas, 9 connectors, 23 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");

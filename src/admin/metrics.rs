@@ -90,6 +90,43 @@ pub async fn render(a: &Admin) -> Result<String, crate::store::StoreError> {
             q.records
         );
     }
+    if let Some(d) = &a.deadlines {
+        let soon = crate::connectors::deadlines::soon_ms(d, now);
+        let counts = a.store.stage_counts(now, soon).await?;
+        type Of = fn(&crate::store::StageCount) -> i64;
+        let gauges: [(&str, &str, Of); 4] = [
+            (
+                "tongban_applications_open",
+                "Certificate applications open in a stage with a deadline.",
+                |c| c.open,
+            ),
+            (
+                "tongban_applications_overdue",
+                "Certificate applications past the deadline of their stage (working days).",
+                |c| c.overdue,
+            ),
+            (
+                "tongban_applications_due_soon",
+                "Certificate applications whose stage is due by the end of the next working day.",
+                |c| c.due_soon,
+            ),
+            (
+                "tongban_application_stages_late",
+                "Stages of certificate applications that ended after their deadline.",
+                |c| c.late,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            let _ = writeln!(w, "# HELP {name} {help}");
+            let _ = writeln!(w, "# TYPE {name} gauge");
+            for stage in crate::connectors::deadlines::settings::STAGES {
+                let n = counts.iter().find(|c| c.stage == stage).map_or(0, f);
+                if d.rules.contains_key(stage) {
+                    let _ = writeln!(w, "{name}{{stage=\"{stage}\"}} {n}");
+                }
+            }
+        }
+    }
     type Counter = fn(&crate::dispatch::TargetStats) -> u64;
     let counters: [(&str, &str, Counter); 4] = [
         (

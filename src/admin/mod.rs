@@ -100,6 +100,8 @@ pub struct Admin {
     pub served: crate::hub::Served,
     /// Deliveries counted every few seconds per target.
     pub rates: std::sync::Mutex<Rates>,
+    /// The deadline register's calendar and limits, if configured.
+    pub deadlines: Option<crate::connectors::deadlines::settings::DeadlineSettings>,
 }
 
 impl Admin {
@@ -110,6 +112,7 @@ impl Admin {
             cfg,
             served,
             rates: Default::default(),
+            deadlines: crate::connectors::deadlines::report::settings(cfg),
         }
     }
 
@@ -253,6 +256,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/quarantine", get(quarantine))
         .route("/api/quarantine/remap", post(remap_quarantine))
         .route("/api/audit", get(audit))
+        .route("/api/deadlines", get(deadlines))
         .route("/api/tokens", get(tokens).post(create_token))
         .route("/api/tokens/{name}/revoke", post(revoke_token))
         .route("/api/tasks", get(tasks).post(create_task))
@@ -306,6 +310,22 @@ async fn console() -> Response {
 async fn whoami(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
     let c = a.caller(&h, Role::Viewer).await?;
     Ok(Json(json!({ "name": c.name, "role": c.role.name() })).into_response())
+}
+
+/// `GET /api/deadlines`: the deadline register's report now (holders
+/// masked, for every role).
+async fn deadlines(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
+    a.caller(&h, Role::Viewer).await?;
+    let Some(s) = &a.deadlines else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "the configuration has no deadlines connector",
+        ));
+    };
+    let r = crate::connectors::deadlines::report::report(s, &a.store, crate::store::now_ms())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(r).into_response())
 }
 
 async fn openapi() -> Response {

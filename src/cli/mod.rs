@@ -180,6 +180,17 @@ enum Command {
         #[arg(long, short, default_value = ".")]
         config: PathBuf,
     },
+    /// Certificate applications against their deadlines (CDPF 2021-10 §5,
+    /// counted in working days): per stage open, overdue, due within one
+    /// working day and late; then the overdue and soon-due applications.
+    Deadlines {
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// The report as JSON (stable English field names).
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit: who did what, when and why.
     Audit {
         /// Configuration directory.
@@ -668,6 +679,7 @@ pub fn main() -> ExitCode {
         Command::Tasks { action } => ops::tasks(action),
         Command::Quarantine { action } => ops::quarantine(action),
         Command::Audit { config } => ops::audit(config),
+        Command::Deadlines { config, json } => ops::deadlines(config, json),
         Command::Functions => {
             for f in crate::mapping::functions::FUNCTIONS {
                 println!("{}", f.signature);

@@ -554,6 +554,68 @@ pub fn targets(config: PathBuf) -> ExitCode {
     })
 }
 
+/// `tongban deadlines`.
+pub fn deadlines(config: PathBuf, json: bool) -> ExitCode {
+    with_store(&config, async move |cfg, store| {
+        use crate::connectors::deadlines::report;
+        let Some(settings) = report::settings(cfg) else {
+            return Err(
+                "the configuration has no deadlines connector (kind = \"deadlines\")".into(),
+            );
+        };
+        let r = report::report(&settings, &store, crate::store::now_ms()).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
+        println!(
+            "Deadlines on {} ({}); due soon: by the end of {}",
+            r.today,
+            if r.working_day {
+                "a working day"
+            } else {
+                "a rest day"
+            },
+            r.due_soon_until
+        );
+        println!(
+            "{:<20} {:>7} {:>8} {:>9} {:>6}",
+            "stage", "open", "overdue", "due soon", "late"
+        );
+        for c in &r.stages {
+            println!(
+                "{:<20} {:>7} {:>8} {:>9} {:>6}",
+                c.stage, c.open, c.overdue, c.due_soon, c.late
+            );
+        }
+        for (title, list) in [
+            ("Overdue", &r.overdue),
+            ("Due within one working day", &r.due_soon),
+        ] {
+            println!("\n{title}: {}", list.len());
+            for e in list.iter() {
+                println!(
+                    "  {:<22} {:<18} {:<18} {} entered {}  due {}{}  {} owes: {}",
+                    e.application_id,
+                    e.stage,
+                    e.holder,
+                    e.office_region,
+                    &e.entered_at[..10.min(e.entered_at.len())],
+                    e.due_on,
+                    if e.working_days_over > 0 {
+                        format!(" ({} working days over)", e.working_days_over)
+                    } else {
+                        String::new()
+                    },
+                    e.office,
+                    e.awaits
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
 /// `tongban audit`.
 pub fn audit(config: PathBuf) -> ExitCode {
     with_store(&config, async move |_, store| {

@@ -16,13 +16,16 @@ pub enum ConnectorKind {
     Kafka,
     /// Files dropped in and out of directories.
     File,
+    /// The hub's own deadline register: where each application is and
+    /// when its stage is due, on a working-day calendar.
+    Deadlines,
 }
 
 /// A connector file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorSpec {
-    /// `http`, `kafka` or `file`.
+    /// `http`, `kafka`, `file` or `deadlines`.
     pub kind: ConnectorKind,
     /// What the system is, for people.
     pub description: Option<String>,
@@ -44,9 +47,27 @@ pub struct ConnectorSpec {
     pub concurrency: Option<u32>,
     /// Overrides the hub's retry schedule for this system.
     pub retry_schedule: Option<Vec<Dur>>,
+    /// deadlines: the directory of the working-day calendar's year tables
+    /// (relative to the config directory).
+    pub calendar: Option<String>,
+    /// deadlines: each stage's time limit, by stage name.
+    #[serde(default)]
+    pub stages: BTreeMap<String, Spanned<StageRule>>,
     /// Named operations, e.g. `pull_events`, `load_certificate`.
     #[serde(default)]
     pub operations: BTreeMap<String, Spanned<Operation>>,
+}
+
+/// deadlines: how long an application may stay in one stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRule {
+    /// Working days after the day the stage began.
+    pub working_days: u32,
+    /// What the stage waits for, for people.
+    pub awaits: String,
+    /// Which office it is with, for people.
+    pub office: String,
 }
 
 /// Authentication of requests.

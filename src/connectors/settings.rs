@@ -10,7 +10,7 @@
 //! from these typed settings only, and `tongban check` makes them exactly
 //! as `run` does, so a connector file that one accepts the other accepts.
 
-use super::{file, http, kafka};
+use super::{deadlines, file, http, kafka};
 use crate::config::connector::{Direction, Operation};
 use crate::config::{ConnectorKind, ConnectorSpec};
 use crate::diag::Problem;
@@ -25,6 +25,8 @@ pub enum Settings<'a> {
     Kafka(kafka::settings::KafkaSettings),
     /// A directory of files.
     File(file::settings::FileSettings),
+    /// The hub's deadline register.
+    Deadlines(deadlines::settings::DeadlineSettings),
 }
 
 /// The typed settings of a connector file; `dir` is the configuration
@@ -35,6 +37,9 @@ pub fn of<'a>(spec: &'a ConnectorSpec, dir: &Path) -> Result<Settings<'a>, Vec<P
         ConnectorKind::Http => http::settings::HttpSettings::of(spec).map(Settings::Http),
         ConnectorKind::Kafka => kafka::settings::KafkaSettings::of(spec).map(Settings::Kafka),
         ConnectorKind::File => file::settings::FileSettings::of(spec, dir).map(Settings::File),
+        ConnectorKind::Deadlines => {
+            deadlines::settings::DeadlineSettings::of(spec, dir).map(Settings::Deadlines)
+        }
     }
 }
 

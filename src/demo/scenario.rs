@@ -118,10 +118,18 @@ pub fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(),
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
     // Everything an earlier demo left: its files would meet batch ids
     // that start again from 1 with the new store.
-    for sub in ["connectors", "mappings", "schemas", "store", "var"] {
+    for sub in [
+        "calendar",
+        "connectors",
+        "mappings",
+        "schemas",
+        "store",
+        "var",
+    ] {
         let _ = std::fs::remove_dir_all(dir.join(sub));
     }
     for sub in [
+        "calendar",
         "connectors",
         "mappings",
         "mappings/tables",

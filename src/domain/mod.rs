@@ -12,6 +12,7 @@ pub mod days;
 pub mod id;
 pub mod luhn;
 pub mod mask;
+pub mod workdays;
 
 pub use cert::{CertError, CertificateNo};
 

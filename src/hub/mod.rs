@@ -174,6 +174,13 @@ pub fn check(cfg: &Config) -> Vec<Diagnostic> {
                     out.push(text(c).error(0, why));
                 }
             }
+            Ok(crate::connectors::settings::Settings::Deadlines(d)) => {
+                if let Some(why) =
+                    calendar_gap(&d.calendar, crate::domain::china_now().date_naive())
+                {
+                    out.push(text(c).at(Severity::Warning, 0, why));
+                }
+            }
             Ok(_) => {}
         }
     }
@@ -212,6 +219,31 @@ pub fn check(cfg: &Config) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// A year the deadline calendar should have and lacks on `today`: this
+/// year, and from November (when the State Council publishes it) the next.
+pub fn calendar_gap(
+    calendar: &crate::domain::workdays::Calendar,
+    today: chrono::NaiveDate,
+) -> Option<String> {
+    use chrono::Datelike;
+    let mut years = vec![today.year()];
+    if today.month() >= 11 {
+        years.push(today.year() + 1);
+    }
+    let missing: Vec<String> = years
+        .into_iter()
+        .filter(|y| !calendar.covers(*y))
+        .map(|y| y.to_string())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the deadline calendar has no table for {}: only Saturdays and Sundays are rest days there, so deadlines over its holidays come too early; add calendar/cn-{}.toml from the State Council's notice of public holidays",
+            missing.join(" and "),
+            missing[0]
+        )
+    })
 }
 
 /// Why an HTTP connector's TLS settings would not make a client: its
@@ -294,5 +326,29 @@ pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
         if shutdown.changed().await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::calendar_gap;
+    use crate::domain::workdays::Calendar;
+
+    #[test]
+    fn check_warns_of_a_missing_year_table_from_november() {
+        let mut c = Calendar::default();
+        c.parse_year("year = 2026").unwrap();
+        let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        assert_eq!(calendar_gap(&c, day(10, 31)), None);
+        let w = calendar_gap(&c, day(11, 1)).unwrap();
+        assert!(
+            w.starts_with("the deadline calendar has no table for 2027:")
+                && w.contains("calendar/cn-2027.toml"),
+            "{w}"
+        );
+        let empty = Calendar::default();
+        assert!(calendar_gap(&empty, day(12, 7))
+            .unwrap()
+            .contains("no table for 2026 and 2027"));
     }
 }

@@ -63,6 +63,15 @@ pub enum Plan<'a> {
         /// The directory and what is written.
         write: Write,
     },
+    /// Stages into the hub's deadline register.
+    Deadlines {
+        /// The connector.
+        connector: &'a Connector,
+        /// The operation.
+        op: &'a Operation,
+        /// The calendar and each stage's limit.
+        settings: crate::connectors::deadlines::settings::DeadlineSettings,
+    },
     /// An idempotent Kafka producer, Avro or JSON values.
     Kafka {
         /// The connector.
@@ -179,6 +188,14 @@ pub fn plan<'a>(cfg: &'a Config, t: &OpRef) -> Result<Plan<'a>, String> {
             }
             _ => Err(not_sink()),
         },
+        Settings::Deadlines(d) => match d.operations.contains(&t.operation) {
+            true => Ok(Plan::Deadlines {
+                connector,
+                op,
+                settings: d,
+            }),
+            false => Err(not_sink()),
+        },
     }
 }
 
@@ -194,6 +211,15 @@ pub fn build(
             let sink = crate::payout::PaymentsSink::new(store.clone());
             let mut s = settings(cfg, connector, t, op, Duration::from_secs(30));
             s.concurrency = s.concurrency.max(1000);
+            Ok((Arc::new(sink), s))
+        }
+        Plan::Deadlines {
+            connector,
+            op,
+            settings,
+        } => {
+            let sink = crate::connectors::deadlines::DeadlineSink::new(store.clone(), settings);
+            let s = self::settings(cfg, connector, t, op, Duration::from_secs(30));
             Ok((Arc::new(sink), s))
         }
         Plan::Files {

@@ -61,6 +61,29 @@ struct Book {
     holders: HashMap<String, Holder>,
     /// Events, in order, as JSON.
     events: super::Feed,
+    /// Progress of applications (`ApplicationProgress`), in order, as JSON.
+    progress: super::Feed,
+    /// How the county offices pace each application, by application id.
+    paces: HashMap<String, Pace>,
+}
+
+/// When the county offices take the steps of one application (ms since
+/// the epoch), set by a rehearsal so that some applications are late: a
+/// step without a time is not taken yet, and the application waits there.
+/// Without a pace every step is taken at once, when the application comes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pace {
+    /// 受理: the residence county accepted the complete application.
+    pub accepted_ms: i64,
+    /// 指定评定机构: the assessment institution named (NEW and CHANGE).
+    pub assigned_ms: Option<i64>,
+    /// 公示完毕: the result entered and its public notice completed (NEW
+    /// and CHANGE); the registration county has the materials.
+    pub noticed_ms: Option<i64>,
+    /// Whether the registration county decides (approves, makes and posts,
+    /// or refuses) when the earlier steps are taken, stamped then.
+    pub decided: bool,
 }
 
 impl Book {
@@ -187,6 +210,47 @@ impl Cert {
         }
     }
 
+    /// Sets how the county offices pace an application (by its id), before
+    /// it comes.
+    pub fn pace(&self, application_id: &str, pace: Pace) {
+        self.book
+            .lock()
+            .unwrap()
+            .paces
+            .insert(application_id.to_string(), pace);
+    }
+
+    /// Progress records so far.
+    pub fn progress_len(&self) -> usize {
+        self.book.lock().unwrap().progress.len()
+    }
+
+    /// Appends a step of an application to the progress feed, dated `at`
+    /// (ms) or now.
+    fn progress(&self, app: &Value, step: &str, at: Option<i64>) {
+        let s = |k: &str| app[k].as_str().unwrap_or("");
+        let mut book = self.book.lock().unwrap();
+        let when = match at {
+            Some(ms) => chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .with_timezone(&crate::domain::china_tz())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            None => book.stamp(),
+        };
+        let n = book.progress.len() + 1;
+        let record = json!({
+            "progress_id": format!("CP-{n:09}"),
+            "application_id": s("application_id"),
+            "holder_id": s("id_no"),
+            "application_kind": s("kind"),
+            "step": step,
+            "region_code": s("region_code"),
+            "occurred_at": when,
+        });
+        book.progress
+            .push(&serde_json::to_vec(&record).unwrap_or_default());
+    }
+
     /// A person's assessment: seeded, or derived from the ID number.
     pub fn assessment(&self, id_no: &str) -> (u8, u8) {
         if let Some(a) = self.book.lock().unwrap().assessed.get(id_no) {
@@ -218,6 +282,7 @@ impl Cert {
         let app = Router::new()
             .route("/api/cert/v3/applications", post(apply))
             .route("/api/cert/v3/events", get(events))
+            .route("/api/cert/v3/progress", get(progress))
             .route("/_stages", get(get_stages).post(set_stages))
             .route("/api/cert/v3/cancellations", post(cancellation))
             .route("/_actions", post(action))
@@ -225,8 +290,9 @@ impl Cert {
         with_common(app, self.common.clone())
     }
 
-    /// Decides an application and appends its event; Err is the refusal.
-    fn decide(&self, app: &Value) -> Result<(), String> {
+    /// Decides an application and appends its event: `COMPLETED`, or
+    /// `REJECTED` after the assessment; Err is the refusal.
+    fn decide(&self, app: &Value) -> Result<&'static str, String> {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let kind = s("kind");
@@ -314,7 +380,7 @@ impl Cert {
             cancel,
             &app["context"],
         );
-        Ok(())
+        Ok("COMPLETED")
     }
 
     /// Refuses an application after it was received (不予办理): a
@@ -326,7 +392,7 @@ impl Cert {
         app: &Value,
         current: String,
         reason: &str,
-    ) -> Result<(), String> {
+    ) -> Result<&'static str, String> {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let n = book.events.len() + 1;
@@ -351,7 +417,7 @@ impl Cert {
             .push(&serde_json::to_vec(&event).unwrap_or_default());
         drop(book);
         self.common.apply("", "rejected", &id, reason.to_string());
-        Ok(())
+        Ok("REJECTED")
     }
 
     /// Checks a signed request (when the system wants signatures): the
@@ -529,10 +595,41 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
         )
             .into_response();
     }
+    let assessed = matches!(app["kind"].as_str(), Some("NEW" | "CHANGE"));
+    let pace = c.book.lock().unwrap().paces.remove(&application_id);
+    c.progress(&app, "ACCEPTED", pace.map(|p| p.accepted_ms));
     let stages = *c.stages.lock().unwrap();
-    if stages == Stages::default() {
-        if let Err(why) = c.decide(&app) {
-            return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
+    if let Some(p) = pace {
+        // Dated steps: each taken at its time, the application waiting at
+        // the first one not taken.
+        if assessed {
+            for (step, at) in [
+                ("ASSESSOR_ASSIGNED", p.assigned_ms),
+                ("NOTICE_COMPLETED", p.noticed_ms),
+            ] {
+                let Some(at) = at else {
+                    return (StatusCode::ACCEPTED, Json(json!({ "status": "received" })))
+                        .into_response();
+                };
+                c.progress(&app, step, Some(at));
+            }
+        }
+        if !p.decided {
+            return (StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response();
+        }
+    } else if assessed {
+        c.progress(&app, "ASSESSOR_ASSIGNED", None);
+    }
+    if stages == Stages::default() || pace.is_some() {
+        if pace.is_none() && assessed {
+            c.progress(&app, "NOTICE_COMPLETED", None);
+        }
+        match c.decide(&app) {
+            Ok(step) => c.progress(&app, step, None),
+            Err(why) => {
+                c.progress(&app, "REJECTED", None);
+                return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
+            }
         }
     } else {
         let c = c.clone();
@@ -545,9 +642,16 @@ async fn apply(State(c): State<Arc<Cert>>, uri: Uri, h: HeaderMap, body: Bytes) 
             ] {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 c.common.apply("", stage, &id, String::new());
+                if stage == "noticed" && assessed {
+                    c.progress(&app, "NOTICE_COMPLETED", None);
+                }
             }
-            if let Err(why) = c.decide(&app) {
-                c.common.apply("", "refused", &id, why);
+            match c.decide(&app) {
+                Ok(step) => c.progress(&app, step, None),
+                Err(why) => {
+                    c.progress(&app, "REJECTED", None);
+                    c.common.apply("", "refused", &id, why);
+                }
             }
         });
     }
@@ -605,6 +709,19 @@ async fn action(State(c): State<Arc<Cert>>, Json(v): Json<Value>) -> Response {
         Ok(()) => Json(json!({ "ok": true })).into_response(),
         Err(why) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
     }
+}
+
+/// `GET /api/cert/v3/progress?after=N`: up to 500 progress records after
+/// position N, `{"progress": […], "next": N'}`.
+async fn progress(
+    State(c): State<Arc<Cert>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let book = c.book.lock().unwrap();
+    let body = book.progress.page(from, PAGE, ("progress", "next", false));
+    drop(book);
+    ([("content-type", "application/json")], body).into_response()
 }
 
 async fn get_stages(State(c): State<Arc<Cert>>) -> Json<Stages> {

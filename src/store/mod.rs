@@ -109,10 +109,12 @@ macro_rules! both {
 // Each concern's types, `Store` methods and SQL for both dialects live in
 // a folder of their own; the dialects' engines (connections, group commit,
 // migrations, shared statements) stay in `sqlite.rs` and `postgres.rs`.
+mod deadlines;
 mod ops;
 mod outbox;
 mod payouts;
 
+pub use deadlines::*;
 pub use ops::*;
 pub use outbox::*;
 pub use payouts::*;

@@ -66,6 +66,35 @@ macro_rules! shared {
 }
 
 shared! {
+    /// Ends an application's open stages at the start of the next one
+    /// (later in time, or at the same instant and later in order).
+    END_EARLIER_STAGES = "UPDATE case_stages SET done_ms = (
+            SELECT MIN(l.entered_ms) FROM case_stages l
+            WHERE l.application_id = case_stages.application_id
+              AND (l.entered_ms > case_stages.entered_ms
+                   OR (l.entered_ms = case_stages.entered_ms AND l.stage_rank > case_stages.stage_rank)))
+        WHERE application_id = ?1 AND done_ms IS NULL";
+    /// Per stage: open with a deadline, overdue at ?1, due by ?2.
+    OPEN_COUNTS = "SELECT stage,
+            COUNT(*),
+            SUM(CASE WHEN due_ms < ?1 THEN 1 ELSE 0 END),
+            SUM(CASE WHEN due_ms >= ?1 AND due_ms <= ?2 THEN 1 ELSE 0 END)
+        FROM case_stages WHERE done_ms IS NULL AND due_ms IS NOT NULL GROUP BY stage";
+    /// Per stage: ended after the deadline.
+    LATE_COUNTS = "SELECT stage, COUNT(*) FROM case_stages WHERE done_ms > due_ms GROUP BY stage";
+    /// Open stages due by ?1, the earliest due first.
+    OPEN_DUE_BY = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
+        FROM case_stages WHERE done_ms IS NULL AND due_ms IS NOT NULL AND due_ms <= ?1
+        ORDER BY due_ms, application_id LIMIT ?2";
+    /// Stages ended after their deadline, the latest first.
+    LATE = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
+        FROM case_stages WHERE done_ms > due_ms ORDER BY done_ms DESC, application_id LIMIT ?1";
+    /// One application's stages, in order.
+    OF_APPLICATION = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
+        FROM case_stages WHERE application_id = ?1 ORDER BY entered_ms, stage_rank";
+    /// A stage, unless it is there.
+    INSERT_STAGE = "INSERT INTO case_stages (application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (application_id, stage) DO NOTHING";
     SET_CURSOR = "INSERT INTO cursors (source, cursor, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at";
     CURSOR = "SELECT cursor FROM cursors WHERE source = ?1";

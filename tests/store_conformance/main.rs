@@ -40,6 +40,7 @@ macro_rules! conformance {
 }
 
 // After the macro: each concern's file invokes it.
+mod deadlines;
 mod ops;
 mod outbox;
 mod payouts;

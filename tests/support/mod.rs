@@ -32,6 +32,7 @@ pub fn run(args: &[&str]) -> Output {
 pub fn copy_config() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for sub in [
+        "calendar",
         "connectors",
         "layouts",
         "mappings",
