@@ -88,6 +88,57 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
         }
     }
     assert!(stdout.contains("each_eligible_card_loaded_exactly_once"));
+
+    // Deadlines: some applications overdue, some due soon, some late, each
+    // one as the model says (the invariant).
+    let d = &report["deadlines"];
+    for k in ["overdue", "due_soon", "late"] {
+        assert!(d[k].as_i64().unwrap() > 0, "{k}: {d}");
+    }
+    assert_eq!(d["breaches_reported"], d["breaches_in_the_model"], "{d}");
+    assert!(inv.contains_key("every_deadline_breach_reported_and_real"));
+}
+
+/// A deadline set wrong on purpose (3 working days made 30): the hub's
+/// register no longer reports the breaches the rules give, and the demo
+/// fails on that invariant.
+#[test]
+fn the_demo_fails_when_a_deadline_is_set_wrong() {
+    let config = support::copy_config();
+    support::edit(
+        config.path(),
+        "connectors/deadlines.toml",
+        "[stages.RECEIVED]\nworking_days = 3",
+        "[stages.RECEIVED]\nworking_days = 30",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::tongban()
+        .args(["demo", "--people", "300", "--timeout", "180s", "--workdir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = support::text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("FAIL every_deadline_breach_reported_and_real"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let failed: Vec<&String> = report["invariants"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| **v != true)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        failed,
+        ["every_deadline_breach_reported_and_real"],
+        "{stdout}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -3,6 +3,8 @@
 //! against the hub's own store: it is the specification of what the hub
 //! must do.
 
+use crate::domain::workdays::{china_day, end_of_day_ms, Calendar};
+use crate::sim::cert::Pace;
 use crate::synth::{self, Rng};
 use serde_json::json;
 
@@ -28,6 +30,61 @@ pub(super) struct Applicant {
     pub(super) filed_at: i64,
     /// What happens to the person after the first month's payouts.
     pub(super) change: Change,
+    /// How the county offices pace the application, when they do not
+    /// take every step at once.
+    pub(super) pace: Option<Pace>,
+}
+
+/// The time limits of CDPF 2021-10 §5, in working days, per stage.
+pub(super) const LIMITS: [(&str, u32); 3] = [
+    ("RECEIVED", 3),
+    ("ASSESSOR_NAMED", 10),
+    ("NOTICE_COMPLETED", 7),
+];
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The pace of the `i`th application, made at `now` (ms): one in 20 is
+/// paced, by turns: the assessor never named (accepted 8 days ago); the
+/// result never entered (named 19 days ago); an assessment that took five
+/// weeks and was then decided; a case that kept every limit; one whose
+/// assessor is due by the end of the next working day (accepted
+/// `soon_days` ago).
+fn pace_of(i: usize, now: i64, soon_days: i64) -> Option<Pace> {
+    let at = |days: i64| now - days * DAY_MS;
+    match i % 100 {
+        50 => Some(Pace {
+            accepted_ms: at(soon_days),
+            assigned_ms: None,
+            noticed_ms: None,
+            decided: false,
+        }),
+        11 => Some(Pace {
+            accepted_ms: at(8),
+            assigned_ms: None,
+            noticed_ms: None,
+            decided: false,
+        }),
+        37 => Some(Pace {
+            accepted_ms: at(20),
+            assigned_ms: Some(at(19)),
+            noticed_ms: None,
+            decided: false,
+        }),
+        63 => Some(Pace {
+            accepted_ms: at(40),
+            assigned_ms: Some(at(39)),
+            noticed_ms: Some(at(2)),
+            decided: true,
+        }),
+        89 => Some(Pace {
+            accepted_ms: at(6),
+            assigned_ms: Some(at(5)),
+            noticed_ms: Some(at(1)),
+            decided: true,
+        }),
+        _ => None,
+    }
 }
 
 /// What the lifecycle phase does to a person after the first month's
@@ -52,10 +109,61 @@ pub(super) enum Change {
 }
 
 impl Applicant {
-    pub(super) fn certified(&self) -> bool {
+    /// Whether the application reaches the certificate system (is
+    /// accepted there).
+    pub(super) fn accepted(&self) -> bool {
         self.bad.is_none()
             || self.bad == Some("bank card fails its check digit")
             || self.bad == Some("no social security card")
+    }
+    pub(super) fn certified(&self) -> bool {
+        self.accepted() && self.pace.is_none_or(|p| p.decided)
+    }
+
+    /// The stage an application waits in, and when it is due, if the
+    /// county offices hold it in one with a limit.
+    pub(super) fn waiting(&self, calendar: &Calendar) -> Option<(&'static str, i64)> {
+        let p = self.pace.filter(|p| self.accepted() && !p.decided)?;
+        let (stage, entered) = match (p.assigned_ms, p.noticed_ms) {
+            (None, _) => ("RECEIVED", p.accepted_ms),
+            (Some(a), None) => ("ASSESSOR_NAMED", a),
+            (Some(_), Some(n)) => ("NOTICE_COMPLETED", n),
+        };
+        let limit = LIMITS.iter().find(|(s, _)| *s == stage)?.1;
+        Some((
+            stage,
+            end_of_day_ms(calendar.add_working_days(china_day(entered), limit)),
+        ))
+    }
+
+    /// The stages of the application that missed their limit by `now`
+    /// (open after it, or ended after it), counted on `calendar`; the
+    /// decision, when taken, is taken by `now`.
+    pub(super) fn breaches(&self, now: i64, calendar: &Calendar) -> Vec<&'static str> {
+        let Some(p) = self.pace.filter(|_| self.accepted()) else {
+            return Vec::new();
+        };
+        let decided = p.decided.then_some(now);
+        let steps = [
+            ("RECEIVED", Some(p.accepted_ms)),
+            ("ASSESSOR_NAMED", p.assigned_ms),
+            ("NOTICE_COMPLETED", p.noticed_ms),
+            ("DECIDED", decided),
+        ];
+        let mut out = Vec::new();
+        for (i, (stage, entered)) in steps.iter().enumerate() {
+            let (Some(entered), Some((_, limit))) =
+                (entered, LIMITS.iter().find(|(s, _)| s == stage))
+            else {
+                continue;
+            };
+            let due = end_of_day_ms(calendar.add_working_days(china_day(*entered), *limit));
+            let ended = steps[i + 1..].iter().find_map(|(_, t)| *t).unwrap_or(now);
+            if ended > due {
+                out.push(*stage);
+            }
+        }
+        out
     }
     pub(super) fn card_loaded(&self) -> bool {
         self.certified() && self.has_card
@@ -136,8 +244,8 @@ impl Applicant {
     }
 }
 
-/// Makes the applicants and their forms.
-pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
+/// Makes the applicants and their forms; `calendar` dates the paces.
+pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Applicant, Vec<u8>)> {
     let mut rng = Rng::new(seed);
     // The certificate system dates issues in China's time zone; ages must
     // be counted on the same day.
@@ -146,6 +254,17 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
     // (county × birth date × sequence), and a second person with the same
     // number would be refused by the certificate system, rightly.
     let mut seen = std::collections::HashSet::with_capacity(n);
+    let now = crate::store::now_ms();
+    // Accepted this many days ago, the assessor (3 working days) is due by
+    // the end of the next working day.
+    let day = china_day(now);
+    let soon = calendar.add_working_days(day, 1);
+    let soon_days = (0..30)
+        .find(|k| {
+            let due = calendar.add_working_days(day - chrono::Days::new(*k), 3);
+            due >= day && due <= soon
+        })
+        .unwrap_or(0) as i64;
     (0..n)
         .map(|i| {
             let p = loop {
@@ -228,6 +347,7 @@ pub(super) fn applicants(n: usize, seed: u64) -> Vec<(Applicant, Vec<u8>)> {
                 wants_work: wants_employment || wants_training,
                 filed_at: 0,
                 change: Change::None,
+                pace: pace_of(i, now, soon_days),
             };
             (a, serde_json::to_vec(&form).unwrap_or_default())
         })

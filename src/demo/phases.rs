@@ -57,12 +57,18 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     );
 
     // The people, and the world they live in: assessments and cards.
-    let mut people = applicants(args.people, args.seed);
+    let calendar = crate::connectors::deadlines::report::settings(cfg)
+        .map(|s| s.calendar)
+        .unwrap_or_default();
+    let mut people = applicants(args.people, args.seed, &calendar);
     for (a, _) in &people {
         sims.cert
             .assess_multiple(&a.id, a.category, a.level, a.includes_im);
         if a.has_card {
             sims.sscard.issue_card(&a.id);
+        }
+        if let Some(p) = a.pace {
+            sims.cert.pace(&a.application_id, p);
         }
     }
     let expect = |f: fn(&Applicant) -> bool| people.iter().filter(|(a, _)| f(a)).count() as u64;

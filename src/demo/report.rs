@@ -262,18 +262,77 @@ pub(super) async fn report(
         .all(|((a, _), seen)| !a.certified() || *seen);
     invariants.insert("every_certified_applicant_sees_the_status", status_ok);
 
+    // Deadlines: the stages the hub's register reports as breached (late,
+    // or open past their limit) are exactly those the model's paces and
+    // the limits of CDPF 2021-10 §5 give.
+    let now = crate::store::now_ms();
+    let (deadlines_ok, deadlines) = match crate::connectors::deadlines::report::settings(cfg) {
+        None => (false, json!(null)),
+        Some(s) => {
+            let e = |e: crate::store::StoreError| e.to_string();
+            let model: std::collections::BTreeSet<(String, String)> = people
+                .iter()
+                .flat_map(|(a, _)| {
+                    a.breaches(now, &s.calendar)
+                        .into_iter()
+                        .map(|st| (a.application_id.clone(), st.to_string()))
+                })
+                .collect();
+            let most = people.len() * 4 + 10;
+            let mut hub = std::collections::BTreeSet::new();
+            for r in store.late_stages(most).await.map_err(e)? {
+                hub.insert((r.application_id, r.stage));
+            }
+            for r in store.open_stages_due_by(now - 1, most).await.map_err(e)? {
+                hub.insert((r.application_id, r.stage));
+            }
+            let r = crate::connectors::deadlines::report::report(&s, store, now)
+                .await
+                .map_err(e)?;
+            // And the applications due within one working day.
+            let soon = crate::connectors::deadlines::soon_ms(&s, now);
+            let model_soon: std::collections::BTreeSet<String> = people
+                .iter()
+                .filter(|(a, _)| {
+                    a.waiting(&s.calendar)
+                        .is_some_and(|(_, due)| due >= now && due <= soon)
+                })
+                .map(|(a, _)| a.application_id.clone())
+                .collect();
+            let hub_soon: std::collections::BTreeSet<String> = r
+                .due_soon
+                .iter()
+                .map(|e| e.application_id.clone())
+                .collect();
+            let sum = |f: fn(&crate::store::StageCount) -> i64| r.stages.iter().map(f).sum::<i64>();
+            (
+                model == hub && model_soon == hub_soon,
+                json!({
+                    "open": sum(|c| c.open),
+                    "overdue": sum(|c| c.overdue),
+                    "due_soon": sum(|c| c.due_soon),
+                    "late": sum(|c| c.late),
+                    "breaches_in_the_model": model.len(),
+                    "breaches_reported": hub.len(),
+                }),
+            )
+        }
+    };
+    invariants.insert("every_deadline_breach_reported_and_real", deadlines_ok);
+
     // Every bad record explained where the chain meets it, with a reason:
     // a bad ID number quarantined by the application feed, a missing name
     // refused by the certificate system, a person without a card refused
     // by the card system, a bad bank card quarantined by the subsidy feed
-    // (for those who apply for a subsidy: the others' card is never used).
+    // (for those who apply for a subsidy: the others' card is never used;
+    // the last two once the certificate is issued, not while it waits).
     let stage = |f: &dyn Fn(&Applicant) -> bool| people.iter().filter(|(a, _)| f(a)).count() as i64;
     let bad_is = |a: &Applicant, why: &str| a.bad == Some(why);
     let want = [
         stage(&|a| bad_is(a, "ID number fails its check digit")),
         stage(&|a| bad_is(a, "name missing")),
-        stage(&|a| bad_is(a, "no social security card")),
-        stage(&|a| bad_is(a, "bank card fails its check digit")),
+        stage(&|a| a.certified() && bad_is(a, "no social security card")),
+        stage(&|a| a.certified() && bad_is(a, "bank card fails its check digit")),
     ];
     let got = [
         counts.quarantined("application_to_cert_application"),
@@ -376,6 +435,7 @@ pub(super) async fn report(
             "paid_twice": bank.paid_twice.len(),
             "alarms": bank.alarms,
         },
+        "deadlines": deadlines,
         "lifecycle": bank.changes.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "phases_end_s": bank.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
@@ -462,6 +522,11 @@ pub(super) async fn report(
             .map(|(k, n)| format!("{n} {k}"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    let d = &report["deadlines"];
+    println!(
+        "deadlines (working days, CDPF 2021-10 §5): {} applications open in a stage, {} overdue, {} due within one working day, {} stages ended late; {} breaches reported, {} in the model",
+        d["open"], d["overdue"], d["due_soon"], d["late"], d["breaches_reported"], d["breaches_in_the_model"]
     );
     println!("rejected records, by reason:");
     for (r, n) in report["rejected"].as_object().into_iter().flatten() {
