@@ -19,6 +19,12 @@
 //!   cancel with a reason (`CANCELLED`, e.g. `DECEASED`).
 //! - `GET /api/cert/v3/events?after=N`: up to 500 events after position N,
 //!   `{"events": […], "next": N'}`.
+//! - `GET /api/cert/v3/progress?after=N`: the steps of each application
+//!   (`ApplicationProgress`): `ACCEPTED`; for NEW and CHANGE
+//!   `ASSESSOR_ASSIGNED` and `NOTICE_COMPLETED`; then `COMPLETED` or
+//!   `REJECTED`. Each is taken at once, or at the times a [`Pace`] set for
+//!   the application gives (an application whose pace stops at a step
+//!   waits there, undecided).
 //!
 //! Assessments come from [`Cert::assess`] (the demo seeds the people it
 //! made), or else are derived from the ID number, so the same person always
