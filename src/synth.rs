@@ -52,7 +52,7 @@ const GIVEN: &[&str] = &[
 /// Category weights (visual … multiple), roughly the national mix: physical most common.
 const CATEGORY_WEIGHTS: [u64; 7] = [12, 16, 2, 48, 7, 8, 7];
 /// Bank card prefixes (synthetic numbers on real-looking BINs) and their CNAPS head-office codes.
-const BANKS: &[(&str, &str)] = &[
+pub const BANKS: &[(&str, &str)] = &[
     ("621700", "105100000017"),
     ("622848", "103100000026"),
     ("621226", "102100099996"),

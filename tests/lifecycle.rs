@@ -11,7 +11,8 @@
 //! for the cancellation, the card is unloaded, and the cancellation's own
 //! stop is the same effect, not applied twice. A third person, who has
 //! held a certificate for years, applies for subsidies, pension and work
-//! alone and gets them without a certificate request; a fourth, with a
+//! alone and gets them without a certificate request (paid, as everyone
+//! here, to the account of their social security card); a fourth, with a
 //! multiple disability at level 3 that includes an intellectual one, gets
 //! the care subsidy's extension; a fifth, whose assessment fails, hears
 //! the refusal and its reason on the platform. Each step is checked on the
@@ -149,6 +150,16 @@ async fn scenario(store_url: Option<String>) {
     })
     .await;
     let issued = payments(&first, 41_000, 15_000);
+    // Paid through the card: to the account the card system reported on
+    // the load, not the one the form gave.
+    let card_account = sims.sscard.account_of(&id).0;
+    assert_ne!(card_account, p.card);
+    for v in sims.subsidies.payout_list(&this) {
+        if v["holder_id"] == id {
+            assert_eq!(v["bank_account_no"], card_account.as_str(), "{v}");
+            assert_eq!(v["account_source"], "SSCARD");
+        }
+    }
     assert_eq!(
         paid(&sims, &this, &id),
         issued,
@@ -356,6 +367,9 @@ async fn scenario(store_url: Option<String>) {
         serde_json::json!({"dibao": "NEAR_DIBAO", "wants_employment": true, "pension": "NONE"}),
     );
     let certs_before = sims.cert.events();
+    // Holders have had their card for years: the services application
+    // loads the certificate onto it again, and its account is reported.
+    sims.sscard.issue_card(&r.id);
     sims.platform.file(&form3);
     let seen = |c: &tongban::sim::Common, kind: &str| {
         let mut n = 0;
@@ -397,6 +411,7 @@ async fn scenario(store_url: Option<String>) {
     // intellectual one gets the care subsidy's extension, at 50 %.
     let m = tongban::synth::person(&mut tongban::synth::Rng::new(8));
     sims.cert.assess_multiple(&m.id, 7, 3, true);
+    sims.sscard.issue_card(&m.id);
     let form4 = form(
         "SX-LIFE-5",
         "NEW",

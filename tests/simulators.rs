@@ -449,12 +449,49 @@ async fn the_subsidies_system_pays_by_the_rules_and_stops_when_told() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 422, "a card failing Luhn");
+    // The province pays through the card: nobody is paid before the card
+    // system has reported their card's account.
     let list = get_json(
         &c,
         &format!("{url}/api/subsidy/v1/payouts?period=2026-11"),
         Some(("tongban", "pw")),
     )
     .await;
+    assert_eq!(list["items"], json!([]), "{list}");
+    let account = |id: &str, no: &str| {
+        c.post(format!("{url}/api/subsidy/v1/accounts"))
+            .basic_auth("tongban", Some("pw"))
+            .header("Idempotency-Key", format!("acct-{id}-{no}"))
+            .json(
+                &json!({"holder_id": id, "certificate_no": format!("{id}41"),
+                "bank_account_no": no, "bank_code": "103100000026", "source": "SSCARD",
+                "reported_at": "2026-11-02T11:00:00+08:00"}),
+            )
+            .send()
+    };
+    let r = account("110105199003070017", "6228480000000000001")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422, "a card account failing Luhn");
+    for id in [
+        "110105199003070017",
+        "11010519491231002X",
+        "440524188001010014",
+    ] {
+        let r = account(id, "6228480012345678903").await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let list = get_json(
+        &c,
+        &format!("{url}/api/subsidy/v1/payouts?period=2026-11"),
+        Some(("tongban", "pw")),
+    )
+    .await;
+    for p in list["items"].as_array().unwrap() {
+        assert_eq!(p["bank_account_no"], "6228480012345678903", "{p}");
+        assert_eq!(p["bank_code"], "103100000026");
+        assert_eq!(p["account_source"], "SSCARD");
+    }
     let items: Vec<(String, i64)> = list["items"]
         .as_array()
         .unwrap()

@@ -313,14 +313,12 @@ async fn whoami(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
 }
 
 /// `GET /api/deadlines`: the deadline register's report now (holders
-/// masked, for every role).
+/// masked, for every role); `{"configured": false}` without a deadlines
+/// connector.
 async fn deadlines(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
     a.caller(&h, Role::Viewer).await?;
     let Some(s) = &a.deadlines else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "the configuration has no deadlines connector",
-        ));
+        return Ok(Json(json!({ "configured": false })).into_response());
     };
     let r = crate::connectors::deadlines::report::report(s, &a.store, crate::store::now_ms())
         .await

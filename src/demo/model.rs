@@ -171,6 +171,12 @@ impl Applicant {
     pub(super) fn subsidy_request(&self) -> bool {
         self.certified() && self.card_ok
     }
+    /// Whether the subsidies system pays the person: a subsidy applied
+    /// for and, where the province pays through the card, a card whose
+    /// account the card system reported (without one the payments wait).
+    pub(super) fn payable(&self, rates: &crate::sim::subsidies::Rates) -> bool {
+        self.subsidy_request() && (!rates.pay_to_card_account || self.card_loaded())
+    }
     pub(super) fn pension(&self) -> bool {
         self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2 && self.adult
     }
@@ -220,7 +226,7 @@ impl Applicant {
                 self.includes_im,
             )
         };
-        if !self.subsidy_request() || rule(self.level, self.dibao) == (0, 0) {
+        if !self.payable(rates) || rule(self.level, self.dibao) == (0, 0) {
             return (0, 0);
         }
         match self.change {

@@ -141,8 +141,11 @@ pub(super) async fn report(
     let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
     let mut paid_per_person = vec![0i64; people.len()];
     let (mut list_len, mut paid_total, mut unknown) = (0usize, 0i64, 0usize);
+    let by_card = sims.subsidies.rates.pay_to_card_account;
+    let mut to_card = true;
     sims.subsidies.for_each_payout(&period, |p| {
         list_len += 1;
+        to_card &= !by_card || p.bank_account_no == sims.sscard.account_of(&p.holder_id).0;
         paid_total += p.amount_fen;
         let (Some(&i), Some(care)) = (
             place.get(p.holder_id.as_str()),
@@ -169,7 +172,7 @@ pub(super) async fn report(
     let mut payouts_ok = unknown == 0;
     let mut paid_ok = bank.settled;
     for (((a, _), have), paid) in people.iter().zip(&listed).zip(&paid_per_person) {
-        let (living, care) = if a.subsidy_request() {
+        let (living, care) = if a.payable(&sims.subsidies.rates) {
             subsidies::entitlement(
                 &sims.subsidies.rates,
                 a.category,
@@ -197,6 +200,10 @@ pub(super) async fn report(
     paid_ok &= bank.credited.len() == expected_items;
     invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
     invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
+    // Where the province pays through the card: every payment to the
+    // account of the holder's social security card, none to the account
+    // the form gave.
+    invariants.insert("payouts_only_to_the_card_account", to_card);
     invariants.insert(
         "each_eligible_person_in_payout_list_once_with_right_amount",
         payouts_ok && paid_total == expected_total,

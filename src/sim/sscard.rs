@@ -7,6 +7,9 @@
 //!   card that carries no certificate. Rate-limited: over `per_second`
 //!   requests a second are answered 429 with `Retry-After: 1`. Each
 //!   idempotency key is applied once.
+//! - Each card has a financial account (社保卡金融账户): seeded with
+//!   [`Sscard::issue_card_with_account`], or [`card_account`]. A load's
+//!   result carries it (`bank_account_no`, `bank_code`).
 //! - `GET /sscard/v1/certificate/results?since=N`: the results of requests,
 //!   `<CertificateResults xmlns="…"><CertificateResult>…</CertificateResult>…<next>N'</next></CertificateResults>`.
 
@@ -30,6 +33,9 @@ type Limiter = governor::DefaultDirectRateLimiter;
 struct Cards {
     /// Card holders, when seeded; `None`: everyone with a valid ID number.
     holders: Option<HashSet<String>>,
+    /// The financial account of each card (社保卡金融账户), when seeded:
+    /// account number and its bank's CNAPS code; otherwise [`card_account`].
+    accounts: HashMap<String, (String, String)>,
     /// The certificate loaded on each card.
     loaded: HashMap<String, String>,
     /// When the certificate event behind each card's last change happened
@@ -70,6 +76,25 @@ impl Sscard {
             .holders
             .get_or_insert_with(HashSet::new)
             .insert(id_no.to_string());
+    }
+
+    /// Issues a card whose financial account is `account` at `bank_code`.
+    pub fn issue_card_with_account(&self, id_no: &str, account: &str, bank_code: &str) {
+        self.issue_card(id_no);
+        self.cards.lock().unwrap().accounts.insert(
+            id_no.to_string(),
+            (account.to_string(), bank_code.to_string()),
+        );
+    }
+
+    /// The financial account of a person's card: account number and bank.
+    pub fn account_of(&self, id_no: &str) -> (String, String) {
+        let cards = self.cards.lock().unwrap();
+        cards
+            .accounts
+            .get(id_no)
+            .cloned()
+            .unwrap_or_else(|| card_account(id_no))
     }
 
     /// The certificate loaded on one person's card, if any.
@@ -167,8 +192,25 @@ impl Sscard {
                 "" => String::new(),
                 a => format!("<application_id>{}</application_id>", esc(a)),
             };
+            // A load says which financial account the card has: where a
+            // province pays through the card, subsidies go there only.
+            let account = match load {
+                true => {
+                    let (no, bank) = cards
+                        .accounts
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| card_account(id));
+                    format!(
+                        "<bank_account_no>{}</bank_account_no><bank_code>{}</bank_code>",
+                        esc(&no),
+                        esc(&bank)
+                    )
+                }
+                false => String::new(),
+            };
             let r = format!(
-                "<CertificateResult><request_id>{}</request_id>{app}<social_security_no>{}</social_security_no><certificate_no>{}</certificate_no><status>{}</status><card_no>A{:08}</card_no><processed_at>{now}</processed_at></CertificateResult>",
+                "<CertificateResult><request_id>{}</request_id>{app}<social_security_no>{}</social_security_no><certificate_no>{}</certificate_no><status>{}</status><card_no>A{:08}</card_no>{account}<processed_at>{now}</processed_at></CertificateResult>",
                 esc(request_id),
                 esc(id),
                 esc(cert),
@@ -180,6 +222,22 @@ impl Sscard {
         drop(cards);
         ok_response()
     }
+}
+
+/// The financial account of a card not seeded with one: a Luhn-valid
+/// 19-digit number on one of the card banks' prefixes, the same for the
+/// same person every time.
+pub fn card_account(id_no: &str) -> (String, String) {
+    let h = id_no.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    let banks = crate::synth::BANKS;
+    let (bin, bank) = banks[(h % banks.len() as u64) as usize];
+    let body = format!("{:012}", (h >> 8) % 1_000_000_000_000);
+    (
+        crate::synth::luhn_complete(&format!("{bin}{body}")),
+        bank.to_string(),
+    )
 }
 
 fn ok_response() -> Response {

@@ -10,6 +10,10 @@
 //!   eligibility application it took (`SubsidyDecision`: eligible or not,
 //!   the amounts, the start month, the application id), for the feedback
 //!   to the applicant.
+//! - `POST /api/subsidy/v1/accounts`: a `SubsidyAccount`, the financial
+//!   account of a person's social security card ([`account`]); where the
+//!   province pays through the card ([`Rates::pay_to_card_account`], on by
+//!   default), payments go there only, and a person's wait until it is known.
 //! - `POST /api/subsidy/v1/stops`: a `SubsidyStop`: nothing is paid for
 //!   `effective_month` and after (until a later decision).
 //! - `POST /api/subsidy/v1/reassessments`: a `SubsidyReassessment` (a
@@ -57,6 +61,12 @@ pub struct Rates {
     pub care_intellectual_mental_3_4: bool,
     /// Their rate, in percent of the level 2 amount (Shanxi: 50).
     pub care_3_4_percent: i64,
+    /// Whether the province pays through the social security card: each
+    /// payment to the card's financial account as the card system reported
+    /// it (Zichuan: 待遇领取只使用实体卡银行账户), and none to a person whose
+    /// card account is not known yet (their payments wait for it); else to
+    /// the account the application gave.
+    pub pay_to_card_account: bool,
 }
 
 impl Default for Rates {
@@ -72,6 +82,7 @@ impl Default for Rates {
             care_level2_fen: 15_000,
             care_intellectual_mental_3_4: true,
             care_3_4_percent: 50,
+            pay_to_card_account: true,
         }
     }
 }
@@ -236,6 +247,8 @@ pub struct Subsidies {
     pub rates: Rates,
     /// The month whose payout list is served by default.
     pub period: Mutex<String>,
+    /// The payable people in the order they became payable (the payout
+    /// lists' order), and every recipient.
     people: Mutex<(Vec<String>, HashMap<String, Recipient>)>,
     /// Bumped when someone already in `people` changes (a new decision, a
     /// stop): the list is then made again. New people are only appended.
@@ -244,6 +257,9 @@ pub struct Subsidies {
     cache: Mutex<Option<CachedList>>,
     /// Its decisions on eligibility applications, as `SubsidyDecision`s.
     decisions: Mutex<super::Feed>,
+    /// The financial account of each person's social security card, as
+    /// the card system reported it: account number and bank.
+    card_accounts: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Subsidies {
@@ -258,6 +274,7 @@ impl Subsidies {
             rewrites: std::sync::atomic::AtomicU64::new(0),
             cache: Mutex::new(None),
             decisions: Mutex::new(super::Feed::default()),
+            card_accounts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -267,6 +284,7 @@ impl Subsidies {
             .route("/api/subsidy/v1/eligibility", post(eligibility))
             .route("/api/subsidy/v1/stops", post(stop))
             .route("/api/subsidy/v1/reassessments", post(reassess))
+            .route("/api/subsidy/v1/accounts", post(account))
             .route("/api/subsidy/v1/payouts", get(payouts))
             .route("/api/subsidy/v1/decisions", get(decisions))
             .route("/api/subsidy/v1/payout-results", post(results))
@@ -327,13 +345,16 @@ impl Subsidies {
             });
         }
         let c = cache.as_mut().expect("just set");
+        let cards = self.card_accounts.lock().unwrap();
+        let by_card = self.rates.pay_to_card_account;
         for (i, id) in people.0.iter().enumerate().skip(c.seen) {
             push_slots(&mut c.items, i as u32, &people.1[id], period);
         }
         c.seen = people.0.len();
         let record = |s: Slot| {
             let id = &people.0[s.person as usize];
-            record(id, &people.1[id], period, s.care)
+            let card = by_card.then(|| cards.get(id)).flatten();
+            record(id, &people.1[id], period, s.care, card)
         };
         f(&c.items, &record)
     }
@@ -386,8 +407,15 @@ fn push_slots(out: &mut Vec<Slot>, person: u32, r: &Recipient, period: &str) {
     }
 }
 
-/// A payment's record on a month's payout list (`PayoutRecord` JSON).
-fn record(id: &str, r: &Recipient, period: &str, care: bool) -> Vec<u8> {
+/// A payment's record on a month's payout list (`PayoutRecord` JSON): to
+/// the card's account when given, else to the application's.
+fn record(
+    id: &str,
+    r: &Recipient,
+    period: &str,
+    care: bool,
+    card: Option<&(String, String)>,
+) -> Vec<u8> {
     let (living, care_fen) = month_index(period).map_or((0, 0), |m| r.amounts(m));
     let (ty, fen) = match care {
         false => ("LIVING", living),
@@ -401,9 +429,10 @@ fn record(id: &str, r: &Recipient, period: &str, care: bool) -> Vec<u8> {
         "certificate_no": r.get(Field::CertificateNo),
         "period": period,
         "amount_fen": fen,
-        "bank_account_no": r.get(Field::BankAccountNo),
-        "bank_code": r.get(Field::BankCode),
-        "account_name": r.get(Field::AccountName),
+        "bank_account_no": card.map_or(r.get(Field::BankAccountNo), |c| c.0.as_str()),
+        "bank_code": card.map_or(r.get(Field::BankCode), |c| c.1.as_str()),
+        "account_name": if card.is_some() { r.get(Field::Name) } else { r.get(Field::AccountName) },
+        "account_source": if card.is_some() { "SSCARD" } else { "APPLICATION" },
         "region_code": r.get(Field::RegionCode),
     });
     serde_json::to_vec(&v).unwrap_or_default()
@@ -471,9 +500,15 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
         feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
     }
     if first && (living > 0 || care > 0) {
-        if people.1.contains_key(&id) {
+        // The payout lists take people in the order they became payable
+        // (a recipient, and where the province pays through the card, with
+        // the card's account known), so that a list read by cursor while
+        // it grows misses no one: a person already on it is made again.
+        let payable =
+            !s.rates.pay_to_card_account || s.card_accounts.lock().unwrap().contains_key(&id);
+        if people.1.contains_key(&id) && payable {
             s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        } else {
+        } else if payable {
             people.0.push(id.clone());
         }
         let needs_care = v["needs_long_term_care"].as_bool().unwrap_or(false);
@@ -649,6 +684,60 @@ async fn reassess(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) ->
     Json(json!({ "recipient": true, "living_fen": living, "care_fen": care })).into_response()
 }
 
+/// `POST /api/subsidy/v1/accounts`: a `SubsidyAccount`, the financial
+/// account of a person's social security card as the card system reported
+/// it on a load. Refused (422): an invalid ID number, an account failing
+/// its check digit, a bank code that is not 12 digits. The latest account
+/// reported for a person is paid into (where the province pays through
+/// the card), from the next list made.
+async fn account(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> Response {
+    let v = match s.request(&h, &body) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    let g = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let (id, no, bank) = (g("holder_id"), g("bank_account_no"), g("bank_code"));
+    let why = if let Err(e) = crate::domain::ResidentId::parse(&id) {
+        Some(format!("invalid ID number: {e}"))
+    } else if let Err(e) = crate::domain::luhn::validate_card(&no) {
+        Some(format!(
+            "bank account {}: {e}",
+            crate::domain::mask::bank_card(&no)
+        ))
+    } else if bank.len() != 12 || !bank.bytes().all(|b| b.is_ascii_digit()) {
+        Some(format!("bank_code {bank:?} is not a 12-digit CNAPS code"))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
+    let idem = header(&h, "idempotency-key").to_string();
+    let mut people = s.people.lock().unwrap();
+    if s.common.apply(
+        &idem,
+        "card_account",
+        &id,
+        crate::domain::mask::bank_card(&no),
+    ) {
+        let recipient = people.1.contains_key(&id);
+        let had = s
+            .card_accounts
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (no, bank))
+            .is_some();
+        if recipient && s.rates.pay_to_card_account && !had {
+            // Payable from now on: appended to the lists.
+            people.0.push(id);
+        } else if recipient {
+            s.rewrites.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    drop(people);
+    Json(json!({ "ok": true })).into_response()
+}
+
 /// When the change a request carries happened (`occurred_at`, ms), or now
 /// if it does not say.
 fn occurred_ms(v: &Value) -> i64 {
@@ -776,11 +865,23 @@ mod tests {
             push_slots(&mut slots, 0, &r, period);
         }
         assert_eq!(slots.len(), 3, "two in November, one in April");
-        let v: Value = serde_json::from_slice(&record("110105X", &r, "2027-04", false)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&record("110105X", &r, "2027-04", false, None)).unwrap();
         assert_eq!(v["payout_id"], "LIVING-110105X-2027-04");
         assert_eq!(v["amount_fen"], 41_000);
         assert_eq!(v["certificate_no"], "C1B1");
         assert_eq!(v["bank_account_no"], "6217000004");
+        assert_eq!(v["account_source"], "APPLICATION");
+        // Paid through the card: its account, in the holder's name.
+        let card = (
+            "6228480012345678903".to_string(),
+            "103100000026".to_string(),
+        );
+        let v: Value =
+            serde_json::from_slice(&record("110105X", &r, "2027-04", false, Some(&card))).unwrap();
+        assert_eq!(v["bank_account_no"], "6228480012345678903");
+        assert_eq!(v["bank_code"], "103100000026");
+        assert_eq!(v["account_source"], "SSCARD");
         assert_eq!(month_index("2027-13"), None);
         assert_eq!(month_index("2027-1"), None);
     }

@@ -15,6 +15,8 @@ pub const LIMIT: usize = 1000;
 /// The register's report at an instant.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
+    /// Always true: the configuration has a deadline register.
+    pub configured: bool,
     /// The day it is for (China time), `YYYY-MM-DD`.
     pub today: String,
     /// Whether that day is a working day.
@@ -81,6 +83,7 @@ pub async fn report(
         }
     }
     Ok(Report {
+        configured: true,
         today: today.to_string(),
         working_day: s.calendar.is_working(today),
         due_soon_until: china_day(soon - 1).to_string(),
