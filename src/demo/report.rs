@@ -290,7 +290,11 @@ pub(super) async fn report(
             for r in store.late_stages(most).await.map_err(e)? {
                 hub.insert((r.application_id, r.stage));
             }
-            for r in store.open_stages_due_by(now - 1, most).await.map_err(e)? {
+            for r in store
+                .open_stages_due_between(i64::MIN, now - 1, most)
+                .await
+                .map_err(e)?
+            {
                 hub.insert((r.application_id, r.stage));
             }
             let r = crate::connectors::deadlines::report::report(&s, store, now)

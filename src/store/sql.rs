@@ -82,10 +82,10 @@ shared! {
         FROM case_stages WHERE done_ms IS NULL AND due_ms IS NOT NULL GROUP BY stage";
     /// Per stage: ended after the deadline.
     LATE_COUNTS = "SELECT stage, COUNT(*) FROM case_stages WHERE done_ms > due_ms GROUP BY stage";
-    /// Open stages due by ?1, the earliest due first.
-    OPEN_DUE_BY = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
-        FROM case_stages WHERE done_ms IS NULL AND due_ms IS NOT NULL AND due_ms <= ?1
-        ORDER BY due_ms, application_id LIMIT ?2";
+    /// Open stages due from ?1 to ?2, the earliest due first.
+    OPEN_DUE_BETWEEN = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
+        FROM case_stages WHERE done_ms IS NULL AND due_ms IS NOT NULL AND due_ms >= ?1 AND due_ms <= ?2
+        ORDER BY due_ms, application_id LIMIT ?3";
     /// Stages ended after their deadline, the latest first.
     LATE = "SELECT application_id, stage, stage_rank, holder_id, office_region, entered_ms, due_ms, done_ms
         FROM case_stages WHERE done_ms > due_ms ORDER BY done_ms DESC, application_id LIMIT ?1";

@@ -95,13 +95,21 @@ async fn open_late_and_due_stages_are_counted_per_stage(store: Store) {
     assert_eq!((a.open, a.late), (0, 1));
     assert_eq!(of("NOTICE_COMPLETED").open, 1);
     let due: Vec<String> = store
-        .open_stages_due_by(200_000, 10)
+        .open_stages_due_between(i64::MIN, 200_000, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.application_id)
         .collect();
     assert_eq!(due, ["B-1", "B-2"], "by due time, the overdue first");
+    let soon: Vec<String> = store
+        .open_stages_due_between(now, 200_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.application_id)
+        .collect();
+    assert_eq!(soon, ["B-2"], "due from now on, not the overdue");
     let late = store.late_stages(10).await.unwrap();
     assert_eq!(late.len(), 1);
     assert_eq!(

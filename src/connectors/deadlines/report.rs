@@ -73,15 +73,20 @@ pub async fn report(
     let soon = super::soon_ms(s, now_ms);
     let today = china_day(now_ms);
     let stages = store.stage_counts(now_ms, soon).await?;
-    let rows = store.open_stages_due_by(soon, 2 * LIMIT).await?;
-    let (mut overdue, mut due_soon) = (Vec::new(), Vec::new());
-    for r in rows {
-        let late = r.due_ms.is_some_and(|d| d < now_ms);
-        let list = if late { &mut overdue } else { &mut due_soon };
-        if list.len() < LIMIT {
-            list.push(entry(s, &r, today));
-        }
-    }
+    // Each list read on its own: a long overdue list must not crowd out
+    // the applications still due in time.
+    let overdue = store
+        .open_stages_due_between(i64::MIN, now_ms - 1, LIMIT)
+        .await?
+        .iter()
+        .map(|r| entry(s, r, today))
+        .collect();
+    let due_soon = store
+        .open_stages_due_between(now_ms, soon, LIMIT)
+        .await?
+        .iter()
+        .map(|r| entry(s, r, today))
+        .collect();
     Ok(Report {
         configured: true,
         today: today.to_string(),

@@ -61,13 +61,15 @@ impl Store {
         both!(self, s => s.record_stages(rows).await)
     }
 
-    /// Open stages due by `until_ms` (the overdue ones first), at most `limit`.
-    pub async fn open_stages_due_by(
+    /// Open stages due from `from_ms` to `until_ms`, the earliest due
+    /// first, at most `limit`.
+    pub async fn open_stages_due_between(
         &self,
+        from_ms: i64,
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<StageRow>, StoreError> {
-        both!(self, s => s.open_stages_due_by(until_ms, limit).await)
+        both!(self, s => s.open_stages_due_between(from_ms, until_ms, limit).await)
     }
 
     /// Stages that ended after their deadline, the latest first, at most `limit`.

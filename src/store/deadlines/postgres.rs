@@ -61,14 +61,18 @@ impl PgStore {
         Ok(n as usize)
     }
 
-    pub(in crate::store) async fn open_stages_due_by(
+    pub(in crate::store) async fn open_stages_due_between(
         &self,
+        from_ms: i64,
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<StageRow>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(sql::OPEN_DUE_BY.pg(), &[&until_ms, &(limit as i64)])
+            .query(
+                sql::OPEN_DUE_BETWEEN.pg(),
+                &[&from_ms, &until_ms, &(limit as i64)],
+            )
             .await?;
         Ok(rows.iter().map(stage_row).collect())
     }

@@ -49,16 +49,17 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::store) async fn open_stages_due_by(
+    pub(in crate::store) async fn open_stages_due_between(
         &self,
+        from_ms: i64,
         until_ms: i64,
         limit: usize,
     ) -> Result<Vec<StageRow>, StoreError> {
         self.with(move |c| {
             all(
                 c,
-                sql::OPEN_DUE_BY.sqlite(),
-                rusqlite::params![until_ms, limit as i64],
+                sql::OPEN_DUE_BETWEEN.sqlite(),
+                rusqlite::params![from_ms, until_ms, limit as i64],
                 stage_row,
             )
         })
