@@ -310,10 +310,12 @@ pub(super) async fn report(
                 })
                 .map(|(a, _)| a.application_id.clone())
                 .collect();
-            let hub_soon: std::collections::BTreeSet<String> = r
-                .due_soon
-                .iter()
-                .map(|e| e.application_id.clone())
+            let hub_soon: std::collections::BTreeSet<String> = store
+                .open_stages_due_between(now, soon, most)
+                .await
+                .map_err(e)?
+                .into_iter()
+                .map(|r| r.application_id)
                 .collect();
             let sum = |f: fn(&crate::store::StageCount) -> i64| r.stages.iter().map(f).sum::<i64>();
             (
