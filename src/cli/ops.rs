@@ -588,11 +588,20 @@ pub fn deadlines(config: PathBuf, json: bool) -> ExitCode {
                 c.stage, c.open, c.overdue, c.due_soon, c.late
             );
         }
-        for (title, list) in [
-            ("Overdue", &r.overdue),
-            ("Due within one working day", &r.due_soon),
+        let total = |f: fn(&crate::store::StageCount) -> i64| r.stages.iter().map(f).sum::<i64>();
+        for (title, list, n) in [
+            ("Overdue", &r.overdue, total(|c| c.overdue)),
+            (
+                "Due within one working day",
+                &r.due_soon,
+                total(|c| c.due_soon),
+            ),
         ] {
-            println!("\n{title}: {}", list.len());
+            if n as usize > list.len() {
+                println!("\n{title}: {n} (the first {} by due date)", list.len());
+            } else {
+                println!("\n{title}: {n}");
+            }
             for e in list.iter() {
                 println!(
                     "  {:<22} {:<18} {:<18} {} entered {}  due {}{}  {} owes: {}",
