@@ -9,9 +9,7 @@
 mod support;
 
 use chrono::NaiveDate;
-use std::sync::Arc;
 use std::time::Duration;
-use tongban::demo::scenario::{start_sims, write_config, SECRETS};
 use tongban::domain::workdays::{china_day, end_of_day_ms};
 use tongban::sim::cert::Pace;
 
@@ -37,32 +35,14 @@ fn form(app: &str, p: &tongban::synth::Person) -> Vec<u8> {
 }
 
 async fn scenario(store_url: Option<String>) {
-    let sims = start_sims(false).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let support::chain::Chain {
+        sims,
+        dir,
+        cfg,
+        store,
+        hub,
+    } = support::chain::start(store_url).await;
     let d = dir.path();
-    write_config(&support::root(), d, &sims.ports).unwrap();
-    for (name, value) in SECRETS {
-        std::fs::write(d.join(name), value).unwrap();
-        for f in std::fs::read_dir(d.join("connectors")).unwrap().flatten() {
-            let text = std::fs::read_to_string(f.path()).unwrap();
-            let file = format!("${{file:{}}}", d.join(name).display());
-            std::fs::write(f.path(), text.replace(&format!("${{env:{name}}}"), &file)).unwrap();
-        }
-    }
-    if let Some(url) = &store_url {
-        let toml = std::fs::read_to_string(d.join("tongban.toml")).unwrap();
-        let toml = toml.replace("sqlite://store/tongban.db?cache_mib=4", url);
-        std::fs::write(d.join("tongban.toml"), toml).unwrap();
-    }
-    let (cfg, diags) = tongban::hub::load(d);
-    let cfg = cfg.unwrap_or_else(|| panic!("{diags}"));
-    let cfg: &'static tongban::config::Config = Box::leak(Box::new(cfg));
-    let store = Arc::new(
-        tongban::store::Store::open(&cfg.hub.store.url, &cfg.dir)
-            .await
-            .unwrap(),
-    );
-    let hub = tongban::hub::Hub::start(cfg, store.clone()).await;
     let settings = tongban::connectors::deadlines::report::settings(cfg).expect("deadlines");
     let cal = &settings.calendar;
 

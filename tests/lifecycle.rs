@@ -20,9 +20,8 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
-use tongban::demo::scenario::{start_sims, write_config, Sims, SECRETS};
+use tongban::demo::scenario::Sims;
 use tongban::sim::cert::Action;
 
 /// The person's payments on a month's list: (type, amount, certificate).
@@ -95,33 +94,14 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 }
 
 async fn scenario(store_url: Option<String>) {
-    let sims = start_sims(false).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write_config(&support::root(), d, &sims.ports).unwrap();
-    // The secrets as files, not the process's environment (tests share it).
-    for (name, value) in SECRETS {
-        std::fs::write(d.join(name), value).unwrap();
-        for f in std::fs::read_dir(d.join("connectors")).unwrap().flatten() {
-            let text = std::fs::read_to_string(f.path()).unwrap();
-            let file = format!("${{file:{}}}", d.join(name).display());
-            std::fs::write(f.path(), text.replace(&format!("${{env:{name}}}"), &file)).unwrap();
-        }
-    }
-    if let Some(url) = &store_url {
-        let toml = std::fs::read_to_string(d.join("tongban.toml")).unwrap();
-        let toml = toml.replace("sqlite://store/tongban.db?cache_mib=4", url);
-        std::fs::write(d.join("tongban.toml"), toml).unwrap();
-    }
-    let (cfg, diags) = tongban::hub::load(d);
-    let cfg = cfg.unwrap_or_else(|| panic!("{diags}"));
-    let cfg: &'static tongban::config::Config = Box::leak(Box::new(cfg));
-    let store = Arc::new(
-        tongban::store::Store::open(&cfg.hub.store.url, &cfg.dir)
-            .await
-            .unwrap(),
-    );
-    let hub = tongban::hub::Hub::start(cfg, store.clone()).await;
+    // The configuration directory lives as long as the test.
+    let support::chain::Chain {
+        sims,
+        dir: _dir,
+        cfg: _,
+        store,
+        hub,
+    } = support::chain::start(store_url).await;
 
     // A physical disability, level 2, needing long-term care, in a 低保
     // household: living and care subsidy from the month of issue.

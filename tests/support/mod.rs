@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod chain;
 pub mod hub;
 pub mod kafka;
 pub mod ops;

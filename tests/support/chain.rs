@@ -1,0 +1,55 @@
+//! The shipped configuration against the in-process simulators of every
+//! system, with the running hub: what the lifecycle and deadline tests
+//! drive.
+
+use std::sync::Arc;
+use tongban::demo::scenario::{start_sims, write_config, Sims, SECRETS};
+
+/// A running chain: the simulators, the configuration directory (kept
+/// while this lives), the configuration, the store and the hub.
+pub struct Chain {
+    pub sims: Sims,
+    pub dir: tempfile::TempDir,
+    pub cfg: &'static tongban::config::Config,
+    pub store: Arc<tongban::store::Store>,
+    pub hub: tongban::hub::Hub,
+}
+
+/// Starts the simulators and the hub on the shipped configuration, on
+/// `store_url` (PostgreSQL) or the embedded store; the secrets are files,
+/// not the process's environment (tests share it).
+pub async fn start(store_url: Option<String>) -> Chain {
+    let sims = start_sims(false).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(&super::root(), d, &sims.ports).unwrap();
+    for (name, value) in SECRETS {
+        std::fs::write(d.join(name), value).unwrap();
+        for f in std::fs::read_dir(d.join("connectors")).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            let file = format!("${{file:{}}}", d.join(name).display());
+            std::fs::write(f.path(), text.replace(&format!("${{env:{name}}}"), &file)).unwrap();
+        }
+    }
+    if let Some(url) = &store_url {
+        let toml = std::fs::read_to_string(d.join("tongban.toml")).unwrap();
+        let toml = toml.replace("sqlite://store/tongban.db?cache_mib=4", url);
+        std::fs::write(d.join("tongban.toml"), toml).unwrap();
+    }
+    let (cfg, diags) = tongban::hub::load(d);
+    let cfg = cfg.unwrap_or_else(|| panic!("{diags}"));
+    let cfg: &'static tongban::config::Config = Box::leak(Box::new(cfg));
+    let store = Arc::new(
+        tongban::store::Store::open(&cfg.hub.store.url, &cfg.dir)
+            .await
+            .unwrap(),
+    );
+    let hub = tongban::hub::Hub::start(cfg, store.clone()).await;
+    Chain {
+        sims,
+        dir,
+        cfg,
+        store,
+        hub,
+    }
+}
