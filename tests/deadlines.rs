@@ -15,25 +15,6 @@ use tongban::sim::cert::Pace;
 
 const DAY: i64 = 86_400_000;
 
-fn form(app: &str, p: &tongban::synth::Person) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "application_id": app,
-        "submitted_at": tongban::domain::china_now().to_rfc3339(),
-        "request": "NEW",
-        "applicant": {"id_no": p.id, "name": p.name, "phone": "13800000000",
-                      "region_code": p.region, "address": null},
-        "certificate_no": null,
-        "target_region_code": null,
-        "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
-        "dibao": "NONE",
-        "needs_long_term_care": false,
-        "wants_employment": false,
-        "wants_training": false,
-        "pension": "EMPLOYEE_SCHEME",
-    }))
-    .unwrap()
-}
-
 async fn scenario(store_url: Option<String>) {
     let support::chain::Chain {
         sims,
@@ -108,7 +89,13 @@ async fn scenario(store_url: Option<String>) {
         .enumerate()
     {
         sims.cert.assess(&people[i].id, 4, 2);
-        sims.platform.file(&form(app, &people[i]));
+        sims.platform.file(&support::chain::form(
+            app,
+            "NEW",
+            &people[i],
+            None,
+            serde_json::json!({"dibao": "NONE", "needs_long_term_care": false}),
+        ));
     }
     // A: 1 stage; B: 1; C: 4 (accepted, named, noticed, decided); D: 4.
     support::eventually(

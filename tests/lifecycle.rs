@@ -54,37 +54,6 @@ fn payments(cert: &str, living: i64, care: i64) -> Vec<(String, i64, String)> {
     out
 }
 
-/// A one-application form for person `p`: the request, its certificate
-/// (for anything but NEW), and `answers` over the defaults (低保, needs
-/// care, no work wanted, in the employees' scheme).
-fn form(
-    app: &str,
-    request: &str,
-    p: &tongban::synth::Person,
-    cert: Option<&str>,
-    answers: serde_json::Value,
-) -> Vec<u8> {
-    let mut f = serde_json::json!({
-        "application_id": app,
-        "submitted_at": tongban::domain::china_now().to_rfc3339(),
-        "request": request,
-        "applicant": {"id_no": p.id, "name": p.name, "phone": "13800000000",
-                      "region_code": p.region, "address": null},
-        "certificate_no": cert,
-        "target_region_code": null,
-        "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
-        "dibao": "DIBAO",
-        "needs_long_term_care": true,
-        "wants_employment": false,
-        "wants_training": false,
-        "pension": "EMPLOYEE_SCHEME",
-    });
-    if let (Some(f), Some(a)) = (f.as_object_mut(), answers.as_object()) {
-        f.extend(a.clone());
-    }
-    serde_json::to_vec(&f).unwrap()
-}
-
 async fn until(what: &str, cond: impl Fn() -> bool) {
     support::eventually(Duration::from_secs(60), what, || {
         let ok = cond();
@@ -111,7 +80,7 @@ async fn scenario(store_url: Option<String>) {
     sims.cert.assess(&id, 4, 2);
     sims.sscard.issue_card(&id);
     let form1 = |app: &str, request: &str, cert: Option<&str>| {
-        form(app, request, p, cert, serde_json::json!({}))
+        support::chain::form(app, request, p, cert, serde_json::json!({}))
     };
     sims.platform.file(&form1("SX-LIFE-1", "NEW", None));
 
@@ -270,7 +239,7 @@ async fn scenario(store_url: Option<String>) {
     let qid = q.id.clone();
     sims.cert.assess(&qid, 4, 1);
     sims.sscard.issue_card(&qid);
-    let form2 = form("SX-LIFE-3", "NEW", q, None, serde_json::json!({}));
+    let form2 = support::chain::form("SX-LIFE-3", "NEW", q, None, serde_json::json!({}));
     sims.platform.file(&form2);
     let qcert = format!("{qid}41");
     until("the second certificate issued and paid", || {
@@ -339,7 +308,7 @@ async fn scenario(store_url: Option<String>) {
     // without a certificate request: paid from this month.
     let r = &people[2];
     let rcert = format!("{}42", r.id);
-    let form3 = form(
+    let form3 = support::chain::form(
         "SX-LIFE-4",
         "SERVICES",
         r,
@@ -392,7 +361,7 @@ async fn scenario(store_url: Option<String>) {
     let m = tongban::synth::person(&mut tongban::synth::Rng::new(8));
     sims.cert.assess_multiple(&m.id, 7, 3, true);
     sims.sscard.issue_card(&m.id);
-    let form4 = form(
+    let form4 = support::chain::form(
         "SX-LIFE-5",
         "NEW",
         &m,

@@ -116,11 +116,6 @@ impl Calendar {
         self.years.contains_key(&year)
     }
 
-    /// The years it has tables for.
-    pub fn years(&self) -> impl Iterator<Item = i32> + '_ {
-        self.years.keys().copied()
-    }
-
     /// Whether `d` is a working day.
     pub fn is_working(&self, d: NaiveDate) -> bool {
         match self.years.get(&d.year()) {

@@ -226,11 +226,6 @@ impl Cert {
             .insert(application_id.to_string(), pace);
     }
 
-    /// Progress records so far.
-    pub fn progress_len(&self) -> usize {
-        self.book.lock().unwrap().progress.len()
-    }
-
     /// Appends a step of an application to the progress feed, dated `at`
     /// (ms) or now.
     fn progress(&self, app: &Value, step: &str, at: Option<i64>) {

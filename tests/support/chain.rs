@@ -53,3 +53,34 @@ pub async fn start(store_url: Option<String>) -> Chain {
         hub,
     }
 }
+
+/// A one-application form for person `p`: the request, its certificate
+/// (for anything but NEW), and `answers` over the defaults (低保, needs
+/// care, no work wanted, in the employees' scheme).
+pub fn form(
+    app: &str,
+    request: &str,
+    p: &tongban::synth::Person,
+    cert: Option<&str>,
+    answers: serde_json::Value,
+) -> Vec<u8> {
+    let mut f = serde_json::json!({
+        "application_id": app,
+        "submitted_at": tongban::domain::china_now().to_rfc3339(),
+        "request": request,
+        "applicant": {"id_no": p.id, "name": p.name, "phone": "13800000000",
+                      "region_code": p.region, "address": null},
+        "certificate_no": cert,
+        "target_region_code": null,
+        "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
+        "dibao": "DIBAO",
+        "needs_long_term_care": true,
+        "wants_employment": false,
+        "wants_training": false,
+        "pension": "EMPLOYEE_SCHEME",
+    });
+    if let (Some(f), Some(a)) = (f.as_object_mut(), answers.as_object()) {
+        f.extend(a.clone());
+    }
+    serde_json::to_vec(&f).unwrap()
+}

@@ -135,7 +135,6 @@ mod tests {
             .collect();
         DeadlineSettings {
             calendar: Arc::new(c),
-            calendar_dir: Default::default(),
             rules: Arc::new(rules),
             operations: vec!["stages".into()],
         }

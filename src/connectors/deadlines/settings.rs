@@ -40,8 +40,6 @@ pub struct Rule {
 pub struct DeadlineSettings {
     /// The working-day calendar.
     pub calendar: Arc<Calendar>,
-    /// Where its tables are.
-    pub calendar_dir: PathBuf,
     /// Each stage's limit, by stage.
     pub rules: Arc<BTreeMap<String, Rule>>,
     /// The sink operations, by name.
@@ -127,7 +125,6 @@ impl DeadlineSettings {
         }
         p.or(DeadlineSettings {
             calendar: Arc::new(calendar),
-            calendar_dir,
             rules: Arc::new(rules),
             operations,
         })
