@@ -71,6 +71,11 @@ enum Command {
         /// Synthetic applicants.
         #[arg(long, default_value_t = 2000)]
         people: usize,
+        /// Months to run: the first month's chain and payouts, then each
+        /// further month's changes (deaths, freezes, re-assessments,
+        /// reissues, 低保 changes) in simulated time and its payouts.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=24))]
+        months: u32,
         /// Work directory: the demo's configuration, store, log and report
         /// (it replaces what an earlier demo left there).
         #[arg(long, default_value = "var/demo")]
@@ -594,6 +599,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Demo {
         people,
+        months,
         workdir,
         config,
         seed,
@@ -603,6 +609,7 @@ pub fn main() -> ExitCode {
     {
         return crate::demo::demo(crate::demo::DemoArgs {
             people,
+            months: months as usize,
             workdir,
             config,
             seed,

@@ -36,6 +36,8 @@ use std::time::Duration;
 pub struct DemoArgs {
     /// Applicants.
     pub people: usize,
+    /// Months: the first, and the months after in simulated time.
+    pub months: usize,
     /// Work directory (configuration, store, report); the demo owns it.
     pub workdir: PathBuf,
     /// Where the shipped configuration is.

@@ -11,6 +11,8 @@ use serde_json::json;
 pub(super) struct Applicant {
     pub(super) application_id: String,
     pub(super) id: String,
+    pub(super) name: String,
+    pub(super) region: String,
     pub(super) category: u8,
     pub(super) level: u8,
     /// What is wrong with the record, if anything.
@@ -28,8 +30,9 @@ pub(super) struct Applicant {
     pub(super) working_age: bool,
     pub(super) wants_work: bool,
     pub(super) filed_at: i64,
-    /// What happens to the person after the first month's payouts.
-    pub(super) change: Change,
+    /// What happens to the person after each month's payouts: (month, the
+    /// change), months counted from 0, in order.
+    pub(super) changes: Vec<(usize, Change)>,
     /// How the county offices pace the application, when they do not
     /// take every step at once.
     pub(super) pace: Option<Pace>,
@@ -87,8 +90,9 @@ fn pace_of(i: usize, now: i64, soon_days: i64) -> Option<Pace> {
     }
 }
 
-/// What the lifecycle phase does to a person after the first month's
-/// payouts: the county federation's actions and the registries' reports.
+/// What a month's lifecycle phase does to a person after that month's
+/// payouts: the county federation's actions, the person's own
+/// applications on the platform and the registries' reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Change {
     /// Nothing.
@@ -97,15 +101,31 @@ pub(super) enum Change {
     Frozen,
     /// Frozen, and the freeze lifted the same month.
     FrozenThenUnfrozen,
+    /// An earlier month's freeze lifted.
+    Unfrozen,
     /// Re-assessed at another level.
     Reassessed {
         /// The new level.
         level: u8,
     },
+    /// The certificate lost and reissued (挂失补办) on the person's
+    /// application on the platform: the next B number.
+    Reissued,
     /// Died (registered by public security).
     Died,
     /// The household's 低保 status changed.
     Dibao(&'static str),
+}
+
+/// A person's certificate and household after the changes of some months.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct State {
+    pub(super) level: u8,
+    pub(super) dibao: &'static str,
+    pub(super) frozen: bool,
+    pub(super) dead: bool,
+    /// Reissues since the certificate was last made (the B suffix).
+    pub(super) reissues: u32,
 }
 
 impl Applicant {
@@ -183,38 +203,68 @@ impl Applicant {
     pub(super) fn employment(&self) -> bool {
         self.certified() && self.wants_work && self.working_age
     }
-    pub(super) fn certificate_no(&self) -> String {
-        format!("{}{}{}", self.id, self.category, self.level)
+
+    /// The person after the changes of the months before `month` (each
+    /// month's changes come after its payouts: they are in force from the
+    /// next month).
+    pub(super) fn state_at(&self, month: usize) -> State {
+        let mut s = State {
+            level: self.level,
+            dibao: self.dibao,
+            frozen: false,
+            dead: false,
+            reissues: 0,
+        };
+        for (_, c) in self.changes.iter().take_while(|(m, _)| *m < month) {
+            match *c {
+                Change::None | Change::FrozenThenUnfrozen => {}
+                Change::Frozen => s.frozen = true,
+                Change::Unfrozen => s.frozen = false,
+                Change::Reassessed { level } => (s.level, s.reissues) = (level, 0),
+                Change::Reissued => s.reissues += 1,
+                Change::Died => s.dead = true,
+                Change::Dibao(d) => s.dibao = d,
+            }
+        }
+        s
     }
 
-    /// The change the lifecycle phase makes to the `i`th person: one in
-    /// about five of those with a loaded card and a subsidy request, by
-    /// turns.
-    pub(super) fn pick_change(&self, i: usize) -> Change {
-        if !(self.card_loaded() && self.subsidy_request()) {
+    /// The change the lifecycle phase of `month` makes to the `i`th
+    /// person: about one in four of those with a loaded card and a subsidy
+    /// request, by turns; a frozen certificate is unfrozen a month or two
+    /// later; nothing more happens to the dead.
+    pub(super) fn pick_change(&self, i: usize, month: usize) -> Change {
+        let s = self.state_at(month);
+        if !(self.card_loaded() && self.subsidy_request()) || s.dead {
             return Change::None;
         }
-        match i % 25 {
+        if s.frozen {
+            return if (i + month) % 2 == 1 {
+                Change::Unfrozen
+            } else {
+                Change::None
+            };
+        }
+        match (i + 7 * month) % 25 {
             3 => Change::Frozen,
+            5 => Change::Reissued,
             8 => Change::FrozenThenUnfrozen,
             13 => Change::Reassessed {
-                level: self.level % 4 + 1,
+                level: s.level % 4 + 1,
             },
             18 => Change::Died,
-            23 => Change::Dibao(if self.dibao == "DIBAO" {
-                "NONE"
-            } else {
-                "DIBAO"
-            }),
+            23 => Change::Dibao(if s.dibao == "DIBAO" { "NONE" } else { "DIBAO" }),
             _ => Change::None,
         }
     }
 
-    /// What the rules give the person in the month after the change:
-    /// nothing once frozen or dead; a re-assessment or a 低保 change
-    /// decided again by the same rules; a recipient only stays one (a
-    /// person the subsidies system never took is not taken by a change).
-    pub(super) fn next_month(&self, rates: &crate::sim::subsidies::Rates) -> (i64, i64) {
+    /// What the rules give the person for `month` (from 0), in fen:
+    /// (living, care). From the month the certificate is issued (month 0);
+    /// nothing from the month after a freeze or a death, until the month
+    /// after the freeze is lifted; decided again from the month after a
+    /// re-assessment or a 低保 change. A recipient only stays one: a
+    /// person the subsidies system never took is not taken by a change.
+    pub(super) fn amounts(&self, rates: &crate::sim::subsidies::Rates, month: usize) -> (i64, i64) {
         use crate::sim::subsidies::entitlement;
         let rule = |level: u8, dibao: &str| {
             entitlement(
@@ -229,24 +279,46 @@ impl Applicant {
         if !self.payable(rates) || rule(self.level, self.dibao) == (0, 0) {
             return (0, 0);
         }
-        match self.change {
-            Change::Frozen | Change::Died => (0, 0),
-            Change::Reassessed { level } => rule(level, self.dibao),
-            Change::Dibao(d) => rule(self.level, d),
-            Change::None | Change::FrozenThenUnfrozen => rule(self.level, self.dibao),
+        let s = self.state_at(month);
+        if s.frozen || s.dead {
+            return (0, 0);
+        }
+        rule(s.level, s.dibao)
+    }
+
+    /// The certificate number the person holds in `month` (after the
+    /// earlier months' changes).
+    pub(super) fn number_at(&self, month: usize) -> String {
+        let s = self.state_at(month);
+        match s.reissues {
+            0 => format!("{}{}{}", self.id, self.category, s.level),
+            n => format!("{}{}{}B{n}", self.id, self.category, s.level),
         }
     }
 
-    /// The certificate the card carries after the change, if any.
-    pub(super) fn card_after(&self) -> Option<String> {
-        if !self.card_loaded() {
-            return None;
-        }
-        match self.change {
-            Change::Frozen | Change::Died => None,
-            Change::Reassessed { level } => Some(format!("{}{}{level}", self.id, self.category)),
-            _ => Some(self.certificate_no()),
-        }
+    /// The certificate the card carries after the changes of the months
+    /// before `month`, if any: nothing while frozen or once dead.
+    pub(super) fn card_at(&self, month: usize) -> Option<String> {
+        let s = self.state_at(month);
+        (self.card_loaded() && !s.frozen && !s.dead).then(|| self.number_at(month))
+    }
+
+    /// The form of the person's application for a reissue of the lost
+    /// certificate (挂失补办), filed on the platform in `month`.
+    pub(super) fn reissue_form(&self, month: usize) -> Vec<u8> {
+        let form = json!({
+            "application_id": format!("{}-B{month}", self.application_id),
+            "submitted_at": crate::sim::clock::china_now().to_rfc3339(),
+            "request": "REISSUE",
+            "applicant": {
+                "id_no": self.id, "name": self.name, "phone": null,
+                "region_code": self.region, "address": null
+            },
+            "certificate_no": self.number_at(month),
+            "dibao": self.state_at(month).dibao,
+            "needs_long_term_care": self.care,
+        });
+        serde_json::to_vec(&form).unwrap_or_default()
     }
 }
 
@@ -339,6 +411,8 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
             let a = Applicant {
                 application_id,
                 id,
+                name: p.name.clone(),
+                region: p.region.clone(),
                 category: p.category,
                 level: p.level,
                 bad,
@@ -352,7 +426,7 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
                 filed_at: 0,
-                change: Change::None,
+                changes: Vec::new(),
                 pace: pace_of(i, now, soon_days),
             };
             (a, serde_json::to_vec(&form).unwrap_or_default())

@@ -173,18 +173,55 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     for b in [&b_certs, &b_cards, &b_subsidy, &b_pension, &b_employment] {
         b.finish();
     }
-    let chain_done = started.elapsed();
-    let mut bank = pay(&args, &sims, &store, cfg, &mp, started).await?;
-    bank.phases
-        .insert(0, ("application chain", chain_done.as_secs_f64()));
-    bank.lifecycle_from_ms = crate::store::now_ms();
-    bank.changes = lifecycle(&args, &sims, &store, &hub, &mut people).await?;
-    bank.phases
-        .push(("lifecycle", started.elapsed().as_secs_f64()));
+    let mut run = Run {
+        phases: vec![("application chain".into(), started.elapsed().as_secs_f64())],
+        ..Run::default()
+    };
+    // Month after month: the month's payout list paid, then the month's
+    // changes (after its payouts), carried by the hub before the next.
+    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+    let banker = tokio::spawn(bank.clone().run());
+    for month in 0..args.months.max(1) {
+        if month > 0 {
+            let day = first_of_month_after(&sims.subsidies.period.lock().unwrap())
+                .and_then(|d| d.checked_add_days(chrono::Days::new(9)))
+                .ok_or("the month after the last has no date")?;
+            sim::clock::travel_to(day)?;
+            *sims.subsidies.period.lock().unwrap() = sim::clock::period();
+        }
+        let mut m = pay(
+            &args, &sims, &bank, &store, cfg, &mp, started, month, &mut run,
+        )
+        .await?;
+        if month == 0 {
+            run.lifecycle_from_ms = crate::store::now_ms();
+        }
+        m.changes = lifecycle(&args, &sims, &store, &hub, &mut people, month).await?;
+        m.cards_wrong = people
+            .iter()
+            .filter(|(a, _)| sims.sscard.loaded_on(&a.id) != a.card_at(month + 1))
+            .count();
+        run.phases.push((
+            format!("{} lifecycle", m.period),
+            started.elapsed().as_secs_f64(),
+        ));
+        run.months.push(m);
+    }
+    banker.abort();
+    run.credited = bank.credited();
+    run.paid_twice = bank.paid_twice();
+    run.alarms = store.alarms().await.map_err(|e| e.to_string())?.len();
     let elapsed = started.elapsed();
     hub.stop().await;
 
-    report(&args, &sims, &store, cfg, &people, elapsed, &bank).await
+    report(&args, &sims, &store, cfg, &people, elapsed, &run).await
+}
+
+/// The first day of the month after `period` (`YYYY-MM`).
+fn first_of_month_after(period: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
+        .ok()?
+        .checked_add_months(chrono::Months::new(1))
 }
 
 /// Messages waiting on any of the hub's targets.
@@ -199,52 +236,68 @@ async fn pending(store: &Store, hub: &crate::hub::Hub) -> Result<i64, String> {
     Ok(n)
 }
 
-/// What the bank leg did.
+/// What the months did.
 #[derive(Default)]
-pub(super) struct BankLeg {
+pub(super) struct Run {
+    /// Each month, in order.
+    pub(super) months: Vec<Month>,
+    /// Credited per payment id, by the bank, over all months.
+    pub(super) credited: HashMap<String, u32>,
+    /// Payment ids the bank credited twice.
+    pub(super) paid_twice: Vec<String>,
+    /// Alarms raised.
+    pub(super) alarms: usize,
+    /// When each phase ended, seconds since the demo started.
+    pub(super) phases: Vec<(String, f64)>,
+    /// When the first month's lifecycle phase began, ms since the epoch:
+    /// what came before is the first month's chain.
+    pub(super) lifecycle_from_ms: i64,
+}
+
+/// What one month did: its payouts, then its changes.
+#[derive(Default)]
+pub(super) struct Month {
+    /// `YYYY-MM`.
+    pub(super) period: String,
+    /// Payments on the month's list.
+    pub(super) listed: i64,
     /// Batches built (first round and re-issue round).
     pub(super) batches: usize,
     /// Payments rejected by the bank the first time (closed accounts).
     pub(super) rejected: usize,
     /// Payments re-issued with a corrected account.
     pub(super) reissued: usize,
-    /// Credited per payment id, by the bank.
-    pub(super) credited: HashMap<String, u32>,
-    /// Payment ids the bank credited twice.
-    pub(super) paid_twice: Vec<String>,
-    /// Alarms raised.
-    pub(super) alarms: usize,
     /// Whether every payment got its result in time.
     pub(super) settled: bool,
-    /// When each phase ended, seconds since the demo started.
-    pub(super) phases: Vec<(&'static str, f64)>,
     /// Lifecycle changes made after the month's payouts, by kind.
     pub(super) changes: Vec<(&'static str, usize)>,
-    /// When the lifecycle phase began, ms since the epoch: what came
-    /// before is the first month's chain.
-    pub(super) lifecycle_from_ms: i64,
+    /// Cards whose certificate differs from the model once the month's
+    /// changes are carried.
+    pub(super) cards_wrong: usize,
 }
 
-/// After the month's payouts: freezes (some lifted at once),
-/// re-assessments and deaths done in the certificate and civil systems,
-/// 低保 changes, for one in about five people with a card and a subsidy
-/// request; then waits until the hub has carried them all (nothing
-/// pending, and the systems' ledgers still for two seconds). What each
-/// person should have next is in the model ([`Applicant::next_month`],
-/// [`Applicant::card_after`]).
+/// After a month's payouts: freezes (some lifted at once, the others a
+/// month or two later), re-assessments, reissues of lost certificates
+/// (applied for on the platform) and deaths done in the certificate, civil
+/// and platform systems, 低保 changes, for about one in four people with a
+/// card and a subsidy request; then waits until the hub has carried them
+/// all (nothing pending, and the systems' ledgers still for two seconds).
+/// Each change is added to the person's history in the model
+/// ([`Applicant::amounts`], [`Applicant::card_at`]).
 async fn lifecycle(
     args: &DemoArgs,
     sims: &Sims,
     store: &Arc<Store>,
     hub: &crate::hub::Hub,
     people: &mut [(Applicant, Vec<u8>)],
+    month: usize,
 ) -> Result<Vec<(&'static str, usize)>, String> {
     use crate::sim::cert::Action;
     let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
-    let today = crate::domain::china_now().date_naive().to_string();
+    let today = sim::clock::today().to_string();
     for (i, (a, _)) in people.iter_mut().enumerate() {
-        a.change = a.pick_change(i);
-        let done = match a.change {
+        let change = a.pick_change(i, month);
+        let done = match change {
             Change::None => continue,
             Change::Frozen => sims.cert.act(&a.id, Action::Freeze).map(|_| "frozen"),
             Change::FrozenThenUnfrozen => sims
@@ -252,6 +305,7 @@ async fn lifecycle(
                 .act(&a.id, Action::Freeze)
                 .and_then(|_| sims.cert.act(&a.id, Action::Unfreeze))
                 .map(|_| "frozen and unfrozen"),
+            Change::Unfrozen => sims.cert.act(&a.id, Action::Unfreeze).map(|_| "unfrozen"),
             Change::Reassessed { level } => sims
                 .cert
                 .act(
@@ -262,6 +316,10 @@ async fn lifecycle(
                     },
                 )
                 .map(|_| "re-assessed"),
+            Change::Reissued => {
+                sims.platform.file(&a.reissue_form(month));
+                Ok("lost and reissued")
+            }
             Change::Died => {
                 sims.civil.report_death(&a.id, "", Some(&today));
                 Ok("died (registered)")
@@ -272,6 +330,7 @@ async fn lifecycle(
             }
         };
         *counts.entry(done?).or_default() += 1;
+        a.changes.push((month, change));
     }
     let effects = || {
         [
@@ -299,37 +358,54 @@ async fn lifecycle(
     Ok(counts.into_iter().collect())
 }
 
-/// The month's payouts: the payout list through the hub into the payout
-/// register, batch files to the bank (a few accounts closed), the bank's
-/// answers reconciled, the rejected payments re-issued with corrected
-/// accounts, and paid.
+/// A month's payouts: the payout list through the hub into the payout
+/// register, batch files to the bank (in the first month a few accounts
+/// closed; they stay closed), the bank's answers reconciled, the rejected
+/// payments re-issued with corrected accounts, and paid.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn pay(
     args: &DemoArgs,
     sims: &Sims,
+    bank: &sim::bank::Bank,
     store: &Arc<Store>,
     cfg: &Config,
     mp: &MultiProgress,
     started: Instant,
-) -> Result<BankLeg, String> {
-    let mut phases = Vec::new();
-    let mut phase = |name: &'static str| phases.push((name, started.elapsed().as_secs_f64()));
+    month: usize,
+    run: &mut Run,
+) -> Result<Month, String> {
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
-    // The bank: every card on the list open with its holder's name, but one
-    // in 200 closed (the list read once, as the payments are counted).
-    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+    let mut phase = |name: &str| {
+        run.phases
+            .push((format!("{period} {name}"), started.elapsed().as_secs_f64()))
+    };
+    // The bank: every card on the list open with its holder's name, but in
+    // the first month one in 200 closed (the list read once, as the
+    // payments are counted).
     let mut closed = Vec::new();
     let mut want = 0i64;
     sims.subsidies.for_each_payout(&period, |p| {
-        let state = if want % 200 == 7 {
-            closed.push(p.holder_id.clone());
-            sim::bank::AccountState::Closed
-        } else {
-            sim::bank::AccountState::Open
-        };
-        bank.account(&p.bank_account_no, &p.account_name, state);
+        match bank.account_state(&p.bank_account_no) {
+            Some(sim::bank::AccountState::Closed) => closed.push(p.holder_id.clone()),
+            Some(_) => {}
+            None if month == 0 && want % 200 == 7 => {
+                closed.push(p.holder_id.clone());
+                bank.account(
+                    &p.bank_account_no,
+                    &p.account_name,
+                    sim::bank::AccountState::Closed,
+                );
+            }
+            None => bank.account(
+                &p.bank_account_no,
+                &p.account_name,
+                sim::bank::AccountState::Open,
+            ),
+        }
         want += 1;
     });
+    closed.dedup();
     let deadline = Instant::now() + args.timeout;
     let wait = |what: &'static str| {
         let mp = mp.clone();
@@ -341,18 +417,23 @@ pub(super) async fn pay(
             ok
         }
     };
-    // The whole list is in the payout register.
+    // The whole list is in the payout register (with the earlier months').
+    let before: i64 = run.months.iter().map(|m| m.listed).sum();
     let done = wait("the payout register");
     loop {
         let c = store.counts().await.map_err(e)?;
-        if done(c.messages("bank.payment_instructions", status::DELIVERED) >= want) {
+        if done(c.messages("bank.payment_instructions", status::DELIVERED) >= before + want) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     phase("payout register");
-    let banker = tokio::spawn(bank.clone().run());
-    let mut leg = BankLeg::default();
+    let mut m = Month {
+        period: period.clone(),
+        listed: want,
+        ..Month::default()
+    };
+    let answered_before = bank.answered();
     let results_in = |store: Arc<Store>, period: String| async move {
         store
             .results(&period)
@@ -364,20 +445,23 @@ pub(super) async fn pay(
     // target delivers them to the bank's directory. The register is asked
     // (a join over the month's payments) only once the bank has answered
     // every file.
-    leg.batches += crate::payout::build(cfg, store, &period, None, None)
+    m.batches += crate::payout::build(cfg, store, &period, None, None)
         .await
         .map_err(|e| e.to_string())?
         .batches
         .len();
     let done = wait("the bank's results");
-    while !done(bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await) {
+    while !done(
+        bank.answered() >= answered_before + m.batches
+            && results_in(store.clone(), period.clone()).await,
+    ) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     phase("bank results");
     // Re-issue what the bank rejected, each with its holder's new card. The
     // register's results say how many were rejected; the closed accounts'
     // payments are looked up (not every payment of the month, one by one).
-    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let mut rng = Rng::new(args.seed ^ 0x5eed ^ month as u64);
     let register_rejected: i64 = store
         .results(&period)
         .await
@@ -405,12 +489,12 @@ pub(super) async fn pay(
     };
     if rejected.len() as i64 != register_rejected {
         mp.println(format!(
-            "the register has {register_rejected} rejected payments; the closed accounts account for {}",
+            "{period}: the register has {register_rejected} rejected payments; the closed accounts account for {}",
             rejected.len()
         ))
         .ok();
     }
-    leg.rejected = rejected.len();
+    m.rejected = rejected.len();
     for id in &rejected {
         let row = store
             .payment(id)
@@ -436,27 +520,23 @@ pub(super) async fn pay(
             )
             .await
             .map_err(e)?;
-        leg.reissued += 1;
+        m.reissued += 1;
     }
-    if leg.reissued > 0 {
-        leg.batches += crate::payout::build(cfg, store, &period, None, None)
+    if m.reissued > 0 {
+        m.batches += crate::payout::build(cfg, store, &period, None, None)
             .await
             .map_err(|e| e.to_string())?
             .new
             .len();
         let done = wait("the re-issued payments' results");
         while !done(
-            bank.answered() >= leg.batches && results_in(store.clone(), period.clone()).await,
+            bank.answered() >= answered_before + m.batches
+                && results_in(store.clone(), period.clone()).await,
         ) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         phase("re-issued payments' results");
     }
-    leg.phases = phases;
-    leg.settled = results_in(store.clone(), period.clone()).await;
-    banker.abort();
-    leg.credited = bank.credited();
-    leg.paid_twice = bank.paid_twice();
-    leg.alarms = store.alarms().await.map_err(e)?.len();
-    Ok(leg)
+    m.settled = results_in(store.clone(), period.clone()).await;
+    Ok(m)
 }

@@ -3,7 +3,7 @@
 //! and written to `report.json`.
 
 use crate::config::Config;
-use crate::sim::{self, subsidies};
+use crate::sim;
 use crate::store::{status, Store};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::model::Applicant;
-use super::phases::BankLeg;
+use super::phases::Run;
 use super::scenario::Sims;
 use super::DemoArgs;
 
@@ -87,7 +87,7 @@ pub(super) async fn report(
     cfg: &Config,
     people: &[(Applicant, Vec<u8>)],
     elapsed: Duration,
-    bank: &BankLeg,
+    run: &Run,
 ) -> Result<bool, String> {
     let counts = store.counts().await.map_err(|e| e.to_string())?;
     let mut invariants = BTreeMap::new();
@@ -110,7 +110,7 @@ pub(super) async fn report(
         let mut latency = Vec::new();
         let mut strangers = 0;
         c.for_each(kind, |e| match place.get(e.subject()) {
-            _ if e.at >= bank.lifecycle_from_ms => {}
+            _ if e.at >= run.lifecycle_from_ms => {}
             Some(&i) => {
                 n[i] += 1;
                 latency.push(e.at - people[i].0.filed_at);
@@ -122,118 +122,142 @@ pub(super) async fn report(
     };
     let (per_person, card_lat, strangers) = tally(&sims.sscard.common, "card_loaded");
     let cards_ok = strangers == 0
-        && people.iter().zip(&per_person).all(|((a, _), &n)| {
-            if a.card_loaded() {
-                n == 1 && sims.sscard.loaded_on(&a.id) == a.card_after()
-            } else {
-                n == 0
-            }
-        });
+        && people.iter().zip(&per_person).all(
+            |((a, _), &n)| {
+                if a.card_loaded() {
+                    n == 1
+                } else {
+                    n == 0
+                }
+            },
+        );
     drop(per_person);
     invariants.insert("each_eligible_card_loaded_exactly_once", cards_ok);
 
-    // The month's payout list: each eligible person once per subsidy, with
-    // the amount the rules give; nobody else. The list is read a payment at
-    // a time: per applicant, the amount and count listed for each subsidy,
-    // and what the bank credited them.
-    let period = sims.subsidies.period.lock().unwrap().clone();
-    let month = period.replace('-', "");
-    let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
-    let mut paid_per_person = vec![0i64; people.len()];
-    let (mut list_len, mut paid_total, mut unknown) = (0usize, 0i64, 0usize);
-    let by_card = sims.subsidies.rates.pay_to_card_account;
-    let mut to_card = true;
-    sims.subsidies.for_each_payout(&period, |p| {
-        list_len += 1;
-        to_card &= !by_card || p.bank_account_no == sims.sscard.account_of(&p.holder_id).0;
-        paid_total += p.amount_fen;
-        let (Some(&i), Some(care)) = (
-            place.get(p.holder_id.as_str()),
-            match p.subsidy_type.as_str() {
-                "LIVING" => Some(0),
-                "CARE" => Some(1),
-                _ => None,
-            },
-        ) else {
-            unknown += 1;
-            return;
+    // Each month's payout list: each person the rules pay once per
+    // subsidy, with the amount the rules give them for that month, from
+    // their history in the model; nobody else. The months paid: the bank
+    // credited each payment of the list exactly once (re-issues included),
+    // so each person got exactly what the rules give them. The month after
+    // the last is listed but not paid: it shows the last month's changes.
+    // Each list is read a payment at a time: per applicant, the amount and
+    // count listed for each subsidy, and what the bank credited them.
+    let rates = &sims.subsidies.rates;
+    let by_card = rates.pay_to_card_account;
+    let (mut lists_ok, mut paid_ok, mut to_card, mut numbers_ok) = (true, true, true, true);
+    let mut expected_paid = 0usize;
+    let mut months = Vec::new();
+    let last = run.months.len();
+    let mut first_list = (0usize, 0i64);
+    for month in 0..=last {
+        let period = match run.months.get(month) {
+            Some(m) => m.period.clone(),
+            None => run
+                .months
+                .last()
+                .and_then(|m| {
+                    chrono::NaiveDate::parse_from_str(&format!("{}-01", m.period), "%Y-%m-%d").ok()
+                })
+                .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+                .map_or(String::new(), |d| d.format("%Y-%m").to_string()),
         };
-        let e = &mut listed[i][care];
-        *e = (p.amount_fen, e.1 + 1);
-        // The bank paid each payment of the list exactly once (re-issues
-        // included), so each person got exactly what the rules give them.
-        let id = format!("{}-{}-{month}", p.subsidy_type, p.holder_id);
-        if bank.credited.get(&id) == Some(&1) {
-            paid_per_person[i] += p.amount_fen;
-        }
-    });
-    let mut expected_total = 0i64;
-    let mut expected_items = 0usize;
-    let mut payouts_ok = unknown == 0;
-    let mut paid_ok = bank.settled;
-    for (((a, _), have), paid) in people.iter().zip(&listed).zip(&paid_per_person) {
-        let (living, care) = if a.payable(&sims.subsidies.rates) {
-            subsidies::entitlement(
-                &sims.subsidies.rates,
-                a.category,
-                a.level,
-                a.dibao,
-                a.care,
-                a.includes_im,
-            )
-        } else {
-            (0, 0)
-        };
-        for (fen, have) in [living, care].into_iter().zip(have) {
-            if fen > 0 {
-                expected_total += fen;
-                expected_items += 1;
-                payouts_ok &= *have == (fen, 1);
-            } else {
-                payouts_ok &= have.1 == 0;
+        let paid = month < last;
+        let compact = period.replace('-', "");
+        let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
+        let mut paid_per_person = vec![0i64; people.len()];
+        let (mut list_len, mut total, mut unknown, mut old_numbers) =
+            (0usize, 0i64, 0usize, 0usize);
+        sims.subsidies.for_each_payout(&period, |p| {
+            list_len += 1;
+            to_card &= !by_card || p.bank_account_no == sims.sscard.account_of(&p.holder_id).0;
+            total += p.amount_fen;
+            let (Some(&i), Some(care)) = (
+                place.get(p.holder_id.as_str()),
+                match p.subsidy_type.as_str() {
+                    "LIVING" => Some(0),
+                    "CARE" => Some(1),
+                    _ => None,
+                },
+            ) else {
+                unknown += 1;
+                return;
+            };
+            let e = &mut listed[i][care];
+            *e = (p.amount_fen, e.1 + 1);
+            if month == last && p.certificate_no != people[i].0.number_at(last) {
+                old_numbers += 1;
             }
+            let id = format!("{}-{}-{compact}", p.subsidy_type, p.holder_id);
+            if run.credited.get(&id) == Some(&1) {
+                paid_per_person[i] += p.amount_fen;
+            }
+        });
+        let (mut expected_total, mut expected_items, mut list_ok) = (0i64, 0usize, unknown == 0);
+        let mut month_paid_ok = true;
+        for (((a, _), have), got) in people.iter().zip(&listed).zip(&paid_per_person) {
+            let (living, care) = a.amounts(rates, month);
+            for (fen, have) in [living, care].into_iter().zip(have) {
+                if fen > 0 {
+                    expected_total += fen;
+                    expected_items += 1;
+                    list_ok &= *have == (fen, 1);
+                } else {
+                    list_ok &= have.1 == 0;
+                }
+            }
+            month_paid_ok &= *got == living + care;
         }
-        paid_ok &= *paid == living + care;
+        list_ok &= list_len == expected_items && total == expected_total;
+        lists_ok &= list_ok;
+        numbers_ok &= old_numbers == 0;
+        if month == 0 {
+            first_list = (list_len, total);
+        }
+        let mut row = json!({
+            "period": period,
+            "listed": list_len,
+            "total_fen": total,
+            "list_follows_the_rules": list_ok,
+        });
+        if let Some(m) = run.months.get(month) {
+            month_paid_ok &= m.settled;
+            paid_ok &= month_paid_ok;
+            expected_paid += expected_items;
+            row["paid_as_the_rules_give"] = json!(month_paid_ok);
+            row["batches"] = json!(m.batches);
+            row["rejected_first"] = json!(m.rejected);
+            row["reissued"] = json!(m.reissued);
+            row["changes_after_the_payouts"] = m
+                .changes
+                .iter()
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            row["cards_not_as_the_certificate"] = json!(m.cards_wrong);
+        }
+        debug_assert!(paid == run.months.get(month).is_some());
+        months.push(row);
     }
-    drop((listed, paid_per_person));
-    payouts_ok &= list_len == expected_items;
-    paid_ok &= bank.credited.len() == expected_items;
-    invariants.insert("paid_total_per_person_equals_the_eligible_amount", paid_ok);
-    invariants.insert("no_payment_paid_twice", bank.paid_twice.is_empty());
+    paid_ok &= run.credited.len() == expected_paid;
+    invariants.insert("each_month_paid_exactly_what_the_rules_give", paid_ok);
+    invariants.insert("no_payment_paid_twice", run.paid_twice.is_empty());
     // Where the province pays through the card: every payment to the
     // account of the holder's social security card, none to the account
     // the form gave.
     invariants.insert("payouts_only_to_the_card_account", to_card);
+    invariants.insert("each_month_payout_list_follows_the_rules", lists_ok);
+    // A reissued or re-assessed certificate: paid against the new number,
+    // the old one no longer on any list.
     invariants.insert(
-        "each_eligible_person_in_payout_list_once_with_right_amount",
-        payouts_ok && paid_total == expected_total,
+        "payout_lists_carry_the_current_certificate_number",
+        numbers_ok,
     );
-
-    // After the lifecycle phase: next month's payout list follows each
-    // person's change, to the fen, and each card carries the certificate
-    // as it now is (or nothing, once frozen or dead).
-    let next = chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
-        .map_or(String::new(), |d| d.format("%Y-%m").to_string());
-    let mut next_listed: Vec<(i64, i64)> = vec![(0, 0); people.len()];
-    let mut next_unknown = 0;
-    sims.subsidies
-        .for_each_payout(&next, |p| match place.get(p.holder_id.as_str()) {
-            Some(&i) if p.subsidy_type == "CARE" => next_listed[i].1 += p.amount_fen,
-            Some(&i) => next_listed[i].0 += p.amount_fen,
-            None => next_unknown += 1,
-        });
-    let next_ok = next_unknown == 0
-        && people
-            .iter()
-            .zip(&next_listed)
-            .all(|((a, _), got)| *got == a.next_month(&sims.subsidies.rates));
-    invariants.insert("next_month_follows_each_change", next_ok);
-    let cards_ok = people
-        .iter()
-        .all(|(a, _)| sims.sscard.loaded_on(&a.id) == a.card_after());
-    invariants.insert("each_card_follows_its_certificate", cards_ok);
+    // Each card carries the certificate as it is at each month's end (or
+    // nothing while frozen, once dead).
+    invariants.insert(
+        "each_card_follows_its_certificate",
+        run.months.iter().all(|m| m.cards_wrong == 0),
+    );
 
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
@@ -438,19 +462,19 @@ pub(super) async fn report(
         "people_per_second": (people.len() as f64 / elapsed.as_secs_f64().max(0.001) * 10.0).round() / 10.0,
         "peak_rss_mb": peak_rss_mb(),
         "faults": !args.no_faults,
-        "period": period,
-        "payout_list": {"items": list_len, "total_fen": paid_total},
+        "period": run.months.first().map(|m| m.period.clone()),
+        "payout_list": {"items": first_list.0, "total_fen": first_list.1},
+        "months": months,
         "bank": {
-            "batches": bank.batches,
-            "rejected_first": bank.rejected,
-            "reissued": bank.reissued,
-            "paid": bank.credited.len(),
-            "paid_twice": bank.paid_twice.len(),
-            "alarms": bank.alarms,
+            "batches": run.months.iter().map(|m| m.batches).sum::<usize>(),
+            "rejected_first": run.months.iter().map(|m| m.rejected).sum::<usize>(),
+            "reissued": run.months.iter().map(|m| m.reissued).sum::<usize>(),
+            "paid": run.credited.len(),
+            "paid_twice": run.paid_twice.len(),
+            "alarms": run.alarms,
         },
         "deadlines": deadlines,
-        "lifecycle": bank.changes.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "phases_end_s": bank.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
+        "phases_end_s": run.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
             "filed_to_subsidy_decided": {"p50": percentile(&subsidy_lat, 50), "p99": percentile(&subsidy_lat, 99)},
@@ -484,7 +508,7 @@ pub(super) async fn report(
     );
     println!(
         "phases ended at: {}",
-        bank.phases
+        run.phases
             .iter()
             .map(|(n, t)| format!("{n} {t:.1} s"))
             .collect::<Vec<_>>()
@@ -515,26 +539,39 @@ pub(super) async fn report(
         percentile(&subsidy_lat, 50),
         percentile(&subsidy_lat, 99)
     );
+    for m in report["months"].as_array().into_iter().flatten() {
+        let changes = m["changes_after_the_payouts"]
+            .as_object()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        match m.get("batches") {
+            Some(b) => println!(
+                "{}: payout list {} payments, {} fen; bank: {b} batch files, {} rejected (closed accounts) and {} re-issued; then {}",
+                m["period"].as_str().unwrap_or(""),
+                m["listed"],
+                m["total_fen"],
+                m["rejected_first"],
+                m["reissued"],
+                if changes.is_empty() { "no changes".to_string() } else { changes },
+            ),
+            None => println!(
+                "{}: payout list {} payments, {} fen (not paid: checked against the last month's changes)",
+                m["period"].as_str().unwrap_or(""),
+                m["listed"],
+                m["total_fen"],
+            ),
+        }
+    }
     println!(
-        "payout list {period}: {} payments, {} fen in all",
-        list_len, paid_total
-    );
-    println!(
-        "bank: {} batch files; {} payments rejected (closed accounts) and re-issued with corrected accounts: {}; {} payments paid, {} paid twice, {} alarms",
-        bank.batches,
-        bank.rejected,
-        bank.reissued,
-        bank.credited.len(),
-        bank.paid_twice.len(),
-        bank.alarms
-    );
-    println!(
-        "after the payouts: {}; next month's list ({next}) checked against each change",
-        bank.changes
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "bank, all months: {} payments paid, {} paid twice, {} alarms",
+        run.credited.len(),
+        run.paid_twice.len(),
+        run.alarms
     );
     let d = &report["deadlines"];
     println!(

@@ -104,6 +104,11 @@ impl Bank {
             .insert(account.to_string(), (name.to_string(), state));
     }
 
+    /// An account's state, if the book has it.
+    pub fn account_state(&self, account: &str) -> Option<AccountState> {
+        self.book.lock().unwrap().get(account).map(|a| a.1)
+    }
+
     /// Payment ids credited more than once (never, if the hub is right).
     pub fn paid_twice(&self) -> Vec<String> {
         self.credited

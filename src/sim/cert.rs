@@ -95,7 +95,7 @@ pub struct Pace {
 impl Book {
     /// The time of a new event (China time, ms), later than the last one.
     fn stamp(&mut self) -> String {
-        self.last_ms = crate::store::now_ms().max(self.last_ms + 1);
+        self.last_ms = super::clock::now_ms().max(self.last_ms + 1);
         chrono::DateTime::from_timestamp_millis(self.last_ms)
             .unwrap_or_default()
             .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
@@ -297,7 +297,7 @@ impl Cert {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let kind = s("kind");
-        let today = crate::domain::china_now().date_naive();
+        let today = super::clock::today();
         let mut book = self.book.lock().unwrap();
         let current = book.certs.get(&id).cloned();
         let (event_kind, number, previous, region) = match (kind.as_str(), current) {
@@ -397,7 +397,7 @@ impl Cert {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let n = book.events.len() + 1;
-        let today = crate::domain::china_now().date_naive().to_string();
+        let today = super::clock::today().to_string();
         let holder = book.holders.get(&id).cloned();
         let event = json!({
             "event_id": format!("CE-{n:09}"),
@@ -449,7 +449,7 @@ impl Cert {
         else {
             return Err("the holder has no certificate".into());
         };
-        let today = crate::domain::china_now().date_naive();
+        let today = super::clock::today();
         let (kind, new_number, previous, cancel) = match &action {
             Action::Freeze if holder.frozen => {
                 return Err("the certificate is frozen already".into())
@@ -515,7 +515,7 @@ impl Cert {
             book.certs.remove(id);
             book.holders.remove(id);
             if cancel_reason.is_none_or(|r| r == "REQUESTED") {
-                let today = crate::domain::china_now().date_naive();
+                let today = super::clock::today();
                 book.cancelled_on.insert(id.to_string(), today);
             }
         } else {

@@ -71,7 +71,7 @@ impl Civil {
             "id_no": id_no,
             "name": name,
             "reported_by": if kind == "DEATH" { "PUBLIC_SECURITY" } else { "CIVIL_AFFAIRS" },
-            "occurred_at": crate::domain::china_now().to_rfc3339(),
+            "occurred_at": super::clock::china_now().to_rfc3339(),
         });
         if let (Some(e), Some(x)) = (event.as_object_mut(), extra.as_object()) {
             e.extend(x.clone());

@@ -19,6 +19,7 @@
 pub mod bank;
 pub mod cert;
 pub mod civil;
+pub mod clock;
 mod ledger;
 pub mod platform;
 pub mod referral;
@@ -150,7 +151,7 @@ pub fn json_page<T: AsRef<[u8]>>(
 /// `{"<list>": [items], "<next>": next}`.
 fn page_body<'a>(
     items: impl Iterator<Item = &'a [u8]>,
-    next_at: usize,
+    next_at: impl std::fmt::Display,
     (list, next, quoted): (&str, &str, bool),
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 * 1024);

@@ -132,7 +132,7 @@ async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> R
             "department": department,
             "status": status,
             "start_month": v["start_month"],
-            "decided_at": crate::domain::china_now().to_rfc3339(),
+            "decided_at": super::clock::china_now().to_rfc3339(),
         });
         feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
     }

@@ -145,7 +145,7 @@ impl Sscard {
         // are applied in the order of the events behind them, and an older
         // one that arrives after a newer changes nothing.
         let at = chrono::DateTime::parse_from_rfc3339(get("occurred_at"))
-            .map_or_else(|_| crate::store::now_ms(), |t| t.timestamp_millis());
+            .map_or_else(|_| super::clock::now_ms(), |t| t.timestamp_millis());
         if cards.changed_at.get(id).is_some_and(|last| at < *last) {
             self.common.apply(
                 header(h, "idempotency-key"),
@@ -169,7 +169,7 @@ impl Sscard {
         } else {
             None
         };
-        let now = crate::domain::china_now().to_rfc3339();
+        let now = super::clock::china_now().to_rfc3339();
         if let Some(why) = refusal {
             if self.common.refuses_bad() {
                 drop(cards);

@@ -19,9 +19,11 @@
 //! - `POST /api/subsidy/v1/reassessments`: a `SubsidyReassessment` (a
 //!   re-assessed level or category, an unfreeze, a reissued number): see
 //!   [`reassess`].
-//! - `GET /api/subsidy/v1/payouts?cursor=N[&period=YYYY-MM]`: the month's
-//!   payout list (`PayoutRecord`s; `payout_id` = type-holder-period), 500 a
-//!   page; the period defaults to [`Subsidies::period`].
+//! - `GET /api/subsidy/v1/payouts?cursor=YYYY-MM:N[&period=YYYY-MM]`: the
+//!   month's payout list (`PayoutRecord`s; `payout_id` =
+//!   type-holder-period), 500 a page; the period defaults to
+//!   [`Subsidies::period`], and a cursor of an earlier month starts the
+//!   current month's list from its beginning ([`payout_cursor`]).
 //! - `POST /api/subsidy/v1/payout-results`: the banks' results (`PayoutResult`).
 
 use super::{basic_ok, header, refuse, with_common, Common};
@@ -269,7 +271,7 @@ impl Subsidies {
             common: Common::new("subsidies"),
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
             rates,
-            period: Mutex::new(super::period_of(crate::store::now_ms())),
+            period: Mutex::new(super::clock::period()),
             people: Mutex::new((Vec::new(), HashMap::new())),
             rewrites: std::sync::atomic::AtomicU64::new(0),
             cache: Mutex::new(None),
@@ -384,6 +386,8 @@ impl Subsidies {
 pub struct PayoutItem {
     /// ID number of the holder.
     pub holder_id: String,
+    /// The certificate paid against.
+    pub certificate_no: String,
     /// `LIVING` or `CARE`.
     pub subsidy_type: String,
     /// The amount, in fen.
@@ -495,7 +499,7 @@ async fn eligibility(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes)
             "living_fen": living,
             "care_fen": care,
             "start_month": g("start_month"),
-            "decided_at": crate::domain::china_now().to_rfc3339(),
+            "decided_at": super::clock::china_now().to_rfc3339(),
         });
         feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
     }
@@ -760,6 +764,21 @@ async fn decisions(
     super::feed_page(&s.decisions, &q, ("decisions", "next"))
 }
 
+/// Where a read of the payout list goes on: the month and the position in
+/// its list. A cursor is `YYYY-MM:N` (N payments of that month's list
+/// read); one of another month starts `period`'s list from its beginning,
+/// so a reader polling with the cursor it was last given takes each
+/// month's list whole, month after month. A bare number is a position in
+/// `period`'s list.
+fn payout_cursor(period: String, cursor: Option<&str>) -> (String, usize) {
+    let from = match cursor.map(|c| c.split_once(':').unwrap_or(("", c))) {
+        Some(("", n)) => n.parse().unwrap_or(0),
+        Some((p, n)) if p == period => n.parse().unwrap_or(0),
+        _ => 0,
+    };
+    (period, from)
+}
+
 async fn payouts(
     State(s): State<Arc<Subsidies>>,
     h: HeaderMap,
@@ -768,17 +787,18 @@ async fn payouts(
     if !s.authorised(&h) {
         return refuse(StatusCode::UNAUTHORIZED, "bad credentials");
     }
-    let period = q
-        .get("period")
-        .cloned()
-        .unwrap_or_else(|| s.period.lock().unwrap().clone());
-    let from: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (period, from) = payout_cursor(
+        q.get("period")
+            .cloned()
+            .unwrap_or_else(|| s.period.lock().unwrap().clone()),
+        q.get("cursor").map(String::as_str),
+    );
     let body = s.with_list(&period, |list, record| {
         let to = (from + 500).min(list.len());
         let page: Vec<Vec<u8>> = list[from.min(to)..to].iter().map(|s| record(*s)).collect();
         super::page_body(
             page.iter().map(Vec::as_slice),
-            to.max(from),
+            format!("{period}:{}", to.max(from)),
             ("items", "next_cursor", true),
         )
     });
@@ -803,6 +823,16 @@ async fn results(State(s): State<Arc<Subsidies>>, h: HeaderMap, body: Bytes) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payout_cursor_of_an_earlier_month_starts_the_new_list() {
+        let at = |c: Option<&str>| payout_cursor("2027-01".into(), c).1;
+        assert_eq!(at(None), 0);
+        assert_eq!(at(Some("2027-01:1500")), 1500);
+        assert_eq!(at(Some("2026-12:20000")), 0);
+        assert_eq!(at(Some("700")), 700);
+        assert_eq!(at(Some("2027-01:x")), 0);
+    }
 
     #[test]
     fn a_recipient_keeps_each_field_and_each_decision_from_its_month() {
