@@ -190,8 +190,21 @@ async fn scenario(store_url: Option<String>) {
     )
     .await;
 
-    // Reissued after a loss: B1 on the card, and the payments of this
-    // month and the next against the new number.
+    // Reissued after a loss: B1 on the card, valid as long as the lost
+    // certificate was, and the payments of this month and the next against
+    // the new number.
+    // (Made 400 days ago: a reissue made today must not take today's
+    // ten years.)
+    sims.cert.backdate(&id, 400);
+    let valid_until = chrono::NaiveDate::parse_from_str(
+        &sims.sscard.certificate_function(&id).unwrap().1,
+        "%Y%m%d",
+    )
+    .unwrap()
+    .checked_sub_days(chrono::Days::new(400))
+    .unwrap()
+    .format("%Y%m%d")
+    .to_string();
     sims.platform
         .file(&form1("SX-LIFE-2", "REISSUE", Some(intellectual.as_str())));
     let b1 = format!("{intellectual}B1");
@@ -200,6 +213,11 @@ async fn scenario(store_url: Option<String>) {
             && paid(&sims, &next, &id) == payments(&b1, 41_000, 7_500)
     })
     .await;
+    assert_eq!(
+        sims.sscard.certificate_function(&id),
+        Some((b1.clone(), valid_until)),
+        "a reissued certificate keeps its validity"
+    );
     assert!(
         paid(&sims, &this, &id).iter().all(|(_, _, c)| *c == b1),
         "the old number is no longer paid against: {:?}",

@@ -296,11 +296,34 @@ impl Applicant {
         }
     }
 
-    /// The certificate the card carries after the changes of the months
-    /// before `month`, if any: nothing while frozen or once dead.
-    pub(super) fn card_at(&self, month: usize) -> Option<String> {
+    /// The certificate function the card carries after the changes of the
+    /// months before `month`, if any: the number and valid-until date
+    /// (`YYYYMMDD`); nothing while frozen or once dead. `days[k]` is the
+    /// day of month `k`'s changes (month 0's: the day of issue): a
+    /// certificate made again on re-assessment is valid ten years from
+    /// that day, a reissued one keeps the validity it had.
+    pub(super) fn card_at(
+        &self,
+        month: usize,
+        days: &[chrono::NaiveDate],
+    ) -> Option<(String, String)> {
         let s = self.state_at(month);
-        (self.card_loaded() && !s.frozen && !s.dead).then(|| self.number_at(month))
+        if !self.card_loaded() || s.frozen || s.dead {
+            return None;
+        }
+        let made = self
+            .changes
+            .iter()
+            .take_while(|(m, _)| *m < month)
+            .filter(|(_, c)| matches!(c, Change::Reassessed { .. }))
+            .map(|(m, _)| *m)
+            .last()
+            .unwrap_or(0);
+        let valid_until = days
+            .get(made)
+            .and_then(|d| d.checked_add_months(chrono::Months::new(120)))
+            .map_or(String::new(), |d| d.format("%Y%m%d").to_string());
+        Some((self.number_at(month), valid_until))
     }
 
     /// The form of the person's application for a reissue of the lost

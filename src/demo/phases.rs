@@ -181,6 +181,8 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     // changes (after its payouts), carried by the hub before the next.
     let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
     let banker = tokio::spawn(bank.clone().run());
+    // The day of each month's changes (the first month's: of issue).
+    let mut days = Vec::new();
     for month in 0..args.months.max(1) {
         if month > 0 {
             let day = first_of_month_after(&sims.subsidies.period.lock().unwrap())
@@ -196,10 +198,11 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
         if month == 0 {
             run.lifecycle_from_ms = crate::store::now_ms();
         }
+        days.push(sim::clock::today());
         m.changes = lifecycle(&args, &sims, &store, &hub, &mut people, month).await?;
         m.cards_wrong = people
             .iter()
-            .filter(|(a, _)| sims.sscard.loaded_on(&a.id) != a.card_at(month + 1))
+            .filter(|(a, _)| sims.sscard.certificate_function(&a.id) != a.card_at(month + 1, &days))
             .count();
         run.phases.push((
             format!("{} lifecycle", m.period),

@@ -360,15 +360,33 @@ impl Cert {
             }
             (other, _) => return Err(format!("unknown application kind {other:?}")),
         };
-        let holder = Holder {
-            name: s("name"),
-            region,
-            issued_on: today.to_string(),
-            valid_until: today
-                .checked_add_months(chrono::Months::new(120))
-                .unwrap_or(today)
-                .to_string(),
-            frozen: false,
+        // A new, renewed or re-assessed certificate is valid ten years from
+        // today; a reissued one (made today) and a migrated one keep the
+        // validity of the certificate they replace.
+        let ten_years = today
+            .checked_add_months(chrono::Months::new(120))
+            .unwrap_or(today)
+            .to_string();
+        let kept = book.holders.get(&id).cloned();
+        let holder = match (event_kind, kept) {
+            ("REISSUED", Some(h)) => Holder {
+                name: s("name"),
+                region,
+                issued_on: today.to_string(),
+                ..h
+            },
+            ("MIGRATED" | "CANCELLED", Some(h)) => Holder {
+                name: s("name"),
+                region,
+                ..h
+            },
+            _ => Holder {
+                name: s("name"),
+                region,
+                issued_on: today.to_string(),
+                valid_until: ten_years,
+                frozen: false,
+            },
         };
         let cancel = (event_kind == "CANCELLED").then_some("REQUESTED");
         self.emit(

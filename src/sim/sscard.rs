@@ -36,8 +36,9 @@ struct Cards {
     /// The financial account of each card (社保卡金融账户), when seeded:
     /// account number and its bank's CNAPS code; otherwise [`card_account`].
     accounts: HashMap<String, (String, String)>,
-    /// The certificate loaded on each card.
-    loaded: HashMap<String, String>,
+    /// The certificate loaded on each card: its number and valid-until
+    /// date (`YYYYMMDD`, as the load gave it).
+    loaded: HashMap<String, (String, String)>,
     /// When the certificate event behind each card's last change happened
     /// (ms): an older request that arrives later changes nothing.
     changed_at: HashMap<String, i64>,
@@ -99,6 +100,17 @@ impl Sscard {
 
     /// The certificate loaded on one person's card, if any.
     pub fn loaded_on(&self, id_no: &str) -> Option<String> {
+        self.cards
+            .lock()
+            .unwrap()
+            .loaded
+            .get(id_no)
+            .map(|c| c.0.clone())
+    }
+
+    /// The certificate function of one person's card, if loaded: the
+    /// certificate number and its valid-until date (`YYYYMMDD`).
+    pub fn certificate_function(&self, id_no: &str) -> Option<(String, String)> {
         self.cards.lock().unwrap().loaded.get(id_no).cloned()
     }
 
@@ -164,7 +176,7 @@ impl Sscard {
             Some("unknown person: no social security card for this ID number".to_string())
         } else if !cert.starts_with(id) || cert.len() < 20 {
             Some("the certificate number is not the card holder's".to_string())
-        } else if !load && cards.loaded.get(id).map(String::as_str) != Some(cert) {
+        } else if !load && cards.loaded.get(id).map(|c| c.0.as_str()) != Some(cert) {
             Some("the card does not carry this certificate".to_string())
         } else {
             None
@@ -184,7 +196,10 @@ impl Sscard {
         {
             cards.changed_at.insert(id.to_string(), at);
             if load {
-                cards.loaded.insert(id.to_string(), cert.to_string());
+                cards.loaded.insert(
+                    id.to_string(),
+                    (cert.to_string(), get("valid_until").to_string()),
+                );
             } else {
                 cards.loaded.remove(id);
             }
