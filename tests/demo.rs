@@ -142,6 +142,54 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
     assert!(months[3]["listed"].as_u64() < months[0]["listed"].as_u64());
 }
 
+/// Without the feed that holds a dead person's payments in the payout
+/// register, the payments made after a death registered late raise no
+/// alarm, and the demo fails on that invariant alone.
+#[test]
+fn the_demo_fails_when_late_deaths_are_not_held() {
+    let config = support::copy_config();
+    std::fs::remove_file(config.path().join("mappings/death_to_payout_hold.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::tongban()
+        .args([
+            "demo",
+            "--people",
+            "300",
+            "--months",
+            "2",
+            "--timeout",
+            "180s",
+            "--workdir",
+        ])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = support::text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let failed: Vec<&String> = report["invariants"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| **v != true)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        failed,
+        ["every_payment_after_a_death_alarmed_for_recovery"],
+        "{stdout}"
+    );
+    assert!(
+        report["months"][1]["paid_after_a_death_registered_late"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
 /// A stop edited to take effect in the month of the freeze or the
 /// cancellation instead of the next (于次月取消补贴发放): the months
 /// already paid are taken back from the lists, and the demo fails on the

@@ -19,13 +19,15 @@ pub enum ConnectorKind {
     /// The hub's own deadline register: where each application is and
     /// when its stage is due, on a working-day calendar.
     Deadlines,
+    /// The hub's own payout register: holds on a person's payments.
+    PayoutRegister,
 }
 
 /// A connector file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorSpec {
-    /// `http`, `kafka`, `file` or `deadlines`.
+    /// `http`, `kafka`, `file`, `deadlines` or `payout_register`.
     pub kind: ConnectorKind,
     /// What the system is, for people.
     pub description: Option<String>,

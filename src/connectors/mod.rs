@@ -11,6 +11,7 @@ pub mod file;
 pub mod http;
 pub mod intake;
 pub mod kafka;
+pub mod register;
 pub mod settings;
 
 use std::path::PathBuf;

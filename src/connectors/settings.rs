@@ -10,7 +10,7 @@
 //! from these typed settings only, and `tongban check` makes them exactly
 //! as `run` does, so a connector file that one accepts the other accepts.
 
-use super::{deadlines, file, http, kafka};
+use super::{deadlines, file, http, kafka, register};
 use crate::config::connector::{Direction, Operation};
 use crate::config::{ConnectorKind, ConnectorSpec};
 use crate::diag::Problem;
@@ -27,6 +27,8 @@ pub enum Settings<'a> {
     File(file::settings::FileSettings),
     /// The hub's deadline register.
     Deadlines(deadlines::settings::DeadlineSettings),
+    /// The hub's payout register.
+    Register(register::settings::RegisterSettings),
 }
 
 /// The typed settings of a connector file; `dir` is the configuration
@@ -39,6 +41,9 @@ pub fn of<'a>(spec: &'a ConnectorSpec, dir: &Path) -> Result<Settings<'a>, Vec<P
         ConnectorKind::File => file::settings::FileSettings::of(spec, dir).map(Settings::File),
         ConnectorKind::Deadlines => {
             deadlines::settings::DeadlineSettings::of(spec, dir).map(Settings::Deadlines)
+        }
+        ConnectorKind::PayoutRegister => {
+            register::settings::RegisterSettings::of(spec).map(Settings::Register)
         }
     }
 }

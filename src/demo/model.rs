@@ -113,6 +113,10 @@ pub(super) enum Change {
     Reissued,
     /// Died (registered by public security).
     Died,
+    /// Died on the 25th of the month before, registered only after this
+    /// month's payouts: this month was paid after the death, and is to be
+    /// recovered (追回).
+    DiedLastMonth,
     /// The household's 低保 status changed.
     Dibao(&'static str),
 }
@@ -204,10 +208,19 @@ impl Applicant {
         self.certified() && self.wants_work && self.working_age
     }
 
-    /// The person after the changes of the months before `month` (each
-    /// month's changes come after its payouts: they are in force from the
-    /// next month).
+    /// The person as the rules see them in `month`: after the changes of
+    /// the months before (each month's changes come after its payouts: they
+    /// are in force from the next month), and dead in the month of a death
+    /// registered late (they died the month before).
     pub(super) fn state_at(&self, month: usize) -> State {
+        let mut s = self.state_before(month);
+        s.dead |= self.changes.contains(&(month, Change::DiedLastMonth));
+        s
+    }
+
+    /// The person as the systems knew them when `month` was paid: after
+    /// the changes of the months before.
+    pub(super) fn state_before(&self, month: usize) -> State {
         let mut s = State {
             level: self.level,
             dibao: self.dibao,
@@ -222,7 +235,7 @@ impl Applicant {
                 Change::Unfrozen => s.frozen = false,
                 Change::Reassessed { level } => (s.level, s.reissues) = (level, 0),
                 Change::Reissued => s.reissues += 1,
-                Change::Died => s.dead = true,
+                Change::Died | Change::DiedLastMonth => s.dead = true,
                 Change::Dibao(d) => s.dibao = d,
             }
         }
@@ -234,7 +247,7 @@ impl Applicant {
     /// request, by turns; a frozen certificate is unfrozen a month or two
     /// later; nothing more happens to the dead.
     pub(super) fn pick_change(&self, i: usize, month: usize) -> Change {
-        let s = self.state_at(month);
+        let s = self.state_before(month);
         if !(self.card_loaded() && self.subsidy_request()) || s.dead {
             return Change::None;
         }
@@ -253,6 +266,7 @@ impl Applicant {
                 level: s.level % 4 + 1,
             },
             18 => Change::Died,
+            20 if month > 0 => Change::DiedLastMonth,
             23 => Change::Dibao(if s.dibao == "DIBAO" { "NONE" } else { "DIBAO" }),
             _ => Change::None,
         }
@@ -265,6 +279,11 @@ impl Applicant {
     /// re-assessment or a 低保 change. A recipient only stays one: a
     /// person the subsidies system never took is not taken by a change.
     pub(super) fn amounts(&self, rates: &crate::sim::subsidies::Rates, month: usize) -> (i64, i64) {
+        self.amounts_as(rates, self.state_at(month))
+    }
+
+    /// What the rules give the person as they are in `s`.
+    fn amounts_as(&self, rates: &crate::sim::subsidies::Rates, s: State) -> (i64, i64) {
         use crate::sim::subsidies::entitlement;
         let rule = |level: u8, dibao: &str| {
             entitlement(
@@ -276,14 +295,28 @@ impl Applicant {
                 self.includes_im,
             )
         };
-        if !self.payable(rates) || rule(self.level, self.dibao) == (0, 0) {
-            return (0, 0);
-        }
-        let s = self.state_at(month);
-        if s.frozen || s.dead {
+        if !self.payable(rates) || rule(self.level, self.dibao) == (0, 0) || s.frozen || s.dead {
             return (0, 0);
         }
         rule(s.level, s.dibao)
+    }
+
+    /// The payments of `month` made to a person who had died before it, by
+    /// subsidy type and amount: what the list said when the month was paid
+    /// (the death not yet known), to be recovered.
+    pub(super) fn paid_after_death(
+        &self,
+        rates: &crate::sim::subsidies::Rates,
+        month: usize,
+    ) -> Vec<(&'static str, i64)> {
+        if !self.changes.contains(&(month, Change::DiedLastMonth)) {
+            return Vec::new();
+        }
+        let (living, care) = self.amounts_as(rates, self.state_before(month));
+        [("LIVING", living), ("CARE", care)]
+            .into_iter()
+            .filter(|(_, fen)| *fen > 0)
+            .collect()
     }
 
     /// The certificate number the person holds in `month` (after the

@@ -213,7 +213,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     banker.abort();
     run.credited = bank.credited();
     run.paid_twice = bank.paid_twice();
-    run.alarms = store.alarms().await.map_err(|e| e.to_string())?.len();
+    run.alarms = store.alarms().await.map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
     hub.stop().await;
 
@@ -249,7 +249,7 @@ pub(super) struct Run {
     /// Payment ids the bank credited twice.
     pub(super) paid_twice: Vec<String>,
     /// Alarms raised.
-    pub(super) alarms: usize,
+    pub(super) alarms: Vec<crate::store::AlarmRow>,
     /// When each phase ended, seconds since the demo started.
     pub(super) phases: Vec<(String, f64)>,
     /// When the first month's lifecycle phase began, ms since the epoch:
@@ -296,8 +296,14 @@ async fn lifecycle(
     month: usize,
 ) -> Result<Vec<(&'static str, usize)>, String> {
     use crate::sim::cert::Action;
+    use chrono::Datelike;
     let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
     let today = sim::clock::today().to_string();
+    let last_month = sim::clock::today()
+        .with_day(1)
+        .and_then(|d| d.checked_sub_months(chrono::Months::new(1)))
+        .and_then(|d| d.with_day(25))
+        .map_or(today.clone(), |d| d.to_string());
     for (i, (a, _)) in people.iter_mut().enumerate() {
         let change = a.pick_change(i, month);
         let done = match change {
@@ -326,6 +332,10 @@ async fn lifecycle(
             Change::Died => {
                 sims.civil.report_death(&a.id, "", Some(&today));
                 Ok("died (registered)")
+            }
+            Change::DiedLastMonth => {
+                sims.civil.report_death(&a.id, "", Some(&last_month));
+                Ok("died last month (registered late)")
             }
             Change::Dibao(d) => {
                 sims.civil.change_dibao(&a.id, "", d);

@@ -111,7 +111,7 @@ pub fn plan<'a>(cfg: &'a Config, src: &OpRef) -> Result<Plan<'a>, String> {
             }),
             _ => Err(not_source()),
         },
-        Settings::Deadlines(_) => Err(not_source()),
+        Settings::Deadlines(_) | Settings::Register(_) => Err(not_source()),
     }
 }
 

@@ -72,6 +72,13 @@ pub enum Plan<'a> {
         /// The calendar and each stage's limit.
         settings: crate::connectors::deadlines::settings::DeadlineSettings,
     },
+    /// Holds on a person's payments, into the hub's payout register.
+    Holds {
+        /// The connector.
+        connector: &'a Connector,
+        /// The operation.
+        op: &'a Operation,
+    },
     /// An idempotent Kafka producer, Avro or JSON values.
     Kafka {
         /// The connector.
@@ -188,6 +195,10 @@ pub fn plan<'a>(cfg: &'a Config, t: &OpRef) -> Result<Plan<'a>, String> {
             }
             _ => Err(not_sink()),
         },
+        Settings::Register(r) => match r.operations.contains(&t.operation) {
+            true => Ok(Plan::Holds { connector, op }),
+            false => Err(not_sink()),
+        },
         Settings::Deadlines(d) => match d.operations.contains(&t.operation) {
             true => Ok(Plan::Deadlines {
                 connector,
@@ -211,6 +222,11 @@ pub fn build(
             let sink = crate::payout::PaymentsSink::new(store.clone());
             let mut s = settings(cfg, connector, t, op, Duration::from_secs(30));
             s.concurrency = s.concurrency.max(1000);
+            Ok((Arc::new(sink), s))
+        }
+        Plan::Holds { connector, op } => {
+            let sink = crate::payout::HoldsSink::new(store.clone());
+            let s = settings(cfg, connector, t, op, Duration::from_secs(30));
             Ok((Arc::new(sink), s))
         }
         Plan::Deadlines {

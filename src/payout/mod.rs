@@ -17,10 +17,13 @@
 //!   differ from one sent before, and drops it into the bank's directory
 //!   (atomically, checksum file last) or uploads it over HTTP. Retries,
 //!   dead letters, pauses and replays are the outbox's.
+//! - [`HoldsSink`] delivers holds (`PayoutHold`, a death registered by
+//!   the registries): the person's payments from a month on go into no
+//!   batch, and those already in a file raise a `paid_after_stop` alarm.
 //! - [`Reconciler`] reads the bank's result files (pain.002 or layout) for
 //!   a file source and [`reconcile`]s them against the register.
 //!
-//! Files: `payments.rs`, `build.rs`, `render.rs`, `files.rs`,
+//! Files: `payments.rs`, `holds.rs`, `build.rs`, `render.rs`, `files.rs`,
 //! `reconcile.rs`; this file holds the bank targets. Payouts use the
 //! store, the dispatcher's `Sink`, the file connector's placement and
 //! checksums and the payment formats; no connector imports payouts.
@@ -79,12 +82,14 @@ pub enum PayoutError {
 
 mod build;
 mod files;
+mod holds;
 mod payments;
 mod reconcile;
 mod render;
 
 pub use build::*;
 pub use files::*;
+pub use holds::*;
 pub use payments::*;
 pub use reconcile::*;
 pub use render::*;

@@ -47,6 +47,7 @@ pub fn payment_row(record: &[u8]) -> Result<PaymentRow, String> {
         amount_fen: v["amount_fen"]
             .as_i64()
             .ok_or("the payment instruction has no amount_fen")?,
+        holder_id: s("holder_id")?,
         record: record.to_vec(),
     })
 }

@@ -122,7 +122,14 @@ shared! {
     NEXT_BATCH_SEQ = "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE period = ?1 AND bank_code = ?2";
     CLEAR_RESULT = "UPDATE payments SET result = NULL, reason_code = NULL, result_at = NULL WHERE payment_id = ?1";
     CORRECT_PAYMENT = "UPDATE payments SET record = ?2, bank_code = ?3 WHERE payment_id = ?1";
-    PAYMENT = "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code FROM payments WHERE payment_id = ?1";
+    HOLD = "INSERT INTO payout_holds (holder_id, from_period, reason, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (holder_id) DO UPDATE SET from_period = excluded.from_period, reason = excluded.reason, at = excluded.at
+             WHERE excluded.from_period < payout_holds.from_period";
+    HELD_IN_BATCHES = "SELECT p.payment_id, p.period, p.amount_fen, i.batch_id, p.result
+             FROM payout_holds h JOIN payments p ON p.holder_id = h.holder_id AND p.period >= h.from_period
+             JOIN batch_items i ON i.payment_id = p.payment_id AND i.live = 1
+             WHERE h.holder_id = ?1 ORDER BY p.period, p.payment_id";
+    PAYMENT = "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code, holder_id FROM payments WHERE payment_id = ?1";
     MARK_WRITTEN = "UPDATE batches SET file_sha256 = ?2 WHERE batch_id = ?1";
     WRITTEN = "SELECT file_sha256 FROM batches WHERE batch_id = ?1";
     BATCH = "SELECT batch_id, period, bank_code, seq, created, count, total_fen FROM batches WHERE batch_id = ?1";

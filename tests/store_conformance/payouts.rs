@@ -8,6 +8,7 @@ conformance!(
     a_batch_is_read_in_file_order_a_page_at_a_time,
     concurrent_batch_builders_never_put_a_payment_in_two_batches,
     only_rejected_payments_are_reissued_into_a_later_batch,
+    a_hold_keeps_a_persons_later_payments_out_and_names_those_already_sent,
 );
 
 fn payment(i: u64, bank: &str, fen: i64) -> PaymentRow {
@@ -16,8 +17,112 @@ fn payment(i: u64, bank: &str, fen: i64) -> PaymentRow {
         period: "2026-11".into(),
         bank_code: bank.into(),
         amount_fen: fen,
+        holder_id: format!("{i:018}"),
         record: format!("{{\"payment_id\":\"LIVING-{i:018}-2026-11\"}}").into_bytes(),
     }
+}
+
+/// A payment of one holder for one month.
+fn monthly(holder: &str, period: &str, fen: i64) -> PaymentRow {
+    let id = format!("LIVING-{holder}-{}", period.replace('-', ""));
+    PaymentRow {
+        payment_id: id.clone(),
+        period: period.into(),
+        bank_code: "105100000017".into(),
+        amount_fen: fen,
+        holder_id: holder.into(),
+        record: format!("{{\"payment_id\":\"{id}\",\"holder_id\":\"{holder}\"}}").into_bytes(),
+    }
+}
+
+/// A death registered after a month's file went out: the holder's
+/// payments of that month on go into no batch any more (built before or
+/// after the hold), those already in a batch are returned with their bank
+/// answer, a second hold keeps the earlier month, and nobody else's
+/// payments are held.
+async fn a_hold_keeps_a_persons_later_payments_out_and_names_those_already_sent(store: Store) {
+    let (dead, alive) = ("140105196309090071", "110105199003070017");
+    store
+        .record_payments(vec![
+            monthly(dead, "2027-01", 41_000),
+            monthly(alive, "2027-01", 41_000),
+            monthly(dead, "2027-02", 41_000),
+        ])
+        .await
+        .unwrap();
+    // January's file made and paid, February's made, not yet answered.
+    for p in ["2027-01", "2027-02"] {
+        store
+            .build_batches(p, 10, "2027-01-23T10:00:00")
+            .await
+            .unwrap();
+    }
+    store
+        .set_results(vec![BankResult {
+            payment_id: format!("LIVING-{dead}-202701"),
+            result: "ACCEPTED".into(),
+            reason_code: None,
+        }])
+        .await
+        .unwrap();
+    // March's payment comes after the hold.
+    let held = store
+        .hold_payments(dead, "2027-02", "DECEASED")
+        .await
+        .unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|h| (
+                h.payment_id.as_str(),
+                h.period.as_str(),
+                h.amount_fen,
+                h.result.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [(
+            format!("LIVING-{dead}-202702").as_str(),
+            "2027-02",
+            41_000,
+            None
+        )]
+    );
+    assert!(held[0].batch_id.starts_with("TB-2027-02-"), "{held:?}");
+    // An earlier month: January's paid payment is named too.
+    let held = store
+        .hold_payments(dead, "2027-01", "DECEASED")
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held[0].result.as_deref(), Some("ACCEPTED"));
+    // A later month does not shorten the hold.
+    let held = store
+        .hold_payments(dead, "2027-03", "DECEASED")
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    store
+        .record_payments(vec![
+            monthly(dead, "2027-03", 41_000),
+            monthly(alive, "2027-03", 41_000),
+        ])
+        .await
+        .unwrap();
+    let march = store
+        .build_batches("2027-03", 10, "2027-03-23T10:00:00")
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .batch_payments(&march[0].batch_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.payment_id)
+        .collect();
+    assert_eq!(march.len(), 1);
+    assert_eq!(ids, [format!("LIVING-{alive}-202703")]);
+    // The holder is read back with each payment.
+    let p = store.payment(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(p.row.holder_id, alive);
 }
 
 /// Property, over random sets of payments: after building, every payment

@@ -18,6 +18,9 @@ pub struct PaymentRow {
     pub bank_code: String,
     /// Amount, fen.
     pub amount_fen: i64,
+    /// The person paid (ID number): a hold on them ([`Store::hold_payments`])
+    /// keeps their payments out of batches.
+    pub holder_id: String,
     /// The `PaymentInstruction` as JSON.
     pub record: Vec<u8>,
 }
@@ -153,6 +156,22 @@ pub(crate) fn reissue_refusal(payment_id: &str, result: Option<&str>) -> Option<
     }
 }
 
+/// A payment of a held person that was already in a live batch when the
+/// hold came: its file was made, and it may have been paid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldPayment {
+    /// The payment.
+    pub payment_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// Amount, fen.
+    pub amount_fen: i64,
+    /// The batch it is in.
+    pub batch_id: String,
+    /// The bank's answer, if any: `ACCEPTED` means paid.
+    pub result: Option<String>,
+}
+
 /// One line of [`Store::results`]: the payments of a batch with one result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResultCount {
@@ -176,8 +195,22 @@ impl Store {
         both!(self, s => s.record_payments(rows).await)
     }
 
-    /// Puts every payment of `period` that is in no live batch into new
-    /// batches (per bank, at most `max` each, stamped `created`), in one
+    /// Holds a person's payments from `from_period` on (a stop the register
+    /// must keep to, e.g. a death): none of them goes into a batch any more.
+    /// A second hold keeps the earliest month. Returns the person's payments
+    /// from that month on that were already in a live batch: made before
+    /// the hold, and perhaps paid.
+    pub async fn hold_payments(
+        &self,
+        holder_id: &str,
+        from_period: &str,
+        reason: &str,
+    ) -> Result<Vec<HeldPayment>, StoreError> {
+        both!(self, s => s.hold_payments(holder_id, from_period, reason).await)
+    }
+
+    /// Puts every payment of `period` that is in no live batch and not held
+    /// into new batches (per bank, at most `max` each, stamped `created`), in one
     /// transaction, and returns them. A payment never gets into two live
     /// batches: a unique index refuses it, whoever builds at the same time.
     pub async fn build_batches(

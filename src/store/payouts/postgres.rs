@@ -10,9 +10,16 @@ impl PgStore {
         rows: Vec<PaymentRow>,
     ) -> Result<usize, StoreError> {
         let c = self.client().await?;
-        let (mut id, mut period, mut bank, mut amount, mut record) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut id, mut period, mut bank, mut amount, mut record, mut holder) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for r in &rows {
+            holder.push(r.holder_id.as_str());
             id.push(r.payment_id.as_str());
             period.push(r.period.as_str());
             bank.push(r.bank_code.as_str());
@@ -21,13 +28,43 @@ impl PgStore {
         }
         let n = c
             .execute(
-                "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at)
-                 SELECT i, p, b, a, r, $6 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) AS u(i, p, b, a, r)
+                "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at, holder_id)
+                 SELECT i, p, b, a, r, $6, h FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $7::text[]) AS u(i, p, b, a, r, h)
                  ON CONFLICT (payment_id) DO NOTHING",
-                &[&id, &period, &bank, &amount, &record, &now_ms()],
+                &[&id, &period, &bank, &amount, &record, &now_ms(), &holder],
             )
             .await?;
         Ok(n as usize)
+    }
+
+    pub(in crate::store) async fn hold_payments(
+        &self,
+        holder_id: &str,
+        from_period: &str,
+        reason: &str,
+    ) -> Result<Vec<HeldPayment>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            sql::HOLD.pg(),
+            &[&holder_id, &from_period, &reason, &now_ms()],
+        )
+        .await?;
+        let mut held: Vec<HeldPayment> = tx
+            .query(sql::HELD_IN_BATCHES.pg(), &[&holder_id])
+            .await?
+            .iter()
+            .map(|r| HeldPayment {
+                payment_id: r.get(0),
+                period: r.get(1),
+                amount_fen: r.get(2),
+                batch_id: r.get(3),
+                result: r.get(4),
+            })
+            .collect();
+        tx.commit().await?;
+        held.sort_by(|a, b| (&a.period, &a.payment_id).cmp(&(&b.period, &b.payment_id)));
+        Ok(held)
     }
 
     pub(in crate::store) async fn build_batches(
@@ -50,6 +87,8 @@ impl PgStore {
                 "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
                  WHERE p.period = $1 AND NOT EXISTS
                    (SELECT 1 FROM batch_items i WHERE i.payment_id = p.payment_id AND i.live = 1)
+                 AND NOT EXISTS
+                   (SELECT 1 FROM payout_holds h WHERE h.holder_id = p.holder_id AND h.from_period <= p.period)
                  ORDER BY p.bank_code COLLATE \"C\", p.payment_id COLLATE \"C\"",
                 &[&period],
             )
@@ -132,7 +171,7 @@ impl PgStore {
     ) -> Result<Vec<(i64, PaymentRow)>, StoreError> {
         let c = self.client().await?;
         Ok(c.query(
-            "SELECT i.position, p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
+            "SELECT i.position, p.payment_id, p.period, p.bank_code, p.amount_fen, p.record, p.holder_id
              FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
              WHERE i.batch_id = $1 AND i.position > $2 ORDER BY i.position LIMIT $3",
             &[&batch_id, &after, &(limit as i64)],
@@ -148,6 +187,7 @@ impl PgStore {
                     bank_code: r.get(3),
                     amount_fen: r.get(4),
                     record: r.get(5),
+                    holder_id: r.get(6),
                 },
             )
         })
@@ -217,6 +257,7 @@ impl PgStore {
                     bank_code: r.get(2),
                     amount_fen: r.get(3),
                     record: r.get(4),
+                    holder_id: r.get(7),
                 },
                 result: r.get(5),
                 reason_code: r.get(6),

@@ -14,15 +14,46 @@ impl SqliteStore {
             let mut n = 0;
             {
                 let mut st = c.prepare_cached(
-                    "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (payment_id) DO NOTHING",
+                    "INSERT INTO payments (payment_id, period, bank_code, amount_fen, record, created_at, holder_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (payment_id) DO NOTHING",
                 )?;
                 let now = now_ms();
                 for r in &rows {
-                    n += st.execute(rusqlite::params![r.payment_id, r.period, r.bank_code, r.amount_fen, r.record, now])?;
+                    n += st.execute(rusqlite::params![r.payment_id, r.period, r.bank_code, r.amount_fen, r.record, now, r.holder_id])?;
                 }
             }
             Ok(n)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn hold_payments(
+        &self,
+        holder_id: &str,
+        from_period: &str,
+        reason: &str,
+    ) -> Result<Vec<HeldPayment>, StoreError> {
+        let (holder, from, reason) = (
+            holder_id.to_string(),
+            from_period.to_string(),
+            reason.to_string(),
+        );
+        self.with(move |c| {
+            c.execute(
+                sql::HOLD.sqlite(),
+                rusqlite::params![holder, from, reason, now_ms()],
+            )?;
+            let mut held = all(c, sql::HELD_IN_BATCHES.sqlite(), [&holder], |r| {
+                Ok(HeldPayment {
+                    payment_id: r.get(0)?,
+                    period: r.get(1)?,
+                    amount_fen: r.get(2)?,
+                    batch_id: r.get(3)?,
+                    result: r.get(4)?,
+                })
+            })?;
+            held.sort_by(|a, b| (&a.period, &a.payment_id).cmp(&(&b.period, &b.payment_id)));
+            Ok(held)
         })
         .await
     }
@@ -38,6 +69,8 @@ impl SqliteStore {
             let unbatched: Vec<(String, String, i64)> = all(c, "SELECT p.payment_id, p.bank_code, p.amount_fen FROM payments p
                      WHERE p.period = ?1 AND NOT EXISTS
                        (SELECT 1 FROM batch_items i WHERE i.payment_id = p.payment_id AND i.live = 1)
+                     AND NOT EXISTS
+                       (SELECT 1 FROM payout_holds h WHERE h.holder_id = p.holder_id AND h.from_period <= p.period)
                      ORDER BY p.bank_code, p.payment_id", [&period], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             let plan = plan_batches(&period, &created, max, &unbatched, |bank| {
                 Ok(c.query_row(
@@ -103,11 +136,11 @@ impl SqliteStore {
         self.with(move |c| {
             all(
                 c,
-                "SELECT i.position, p.payment_id, p.period, p.bank_code, p.amount_fen, p.record
+                "SELECT i.position, p.payment_id, p.period, p.bank_code, p.amount_fen, p.record, p.holder_id
                  FROM batch_items i JOIN payments p ON p.payment_id = i.payment_id
                  WHERE i.batch_id = ?1 AND i.position > ?2 ORDER BY i.position LIMIT ?3",
                 rusqlite::params![batch_id, after, limit as i64],
-                |r| Ok((r.get(0)?, payment_at(r, 1)?)),
+                |r| Ok((r.get(0)?, payment_at(r, 1, 6)?)),
             )
         })
         .await
@@ -180,7 +213,7 @@ impl SqliteStore {
         self.with(move |c| {
             Ok(c.query_row(sql::PAYMENT.sqlite(), [&payment_id], |r| {
                 Ok(PaymentState {
-                    row: payment_at(r, 0)?,
+                    row: payment_at(r, 0, 7)?,
                     result: r.get(5)?,
                     reason_code: r.get(6)?,
                 })
@@ -321,14 +354,16 @@ impl SqliteStore {
     }
 }
 
-/// A payment from its five columns (payment_id, period, bank_code,
-/// amount_fen, record) starting at column `i`.
-fn payment_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PaymentRow> {
+/// A payment from its six columns (payment_id, period, bank_code,
+/// amount_fen, record, holder_id) starting at column `i`; `holder` is where
+/// holder_id is.
+fn payment_at(r: &rusqlite::Row<'_>, i: usize, holder: usize) -> rusqlite::Result<PaymentRow> {
     Ok(PaymentRow {
         payment_id: r.get(i)?,
         period: r.get(i + 1)?,
         bank_code: r.get(i + 2)?,
         amount_fen: r.get(i + 3)?,
+        holder_id: r.get(holder)?,
         record: r.get(i + 4)?,
     })
 }
