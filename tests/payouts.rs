@@ -408,7 +408,7 @@ async fn a_batch_made_before_a_crash_gets_its_file_at_the_next_build() {
         if v["amount_fen"].as_i64() > Some(0) {
             let instr = serde_json::json!({
                 "payment_id": format!("{}-{}-202611", v["subsidy_type"].as_str().unwrap(), v["holder_id"].as_str().unwrap()),
-                "period": "2026-11", "amount_fen": v["amount_fen"], "currency": "CNY",
+                "holder_id": v["holder_id"], "period": "2026-11", "amount_fen": v["amount_fen"], "currency": "CNY",
                 "creditor_name": v["account_name"], "creditor_account": v["bank_account_no"],
                 "creditor_bank_code": v["bank_code"], "remittance_info": "两项补贴 2026-11",
             });

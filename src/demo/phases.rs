@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::sim;
-use crate::store::{status, PaymentState, Store};
+use crate::store::{PaymentState, Store};
 use crate::synth::{self, Rng};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -262,8 +262,6 @@ pub(super) struct Run {
 pub(super) struct Month {
     /// `YYYY-MM`.
     pub(super) period: String,
-    /// Payments on the month's list.
-    pub(super) listed: i64,
     /// Batches built (first round and re-issue round).
     pub(super) batches: usize,
     /// Payments rejected by the bank the first time (closed accounts).
@@ -430,12 +428,12 @@ pub(super) async fn pay(
             ok
         }
     };
-    // The whole list is in the payout register (with the earlier months').
-    let before: i64 = run.months.iter().map(|m| m.listed).sum();
+    // The whole list is in the payout register (asked of the register by
+    // its index: a count of the outbox by state scans every message, and
+    // after a few months that scan took the store's thread from the hub).
     let done = wait("the payout register");
     loop {
-        let c = store.counts().await.map_err(e)?;
-        if done(c.messages("bank.payment_instructions", status::DELIVERED) >= before + want) {
+        if done(store.period_payments(&period).await.map_err(e)?.0 >= want) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -443,7 +441,6 @@ pub(super) async fn pay(
     phase("payout register");
     let mut m = Month {
         period: period.clone(),
-        listed: want,
         ..Month::default()
     };
     let answered_before = bank.answered();

@@ -115,7 +115,7 @@ mod tests {
         let sink = PaymentsSink::new(reg.clone());
         let p = |id: &str, fen: i64| {
             format!(
-                r#"{{"payment_id":"{id}","period":"2026-11","creditor_bank_code":"105100000017","amount_fen":{fen}}}"#
+                r#"{{"payment_id":"{id}","holder_id":"A","period":"2026-11","creditor_bank_code":"105100000017","amount_fen":{fen}}}"#
             )
         };
         let batch = [
@@ -133,7 +133,7 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.amount_fen).sum::<i64>(), 71000);
         let bad = claimed(
             3,
-            r#"{"payment_id":"X","period":"2026-11","creditor_bank_code":"1"}"#,
+            r#"{"payment_id":"X","holder_id":"A","period":"2026-11","creditor_bank_code":"1"}"#,
         );
         let e = sink.deliver(&bad).await.unwrap_err();
         assert_eq!(e.class(), crate::dispatch::failure::Class::Permanent, "{e}");

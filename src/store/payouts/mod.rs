@@ -195,6 +195,12 @@ impl Store {
         both!(self, s => s.record_payments(rows).await)
     }
 
+    /// The payments of a period in the register: how many, and their sum
+    /// in fen (an index probe, not a scan of the outbox).
+    pub async fn period_payments(&self, period: &str) -> Result<(i64, i64), StoreError> {
+        both!(self, s => s.period_payments(period).await)
+    }
+
     /// Holds a person's payments from `from_period` on (a stop the register
     /// must keep to, e.g. a death): none of them goes into a batch any more.
     /// A second hold keeps the earliest month. Returns the person's payments

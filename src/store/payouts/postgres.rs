@@ -37,6 +37,15 @@ impl PgStore {
         Ok(n as usize)
     }
 
+    pub(in crate::store) async fn period_payments(
+        &self,
+        period: &str,
+    ) -> Result<(i64, i64), StoreError> {
+        let c = self.client().await?;
+        let r = c.query_one(sql::PERIOD_PAYMENTS.pg(), &[&period]).await?;
+        Ok((r.get(0), r.get::<_, i64>(1)))
+    }
+
     pub(in crate::store) async fn hold_payments(
         &self,
         holder_id: &str,

@@ -27,6 +27,19 @@ impl SqliteStore {
         .await
     }
 
+    pub(in crate::store) async fn period_payments(
+        &self,
+        period: &str,
+    ) -> Result<(i64, i64), StoreError> {
+        let period = period.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(sql::PERIOD_PAYMENTS.sqlite(), [&period], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?)
+        })
+        .await
+    }
+
     pub(in crate::store) async fn hold_payments(
         &self,
         holder_id: &str,
