@@ -111,6 +111,14 @@ pub(super) enum Change {
     /// The certificate lost and reissued (挂失补办) on the person's
     /// application on the platform: the next B number.
     Reissued,
+    /// Renewed (换领) in the last year of its ten years, applied for on the
+    /// platform: valid ten years from that day. (The demo's certificates
+    /// are all new; the certificate system is told this one was made nine
+    /// and a half years ago.)
+    Renewed,
+    /// A renewal applied for long before the last year: refused (不予办理),
+    /// nothing changes.
+    RenewalTooEarly,
     /// Died (registered by public security).
     Died,
     /// Died on the 25th of the month before, registered only after this
@@ -230,7 +238,10 @@ impl Applicant {
         };
         for (_, c) in self.changes.iter().take_while(|(m, _)| *m < month) {
             match *c {
-                Change::None | Change::FrozenThenUnfrozen => {}
+                Change::None
+                | Change::FrozenThenUnfrozen
+                | Change::Renewed
+                | Change::RenewalTooEarly => {}
                 Change::Frozen => s.frozen = true,
                 Change::Unfrozen => s.frozen = false,
                 Change::Reassessed { level } => (s.level, s.reissues) = (level, 0),
@@ -261,6 +272,8 @@ impl Applicant {
         match (i + 7 * month) % 25 {
             3 => Change::Frozen,
             5 => Change::Reissued,
+            10 => Change::RenewalTooEarly,
+            15 if month > 0 => Change::Renewed,
             8 => Change::FrozenThenUnfrozen,
             13 => Change::Reassessed {
                 level: s.level % 4 + 1,
@@ -348,7 +361,7 @@ impl Applicant {
             .changes
             .iter()
             .take_while(|(m, _)| *m < month)
-            .filter(|(_, c)| matches!(c, Change::Reassessed { .. }))
+            .filter(|(_, c)| matches!(c, Change::Reassessed { .. } | Change::Renewed))
             .map(|(m, _)| *m)
             .last()
             .unwrap_or(0);
@@ -359,13 +372,32 @@ impl Applicant {
         Some((self.number_at(month), valid_until))
     }
 
-    /// The form of the person's application for a reissue of the lost
-    /// certificate (挂失补办), filed on the platform in `month`.
-    pub(super) fn reissue_form(&self, month: usize) -> Vec<u8> {
+    /// The applications the person filed after the first one, each with
+    /// whether the rules grant it: (application id, granted).
+    pub(super) fn later_applications(&self) -> Vec<(String, bool)> {
+        self.changes
+            .iter()
+            .filter_map(|(m, c)| match c {
+                Change::Reissued => Some((self.later_id("REISSUE", *m), true)),
+                Change::Renewed => Some((self.later_id("RENEW", *m), true)),
+                Change::RenewalTooEarly => Some((self.later_id("RENEW", *m), false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn later_id(&self, request: &str, month: usize) -> String {
+        format!("{}-{}{month}", self.application_id, &request[..2])
+    }
+
+    /// The form of the person's application on the platform in `month`
+    /// about the certificate they hold: `REISSUE` of a lost one (挂失补办)
+    /// or `RENEW` (换领).
+    pub(super) fn later_form(&self, request: &str, month: usize) -> Vec<u8> {
         let form = json!({
-            "application_id": format!("{}-B{month}", self.application_id),
+            "application_id": self.later_id(request, month),
             "submitted_at": crate::sim::clock::china_now().to_rfc3339(),
-            "request": "REISSUE",
+            "request": request,
             "applicant": {
                 "id_no": self.id, "name": self.name, "phone": null,
                 "region_code": self.region, "address": null

@@ -324,8 +324,17 @@ async fn lifecycle(
                 )
                 .map(|_| "re-assessed"),
             Change::Reissued => {
-                sims.platform.file(&a.reissue_form(month));
+                sims.platform.file(&a.later_form("REISSUE", month));
                 Ok("lost and reissued")
+            }
+            Change::Renewed => {
+                sims.cert.backdate(&a.id, 9 * 365 + 180);
+                sims.platform.file(&a.later_form("RENEW", month));
+                Ok("renewed")
+            }
+            Change::RenewalTooEarly => {
+                sims.platform.file(&a.later_form("RENEW", month));
+                Ok("renewal applied for too early")
             }
             Change::Died => {
                 sims.civil.report_death(&a.id, "", Some(&today));

@@ -297,6 +297,28 @@ pub(super) async fn report(
         run.months.iter().all(|m| m.cards_wrong == 0),
     );
 
+    // The applications filed after the first (reissues, renewals): each
+    // answered on the platform as the rules say, a renewal before the last
+    // year of the ten refused (不予办理).
+    let statuses = sims.platform.statuses();
+    let mut later = (0usize, 0usize);
+    let later_ok = people.iter().all(|(a, _)| {
+        a.later_applications().iter().all(|(app, granted)| {
+            let st = statuses.get(app).map(String::as_str);
+            later.0 += 1;
+            later.1 += usize::from(!granted);
+            match granted {
+                true => matches!(st, Some("CERTIFICATE_ISSUED" | "CARD_LOADED")),
+                false => st == Some("REJECTED"),
+            }
+        })
+    });
+    drop(statuses);
+    invariants.insert(
+        "every_later_application_answered_as_the_rules_say",
+        later_ok,
+    );
+
     // Pension and employment: exactly the people the rules select.
     let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
         let (n, _, strangers) = tally(c, kind);
@@ -512,6 +534,7 @@ pub(super) async fn report(
             "alarms": run.alarms.len(),
         },
         "deadlines": deadlines,
+        "later_applications": {"filed": later.0, "refused": later.1},
         "phases_end_s": run.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
