@@ -35,11 +35,14 @@ impl HoldsSink {
             .map(|p| NewAlarm {
                 batch_id: p.batch_id.clone(),
                 kind: "paid_after_stop".into(),
+                // The masked id is not unique (two holders of one county
+                // can share its last digits): the place in the file is.
                 detail: format!(
-                    "payment {} ({} fen, {}) was in batch {} before the holder's stop ({}, from {}) was known: {}",
+                    "payment {} ({} fen, {}; transfer {} of batch {}) was sent before the holder's stop ({}, from {}) was known: {}",
                     p.payment_id.replace(&h.holder_id, &masked),
                     p.amount_fen,
                     p.period,
+                    p.position + 1,
                     p.batch_id,
                     h.reason,
                     h.from_period,

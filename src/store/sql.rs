@@ -125,7 +125,7 @@ shared! {
     HOLD = "INSERT INTO payout_holds (holder_id, from_period, reason, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (holder_id) DO UPDATE SET from_period = excluded.from_period, reason = excluded.reason, at = excluded.at
              WHERE excluded.from_period < payout_holds.from_period";
-    HELD_IN_BATCHES = "SELECT p.payment_id, p.period, p.amount_fen, i.batch_id, p.result
+    HELD_IN_BATCHES = "SELECT p.payment_id, p.period, p.amount_fen, i.batch_id, p.result, i.position
              FROM payout_holds h JOIN payments p ON p.holder_id = h.holder_id AND p.period >= h.from_period
              JOIN batch_items i ON i.payment_id = p.payment_id AND i.live = 1
              WHERE h.holder_id = ?1 ORDER BY p.period, p.payment_id";

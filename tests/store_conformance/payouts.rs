@@ -87,6 +87,7 @@ async fn a_hold_keeps_a_persons_later_payments_out_and_names_those_already_sent(
         )]
     );
     assert!(held[0].batch_id.starts_with("TB-2027-02-"), "{held:?}");
+    assert_eq!(held[0].position, 0, "the first transfer of its file");
     // An earlier month: January's paid payment is named too.
     let held = store
         .hold_payments(dead, "2027-01", "DECEASED")

@@ -168,6 +168,8 @@ pub struct HeldPayment {
     pub amount_fen: i64,
     /// The batch it is in.
     pub batch_id: String,
+    /// Its place in the batch's file, from 0.
+    pub position: i64,
     /// The bank's answer, if any: `ACCEPTED` means paid.
     pub result: Option<String>,
 }

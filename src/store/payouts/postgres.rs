@@ -69,6 +69,7 @@ impl PgStore {
                 amount_fen: r.get(2),
                 batch_id: r.get(3),
                 result: r.get(4),
+                position: r.get(5),
             })
             .collect();
         tx.commit().await?;

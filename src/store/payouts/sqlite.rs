@@ -63,6 +63,7 @@ impl SqliteStore {
                     amount_fen: r.get(2)?,
                     batch_id: r.get(3)?,
                     result: r.get(4)?,
+                    position: r.get(5)?,
                 })
             })?;
             held.sort_by(|a, b| (&a.period, &a.payment_id).cmp(&(&b.period, &b.payment_id)));
