@@ -142,25 +142,19 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
     assert!(months[3]["listed"].as_u64() < months[0]["listed"].as_u64());
 }
 
-/// Without the feed that holds a dead person's payments in the payout
-/// register, the payments made after a death registered late raise no
-/// alarm, and the demo fails on that invariant alone.
-#[test]
-fn the_demo_fails_when_late_deaths_are_not_held() {
+/// Runs the demo on an edited copy of the shipped configuration (`edit`
+/// changes it in place) for `months` months; asserts that it fails, and
+/// returns the invariants that failed, its report and its output.
+fn failing_demo(
+    months: &str,
+    edit: impl FnOnce(&std::path::Path),
+) -> (Vec<String>, serde_json::Value, String) {
     let config = support::copy_config();
-    std::fs::remove_file(config.path().join("mappings/death_to_payout_hold.toml")).unwrap();
+    edit(config.path());
     let dir = tempfile::tempdir().unwrap();
     let out = support::tongban()
-        .args([
-            "demo",
-            "--people",
-            "300",
-            "--months",
-            "2",
-            "--timeout",
-            "180s",
-            "--workdir",
-        ])
+        .args(["demo", "--people", "300", "--months", months])
+        .args(["--timeout", "180s", "--workdir"])
         .arg(dir.path())
         .arg("--config")
         .arg(config.path())
@@ -170,13 +164,48 @@ fn the_demo_fails_when_late_deaths_are_not_held() {
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    let failed: Vec<&String> = report["invariants"]
+    let failed = report["invariants"]
         .as_object()
         .unwrap()
         .iter()
         .filter(|(_, v)| **v != true)
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.clone())
         .collect();
+    (failed, report, stdout)
+}
+
+/// A deadline set wrong on purpose (3 working days made 30): the hub's
+/// register no longer reports the breaches the rules give, and the demo
+/// fails on that invariant.
+#[test]
+fn the_demo_fails_when_a_deadline_is_set_wrong() {
+    let (failed, _, stdout) = failing_demo("1", |dir| {
+        support::edit(
+            dir,
+            "connectors/deadlines.toml",
+            "[stages.RECEIVED]\nworking_days = 3",
+            "[stages.RECEIVED]\nworking_days = 30",
+        )
+    });
+    assert!(
+        stdout.contains("FAIL every_deadline_breach_reported_and_real"),
+        "{stdout}"
+    );
+    assert_eq!(
+        failed,
+        ["every_deadline_breach_reported_and_real"],
+        "{stdout}"
+    );
+}
+
+/// Without the feed that holds a dead person's payments in the payout
+/// register, the payments made after a death registered late raise no
+/// alarm, and the demo fails on that invariant alone.
+#[test]
+fn the_demo_fails_when_late_deaths_are_not_held() {
+    let (failed, report, stdout) = failing_demo("2", |dir| {
+        std::fs::remove_file(dir.join("mappings/death_to_payout_hold.toml")).unwrap()
+    });
     assert_eq!(
         failed,
         ["every_payment_after_a_death_alarmed_for_recovery"],
@@ -196,89 +225,20 @@ fn the_demo_fails_when_late_deaths_are_not_held() {
 /// payout invariants, and only on those.
 #[test]
 fn the_demo_fails_when_subsidies_stop_in_the_same_month() {
-    let config = support::copy_config();
-    support::edit(
-        config.path(),
-        "mappings/certificate_cancelled_to_subsidy_stop.toml",
-        "effective_month = \"period(add_months(first_of_month(date(event.occurred_at)), 1))\"",
-        "effective_month = \"period(date(event.occurred_at))\"",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = support::tongban()
-        .args([
-            "demo",
-            "--people",
-            "300",
-            "--months",
-            "2",
-            "--timeout",
-            "180s",
-            "--workdir",
-        ])
-        .arg(dir.path())
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = support::text(&out);
-    assert!(!out.status.success(), "{stdout}\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    let failed: Vec<&String> = report["invariants"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, v)| **v != true)
-        .map(|(k, _)| k)
-        .collect();
+    let (failed, _, stdout) = failing_demo("2", |dir| {
+        support::edit(
+            dir,
+            "mappings/certificate_cancelled_to_subsidy_stop.toml",
+            "effective_month = \"period(add_months(first_of_month(date(event.occurred_at)), 1))\"",
+            "effective_month = \"period(date(event.occurred_at))\"",
+        )
+    });
     assert_eq!(
         failed,
         [
             "each_month_paid_exactly_what_the_rules_give",
             "each_month_payout_list_follows_the_rules"
         ],
-        "{stdout}"
-    );
-}
-
-/// A deadline set wrong on purpose (3 working days made 30): the hub's
-/// register no longer reports the breaches the rules give, and the demo
-/// fails on that invariant.
-#[test]
-fn the_demo_fails_when_a_deadline_is_set_wrong() {
-    let config = support::copy_config();
-    support::edit(
-        config.path(),
-        "connectors/deadlines.toml",
-        "[stages.RECEIVED]\nworking_days = 3",
-        "[stages.RECEIVED]\nworking_days = 30",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = support::tongban()
-        .args(["demo", "--people", "300", "--timeout", "180s", "--workdir"])
-        .arg(dir.path())
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = support::text(&out);
-    assert!(!out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("FAIL every_deadline_breach_reported_and_real"),
-        "{stdout}"
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    let failed: Vec<&String> = report["invariants"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, v)| **v != true)
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        failed,
-        ["every_deadline_breach_reported_and_real"],
         "{stdout}"
     );
 }

@@ -91,6 +91,44 @@ impl Problems {
         }
     }
 
+    /// The operations of a connector of one of the hub's own registers
+    /// (`kind`, called `register` in messages): each a sink of `schema`
+    /// records with no settings of its own; a problem for each that is not.
+    pub fn register_sinks(
+        &mut self,
+        spec: &ConnectorSpec,
+        kind: &str,
+        register: &str,
+        schema: &str,
+    ) -> Vec<String> {
+        let mut operations = Vec::new();
+        for (name, sop) in &spec.operations {
+            let op = sop.get_ref();
+            if op.direction != Direction::Sink {
+                self.op(
+                    name,
+                    sop,
+                    format!("a {kind} connector only takes records (direction = \"sink\")"),
+                );
+                continue;
+            }
+            if op.schema.get_ref() != schema {
+                self.op(
+                    name,
+                    sop,
+                    format!(
+                        "{register} takes {schema} records, not {}",
+                        op.schema.get_ref()
+                    ),
+                );
+                continue;
+            }
+            self.foreign(name, sop, kind, &[]);
+            operations.push(name.clone());
+        }
+        operations
+    }
+
     /// Settings, or every problem found.
     pub fn or<T>(self, settings: T) -> Result<T, Vec<Problem>> {
         if self.0.is_empty() {

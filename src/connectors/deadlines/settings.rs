@@ -2,7 +2,6 @@
 //! calendar (a directory of year tables), each stage's time limit, and its
 //! one kind of operation, a sink of `ApplicationStage` records.
 
-use crate::config::connector::Direction;
 use crate::config::ConnectorSpec;
 use crate::connectors::settings::Problems;
 use crate::diag::Problem;
@@ -98,31 +97,7 @@ impl DeadlineSettings {
                 },
             );
         }
-        let mut operations = Vec::new();
-        for (name, sop) in &spec.operations {
-            let op = sop.get_ref();
-            if op.direction != Direction::Sink {
-                p.op(
-                    name,
-                    sop,
-                    "a deadlines connector only takes records (direction = \"sink\")",
-                );
-                continue;
-            }
-            if op.schema.get_ref() != SCHEMA {
-                p.op(
-                    name,
-                    sop,
-                    format!(
-                        "the deadline register takes {SCHEMA} records, not {}",
-                        op.schema.get_ref()
-                    ),
-                );
-                continue;
-            }
-            p.foreign(name, sop, "deadlines", &[]);
-            operations.push(name.clone());
-        }
+        let operations = p.register_sinks(spec, "deadlines", "the deadline register", SCHEMA);
         p.or(DeadlineSettings {
             calendar: Arc::new(calendar),
             rules: Arc::new(rules),

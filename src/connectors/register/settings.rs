@@ -1,7 +1,6 @@
 //! The settings of a `kind = "payout_register"` connector: sink operations
 //! of `PayoutHold` records, and nothing else.
 
-use crate::config::connector::Direction;
 use crate::config::ConnectorSpec;
 use crate::connectors::settings::Problems;
 use crate::diag::Problem;
@@ -31,31 +30,7 @@ impl RegisterSettings {
                 "base_url, brokers, directory, calendar and stages are settings of other kinds; a payout_register connector has only operations",
             );
         }
-        let mut operations = Vec::new();
-        for (name, sop) in &spec.operations {
-            let op = sop.get_ref();
-            if op.direction != Direction::Sink {
-                p.op(
-                    name,
-                    sop,
-                    "a payout_register connector only takes records (direction = \"sink\")",
-                );
-                continue;
-            }
-            if op.schema.get_ref() != SCHEMA {
-                p.op(
-                    name,
-                    sop,
-                    format!(
-                        "the payout register takes {SCHEMA} records, not {}",
-                        op.schema.get_ref()
-                    ),
-                );
-                continue;
-            }
-            p.foreign(name, sop, "payout_register", &[]);
-            operations.push(name.clone());
-        }
+        let operations = p.register_sinks(spec, "payout_register", "the payout register", SCHEMA);
         p.or(RegisterSettings { operations })
     }
 }
