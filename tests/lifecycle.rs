@@ -392,6 +392,30 @@ async fn scenario(store_url: Option<String>) {
         paid(&sims, &this, &m.id) == payments(&mcert, 0, 7_500)
     })
     .await;
+    // Its other categories cancelled (注销部分残疾类别), physical (4)
+    // remains: the new certificate on the card, and from next month no care
+    // subsidy (physical at level 3 has none); the old certificate's
+    // cancellation neither unloads the card nor stops the subsidies.
+    sims.cert
+        .act(&m.id, Action::CancelCategories { keep: 4 })
+        .unwrap();
+    let physical = format!("{}43", m.id);
+    until(
+        "the partial cancellation reaches the card and the subsidies",
+        || {
+            sims.sscard.loaded_on(&m.id).as_deref() == Some(physical.as_str())
+                && paid(&sims, &next, &m.id).is_empty()
+        },
+    )
+    .await;
+    let of_m = |c: &tongban::sim::Common, kind: &str| {
+        let mut n = 0;
+        c.for_each(kind, |e| n += usize::from(e.subject() == m.id));
+        n
+    };
+    assert_eq!(of_m(&sims.sscard.common, "card_unloaded"), 0);
+    assert_eq!(of_m(&sims.subsidies.common, "stop"), 0);
+    assert_eq!(of_m(&sims.subsidies.common, "reassessment"), 1);
 
     // A fifth person's assessment finds no qualifying disability: the
     // platform hears the refusal and its reason; nothing else happens.

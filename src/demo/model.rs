@@ -111,6 +111,13 @@ pub(super) enum Change {
     /// The certificate lost and reissued (挂失补办) on the person's
     /// application on the platform: the next B number.
     Reissued,
+    /// A multiple disability's other categories cancelled
+    /// (注销部分残疾类别): a new certificate with the one that remains, at
+    /// the same level, valid ten years from that day.
+    PartlyCancelled {
+        /// The category that remains.
+        category: u8,
+    },
     /// Renewed (换领) in the last year of its ten years, applied for on the
     /// platform: valid ten years from that day. (The demo's certificates
     /// are all new; the certificate system is told this one was made nine
@@ -132,6 +139,7 @@ pub(super) enum Change {
 /// A person's certificate and household after the changes of some months.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct State {
+    pub(super) category: u8,
     pub(super) level: u8,
     pub(super) dibao: &'static str,
     pub(super) frozen: bool,
@@ -230,6 +238,7 @@ impl Applicant {
     /// the changes of the months before.
     pub(super) fn state_before(&self, month: usize) -> State {
         let mut s = State {
+            category: self.category,
             level: self.level,
             dibao: self.dibao,
             frozen: false,
@@ -245,6 +254,7 @@ impl Applicant {
                 Change::Frozen => s.frozen = true,
                 Change::Unfrozen => s.frozen = false,
                 Change::Reassessed { level } => (s.level, s.reissues) = (level, 0),
+                Change::PartlyCancelled { category } => (s.category, s.reissues) = (category, 0),
                 Change::Reissued => s.reissues += 1,
                 Change::Died | Change::DiedLastMonth => s.dead = true,
                 Change::Dibao(d) => s.dibao = d,
@@ -280,6 +290,7 @@ impl Applicant {
             },
             18 => Change::Died,
             20 if month > 0 => Change::DiedLastMonth,
+            1 if s.category == 7 => Change::PartlyCancelled { category: 4 },
             23 => Change::Dibao(if s.dibao == "DIBAO" { "NONE" } else { "DIBAO" }),
             _ => Change::None,
         }
@@ -298,20 +309,26 @@ impl Applicant {
     /// What the rules give the person as they are in `s`.
     fn amounts_as(&self, rates: &crate::sim::subsidies::Rates, s: State) -> (i64, i64) {
         use crate::sim::subsidies::entitlement;
-        let rule = |level: u8, dibao: &str| {
+        // A multiple disability includes an intellectual or mental one
+        // while it is a multiple disability.
+        let rule = |category: u8, level: u8, dibao: &str| {
             entitlement(
                 rates,
-                self.category,
+                category,
                 level,
                 dibao,
                 self.care,
-                self.includes_im,
+                self.includes_im && category == 7,
             )
         };
-        if !self.payable(rates) || rule(self.level, self.dibao) == (0, 0) || s.frozen || s.dead {
+        if !self.payable(rates)
+            || rule(self.category, self.level, self.dibao) == (0, 0)
+            || s.frozen
+            || s.dead
+        {
             return (0, 0);
         }
-        rule(s.level, s.dibao)
+        rule(s.category, s.level, s.dibao)
     }
 
     /// The payments of `month` made to a person who had died before it, by
@@ -337,8 +354,8 @@ impl Applicant {
     pub(super) fn number_at(&self, month: usize) -> String {
         let s = self.state_at(month);
         match s.reissues {
-            0 => format!("{}{}{}", self.id, self.category, s.level),
-            n => format!("{}{}{}B{n}", self.id, self.category, s.level),
+            0 => format!("{}{}{}", self.id, s.category, s.level),
+            n => format!("{}{}{}B{n}", self.id, s.category, s.level),
         }
     }
 
@@ -361,7 +378,12 @@ impl Applicant {
             .changes
             .iter()
             .take_while(|(m, _)| *m < month)
-            .filter(|(_, c)| matches!(c, Change::Reassessed { .. } | Change::Renewed))
+            .filter(|(_, c)| {
+                matches!(
+                    c,
+                    Change::Reassessed { .. } | Change::PartlyCancelled { .. } | Change::Renewed
+                )
+            })
             .map(|(m, _)| *m)
             .last()
             .unwrap_or(0);

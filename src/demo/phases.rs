@@ -318,11 +318,15 @@ async fn lifecycle(
                 .act(
                     &a.id,
                     Action::Reassess {
-                        category: a.category,
+                        category: a.state_before(month).category,
                         level,
                     },
                 )
                 .map(|_| "re-assessed"),
+            Change::PartlyCancelled { category } => sims
+                .cert
+                .act(&a.id, Action::CancelCategories { keep: category })
+                .map(|_| "other categories cancelled"),
             Change::Reissued => {
                 sims.platform.file(&a.later_form("REISSUE", month));
                 Ok("lost and reissued")

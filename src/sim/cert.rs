@@ -130,6 +130,15 @@ pub enum Action {
         /// Level 1–4.
         level: u8,
     },
+    /// 注销部分残疾类别: the other categories of a multiple disability (7)
+    /// cancelled, `keep` remaining. The old certificate is `CANCELLED`
+    /// with reason `CATEGORY`, and the new one, with the remaining category
+    /// at the same level and valid ten years from today, follows as
+    /// `CATEGORY_CHANGED` (its `previous_certificate_no` the old one).
+    CancelCategories {
+        /// The category that remains, 1–6.
+        keep: u8,
+    },
     /// 注销 (`CANCELLED`) with its reason: `DECEASED`, `HUKOU_MOVED`,
     /// `EXPIRED`, `REQUESTED`.
     Cancel {
@@ -461,6 +470,9 @@ impl Cert {
     /// A federation's action on a holder's certificate; Err is why it
     /// cannot be done (no certificate, not frozen, already frozen).
     pub fn act(&self, id: &str, action: Action) -> Result<(), String> {
+        if let Action::CancelCategories { keep } = action {
+            return self.cancel_categories(id, keep);
+        }
         let mut book = self.book.lock().unwrap();
         let (Some(number), Some(mut holder)) =
             (book.certs.get(id).cloned(), book.holders.get(id).cloned())
@@ -501,6 +513,7 @@ impl Cert {
                 (kind, format!("{id}{category}{level}"), Some(number), None)
             }
             Action::Cancel { reason } => ("CANCELLED", number, None, Some(reason.as_str())),
+            Action::CancelCategories { .. } => unreachable!("handled above"),
         };
         let cancel = cancel.map(str::to_string);
         self.emit(
@@ -511,6 +524,61 @@ impl Cert {
             previous,
             holder,
             cancel.as_deref(),
+            &Value::Null,
+        );
+        Ok(())
+    }
+
+    /// [`Action::CancelCategories`]: the old certificate cancelled, then
+    /// the new one with the category that remains.
+    fn cancel_categories(&self, id: &str, keep: u8) -> Result<(), String> {
+        let book = self.book.lock().unwrap();
+        let (Some(number), Some(holder)) =
+            (book.certs.get(id).cloned(), book.holders.get(id).cloned())
+        else {
+            return Err("the holder has no certificate".into());
+        };
+        if number.as_bytes().get(18) != Some(&b'7') {
+            return Err(
+                "only a certificate of multiple disabilities (7) has categories to cancel".into(),
+            );
+        }
+        if !(1..=6).contains(&keep) {
+            return Err(format!("no single category {keep} to keep"));
+        }
+        if holder.frozen {
+            return Err("the certificate is frozen".into());
+        }
+        let level = number.as_bytes()[19] - b'0';
+        self.emit(
+            book,
+            "CANCELLED",
+            id,
+            number.clone(),
+            None,
+            holder.clone(),
+            Some("CATEGORY"),
+            &Value::Null,
+        );
+        let today = super::clock::today();
+        let mut book = self.book.lock().unwrap();
+        book.assessed.insert(id.to_string(), (keep, level));
+        let holder = Holder {
+            issued_on: today.to_string(),
+            valid_until: today
+                .checked_add_months(chrono::Months::new(120))
+                .unwrap_or(today)
+                .to_string(),
+            ..holder
+        };
+        self.emit(
+            book,
+            "CATEGORY_CHANGED",
+            id,
+            format!("{id}{keep}{level}"),
+            Some(number),
+            holder,
+            None,
             &Value::Null,
         );
         Ok(())
@@ -717,10 +785,13 @@ async fn action(State(c): State<Arc<Cert>>, Json(v): Json<Value>) -> Response {
         "CANCEL" => Action::Cancel {
             reason: v["reason"].as_str().unwrap_or("REQUESTED").to_string(),
         },
+        "CANCEL_CATEGORIES" => Action::CancelCategories { keep: n("keep") },
         other => {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                format!("action {other:?}: FREEZE, UNFREEZE, REASSESS or CANCEL"),
+                format!(
+                    "action {other:?}: FREEZE, UNFREEZE, REASSESS, CANCEL or CANCEL_CATEGORIES"
+                ),
             )
         }
     };
