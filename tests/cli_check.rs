@@ -19,7 +19,7 @@ fn shipped_config_checks_clean() {
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("configuration OK: 23 schemas, 10 connectors, 26 mappings"),
+        out.contains("configuration OK: 23 schemas, 10 connectors, 27 mappings"),
         "{out}"
     );
     assert!(!out.contains("error:"), "{out}");

@@ -605,6 +605,43 @@ async fn a_holder_the_bank_reports_deceased_raises_an_alarm_and_stops_the_subsid
         "{}",
         alarm.detail
     );
+    // And the register holds the person's payments from that month: the
+    // refused payment is not re-issued into a new batch, to another account
+    // or the same.
+    support::eventually(Duration::from_secs(30), "the hold delivered", || async {
+        store
+            .messages(
+                "payout_register.holds",
+                tongban::store::status::DELIVERED,
+                10,
+            )
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.key == holder)
+    })
+    .await;
+    let refused = format!("{}-{holder}-202611", dead["subsidy_type"].as_str().unwrap());
+    store
+        .reissue(&refused, None, "ops", "the bank says the holder died")
+        .await
+        .unwrap();
+    let again = store
+        .build_batches("2026-11", 1000, "2026-11-25T10:00:00")
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "a held payment went into {again:?}");
+    assert!(
+        store
+            .alarms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.kind == "paid_after_stop"
+                && a.detail.contains("did not pay it")
+                && !a.detail.contains(holder)),
+        "the held payment named, masked"
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
     assert!(hub.wait().unwrap().success());
