@@ -264,7 +264,7 @@ impl Applicant {
     }
 
     /// The change the lifecycle phase of `month` makes to the `i`th
-    /// person: about one in four of those with a loaded card and a subsidy
+    /// person: about a third of those with a loaded card and a subsidy
     /// request, by turns; a frozen certificate is unfrozen a month or two
     /// later; nothing more happens to the dead.
     pub(super) fn pick_change(&self, i: usize, month: usize) -> Change {
@@ -331,14 +331,15 @@ impl Applicant {
         rule(s.category, s.level, s.dibao)
     }
 
-    /// The payments of `month` made to a person who had died before it, by
-    /// subsidy type and amount: what the list said when the month was paid
-    /// (the death not yet known), to be recovered.
+    /// The ids of the payments of `month` (`period`) made to a person who
+    /// had died before it: what the list said when the month was paid (the
+    /// death not yet known), to be recovered.
     pub(super) fn paid_after_death(
         &self,
         rates: &crate::sim::subsidies::Rates,
         month: usize,
-    ) -> Vec<(&'static str, i64)> {
+        period: &str,
+    ) -> Vec<String> {
         if !self.changes.contains(&(month, Change::DiedLastMonth)) {
             return Vec::new();
         }
@@ -346,6 +347,7 @@ impl Applicant {
         [("LIVING", living), ("CARE", care)]
             .into_iter()
             .filter(|(_, fen)| *fen > 0)
+            .map(|(ty, _)| payment_id(ty, &self.id, period))
             .collect()
     }
 
@@ -430,6 +432,12 @@ impl Applicant {
         });
         serde_json::to_vec(&form).unwrap_or_default()
     }
+}
+
+/// The id of a payment of the payout lists: subsidy type, holder, month
+/// (`LIVING-<ID>-YYYYMM`), as the two-subsidies system names it.
+pub(super) fn payment_id(subsidy_type: &str, holder: &str, period: &str) -> String {
+    format!("{subsidy_type}-{holder}-{}", period.replace('-', ""))
 }
 
 /// Makes the applicants and their forms; `calendar` dates the paces.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::model::{applicants, Applicant, Change};
+use super::model::{applicants, payment_id, Applicant, Change};
 use super::report::report;
 use super::scenario::{start_sims, write_config, Sims, SECRETS};
 use super::DemoArgs;
@@ -221,7 +221,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
 }
 
 /// The first day of the month after `period` (`YYYY-MM`).
-fn first_of_month_after(period: &str) -> Option<chrono::NaiveDate> {
+pub(super) fn first_of_month_after(period: &str) -> Option<chrono::NaiveDate> {
     chrono::NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d")
         .ok()?
         .checked_add_months(chrono::Months::new(1))
@@ -277,11 +277,11 @@ pub(super) struct Month {
     pub(super) cards_wrong: usize,
 }
 
-/// After a month's payouts: freezes (some lifted at once, the others a
-/// month or two later), re-assessments, reissues of lost certificates
-/// (applied for on the platform) and deaths done in the certificate, civil
-/// and platform systems, 低保 changes, for about one in four people with a
-/// card and a subsidy request; then waits until the hub has carried them
+/// After a month's payouts: the changes [`Applicant::pick_change`] gives
+/// (freezes and their lifting, re-assessments, partial cancellations,
+/// reissues and renewals applied for on the platform, deaths, some
+/// registered late, 低保 changes), made in the certificate, platform and
+/// civil systems; then waits until the hub has carried them
 /// all (nothing pending, and the systems' ledgers still for two seconds).
 /// Each change is added to the person's history in the model
 /// ([`Applicant::amounts`], [`Applicant::card_at`]).
@@ -497,7 +497,7 @@ pub(super) async fn pay(
         let mut ids = Vec::new();
         for holder in &closed {
             for ty in ["LIVING", "CARE"] {
-                let id = format!("{ty}-{holder}-{}", period.replace('-', ""));
+                let id = payment_id(ty, holder, &period);
                 if let Some(PaymentState {
                     result: Some(r), ..
                 }) = store.payment(&id).await.map_err(e)?

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::Applicant;
-use super::phases::Run;
+use super::model::{payment_id, Applicant};
+use super::phases::{first_of_month_after, Run};
 use super::scenario::Sims;
 use super::DemoArgs;
 
@@ -147,6 +147,8 @@ pub(super) async fn report(
     let (mut lists_ok, mut paid_ok, mut to_card, mut numbers_ok) = (true, true, true, true);
     let mut expected_paid = 0usize;
     let mut months = Vec::new();
+    let mask = crate::domain::mask::id_number;
+    let mut overpaid = Vec::new();
     let last = run.months.len();
     let mut first_list = (0usize, 0i64);
     for month in 0..=last {
@@ -155,14 +157,9 @@ pub(super) async fn report(
             None => run
                 .months
                 .last()
-                .and_then(|m| {
-                    chrono::NaiveDate::parse_from_str(&format!("{}-01", m.period), "%Y-%m-%d").ok()
-                })
-                .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+                .and_then(|m| first_of_month_after(&m.period))
                 .map_or(String::new(), |d| d.format("%Y-%m").to_string()),
         };
-        let paid = month < last;
-        let compact = period.replace('-', "");
         let mut listed = vec![[(0i64, 0u32); 2]; people.len()];
         let mut paid_per_person = vec![0i64; people.len()];
         let (mut list_len, mut total, mut unknown, mut old_numbers) =
@@ -187,7 +184,7 @@ pub(super) async fn report(
             if month == last && p.certificate_no != people[i].0.number_at(last) {
                 old_numbers += 1;
             }
-            let id = format!("{}-{}-{compact}", p.subsidy_type, p.holder_id);
+            let id = payment_id(&p.subsidy_type, &p.holder_id, &period);
             if run.credited.get(&id) == Some(&1) {
                 paid_per_person[i] += p.amount_fen;
             }
@@ -234,29 +231,22 @@ pub(super) async fn report(
                 .collect::<serde_json::Map<_, _>>()
                 .into();
             row["cards_not_as_the_certificate"] = json!(m.cards_wrong);
-            row["paid_after_a_death_registered_late"] = json!(people
-                .iter()
-                .map(|(a, _)| a.paid_after_death(rates, month).len())
-                .sum::<usize>());
-        }
-        debug_assert!(paid == run.months.get(month).is_some());
-        months.push(row);
-    }
-    // Deaths registered after the month they fall in was paid: those
-    // payments were made (the death not yet known), the hub's payout
-    // register holds the person's payments from the month after the death
-    // and raises a paid_after_stop alarm for each one already paid, for
-    // recovery (追回); the model says which.
-    let mask = crate::domain::mask::id_number;
-    let mut overpaid = Vec::new();
-    for (a, _) in people {
-        for (month, m) in run.months.iter().enumerate() {
-            for (ty, _) in a.paid_after_death(rates, month) {
-                let id = format!("{ty}-{}-{}", a.id, m.period.replace('-', ""));
-                paid_ok &= run.credited.get(&id) == Some(&1);
-                overpaid.push(id.replace(&a.id, &mask(&a.id)));
+            // Deaths registered after the month they fall in was paid:
+            // those payments were made (the death not yet known), the
+            // hub's payout register holds the person's payments from the
+            // month after the death and raises a paid_after_stop alarm for
+            // each one already paid, for recovery (追回); the model says
+            // which.
+            let before = overpaid.len();
+            for (a, _) in people {
+                for id in a.paid_after_death(rates, month, &period) {
+                    paid_ok &= run.credited.get(&id) == Some(&1);
+                    overpaid.push(id.replace(&a.id, &mask(&a.id)));
+                }
             }
+            row["paid_after_a_death_registered_late"] = json!(overpaid.len() - before);
         }
+        months.push(row);
     }
     let mut alarmed: Vec<String> = run
         .alarms

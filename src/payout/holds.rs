@@ -90,12 +90,9 @@ pub fn hold_of(record: &[u8]) -> Result<Hold, String> {
             .ok_or_else(|| format!("the hold has no {k}"))
     };
     let from_period = s("from_period")?;
-    let month = chrono::NaiveDate::parse_from_str(&format!("{from_period}-01"), "%Y-%m-%d");
-    if from_period.len() != 7 || month.is_err() {
-        return Err(format!(
-            "the hold's from_period {from_period:?} is not YYYY-MM"
-        ));
-    }
+    crate::schema::Format::Period
+        .check(&from_period)
+        .map_err(|e| format!("the hold's from_period: {e}"))?;
     Ok(Hold {
         holder_id: s("holder_id")?,
         from_period,
@@ -126,7 +123,7 @@ mod tests {
         );
         assert_eq!(
             hold_of(br#"{"holder_id": "1", "from_period": "2027-13", "reason": "X"}"#).unwrap_err(),
-            "the hold's from_period \"2027-13\" is not YYYY-MM"
+            "the hold's from_period: invalid period \"2027-13\": expected YYYY-MM"
         );
         assert_eq!(
             hold_of(br#"{"from_period": "2027-01", "reason": "X"}"#).unwrap_err(),

@@ -46,6 +46,16 @@ struct Cards {
     results: super::Feed,
 }
 
+impl Cards {
+    /// The financial account of a person's card: seeded, or derived.
+    fn account(&self, id_no: &str) -> (String, String) {
+        self.accounts
+            .get(id_no)
+            .cloned()
+            .unwrap_or_else(|| card_account(id_no))
+    }
+}
+
 /// The card system's state.
 pub struct Sscard {
     /// Faults, ledger, counters.
@@ -90,22 +100,12 @@ impl Sscard {
 
     /// The financial account of a person's card: account number and bank.
     pub fn account_of(&self, id_no: &str) -> (String, String) {
-        let cards = self.cards.lock().unwrap();
-        cards
-            .accounts
-            .get(id_no)
-            .cloned()
-            .unwrap_or_else(|| card_account(id_no))
+        self.cards.lock().unwrap().account(id_no)
     }
 
     /// The certificate loaded on one person's card, if any.
     pub fn loaded_on(&self, id_no: &str) -> Option<String> {
-        self.cards
-            .lock()
-            .unwrap()
-            .loaded
-            .get(id_no)
-            .map(|c| c.0.clone())
+        self.certificate_function(id_no).map(|c| c.0)
     }
 
     /// The certificate function of one person's card, if loaded: the
@@ -211,11 +211,7 @@ impl Sscard {
             // province pays through the card, subsidies go there only.
             let account = match load {
                 true => {
-                    let (no, bank) = cards
-                        .accounts
-                        .get(id)
-                        .cloned()
-                        .unwrap_or_else(|| card_account(id));
+                    let (no, bank) = cards.account(id);
                     format!(
                         "<bank_account_no>{}</bank_account_no><bank_code>{}</bank_code>",
                         esc(&no),

@@ -128,7 +128,7 @@ shared! {
     HELD_IN_BATCHES = "SELECT p.payment_id, p.period, p.amount_fen, i.batch_id, p.result, i.position
              FROM payout_holds h JOIN payments p ON p.holder_id = h.holder_id AND p.period >= h.from_period
              JOIN batch_items i ON i.payment_id = p.payment_id AND i.live = 1
-             WHERE h.holder_id = ?1 ORDER BY p.period, p.payment_id";
+             WHERE h.holder_id = ?1";
     PERIOD_PAYMENTS = "SELECT count(*), COALESCE(SUM(amount_fen), 0) FROM payments WHERE period = ?1";
     PAYMENT = "SELECT payment_id, period, bank_code, amount_fen, record, result, reason_code, holder_id FROM payments WHERE payment_id = ?1";
     MARK_WRITTEN = "UPDATE batches SET file_sha256 = ?2 WHERE batch_id = ?1";

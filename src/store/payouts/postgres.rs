@@ -73,6 +73,7 @@ impl PgStore {
             })
             .collect();
         tx.commit().await?;
+        // In one order whatever the database's collation.
         held.sort_by(|a, b| (&a.period, &a.payment_id).cmp(&(&b.period, &b.payment_id)));
         Ok(held)
     }

@@ -66,6 +66,7 @@ impl SqliteStore {
                     position: r.get(5)?,
                 })
             })?;
+            // In one order whatever the database's collation.
             held.sort_by(|a, b| (&a.period, &a.payment_id).cmp(&(&b.period, &b.payment_id)));
             Ok(held)
         })
