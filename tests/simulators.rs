@@ -665,3 +665,95 @@ async fn the_platform_takes_status_updates_alone_or_in_batches_once_each() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+/// Every event of a feed, read page by page from `path` (with `query`).
+async fn all_events(c: &reqwest::Client, url: &str, query: &str) -> Vec<Value> {
+    let (mut out, mut after) = (Vec::new(), 0);
+    loop {
+        let page = get_json(
+            c,
+            &format!("{url}/api/cert/v3/events?after={after}{query}"),
+            None,
+        )
+        .await;
+        let events = page["events"].as_array().unwrap().clone();
+        let next = page["next"].as_u64().unwrap();
+        if events.is_empty() {
+            assert_eq!(next, after, "an empty page keeps the cursor");
+            return out;
+        }
+        assert!(next > after);
+        out.extend(events);
+        after = next;
+    }
+}
+
+/// A provincial hub reads its province's events: those of its counties,
+/// and the migrations out of them without the application of the province
+/// applied in; pages run past other provinces' events without skipping
+/// one of its own.
+#[tokio::test]
+async fn the_certificate_system_serves_each_province_its_own_events() {
+    let cert = sim::cert::Cert::new(None);
+    let url = serve(cert.router()).await;
+    let c = reqwest::Client::new();
+    let mut rng = tongban::synth::Rng::new(5);
+    let people: Vec<_> = (0..1300)
+        .map(|_| tongban::synth::person(&mut rng))
+        .collect();
+    let apply = |v: Value| {
+        c.post(format!("{url}/api/cert/v3/applications"))
+            .json(&v)
+            .send()
+    };
+    for (i, p) in people.iter().enumerate() {
+        let mut a = application(&p.id, "NEW", &format!("N-{i}"));
+        a["region_code"] = json!(p.region);
+        assert!(apply(a).await.unwrap().status().is_success());
+    }
+    // One person of Shanxi moves to Zichuan (Shandong), filed there.
+    let p = people.iter().find(|p| p.region.starts_with("14")).unwrap();
+    let mut m = application(&p.id, "MIGRATE", "M-1");
+    m["region_code"] = json!("370302");
+    m["certificate_no"] = json!(cert.certificates()[&p.id]);
+    m["target_region_code"] = json!("370302");
+    assert!(apply(m).await.unwrap().status().is_success());
+
+    let every = all_events(&c, &url, "").await;
+    assert_eq!(every.len(), 1301);
+    let migrated = every.last().unwrap();
+    assert_eq!(migrated["kind"], "MIGRATED");
+    assert_eq!(migrated["region_code"], "370302");
+    assert_eq!(migrated["previous_region_code"], p.region.as_str());
+    assert_eq!(migrated["application"]["application_id"], "M-1");
+    for (province, moved) in [("14", "out"), ("37", "in"), ("11", "")] {
+        let got = all_events(&c, &url, &format!("&province={province}")).await;
+        let expected: Vec<&Value> = every
+            .iter()
+            .filter(|e| {
+                e["region_code"].as_str().unwrap().starts_with(province)
+                    || e["previous_region_code"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with(province))
+            })
+            .collect();
+        assert!(expected.len() > 100, "{province}: {}", expected.len());
+        assert_eq!(got.len(), expected.len(), "{province}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g["event_id"], e["event_id"]);
+        }
+        let last = got.last().unwrap();
+        match moved {
+            "out" => {
+                assert_eq!(last["kind"], "MIGRATED");
+                assert_eq!(
+                    last["application"],
+                    Value::Null,
+                    "the application is the province applied in's"
+                );
+            }
+            "in" => assert_eq!(last["application"]["application_id"], "M-1"),
+            _ => assert_ne!(last["kind"], "MIGRATED"),
+        }
+    }
+}

@@ -52,8 +52,22 @@ pub struct Sims {
 /// Starts the simulators on free ports of 127.0.0.1 (with the demo's
 /// faults if `faults`).
 pub async fn start_sims(faults: bool) -> Result<Sims, String> {
+    start_province_sims(faults, None).await
+}
+
+/// Starts one province's simulators (platform, card, subsidies, pension,
+/// employment, civil affairs) on free ports of 127.0.0.1, against the
+/// national certificate system `national` (its simulator and port: the
+/// one all provinces share), or a national system of their own.
+pub async fn start_province_sims(
+    faults: bool,
+    national: Option<(Arc<Cert>, u16)>,
+) -> Result<Sims, String> {
     let platform = Platform::new(Some(secret("PLATFORM_APP_SECRET")));
-    let cert = Cert::new(Some(secret("CERT_APP_SECRET")));
+    let cert = match &national {
+        Some((c, _)) => c.clone(),
+        None => Cert::new(Some(secret("CERT_APP_SECRET"))),
+    };
     let sscard = Sscard::new(Some(secret("SSCARD_TOKEN")), Some(4000));
     let subsidies = subsidies::Subsidies::new(
         Some(("tongban", secret("SUBSIDIES_PASSWORD"))),
@@ -83,16 +97,19 @@ pub async fn start_sims(faults: bool) -> Result<Sims, String> {
             ..Default::default()
         });
     }
-    let routers = [
-        (9101, platform.router()),
-        (9102, cert.router()),
+    let mut ports = Vec::new();
+    let mut routers = vec![(9101, platform.router())];
+    match &national {
+        Some((_, port)) => ports.push((9102, *port)),
+        None => routers.push((9102, cert.router())),
+    }
+    routers.extend([
         (9103, sscard.router()),
         (9104, subsidies.router()),
         (9105, pension.router()),
         (9106, employment.router()),
         (9107, civil.router()),
-    ];
-    let mut ports = Vec::new();
+    ]);
     for (shipped, router) in routers {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -100,6 +117,7 @@ pub async fn start_sims(faults: bool) -> Result<Sims, String> {
         ports.push((shipped, l.local_addr().map_err(|e| e.to_string())?.port()));
         tokio::spawn(sim::serve(l, router));
     }
+    ports.sort_unstable();
     Ok(Sims {
         platform,
         cert,
@@ -196,5 +214,45 @@ pub fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(),
         "# Written by tongban demo.\n[store]\nurl = \"sqlite://store/tongban.db?cache_mib=4\"\n\n[webhooks]\nlisten = \"127.0.0.1:0\"\n\n[dispatch]\nretry_schedule = [\"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\", \"10s\", \"30s\"]\njitter_percent = 20\nlease = \"30s\"\n",
     )
     .map_err(io)?;
+    Ok(())
+}
+
+/// Confines the configuration in `dir` (as [`write_config`] wrote it) to
+/// one province (`14`: the first two digits of its region codes): the hub
+/// asks the national certificate system for that province's events and
+/// progress only, and its jurisdiction table (`mappings/tables/
+/// jurisdiction.csv`) lists that province alone, so that a migration to
+/// another province unloads the card and stops the subsidies here, and one
+/// from another province loads and starts them.
+pub fn confine(dir: &Path, province: &str) -> Result<(), String> {
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let cert = dir.join("connectors/national_cert.toml");
+    let text = std::fs::read_to_string(&cert).map_err(|e| io(&cert, e))?;
+    let mut confined = text.clone();
+    for path in ["/api/cert/v3/events", "/api/cert/v3/progress"] {
+        confined = confined.replace(
+            &format!("path = \"{path}\""),
+            &format!("path = \"{path}?province={province}\""),
+        );
+    }
+    if confined == text || confined.matches("?province=").count() != 2 {
+        return Err(format!(
+            "{}: no events and progress paths to confine to province {province}",
+            cert.display()
+        ));
+    }
+    std::fs::write(&cert, confined).map_err(|e| io(&cert, e))?;
+    let table = dir.join("mappings/tables/jurisdiction.csv");
+    let text = std::fs::read_to_string(&table).map_err(|e| io(&table, e))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("province,name");
+    let ours: Vec<&str> = lines
+        .filter(|l| l.split(',').next() == Some(province))
+        .collect();
+    if ours.is_empty() {
+        return Err(format!("{}: no province {province}", table.display()));
+    }
+    std::fs::write(&table, format!("{header}\n{}\n", ours.join("\n")))
+        .map_err(|e| io(&table, e))?;
     Ok(())
 }

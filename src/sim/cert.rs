@@ -18,7 +18,11 @@
 //!   re-assess (`LEVEL_CHANGED` or `CATEGORY_CHANGED`, a new number),
 //!   cancel with a reason (`CANCELLED`, e.g. `DECEASED`).
 //! - `GET /api/cert/v3/events?after=N`: up to 500 events after position N,
-//!   `{"events": […], "next": N'}`.
+//!   `{"events": […], "next": N'}`. With `&province=14` (or `14,37`) only
+//!   the events of that province's counties, and the migrations out of
+//!   them (`MIGRATED` with `previous_region_code` there, without the
+//!   application of the province applied in): what a provincial hub
+//!   reads. `GET …/progress` takes the same filter.
 //! - `GET /api/cert/v3/progress?after=N`: the steps of each application
 //!   (`ApplicationProgress`): `ACCEPTED`; for NEW and CHANGE
 //!   `ASSESSOR_ASSIGNED` and `NOTICE_COMPLETED`; then `COMPLETED` or
@@ -609,6 +613,13 @@ impl Cert {
         }
         let n = book.events.len() + 1;
         let includes_im = number.as_bytes().get(18) == Some(&b'7') && book.multiple_im.contains(id);
+        // A migration names the county it moved from (迁出地): the
+        // province the certificate leaves unloads the card and stops the
+        // subsidies, the one it enters loads and starts them.
+        let moved_from = match kind {
+            "MIGRATED" => book.holders.get(id).map(|h| h.region.clone()),
+            _ => None,
+        };
         let event = json!({
             "event_id": format!("CE-{n:09}"),
             "kind": kind,
@@ -617,6 +628,7 @@ impl Cert {
             "holder_id": id,
             "holder_name": holder.name,
             "region_code": holder.region,
+            "previous_region_code": moved_from,
             "issued_on": holder.issued_on,
             "valid_until": holder.valid_until,
             "includes_intellectual_or_mental": includes_im,
@@ -809,7 +821,10 @@ async fn progress(
 ) -> Response {
     let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
     let book = c.book.lock().unwrap();
-    let body = book.progress.page(from, PAGE, ("progress", "next", false));
+    let body = match provinces(&q) {
+        None => book.progress.page(from, PAGE, ("progress", "next", false)),
+        Some(p) => province_page(&book.progress, from, &p, ("progress", "next", false)),
+    };
     drop(book);
     ([("content-type", "application/json")], body).into_response()
 }
@@ -826,7 +841,65 @@ async fn set_stages(State(c): State<Arc<Cert>>, Json(s): Json<Stages>) -> Json<S
 async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let from: usize = q.get("after").and_then(|c| c.parse().ok()).unwrap_or(0);
     let book = c.book.lock().unwrap();
-    let body = book.events.page(from, PAGE, ("events", "next", false));
+    let body = match provinces(&q) {
+        None => book.events.page(from, PAGE, ("events", "next", false)),
+        Some(p) => province_page(&book.events, from, &p, ("events", "next", false)),
+    };
     drop(book);
     ([("content-type", "application/json")], body).into_response()
+}
+
+/// The provinces a caller asks for (`province=14` or `province=14,37`: the
+/// first two digits of a region code), if it asks for some.
+fn provinces(q: &HashMap<String, String>) -> Option<Vec<String>> {
+    q.get("province").map(|p| {
+        p.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+/// A page of the records of `feed` that concern the provinces `p`, read
+/// from position `from`: records of a county there, and migrations out of
+/// one (without the application, which belongs to the province applied
+/// in). The next position is after the last record given (the caller's
+/// position when none is given), so that a province's cursor never passes
+/// a record of its own.
+fn province_page(
+    feed: &super::Feed,
+    from: usize,
+    p: &[String],
+    format: (&str, &str, bool),
+) -> Vec<u8> {
+    let ours = |code: &Value| {
+        code.as_str()
+            .is_some_and(|c| p.iter().any(|p| c.starts_with(p.as_str())))
+    };
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let (mut at, mut next) = (from, from);
+    while out.len() < PAGE && at < feed.len() {
+        at = feed.read(at, PAGE, |docs, after| {
+            let first = after - docs.len();
+            for (i, d) in docs.iter().enumerate() {
+                if out.len() == PAGE {
+                    break;
+                }
+                let Ok(mut v) = serde_json::from_slice::<Value>(d) else {
+                    continue;
+                };
+                if ours(&v["region_code"]) {
+                    out.push(d.to_vec());
+                } else if ours(&v["previous_region_code"]) {
+                    v["application"] = Value::Null;
+                    out.push(serde_json::to_vec(&v).unwrap_or_default());
+                } else {
+                    continue;
+                }
+                next = first + i + 1;
+            }
+            after
+        });
+    }
+    super::page_body(out.iter().map(Vec::as_slice), next, format)
 }

@@ -3,7 +3,7 @@
 //! drive.
 
 use std::sync::Arc;
-use tongban::demo::scenario::{start_sims, write_config, Sims, SECRETS};
+use tongban::demo::scenario::{confine, start_province_sims, write_config, Sims, SECRETS};
 
 /// A running chain: the simulators, the configuration directory (kept
 /// while this lives), the configuration, the store and the hub.
@@ -19,10 +19,25 @@ pub struct Chain {
 /// `store_url` (PostgreSQL) or the embedded store; the secrets are files,
 /// not the process's environment (tests share it).
 pub async fn start(store_url: Option<String>) -> Chain {
-    let sims = start_sims(false).await.unwrap();
+    start_in(store_url, None, None).await
+}
+
+/// A province's chain (`14`: the first two digits of its region codes):
+/// its own simulators and store, the hub confined to the province, against
+/// the national certificate system `national` (simulator and port) that
+/// another province's chain started, or one of its own.
+pub async fn start_in(
+    store_url: Option<String>,
+    province: Option<&str>,
+    national: Option<(Arc<tongban::sim::cert::Cert>, u16)>,
+) -> Chain {
+    let sims = start_province_sims(false, national).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_config(&super::root(), d, &sims.ports).unwrap();
+    if let Some(p) = province {
+        confine(d, p).unwrap();
+    }
     for (name, value) in SECRETS {
         std::fs::write(d.join(name), value).unwrap();
         for f in std::fs::read_dir(d.join("connectors")).unwrap().flatten() {
@@ -83,4 +98,19 @@ pub fn form(
         f.extend(a.clone());
     }
     serde_json::to_vec(&f).unwrap()
+}
+
+impl Chain {
+    /// The national certificate system this chain uses, and its port: what
+    /// a second province's chain shares.
+    pub fn national(&self) -> (Arc<tongban::sim::cert::Cert>, u16) {
+        let port = self
+            .sims
+            .ports
+            .iter()
+            .find(|(shipped, _)| *shipped == 9102)
+            .map(|p| p.1)
+            .unwrap();
+        (self.sims.cert.clone(), port)
+    }
 }
