@@ -9,7 +9,11 @@
 //! loads its card and pays from the month after: across the two provinces
 //! each month is paid once, none is missed. A re-assessment afterwards
 //! reaches Shandong only, and Shanxi's hub never hears the Shandong
-//! application.
+//! application. A second person of Shanxi, living in Zichuan with a
+//! residence permit (居住证), applies there (跨省通办): Shandong's hub sends
+//! the application and follows its steps and deadlines, Shanxi (the
+//! household province) issues the certificate, loads its card and pays,
+//! and the applicant hears the decision on Shandong's platform.
 
 mod support;
 
@@ -224,8 +228,104 @@ async fn scenario(stores: [Option<String>; 2]) {
         assert!(dead.is_empty(), "{dead:?}");
     }
 
+    applied_where_the_person_lives(&shanxi, &shandong, &mut rng, &this).await;
+
     shanxi.hub.stop().await;
     shandong.hub.stop().await;
+}
+
+/// 跨省通办: filed in the province of residence, issued and paid by the
+/// province of the household registration.
+async fn applied_where_the_person_lives(
+    shanxi: &Chain,
+    shandong: &Chain,
+    rng: &mut tongban::synth::Rng,
+    this: &str,
+) {
+    let p = std::iter::repeat_with(|| tongban::synth::person(rng))
+        .find(|p| p.region.starts_with("14"))
+        .unwrap();
+    let id = p.id.clone();
+    let cert = format!("{id}41");
+    shanxi.sims.cert.assess(&id, 4, 1);
+    shanxi.sims.sscard.issue_card(&id);
+    let form = |app: &str, permit: Option<&str>| {
+        support::chain::form(
+            app,
+            "NEW",
+            &p,
+            None,
+            serde_json::json!({"applicant": {
+                "id_no": p.id, "name": p.name, "phone": "13800000000",
+                "region_code": p.region, "address": null,
+                "residence_region_code": "370302", "residence_permit_no": permit,
+            }, "needs_long_term_care": false}),
+        )
+    };
+    // Without the residence permit the form goes no further: quarantined
+    // in Shandong with the reason, nothing sent to the national system.
+    let before = shanxi.sims.cert.events();
+    shandong.sims.platform.file(&form("SD-LIVE-0", None));
+    support::eventually(Duration::from_secs(60), "the form quarantined", || async {
+        let q = shandong.store.counts().await.unwrap().quarantined;
+        q.iter().map(|c| c.records).sum::<i64>() == 1
+    })
+    .await;
+    shandong
+        .sims
+        .platform
+        .file(&form("SD-LIVE-1", Some("370302202400012345")));
+    until("issued in Shanxi, loaded and paid there", || {
+        shanxi.sims.sscard.loaded_on(&id).as_deref() == Some(cert.as_str())
+            && paid(shanxi, this, &id).len() == 1
+    })
+    .await;
+    assert_eq!(
+        shanxi.sims.cert.events(),
+        before + 1,
+        "one certificate issued"
+    );
+    let account = shanxi.sims.sscard.account_of(&id).0;
+    assert_eq!(
+        paid(shanxi, this, &id),
+        payments(&cert, &account, 41_000, 0),
+        "paid by the household province from the month of issue"
+    );
+    assert!(paid(shandong, this, &id).is_empty());
+    assert!(shandong.sims.sscard.loaded_on(&id).is_none());
+    // The applicant hears it where they applied; Shanxi's platform hears
+    // nothing of a form it never had.
+    let reported = |chain: &Chain| effects(&chain.sims.platform.common, "status", "SD-LIVE-1");
+    until("the certificate reported on Shandong's platform", || {
+        reported(shandong).contains(&"CERTIFICATE_ISSUED".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(reported(shanxi).is_empty());
+    // Shandong, where it was filed, follows its steps to the decision;
+    // Shanxi's register has none of them.
+    let stages = |chain: &Chain| {
+        let store = chain.store.clone();
+        async move {
+            store
+                .application_stages("SD-LIVE-1")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.stage)
+                .collect::<Vec<_>>()
+        }
+    };
+    support::eventually(
+        Duration::from_secs(60),
+        "the steps in Shandong's register",
+        || {
+            let f = stages(shandong);
+            async move { f.await.last().map(String::as_str) == Some("DECIDED") }
+        },
+    )
+    .await;
+    assert!(stages(shanxi).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

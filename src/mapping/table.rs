@@ -101,6 +101,12 @@ impl Table {
             .map(String::as_str)
     }
 
+    /// Whether `key` is a row's key.
+    #[inline]
+    pub fn has(&self, key: &str) -> bool {
+        self.rows.contains_key(key)
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -35,6 +35,18 @@ fn setup() -> (Arc<RecordType>, BTreeMap<String, Arc<Table>>) {
                 .0,
         ),
     );
+    // The provinces a hub serves.
+    tables.insert(
+        "jurisdiction".to_string(),
+        Arc::new(
+            Table::parse(
+                "jurisdiction",
+                "province,name\n14,山西省\n37,山东省\n".as_bytes(),
+            )
+            .unwrap()
+            .0,
+        ),
+    );
     (s.record.clone(), tables)
 }
 
@@ -210,6 +222,25 @@ fn domain_functions() {
     assert!(
         e.contains("110105**********1141") && !e.contains("11010519900307001141"),
         "errors mask the number: {e}"
+    );
+}
+
+#[test]
+fn serves_reads_the_provinces_of_the_jurisdiction_table() {
+    assert_eq!(ok("serves('140105')"), "true");
+    assert_eq!(ok("serves('370302')"), "true");
+    assert_eq!(ok("serves(e.id)"), "false", "110105: Beijing");
+    assert_eq!(ok("serves('1')"), "false");
+    let (rt, mut tables) = setup();
+    tables.remove("jurisdiction");
+    let mut c = Compiler::new("e", rt, &tables);
+    assert!(c.compile("serves('140105')").is_none());
+    assert!(
+        c.errors[0]
+            .message
+            .contains("mappings/tables/jurisdiction.csv"),
+        "{:?}",
+        c.errors
     );
 }
 

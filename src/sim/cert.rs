@@ -19,10 +19,13 @@
 //!   cancel with a reason (`CANCELLED`, e.g. `DECEASED`).
 //! - `GET /api/cert/v3/events?after=N`: up to 500 events after position N,
 //!   `{"events": […], "next": N'}`. With `&province=14` (or `14,37`) only
-//!   the events of that province's counties, and the migrations out of
-//!   them (`MIGRATED` with `previous_region_code` there, without the
-//!   application of the province applied in): what a provincial hub
-//!   reads. `GET …/progress` takes the same filter.
+//!   what concerns that province (what a provincial hub reads): the events
+//!   of certificates of its counties, those of applications filed on its
+//!   platform (the application's `filed_in_region_code` there: 跨省通办),
+//!   and the migrations out of its counties (`MIGRATED` with
+//!   `previous_region_code` there, without the application of the province
+//!   applied in). `GET …/progress` takes the same filter: the steps of the
+//!   applications filed in the province.
 //! - `GET /api/cert/v3/progress?after=N`: the steps of each application
 //!   (`ApplicationProgress`): `ACCEPTED`; for NEW and CHANGE
 //!   `ASSESSOR_ASSIGNED` and `NOTICE_COMPLETED`; then `COMPLETED` or
@@ -259,6 +262,7 @@ impl Cert {
             "application_kind": s("kind"),
             "step": step,
             "region_code": s("region_code"),
+            "filed_in_region_code": app["context"]["filed_in_region_code"],
             "occurred_at": when,
         });
         book.progress
@@ -823,7 +827,15 @@ async fn progress(
     let book = c.book.lock().unwrap();
     let body = match provinces(&q) {
         None => book.progress.page(from, PAGE, ("progress", "next", false)),
-        Some(p) => province_page(&book.progress, from, &p, ("progress", "next", false)),
+        Some(p) => province_page(&book.progress, from, ("progress", "next", false), |v| {
+            let filed = &v["filed_in_region_code"];
+            let office = if filed.is_null() {
+                &v["region_code"]
+            } else {
+                filed
+            };
+            of(&p, office).then_some(false)
+        }),
     };
     drop(book);
     ([("content-type", "application/json")], body).into_response()
@@ -843,7 +855,14 @@ async fn events(State(c): State<Arc<Cert>>, Query(q): Query<HashMap<String, Stri
     let book = c.book.lock().unwrap();
     let body = match provinces(&q) {
         None => book.events.page(from, PAGE, ("events", "next", false)),
-        Some(p) => province_page(&book.events, from, &p, ("events", "next", false)),
+        Some(p) => province_page(&book.events, from, ("events", "next", false), |v| {
+            let ours = |k: &Value| of(&p, k);
+            if ours(&v["region_code"]) || ours(&v["application"]["filed_in_region_code"]) {
+                Some(false)
+            } else {
+                ours(&v["previous_region_code"]).then_some(true)
+            }
+        }),
     };
     drop(book);
     ([("content-type", "application/json")], body).into_response()
@@ -860,22 +879,25 @@ fn provinces(q: &HashMap<String, String>) -> Option<Vec<String>> {
     })
 }
 
-/// A page of the records of `feed` that concern the provinces `p`, read
-/// from position `from`: records of a county there, and migrations out of
-/// one (without the application, which belongs to the province applied
-/// in). The next position is after the last record given (the caller's
-/// position when none is given), so that a province's cursor never passes
-/// a record of its own.
+/// Whether a region code (a JSON string) is of one of the provinces `p`.
+fn of(p: &[String], code: &Value) -> bool {
+    code.as_str()
+        .is_some_and(|c| p.iter().any(|p| c.starts_with(p.as_str())))
+}
+
+/// A page of the records of `feed` that concern a province, read from
+/// position `from`: `pick` says of each record whether it does (`Some`),
+/// and whether its application is to be left out (`Some(true)`: a
+/// migration out of the province, whose application belongs to the
+/// province applied in). The next position is after the last record given
+/// (the caller's position when none is given), so that a province's cursor
+/// never passes a record of its own.
 fn province_page(
     feed: &super::Feed,
     from: usize,
-    p: &[String],
     format: (&str, &str, bool),
+    pick: impl Fn(&Value) -> Option<bool>,
 ) -> Vec<u8> {
-    let ours = |code: &Value| {
-        code.as_str()
-            .is_some_and(|c| p.iter().any(|p| c.starts_with(p.as_str())))
-    };
     let mut out: Vec<Vec<u8>> = Vec::new();
     let (mut at, mut next) = (from, from);
     while out.len() < PAGE && at < feed.len() {
@@ -888,13 +910,13 @@ fn province_page(
                 let Ok(mut v) = serde_json::from_slice::<Value>(d) else {
                     continue;
                 };
-                if ours(&v["region_code"]) {
-                    out.push(d.to_vec());
-                } else if ours(&v["previous_region_code"]) {
-                    v["application"] = Value::Null;
-                    out.push(serde_json::to_vec(&v).unwrap_or_default());
-                } else {
-                    continue;
+                match pick(&v) {
+                    None => continue,
+                    Some(false) => out.push(d.to_vec()),
+                    Some(true) => {
+                        v["application"] = Value::Null;
+                        out.push(serde_json::to_vec(&v).unwrap_or_default());
+                    }
                 }
                 next = first + i + 1;
             }

@@ -248,6 +248,14 @@ pub static FUNCTIONS: &[Function] = &[
         compile: f_lookup,
     },
     Function {
+        name: "serves",
+        aliases: &[],
+        arity: 1..=1,
+        signature:
+            "serves(region code) -> bool (its province is in mappings/tables/jurisdiction.csv)",
+        compile: f_serves,
+    },
+    Function {
         name: "coalesce",
         aliases: &[],
         arity: 2..=2,

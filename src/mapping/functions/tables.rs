@@ -124,3 +124,25 @@ pub(super) fn lookup(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
         }
     })))
 }
+
+/// `serves(region_code)`: whether this hub serves the county's province
+/// (the code's first two digits are a key of `mappings/tables/
+/// jurisdiction.csv`). A provincial hub lists its own province there; the
+/// shipped table lists them all.
+pub(super) fn f_serves(c: &mut Compiler, args: &mut Args) -> Option<Typed> {
+    let id = args.ids[0];
+    let code = args.next(c, Kind::Str, 0)?;
+    let Some((slot, _)) = c.table_slot("jurisdiction") else {
+        return c.err_call(
+            id,
+            "`serves` reads mappings/tables/jurisdiction.csv (the provinces this hub serves, by the first two digits of their region codes), which is missing",
+        );
+    };
+    Some(bool_typed(Box::new(move |r, k| {
+        let Val::Str(s) = code(r, k)? else {
+            return Err(EvalError::internal());
+        };
+        let province = s.get(..2).unwrap_or("");
+        Ok(Val::Bool(k.tables[slot].has(province)))
+    })))
+}
