@@ -136,6 +136,44 @@ pub fn person(rng: &mut Rng) -> Person {
     }
 }
 
+/// Whether a person applies through a guardian (监护人): under 18 on `day`,
+/// or assessed with an intellectual (5) or mental (6) disability, or a
+/// multiple one (7) that includes one (`includes_im`).
+pub fn needs_guardian(p: &Person, day: NaiveDate, includes_im: bool) -> bool {
+    let minor = day.years_since(p.birth).unwrap_or(0) < 18;
+    minor || p.category == 5 || p.category == 6 || (p.category == 7 && includes_im)
+}
+
+/// The guardian of a person, as the one-application form gives it: a
+/// parent of the same county (born 28 years before a minor, or in 1950),
+/// with an ID number of their own. No randomness: the people made from a
+/// seed stay the same.
+pub fn guardian(p: &Person) -> Value {
+    let year = if p.birth.year() >= 1968 {
+        p.birth.year() - 28
+    } else {
+        1950
+    };
+    let seq = p.id.as_bytes()[14..17]
+        .iter()
+        .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    let s17 = format!(
+        "{}{year:04}{:02}{:02}{:03}",
+        p.region,
+        p.birth.month(),
+        p.birth.day().min(28),
+        (seq + 1) % 1000
+    );
+    let id = format!("{s17}{}", check_char(s17.as_bytes()) as char);
+    let surname = SURNAMES
+        .iter()
+        .find(|s| p.name.starts_with(**s))
+        .copied()
+        .unwrap_or("王");
+    json!({"name": format!("{surname}平"), "id_no": id,
+           "relation": if p.birth.year() >= 1968 { "父母" } else { "近亲属" }})
+}
+
 /// A certificate-issued event (CertificateEvent as JSON) for a person, with
 /// the one-application context.
 pub fn issued_event(rng: &mut Rng, p: &Person, n: u64, issued_on: NaiveDate) -> Value {
@@ -167,6 +205,25 @@ pub fn issued_event(rng: &mut Rng, p: &Person, n: u64, issued_on: NaiveDate) -> 
 mod tests {
     use super::*;
     use crate::domain::{luhn, CertificateNo, ResidentId};
+
+    #[test]
+    fn guardians_are_valid_other_people() {
+        let mut rng = Rng::new(3);
+        let day = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        let mut minors = 0;
+        for _ in 0..2000 {
+            let p = person(&mut rng);
+            let g = guardian(&p);
+            let id = g["id_no"].as_str().unwrap();
+            assert!(ResidentId::parse(id).is_ok(), "{id}");
+            assert_ne!(id, p.id);
+            if needs_guardian(&p, day, false) && p.category < 5 {
+                minors += 1;
+                assert!(day.years_since(p.birth).unwrap() < 18);
+            }
+        }
+        assert!(minors > 50, "{minors}");
+    }
 
     #[test]
     fn people_are_valid() {

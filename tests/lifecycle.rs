@@ -13,8 +13,9 @@
 //! held a certificate for years, applies for subsidies, pension and work
 //! alone and gets them without a certificate request (paid, as everyone
 //! here, to the account of their social security card); a fourth, with a
-//! multiple disability at level 3 that includes an intellectual one, gets
-//! the care subsidy's extension; a fifth, whose assessment fails, hears
+//! multiple disability at level 3 that includes an intellectual one, is
+//! refused without a guardian (监护人) and, through one, gets the care
+//! subsidy's extension; a fifth, whose assessment fails, hears
 //! the refusal and its reason on the platform. Each step is checked on the
 //! payout lists of this month and the next, to the fen, and on the card.
 
@@ -379,12 +380,46 @@ async fn scenario(store_url: Option<String>) {
     let m = tongban::synth::person(&mut tongban::synth::Rng::new(8));
     sims.cert.assess_multiple(&m.id, 7, 3, true);
     sims.sscard.issue_card(&m.id);
+    // Applying alone, the certificate system refuses: a person with an
+    // intellectual disability applies through a guardian (监护人).
+    let alone = support::chain::form(
+        "SX-LIFE-5A",
+        "NEW",
+        &m,
+        None,
+        serde_json::json!({"dibao": "NONE", "needs_long_term_care": false}),
+    );
+    sims.platform.file(&alone);
+    let refused = || async {
+        store
+            .messages(
+                "provincial_platform.status",
+                tongban::store::status::DELIVERED,
+                1000,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|msg| msg.key == m.id)
+            .filter_map(|msg| serde_json::from_slice::<serde_json::Value>(&msg.payload).ok())
+            .find(|v| v["application_id"] == "SX-LIFE-5A" && v["status"] == "REJECTED")
+    };
+    support::eventually(
+        Duration::from_secs(30),
+        "the refusal without a guardian",
+        || async { refused().await.is_some() },
+    )
+    .await;
+    let why = refused().await.unwrap();
+    assert!(why["message"].as_str().unwrap().contains("监护人"), "{why}");
+    assert!(sims.sscard.loaded_on(&m.id).is_none());
     let form4 = support::chain::form(
         "SX-LIFE-5",
         "NEW",
         &m,
         None,
-        serde_json::json!({"dibao": "NONE", "needs_long_term_care": false}),
+        serde_json::json!({"dibao": "NONE", "needs_long_term_care": false,
+                           "guardian": tongban::synth::guardian(&m)}),
     );
     sims.platform.file(&form4);
     let mcert = format!("{}73", m.id);

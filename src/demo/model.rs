@@ -29,6 +29,9 @@ pub(super) struct Applicant {
     /// employment feeds count it.
     pub(super) working_age: bool,
     pub(super) wants_work: bool,
+    /// The guardian (监护人) the person applies through, as the form gives
+    /// it (JSON): a minor, or an intellectual or mental disability.
+    pub(super) guardian: Option<String>,
     pub(super) filed_at: i64,
     /// What happens to the person after each month's payouts: (month, the
     /// change), months counted from 0, in order.
@@ -427,6 +430,7 @@ impl Applicant {
                 "region_code": self.region, "address": null
             },
             "certificate_no": self.number_at(month),
+            "guardian": self.guardian.as_deref().and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok()),
             "dibao": self.state_at(month).dibao,
             "needs_long_term_care": self.care,
         });
@@ -508,6 +512,10 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
             let age = today.years_since(p.birth).unwrap_or(0);
             let male = crate::domain::ResidentId::parse(&p.id).is_ok_and(|r| r.is_male());
             let application_id = format!("SX-{seed:04}-{i:08}");
+            // Through a guardian where the rules want one: a minor, or an
+            // intellectual or mental disability (the assessment finds it).
+            let guardian =
+                synth::needs_guardian(&p, today, includes_im).then(|| synth::guardian(&p));
             let form = json!({
                 "application_id": application_id,
                 "submitted_at": crate::domain::china_now().to_rfc3339(),
@@ -517,6 +525,7 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                     "phone": format!("13{:09}", rng.below(1_000_000_000)),
                     "region_code": p.region, "address": null
                 },
+                "guardian": guardian,
                 "certificate_no": null,
                 "target_region_code": null,
                 "bank": {"account_no": card, "bank_code": p.bank_code, "account_name": p.name},
@@ -543,6 +552,7 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 adult: age >= 16,
                 working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
+                guardian: guardian.map(|g| g.to_string()),
                 filed_at: 0,
                 changes: Vec::new(),
                 pace: pace_of(i, now, soon_days),

@@ -13,6 +13,9 @@
 //!   `B1`, `B2`… suffix; 迁移 MIGRATE → `MIGRATED`; 注销 CANCEL → `CANCELLED`;
 //!   CHANGE → `LEVEL_CHANGED` (re-assessed). A NEW for a holder who has a
 //!   certificate, or another kind for one who has none, is refused (422).
+//!   A NEW whose assessment finds an intellectual or mental disability
+//!   (or a multiple one that includes one) without a guardian on the
+//!   application is `REJECTED` with the reason.
 //! - `POST /_actions`: what the county federation does in the system
 //!   itself ([`Action`]): freeze (`FROZEN`), unfreeze (`UNFROZEN`),
 //!   re-assess (`LEVEL_CHANGED` or `CATEGORY_CHANGED`, a new number),
@@ -338,6 +341,10 @@ impl Cert {
                 drop(book);
                 let (cat, lvl) = self.assessment(&id);
                 book = self.book.lock().unwrap();
+                let im = cat == 5 || cat == 6 || (cat == 7 && book.multiple_im.contains(&id));
+                if im && app["guardian"].is_null() {
+                    return self.reject(book, app, String::new(), "a person with an intellectual or mental disability applies through a guardian (智力、精神残疾人由监护人代为申请)");
+                }
                 ("ISSUED", format!("{id}{cat}{lvl}"), None, s("region_code"))
             }
             (_, None) => return Err(format!("{kind}: the holder has no certificate")),
