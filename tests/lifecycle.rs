@@ -4,7 +4,9 @@
 //! them from the next month; re-assessments (a level, then a category)
 //! reload the card with the new certificate and decide the subsidies again
 //! from the next month; a reissue (B1) is paid against its new number at
-//! once; a death stops everything from the next month. A second person's
+//! once; a damaged certificate is renewed at once with its validity kept,
+//! an early renewal for expiry refused; a death stops everything from the
+//! next month. A second person's
 //! household leaves 低保 (civil affairs: no living subsidy from the next
 //! month), then the person's death is registered (public security) before
 //! the certificate system knows: the subsidies stop at once, the hub asks
@@ -216,7 +218,7 @@ async fn scenario(store_url: Option<String>) {
     .await;
     assert_eq!(
         sims.sscard.certificate_function(&id),
-        Some((b1.clone(), valid_until)),
+        Some((b1.clone(), valid_until.clone())),
         "a reissued certificate keeps its validity"
     );
     assert!(
@@ -224,6 +226,36 @@ async fn scenario(store_url: Option<String>) {
         "the old number is no longer paid against: {:?}",
         paid(&sims, &this, &id)
     );
+    // Damaged (损毁换领): renewed at once, keeping the issue date and the
+    // validity; a renewal for expiry so early is refused.
+    let loads = || {
+        let mut n = 0;
+        sims.sscard
+            .common
+            .for_each("card_loaded", |e| n += usize::from(e.subject() == id));
+        n
+    };
+    let loaded = loads();
+    let mut damaged: serde_json::Value =
+        serde_json::from_slice(&form1("SX-LIFE-2D", "RENEW", Some(b1.as_str()))).unwrap();
+    damaged["renewal_reason"] = "DAMAGED".into();
+    sims.platform.file(&serde_json::to_vec(&damaged).unwrap());
+    let status = |app: &str| sims.platform.statuses().get(app).cloned();
+    until("the damaged certificate renewed and loaded", || {
+        status("SX-LIFE-2D").as_deref() == Some("CERTIFICATE_ISSUED") && loads() == loaded + 1
+    })
+    .await;
+    assert_eq!(
+        sims.sscard.certificate_function(&id),
+        Some((b1.clone(), valid_until.clone())),
+        "a damaged certificate's renewal keeps its validity"
+    );
+    sims.platform
+        .file(&form1("SX-LIFE-2E", "RENEW", Some(b1.as_str())));
+    until("an early renewal refused", || {
+        status("SX-LIFE-2E").as_deref() == Some("REJECTED")
+    })
+    .await;
 
     // Died: the card unloaded, nothing from next month.
     sims.cert

@@ -9,7 +9,9 @@
 //!   "approval_ms"}`; all 0 by default) and each recorded in the ledger, and
 //!   the certificate event follows: 新办 NEW → `ISSUED` with a 20-character number (ID
 //!   number + category + level, from the person's assessment), valid 10
-//!   years; 换领 RENEW → `RENEWED`; 挂失补办 REISSUE → `REISSUED` with the next
+//!   years; 换领 RENEW → `RENEWED` (in the last year of the validity, with a
+//!   new ten years; or, `renewal_reason` DAMAGED, at any time, keeping the
+//!   issue date and validity); 挂失补办 REISSUE → `REISSUED` with the next
 //!   `B1`, `B2`… suffix; 迁移 MIGRATE → `MIGRATED`; 注销 CANCEL → `CANCELLED`;
 //!   CHANGE → `LEVEL_CHANGED` (re-assessed). A NEW for a holder who has a
 //!   certificate, or another kind for one who has none, is refused (422).
@@ -352,7 +354,9 @@ impl Cert {
                 let last_year = book.holders.get(&id).and_then(|h| {
                     chrono::NaiveDate::parse_from_str(&h.valid_until, "%Y-%m-%d").ok()
                 });
-                if last_year.is_some_and(|v| today + chrono::Days::new(365) < v) {
+                // A damaged certificate (损毁) is renewed at any time.
+                let damaged = app["renewal_reason"] == "DAMAGED";
+                if !damaged && last_year.is_some_and(|v| today + chrono::Days::new(365) < v) {
                     return self.reject(book, app, c, "a certificate is renewed only in the last year of its ten-year validity (有效期满前一年内换领)");
                 }
                 ("RENEWED", c, None, s("region_code"))
@@ -385,8 +389,10 @@ impl Cert {
             (other, _) => return Err(format!("unknown application kind {other:?}")),
         };
         // A new, renewed or re-assessed certificate is valid ten years from
-        // today; a reissued one (made today) and a migrated one keep the
-        // validity of the certificate they replace.
+        // today; a reissued one (made today), a migrated one and one renewed
+        // because it was damaged keep the validity of the certificate they
+        // replace (a damaged one keeps its original issue date too).
+        let damaged = event_kind == "RENEWED" && app["renewal_reason"] == "DAMAGED";
         let ten_years = today
             .checked_add_months(chrono::Months::new(120))
             .unwrap_or(today)
@@ -397,6 +403,11 @@ impl Cert {
                 name: s("name"),
                 region,
                 issued_on: today.to_string(),
+                ..h
+            },
+            ("RENEWED", Some(h)) if damaged => Holder {
+                name: s("name"),
+                region,
                 ..h
             },
             ("MIGRATED" | "CANCELLED", Some(h)) => Holder {
