@@ -559,10 +559,24 @@ async fn fault_switches_answer_503_429_and_hang() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 422, "level 3 is not enrolled");
+    // A child of 11 is enrolled from the month of the 16th birthday, not
+    // before.
+    let child = |start: &str| {
+        c.post(format!("{url}/api/pension/v1/enrolments"))
+            .json(
+                &json!({"holder_id": "110105201506100038", "level": 1, "request_id": start,
+                          "birth_date": "2015-06-10", "start_month": start}),
+            )
+            .send()
+    };
+    let r = child("2031-05").await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("16 at the earliest"));
+    assert_eq!(child("2031-06").await.unwrap().status().as_u16(), 200);
     set(json!({"crash_at": 1})).await.unwrap();
     assert!(send().await.is_err(), "a crashed simulator answers nothing");
     let ledger = get_json(&c, &format!("{url}/_ledger"), None).await;
-    assert_eq!(ledger["effects"].as_array().unwrap().len(), 1);
+    assert_eq!(ledger["effects"].as_array().unwrap().len(), 2);
     assert!(ledger["faulted"].as_u64().unwrap() >= 3);
     let _ = Arc::strong_count(&p);
 }

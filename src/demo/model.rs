@@ -24,7 +24,6 @@ pub(super) struct Applicant {
     /// A multiple disability (7) that includes an intellectual or mental one.
     pub(super) includes_im: bool,
     pub(super) pension: &'static str,
-    pub(super) adult: bool,
     /// 16 up to the retirement age (60 for men, 55 for women), as the
     /// employment feeds count it.
     pub(super) working_age: bool,
@@ -221,7 +220,8 @@ impl Applicant {
         self.subsidy_request() && (!rates.pay_to_card_account || self.card_loaded())
     }
     pub(super) fn pension(&self) -> bool {
-        self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2 && self.adult
+        // Under 16, enrolled too: from the month of the 16th birthday.
+        self.certified() && self.pension != "EMPLOYEE_SCHEME" && self.level <= 2
     }
     pub(super) fn employment(&self) -> bool {
         self.certified() && self.wants_work && self.working_age
@@ -549,7 +549,6 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 care,
                 includes_im,
                 pension,
-                adult: age >= 16,
                 working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
                 guardian: guardian.map(|g| g.to_string()),

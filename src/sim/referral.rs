@@ -70,6 +70,18 @@ impl Referral {
     }
 }
 
+/// Whether a pension enrolment starts before the month of the person's
+/// 16th birthday (`birth_date` YYYY-MM-DD, `start_month` YYYY-MM).
+fn before_sixteen(v: &Value) -> bool {
+    let birth = v["birth_date"]
+        .as_str()
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let start = v["start_month"].as_str().unwrap_or("");
+    birth
+        .and_then(|b| b.checked_add_months(chrono::Months::new(16 * 12)))
+        .is_some_and(|sixteen| start < sixteen.format("%Y-%m").to_string().as_str())
+}
+
 async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> Response {
     if let Some(t) = &r.token {
         if !bearer_ok(&h, t) {
@@ -86,6 +98,12 @@ async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> R
             return refuse(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("invalid ID number: {e}"),
+            );
+        }
+        if r.kind == Kind::Pension && before_sixteen(&v) {
+            return refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the residents' pension starts at 16 at the earliest: start_month is before the month of the 16th birthday",
             );
         }
         let ok = match r.kind {
