@@ -138,6 +138,25 @@ fn the_demo_runs_the_whole_chain_and_its_invariants_hold() {
             > 0
     );
     assert!(months[3].get("batches").is_none(), "{}", months[3]);
+    // Two provinces by default: Shandong's own hub and systems beside the
+    // main one's, people moving there every month, each month paid by the
+    // person's province (the old one in the month of the move).
+    assert_eq!(report["provinces"], serde_json::json!(["main", "Shandong"]));
+    assert_eq!(inv["each_month_paid_by_the_persons_province"], true);
+    for m in &months[..3] {
+        assert!(
+            m["changes_after_the_payouts"]["moved to Shandong (migrated)"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{m}"
+        );
+    }
+    let shandong = |m: &serde_json::Value| m["by_province"][1]["listed"].as_u64().unwrap();
+    assert_eq!(months[0]["by_province"][1]["province"], "Shandong");
+    assert!(shandong(&months[0]) > 0);
+    let later = report["later_applications"]["filed"].as_u64().unwrap();
+    assert!(later > 0);
     // People died and were frozen: the lists shrink.
     assert!(months[3]["listed"].as_u64() < months[0]["listed"].as_u64());
 }
@@ -254,4 +273,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The new province made to pay from the month of the move, not the next:
+/// the month of the move is then listed by both provinces (twice what the
+/// rules give), and the demo fails on the lists and on the province
+/// invariant.
+#[test]
+fn the_demo_fails_when_a_move_is_paid_by_both_provinces() {
+    let (failed, _, stdout) = failing_demo("2", |dir| {
+        support::edit(
+            dir,
+            "mappings/certificate_issued_to_subsidy_eligibility.toml",
+            "period(add_months(first_of_month(date(event.occurred_at)), 1))",
+            "period(date(event.occurred_at))",
+        )
+    });
+    assert_eq!(
+        failed,
+        [
+            "each_month_paid_by_the_persons_province",
+            "each_month_paid_exactly_what_the_rules_give",
+            "each_month_payout_list_follows_the_rules"
+        ],
+        "{stdout}"
+    );
 }

@@ -76,6 +76,12 @@ enum Command {
         /// reissues, 低保 changes) in simulated time and its payouts.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=24))]
         months: u32,
+        /// Provincial hubs: 2 runs Shandong's own hub, store and systems
+        /// beside the main one's (every other province), against one
+        /// national certificate system, with people moving there each month
+        /// (跨省迁移); 1 runs one hub for every county.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+        provinces: u32,
         /// Work directory: the demo's configuration, store, log and report
         /// (it replaces what an earlier demo left there).
         #[arg(long, default_value = "var/demo")]
@@ -600,6 +606,7 @@ pub fn main() -> ExitCode {
     if let Command::Demo {
         people,
         months,
+        provinces,
         workdir,
         config,
         seed,
@@ -610,6 +617,7 @@ pub fn main() -> ExitCode {
         return crate::demo::demo(crate::demo::DemoArgs {
             people,
             months: months as usize,
+            provinces: provinces as usize,
             workdir,
             config,
             seed,

@@ -38,6 +38,9 @@ pub struct DemoArgs {
     pub people: usize,
     /// Months: the first, and the months after in simulated time.
     pub months: usize,
+    /// Provincial hubs: 1 (one hub for every county), or 2 (Shandong's
+    /// own hub and systems beside the main one's, people moving there).
+    pub provinces: usize,
     /// Work directory (configuration, store, report); the demo owns it.
     pub workdir: PathBuf,
     /// Where the shipped configuration is.

@@ -13,6 +13,11 @@ pub(super) struct Applicant {
     pub(super) id: String,
     pub(super) name: String,
     pub(super) region: String,
+    /// The province whose hub and systems the person filed with (an index
+    /// of the demo's provinces: 0 the main one).
+    pub(super) home: usize,
+    /// Whether the person may move to the second province (跨省迁移).
+    pub(super) can_move: bool,
     pub(super) category: u8,
     pub(super) level: u8,
     /// What is wrong with the record, if anything.
@@ -31,6 +36,9 @@ pub(super) struct Applicant {
     /// The guardian (监护人) the person applies through, as the form gives
     /// it (JSON): a minor, or an intellectual or mental disability.
     pub(super) guardian: Option<String>,
+    /// The bank account the form gave (JSON), kept for those who may move:
+    /// their migration form gives it again.
+    pub(super) bank: Option<String>,
     pub(super) filed_at: i64,
     /// What happens to the person after each month's payouts: (month, the
     /// change), months counted from 0, in order.
@@ -136,7 +144,15 @@ pub(super) enum Change {
     DiedLastMonth,
     /// The household's 低保 status changed.
     Dibao(&'static str),
+    /// The household registration moved to Zichuan (淄川, 370302), in the
+    /// second province, and the certificate with it (跨省迁移), applied for
+    /// on that province's platform: paid by the old province for this
+    /// month, by the new one from the next.
+    Moved,
 }
+
+/// The county people move to: Zichuan, Shandong (the second province).
+pub(super) const MOVED_TO: &str = "370302";
 
 /// A person's certificate and household after the changes of some months.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,7 +269,8 @@ impl Applicant {
                 Change::None
                 | Change::FrozenThenUnfrozen
                 | Change::Renewed
-                | Change::RenewalTooEarly => {}
+                | Change::RenewalTooEarly
+                | Change::Moved => {}
                 Change::Frozen => s.frozen = true,
                 Change::Unfrozen => s.frozen = false,
                 Change::Reassessed { level } => (s.level, s.reissues) = (level, 0),
@@ -270,11 +287,20 @@ impl Applicant {
     /// person: about a third of those with a loaded card and a subsidy
     /// request, by turns; a frozen certificate is unfrozen a month or two
     /// later; nothing more happens to the dead.
-    pub(super) fn pick_change(&self, i: usize, month: usize) -> Change {
+    pub(super) fn pick_change(
+        &self,
+        rates: &crate::sim::subsidies::Rates,
+        i: usize,
+        month: usize,
+    ) -> Change {
         let s = self.state_before(month);
         if !(self.card_loaded() && self.subsidy_request()) || s.dead {
             return Change::None;
         }
+        // A death registered late, in the month after a move, would be
+        // registered in the new province for a month the old one paid:
+        // the old province's register never hears it (see the README).
+        let moved_last_month = month > 0 && self.changes.contains(&(month - 1, Change::Moved));
         if s.frozen {
             return if (i + month) % 2 == 1 {
                 Change::Unfrozen
@@ -292,7 +318,15 @@ impl Applicant {
                 level: s.level % 4 + 1,
             },
             18 => Change::Died,
-            20 if month > 0 => Change::DiedLastMonth,
+            20 if month > 0 && !moved_last_month => Change::DiedLastMonth,
+            // Those paid now move (a recipient stays one in the new
+            // province, which decides the same amounts).
+            21 if self.can_move
+                && self.province_at(month) == 0
+                && self.amounts_as(rates, s) != (0, 0) =>
+            {
+                Change::Moved
+            }
             1 if s.category == 7 => Change::PartlyCancelled { category: 4 },
             23 => Change::Dibao(if s.dibao == "DIBAO" { "NONE" } else { "DIBAO" }),
             _ => Change::None,
@@ -408,9 +442,31 @@ impl Applicant {
                 Change::Reissued => Some((self.later_id("REISSUE", *m), true)),
                 Change::Renewed => Some((self.later_id("RENEW", *m), true)),
                 Change::RenewalTooEarly => Some((self.later_id("RENEW", *m), false)),
+                Change::Moved => Some((self.later_id("MIGRATE", *m), true)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The province (index) whose systems act for the person in `month`:
+    /// the home one until the month after a move.
+    pub(super) fn province_at(&self, month: usize) -> usize {
+        match self
+            .changes
+            .iter()
+            .any(|(m, c)| *c == Change::Moved && *m < month)
+        {
+            true => 1,
+            false => self.home,
+        }
+    }
+
+    /// The county of the household registration in `month`.
+    pub(super) fn region_at(&self, month: usize) -> &str {
+        match self.province_at(month) != self.home {
+            true => MOVED_TO,
+            false => &self.region,
+        }
     }
 
     fn later_id(&self, request: &str, month: usize) -> String {
@@ -418,17 +474,26 @@ impl Applicant {
     }
 
     /// The form of the person's application on the platform in `month`
-    /// about the certificate they hold: `REISSUE` of a lost one (挂失补办)
-    /// or `RENEW` (换领).
+    /// about the certificate they hold: `REISSUE` of a lost one (挂失补办),
+    /// `RENEW` (换领), or `MIGRATE` to [`MOVED_TO`] (迁移, on the new
+    /// province's platform, with the account subsidies are to be paid to).
     pub(super) fn later_form(&self, request: &str, month: usize) -> Vec<u8> {
+        let moving = request == "MIGRATE";
+        let region = if moving {
+            MOVED_TO
+        } else {
+            self.region_at(month)
+        };
         let form = json!({
             "application_id": self.later_id(request, month),
             "submitted_at": crate::sim::clock::china_now().to_rfc3339(),
             "request": request,
             "applicant": {
                 "id_no": self.id, "name": self.name, "phone": null,
-                "region_code": self.region, "address": null
+                "region_code": region, "address": null
             },
+            "target_region_code": if moving { Some(MOVED_TO) } else { None },
+            "bank": self.bank.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
             "certificate_no": self.number_at(month),
             "guardian": self.guardian.as_deref().and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok()),
             "dibao": self.state_at(month).dibao,
@@ -444,8 +509,15 @@ pub(super) fn payment_id(subsidy_type: &str, holder: &str, period: &str) -> Stri
     format!("{subsidy_type}-{holder}-{}", period.replace('-', ""))
 }
 
-/// Makes the applicants and their forms; `calendar` dates the paces.
-pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Applicant, Vec<u8>)> {
+/// Makes the applicants and their forms; `calendar` dates the paces. With
+/// two `provinces`, the people of Shandong (37) file with the second one
+/// and the others may move there.
+pub(super) fn applicants(
+    n: usize,
+    seed: u64,
+    calendar: &Calendar,
+    provinces: usize,
+) -> Vec<(Applicant, Vec<u8>)> {
     let mut rng = Rng::new(seed);
     // The certificate system dates issues in China's time zone; ages must
     // be counted on the same day.
@@ -516,6 +588,9 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
             // intellectual or mental disability (the assessment finds it).
             let guardian =
                 synth::needs_guardian(&p, today, includes_im).then(|| synth::guardian(&p));
+            let home = usize::from(provinces > 1 && p.region.starts_with("37"));
+            let bank =
+                json!({"account_no": card, "bank_code": p.bank_code, "account_name": p.name});
             let form = json!({
                 "application_id": application_id,
                 "submitted_at": crate::domain::china_now().to_rfc3339(),
@@ -528,7 +603,7 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 "guardian": guardian,
                 "certificate_no": null,
                 "target_region_code": null,
-                "bank": {"account_no": card, "bank_code": p.bank_code, "account_name": p.name},
+                "bank": bank,
                 "dibao": dibao,
                 "needs_long_term_care": care,
                 "wants_employment": wants_employment,
@@ -540,6 +615,8 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 id,
                 name: p.name.clone(),
                 region: p.region.clone(),
+                home,
+                can_move: provinces > 1 && home == 0,
                 category: p.category,
                 level: p.level,
                 bad,
@@ -552,6 +629,7 @@ pub(super) fn applicants(n: usize, seed: u64, calendar: &Calendar) -> Vec<(Appli
                 working_age: age >= 16 && age < if male { 60 } else { 55 },
                 wants_work: wants_employment || wants_training,
                 guardian: guardian.map(|g| g.to_string()),
+                bank: (provinces > 1 && home == 0).then(|| bank.to_string()),
                 filed_at: 0,
                 changes: Vec::new(),
                 pace: pace_of(i, now, soon_days),

@@ -14,8 +14,88 @@ use std::time::{Duration, Instant};
 
 use super::model::{applicants, payment_id, Applicant, Change};
 use super::report::report;
-use super::scenario::{start_sims, write_config, Sims, SECRETS};
+use super::scenario::{confine, confine_all_but, start_province_sims, write_config, Sims, SECRETS};
 use super::DemoArgs;
+
+/// The second province of a two-province demo: Shandong.
+pub(super) const SECOND: &str = "37";
+
+/// One province's hub and systems: its own store, platform, card,
+/// subsidies, pension, employment, civil affairs and bank, against the
+/// national certificate system all provinces share.
+pub(super) struct Province {
+    /// How the report names it.
+    pub(super) name: &'static str,
+    /// Its simulated systems (`sims.cert` is the shared national one).
+    pub(super) sims: Sims,
+    /// Its hub's store.
+    pub(super) store: Arc<Store>,
+    /// Its hub's configuration.
+    pub(super) cfg: &'static Config,
+    /// Its hub, while it runs.
+    pub(super) hub: Option<crate::hub::Hub>,
+    /// Its bank.
+    pub(super) bank: Arc<sim::bank::Bank>,
+}
+
+/// Starts the provinces' simulators and writes their hubs' configurations:
+/// one province serving every county, or two (every province but
+/// Shandong, and Shandong in `DIR/shandong`), each hub confined to its own.
+async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
+    let n = args.provinces.clamp(1, 2);
+    let mut out: Vec<Province> = Vec::new();
+    for k in 0..n {
+        let (name, dir) = match (n, k) {
+            (1, _) => ("the province", args.workdir.clone()),
+            (_, 0) => ("main", args.workdir.clone()),
+            _ => ("Shandong", args.workdir.join("shandong")),
+        };
+        let national = out.first().map(|p| {
+            let port = p
+                .sims
+                .ports
+                .iter()
+                .find(|(s, _)| *s == 9102)
+                .map_or(0, |p| p.1);
+            (p.sims.cert.clone(), port)
+        });
+        let sims = start_province_sims(!args.no_faults, national).await?;
+        write_config(&args.config, &dir, &sims.ports)?;
+        match (n, k) {
+            (1, _) => {}
+            (_, 0) => confine_all_but(&dir, SECOND)?,
+            _ => confine(&dir, SECOND)?,
+        }
+        let (cfg, diags) = crate::hub::load(&dir);
+        let Some(cfg) = cfg else {
+            return Err(format!(
+                "the demo configuration does not load:\n{}",
+                diags
+                    .items
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        };
+        let cfg: &'static Config = Box::leak(Box::new(cfg));
+        let store = Arc::new(
+            Store::open(&cfg.hub.store.url, &cfg.dir)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
+        out.push(Province {
+            name,
+            sims,
+            store,
+            cfg,
+            hub: None,
+            bank,
+        });
+    }
+    Ok(out)
+}
 
 pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     let started = Instant::now();
@@ -35,40 +115,21 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
         unsafe { std::env::set_var(k, v) };
     }
 
-    let sims = start_sims(!args.no_faults).await?;
-    write_config(&args.config, dir, &sims.ports)?;
-    let (cfg, diags) = crate::hub::load(dir);
-    let Some(cfg) = cfg else {
-        return Err(format!(
-            "the demo configuration does not load:\n{}",
-            diags
-                .items
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        ));
-    };
-    let cfg: &'static Config = Box::leak(Box::new(cfg));
-    let store = Arc::new(
-        Store::open(&cfg.hub.store.url, &cfg.dir)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-
+    let mut provs = provinces(&args).await?;
+    let cert = provs[0].sims.cert.clone();
+    let cfg = provs[0].cfg;
     // The people, and the world they live in: assessments and cards.
     let calendar = crate::connectors::deadlines::report::settings(cfg)
         .map(|s| s.calendar)
         .unwrap_or_default();
-    let mut people = applicants(args.people, args.seed, &calendar);
+    let mut people = applicants(args.people, args.seed, &calendar, provs.len());
     for (a, _) in &people {
-        sims.cert
-            .assess_multiple(&a.id, a.category, a.level, a.includes_im);
+        cert.assess_multiple(&a.id, a.category, a.level, a.includes_im);
         if a.has_card {
-            sims.sscard.issue_card(&a.id);
+            provs[a.home].sims.sscard.issue_card(&a.id);
         }
         if let Some(p) = a.pace {
-            sims.cert.pace(&a.application_id, p);
+            cert.pace(&a.application_id, p);
         }
     }
     let expect = |f: fn(&Applicant) -> bool| people.iter().filter(|(a, _)| f(a)).count() as u64;
@@ -78,7 +139,9 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     let want_pension = expect(Applicant::pension);
     let want_employment = expect(Applicant::employment);
 
-    let hub = crate::hub::Hub::start(cfg, store.clone()).await;
+    for p in provs.iter_mut() {
+        p.hub = Some(crate::hub::Hub::start(p.cfg, p.store.clone()).await);
+    }
 
     let mp = MultiProgress::new();
     let style =
@@ -101,13 +164,15 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     // File the forms (the platform keeps them; the demo does not).
     for (a, form) in people.iter_mut() {
         a.filed_at = crate::store::now_ms();
-        sims.platform.file(form);
+        provs[a.home].sims.platform.file(form);
         *form = Vec::new();
         b_filed.inc(1);
     }
     b_filed.finish();
 
-    let count = |c: &Arc<sim::Common>, kind: &str| c.count(kind);
+    let count = |c: fn(&Sims) -> &Arc<sim::Common>, kind: &str| {
+        provs.iter().map(|p| c(&p.sims).count(kind)).sum::<u64>()
+    };
     let deadline = Instant::now() + args.timeout;
     // Done when every expected effect has arrived and nothing is pending,
     // or when nothing has moved for 5 s and nothing is pending (then the
@@ -115,12 +180,12 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     let mut last = (Vec::new(), Instant::now());
     let observed = loop {
         let now = vec![
-            sims.cert.holders() as u64,
-            count(&sims.sscard.common, "card_loaded"),
-            count(&sims.subsidies.common, "eligibility"),
-            count(&sims.pension.common, "enrolled"),
-            count(&sims.employment.common, "referred"),
-            count(&sims.platform.common, "status"),
+            cert.holders() as u64,
+            count(|s| &s.sscard.common, "card_loaded"),
+            count(|s| &s.subsidies.common, "eligibility"),
+            count(|s| &s.pension.common, "enrolled"),
+            count(|s| &s.employment.common, "referred"),
+            count(|s| &s.platform.common, "status"),
         ];
         b_certs.set_position(now[0]);
         b_cards.set_position(now[1]);
@@ -136,7 +201,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
             last = (now.clone(), Instant::now());
         }
         let quiet = last.1.elapsed() >= Duration::from_secs(5);
-        if (reached || quiet) && pending(&store, &hub).await? == 0 {
+        if (reached || quiet) && pending(&provs).await? == 0 {
             break now;
         }
         if Instant::now() > deadline {
@@ -179,30 +244,52 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     };
     // Month after month: the month's payout list paid, then the month's
     // changes (after its payouts), carried by the hub before the next.
-    let bank = sim::bank::Bank::new(&cfg.dir.join("var/bank"));
-    let banker = tokio::spawn(bank.clone().run());
+    let bankers: Vec<_> = provs
+        .iter()
+        .map(|p| tokio::spawn(p.bank.clone().run()))
+        .collect();
     // The day of each month's changes (the first month's: of issue).
     let mut days = Vec::new();
     for month in 0..args.months.max(1) {
         if month > 0 {
-            let day = first_of_month_after(&sims.subsidies.period.lock().unwrap())
+            let day = first_of_month_after(&provs[0].sims.subsidies.period.lock().unwrap())
                 .and_then(|d| d.checked_add_days(chrono::Days::new(9)))
                 .ok_or("the month after the last has no date")?;
             sim::clock::travel_to(day)?;
-            *sims.subsidies.period.lock().unwrap() = sim::clock::period();
+            for p in &provs {
+                *p.sims.subsidies.period.lock().unwrap() = sim::clock::period();
+            }
         }
-        let mut m = pay(
-            &args, &sims, &bank, &store, cfg, &mp, started, month, &mut run,
-        )
-        .await?;
+        let mut m = Month {
+            settled: true,
+            ..Month::default()
+        };
+        for p in &provs {
+            let pm = pay(&args, p, provs.len() > 1, &mp, started, month, &mut run).await?;
+            m.period = pm.period;
+            m.batches += pm.batches;
+            m.rejected += pm.rejected;
+            m.reissued += pm.reissued;
+            m.settled &= pm.settled;
+        }
         if month == 0 {
             run.lifecycle_from_ms = crate::store::now_ms();
         }
         days.push(sim::clock::today());
-        m.changes = lifecycle(&args, &sims, &store, &hub, &mut people, month).await?;
+        m.changes = lifecycle(&args, &provs, &mut people, month).await?;
+        // Each card system: the certificate as the model has it for those
+        // whose province it is, nothing for anyone else.
         m.cards_wrong = people
             .iter()
-            .filter(|(a, _)| sims.sscard.certificate_function(&a.id) != a.card_at(month + 1, &days))
+            .filter(|(a, _)| {
+                provs.iter().enumerate().any(|(k, p)| {
+                    let want = match a.province_at(month + 1) == k {
+                        true => a.card_at(month + 1, &days),
+                        false => None,
+                    };
+                    p.sims.sscard.certificate_function(&a.id) != want
+                })
+            })
             .count();
         run.phases.push((
             format!("{} lifecycle", m.period),
@@ -210,14 +297,32 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
         ));
         run.months.push(m);
     }
-    banker.abort();
-    run.credited = bank.credited();
-    run.paid_twice = bank.paid_twice();
-    run.alarms = store.alarms().await.map_err(|e| e.to_string())?;
+    for b in bankers {
+        b.abort();
+    }
+    // What the banks credited, over both provinces: a payment credited by
+    // each of two banks is paid twice.
+    for p in &provs {
+        for (id, n) in p.bank.credited() {
+            *run.credited.entry(id).or_default() += n;
+        }
+        run.paid_twice.extend(p.bank.paid_twice());
+        run.alarms
+            .extend(p.store.alarms().await.map_err(|e| e.to_string())?);
+    }
+    for (id, n) in &run.credited {
+        if *n > 1 && !run.paid_twice.contains(id) {
+            run.paid_twice.push(id.clone());
+        }
+    }
     let elapsed = started.elapsed();
-    hub.stop().await;
+    for p in provs.iter_mut() {
+        if let Some(h) = p.hub.take() {
+            h.stop().await;
+        }
+    }
 
-    report(&args, &sims, &store, cfg, &people, elapsed, &run).await
+    report(&args, &provs, &people, elapsed, &run).await
 }
 
 /// The first day of the month after `period` (`YYYY-MM`).
@@ -227,14 +332,18 @@ pub(super) fn first_of_month_after(period: &str) -> Option<chrono::NaiveDate> {
         .checked_add_months(chrono::Months::new(1))
 }
 
-/// Messages waiting on any of the hub's targets.
-async fn pending(store: &Store, hub: &crate::hub::Hub) -> Result<i64, String> {
+/// Messages waiting on any target of any province's hub.
+async fn pending(provs: &[Province]) -> Result<i64, String> {
     let mut n = 0;
-    for (t, _) in hub.served() {
-        n += store
-            .pending(&t.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+    for p in provs {
+        let Some(hub) = &p.hub else { continue };
+        for (t, _) in hub.served() {
+            n += p
+                .store
+                .pending(&t.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(n)
 }
@@ -287,12 +396,11 @@ pub(super) struct Month {
 /// ([`Applicant::amounts`], [`Applicant::card_at`]).
 async fn lifecycle(
     args: &DemoArgs,
-    sims: &Sims,
-    store: &Arc<Store>,
-    hub: &crate::hub::Hub,
+    provs: &[Province],
     people: &mut [(Applicant, Vec<u8>)],
     month: usize,
 ) -> Result<Vec<(&'static str, usize)>, String> {
+    let rates = provs[0].sims.subsidies.rates.clone();
     use crate::sim::cert::Action;
     use chrono::Datelike;
     let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
@@ -303,7 +411,10 @@ async fn lifecycle(
         .and_then(|d| d.with_day(25))
         .map_or(today.clone(), |d| d.to_string());
     for (i, (a, _)) in people.iter_mut().enumerate() {
-        let change = a.pick_change(i, month);
+        let change = a.pick_change(&rates, i, month);
+        // The systems of the person's province this month; the national
+        // certificate system is everyone's.
+        let sims = &provs[a.province_at(month)].sims;
         let done = match change {
             Change::None => continue,
             Change::Frozen => sims.cert.act(&a.id, Action::Freeze).map(|_| "frozen"),
@@ -352,27 +463,34 @@ async fn lifecycle(
                 sims.civil.change_dibao(&a.id, "", d);
                 Ok("低保 changed")
             }
+            Change::Moved => {
+                let to = &provs[1].sims;
+                to.sscard.issue_card(&a.id);
+                to.platform.file(&a.later_form("MIGRATE", month));
+                Ok("moved to Shandong (migrated)")
+            }
         };
         *counts.entry(done?).or_default() += 1;
         a.changes.push((month, change));
     }
     let effects = || {
-        [
-            &sims.cert.common,
-            &sims.sscard.common,
-            &sims.subsidies.common,
-            &sims.platform.common,
-        ]
-        .iter()
-        .map(|c| c.ledger.lock().unwrap().len())
-        .sum::<usize>()
+        let of = |c: &Arc<sim::Common>| c.ledger.lock().unwrap().len();
+        of(&provs[0].sims.cert.common)
+            + provs
+                .iter()
+                .map(|p| {
+                    of(&p.sims.sscard.common)
+                        + of(&p.sims.subsidies.common)
+                        + of(&p.sims.platform.common)
+                })
+                .sum::<usize>()
     };
     let deadline = Instant::now() + args.timeout;
     let (mut last, mut still) = (effects(), 0);
     while still < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = effects();
-        still = if pending(store, hub).await? == 0 && now == last {
+        still = if pending(provs).await? == 0 && now == last {
             still + 1
         } else {
             0
@@ -386,23 +504,29 @@ async fn lifecycle(
 /// register, batch files to the bank (in the first month a few accounts
 /// closed; they stay closed), the bank's answers reconciled, the rejected
 /// payments re-issued with corrected accounts, and paid.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn pay(
     args: &DemoArgs,
-    sims: &Sims,
-    bank: &sim::bank::Bank,
-    store: &Arc<Store>,
-    cfg: &Config,
+    province: &Province,
+    named: bool,
     mp: &MultiProgress,
     started: Instant,
     month: usize,
     run: &mut Run,
 ) -> Result<Month, String> {
+    let (sims, bank, store, cfg) = (
+        &province.sims,
+        &province.bank,
+        &province.store,
+        province.cfg,
+    );
     let e = |e: crate::store::StoreError| e.to_string();
     let period = sims.subsidies.period.lock().unwrap().clone();
     let mut phase = |name: &str| {
-        run.phases
-            .push((format!("{period} {name}"), started.elapsed().as_secs_f64()))
+        let name = match named {
+            true => format!("{period} {} {name}", province.name),
+            false => format!("{period} {name}"),
+        };
+        run.phases.push((name, started.elapsed().as_secs_f64()))
     };
     // The bank: every card on the list open with its holder's name, but in
     // the first month one in 200 closed (the list read once, as the

@@ -2,16 +2,15 @@
 //! person by person; the invariants, the phases and the figures, printed
 //! and written to `report.json`.
 
-use crate::config::Config;
 use crate::sim;
-use crate::store::{status, Store};
+use crate::store::{status, Counts};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::model::{payment_id, Applicant};
-use super::phases::{first_of_month_after, Run};
+use super::phases::{first_of_month_after, Province, Run};
 use super::scenario::Sims;
 use super::DemoArgs;
 
@@ -82,14 +81,24 @@ pub(super) fn peak_rss_mb() -> u64 {
 
 pub(super) async fn report(
     args: &DemoArgs,
-    sims: &Sims,
-    store: &Store,
-    cfg: &Config,
+    provs: &[Province],
     people: &[(Applicant, Vec<u8>)],
     elapsed: Duration,
     run: &Run,
 ) -> Result<bool, String> {
-    let counts = store.counts().await.map_err(|e| e.to_string())?;
+    // The counts of every province's store, and together (their helpers
+    // sum what matches).
+    let mut per_store = Vec::new();
+    let mut counts = Counts::default();
+    for p in provs {
+        let c = p.store.counts().await.map_err(|e| e.to_string())?;
+        counts.messages.extend(c.messages.iter().cloned());
+        counts.retries.extend(c.retries.iter().cloned());
+        counts.quarantined.extend(c.quarantined.iter().cloned());
+        per_store.push(c);
+    }
+    let cfg = provs[0].cfg;
+    let sims = &provs[0].sims;
     let mut invariants = BTreeMap::new();
 
     // Each person whose certificate was issued and who has a card: the
@@ -105,22 +114,25 @@ pub(super) async fn report(
     // Per kind of effect in the first month (before the lifecycle phase):
     // how many each applicant got, the latencies from filing, and how many
     // went to someone who never applied.
-    let tally = |c: &sim::Common, kind: &str| {
+    // Over every province's system of that kind.
+    let tally = |system: fn(&Sims) -> &Arc<sim::Common>, kind: &str| {
         let mut n = vec![0u32; people.len()];
         let mut latency = Vec::new();
         let mut strangers = 0;
-        c.for_each(kind, |e| match place.get(e.subject()) {
-            _ if e.at >= run.lifecycle_from_ms => {}
-            Some(&i) => {
-                n[i] += 1;
-                latency.push(e.at - people[i].0.filed_at);
-            }
-            None => strangers += 1,
-        });
+        for p in provs {
+            system(&p.sims).for_each(kind, |e| match place.get(e.subject()) {
+                _ if e.at >= run.lifecycle_from_ms => {}
+                Some(&i) => {
+                    n[i] += 1;
+                    latency.push(e.at - people[i].0.filed_at);
+                }
+                None => strangers += 1,
+            });
+        }
         latency.sort_unstable();
         (n, latency, strangers)
     };
-    let (per_person, card_lat, strangers) = tally(&sims.sscard.common, "card_loaded");
+    let (per_person, card_lat, strangers) = tally(|s| &s.sscard.common, "card_loaded");
     let cards_ok = strangers == 0
         && people.iter().zip(&per_person).all(
             |((a, _), &n)| {
@@ -149,6 +161,9 @@ pub(super) async fn report(
     let mut months = Vec::new();
     let mask = crate::domain::mask::id_number;
     let mut overpaid = Vec::new();
+    // Payments listed by a province whose systems are not the person's
+    // that month (a move paid twice, or by the wrong province).
+    let mut elsewhere = 0usize;
     let last = run.months.len();
     let mut first_list = (0usize, 0i64);
     for month in 0..=last {
@@ -164,31 +179,47 @@ pub(super) async fn report(
         let mut paid_per_person = vec![0i64; people.len()];
         let (mut list_len, mut total, mut unknown, mut old_numbers) =
             (0usize, 0i64, 0usize, 0usize);
-        sims.subsidies.for_each_payout(&period, |p| {
-            list_len += 1;
-            to_card &= !by_card || p.bank_account_no == sims.sscard.account_of(&p.holder_id).0;
-            total += p.amount_fen;
-            let (Some(&i), Some(care)) = (
-                place.get(p.holder_id.as_str()),
-                match p.subsidy_type.as_str() {
-                    "LIVING" => Some(0),
-                    "CARE" => Some(1),
-                    _ => None,
-                },
-            ) else {
-                unknown += 1;
-                return;
-            };
-            let e = &mut listed[i][care];
-            *e = (p.amount_fen, e.1 + 1);
-            if month == last && p.certificate_no != people[i].0.number_at(last) {
-                old_numbers += 1;
-            }
-            let id = payment_id(&p.subsidy_type, &p.holder_id, &period);
-            if run.credited.get(&id) == Some(&1) {
-                paid_per_person[i] += p.amount_fen;
-            }
-        });
+        let mut by_province = Vec::new();
+        for (k, prov) in provs.iter().enumerate() {
+            let (len_before, total_before) = (list_len, total);
+            prov.sims.subsidies.for_each_payout(&period, |p| {
+                list_len += 1;
+                to_card &=
+                    !by_card || p.bank_account_no == prov.sims.sscard.account_of(&p.holder_id).0;
+                total += p.amount_fen;
+                if place
+                    .get(p.holder_id.as_str())
+                    .is_some_and(|&i| people[i].0.province_at(month) != k)
+                {
+                    elsewhere += 1;
+                }
+                let (Some(&i), Some(care)) = (
+                    place.get(p.holder_id.as_str()),
+                    match p.subsidy_type.as_str() {
+                        "LIVING" => Some(0),
+                        "CARE" => Some(1),
+                        _ => None,
+                    },
+                ) else {
+                    unknown += 1;
+                    return;
+                };
+                let e = &mut listed[i][care];
+                *e = (p.amount_fen, e.1 + 1);
+                if month == last && p.certificate_no != people[i].0.number_at(last) {
+                    old_numbers += 1;
+                }
+                let id = payment_id(&p.subsidy_type, &p.holder_id, &period);
+                if run.credited.get(&id) == Some(&1) {
+                    paid_per_person[i] += p.amount_fen;
+                }
+            });
+            by_province.push(json!({
+                "province": prov.name,
+                "listed": list_len - len_before,
+                "total_fen": total - total_before,
+            }));
+        }
         let (mut expected_total, mut expected_items, mut list_ok) = (0i64, 0usize, unknown == 0);
         let mut month_paid_ok = true;
         for (((a, _), have), got) in people.iter().zip(&listed).zip(&paid_per_person) {
@@ -216,6 +247,9 @@ pub(super) async fn report(
             "total_fen": total,
             "list_follows_the_rules": list_ok,
         });
+        if provs.len() > 1 {
+            row["by_province"] = json!(by_province);
+        }
         if let Some(m) = run.months.get(month) {
             month_paid_ok &= m.settled;
             paid_ok &= month_paid_ok;
@@ -269,6 +303,9 @@ pub(super) async fn report(
     paid_ok &= run.credited.len() == expected_paid + overpaid.len();
     invariants.insert("each_month_paid_exactly_what_the_rules_give", paid_ok);
     invariants.insert("no_payment_paid_twice", run.paid_twice.is_empty());
+    // Each month listed by the province whose systems are the person's
+    // that month: the old one in the month of a move, the new one after.
+    invariants.insert("each_month_paid_by_the_persons_province", elsewhere == 0);
     // Where the province pays through the card: every payment to the
     // account of the holder's social security card, none to the account
     // the form gave.
@@ -290,7 +327,10 @@ pub(super) async fn report(
     // The applications filed after the first (reissues, renewals): each
     // answered on the platform as the rules say, a renewal before the last
     // year of the ten refused (不予办理).
-    let statuses = sims.platform.statuses();
+    let mut statuses = HashMap::new();
+    for p in provs {
+        statuses.extend(p.sims.platform.statuses());
+    }
     let mut later = (0usize, 0usize);
     let later_ok = people.iter().all(|(a, _)| {
         a.later_applications().iter().all(|(app, granted)| {
@@ -298,6 +338,10 @@ pub(super) async fn report(
             later.0 += 1;
             later.1 += usize::from(!granted);
             match granted {
+                true if app.contains("-MI") => matches!(
+                    st,
+                    Some("CERTIFICATE_CHANGED" | "CARD_LOADED" | "SUBSIDY_GRANTED")
+                ),
                 true => matches!(st, Some("CERTIFICATE_ISSUED" | "CARD_LOADED")),
                 false => st == Some("REJECTED"),
             }
@@ -310,17 +354,17 @@ pub(super) async fn report(
     );
 
     // Pension and employment: exactly the people the rules select.
-    let once = |c: &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
+    let once = |c: fn(&Sims) -> &Arc<sim::Common>, kind: &str, f: fn(&Applicant) -> bool| {
         let (n, _, strangers) = tally(c, kind);
         strangers == 0 && people.iter().zip(n).all(|((a, _), n)| n == u32::from(f(a)))
     };
     invariants.insert(
         "each_pension_enrolment_exactly_once",
-        once(&sims.pension.common, "enrolled", Applicant::pension),
+        once(|s| &s.pension.common, "enrolled", Applicant::pension),
     );
     invariants.insert(
         "each_employment_referral_exactly_once",
-        once(&sims.employment.common, "referred", Applicant::employment),
+        once(|s| &s.employment.common, "referred", Applicant::employment),
     );
 
     // Every applicant whose certificate was issued sees it on the platform:
@@ -331,11 +375,13 @@ pub(super) async fn report(
         .map(|(i, (a, _))| (a.application_id.as_str(), i))
         .collect();
     let mut issued_seen = vec![false; people.len()];
-    sims.platform.common.for_each("status", |e| {
-        if let Some(&i) = application.get(e.subject()) {
-            issued_seen[i] = matches!(e.detail(), "CERTIFICATE_ISSUED" | "CARD_LOADED");
-        }
-    });
+    for p in provs {
+        p.sims.platform.common.for_each("status", |e| {
+            if let Some(&i) = application.get(e.subject()) {
+                issued_seen[i] = matches!(e.detail(), "CERTIFICATE_ISSUED" | "CARD_LOADED");
+            }
+        });
+    }
     drop(application);
     let status_ok = people
         .iter()
@@ -360,22 +406,37 @@ pub(super) async fn report(
                 })
                 .collect();
             let most = people.len() * 4 + 10;
+            // Each province's register follows the applications filed on
+            // its platform.
             let mut hub = std::collections::BTreeSet::new();
-            for r in store.late_stages(most).await.map_err(e)? {
-                hub.insert((r.application_id, r.stage));
-            }
-            for r in store
-                .open_stages_due_between(i64::MIN, now - 1, most)
-                .await
-                .map_err(e)?
-            {
-                hub.insert((r.application_id, r.stage));
-            }
-            let r = crate::connectors::deadlines::report::report(&s, store, now)
-                .await
-                .map_err(e)?;
-            // And the applications due within one working day.
+            let mut stages: Vec<crate::store::StageCount> = Vec::new();
+            let mut hub_soon = std::collections::BTreeSet::new();
             let soon = crate::connectors::deadlines::soon_ms(&s, now);
+            for p in provs {
+                let store = &p.store;
+                for r in store.late_stages(most).await.map_err(e)? {
+                    hub.insert((r.application_id, r.stage));
+                }
+                for r in store
+                    .open_stages_due_between(i64::MIN, now - 1, most)
+                    .await
+                    .map_err(e)?
+                {
+                    hub.insert((r.application_id, r.stage));
+                }
+                let r = crate::connectors::deadlines::report::report(&s, store, now)
+                    .await
+                    .map_err(e)?;
+                stages.extend(r.stages);
+                for r in store
+                    .open_stages_due_between(now, soon, most)
+                    .await
+                    .map_err(e)?
+                {
+                    hub_soon.insert(r.application_id);
+                }
+            }
+            // And the applications due within one working day.
             let model_soon: std::collections::BTreeSet<String> = people
                 .iter()
                 .filter(|(a, _)| {
@@ -384,14 +445,7 @@ pub(super) async fn report(
                 })
                 .map(|(a, _)| a.application_id.clone())
                 .collect();
-            let hub_soon: std::collections::BTreeSet<String> = store
-                .open_stages_due_between(now, soon, most)
-                .await
-                .map_err(e)?
-                .into_iter()
-                .map(|r| r.application_id)
-                .collect();
-            let sum = |f: fn(&crate::store::StageCount) -> i64| r.stages.iter().map(f).sum::<i64>();
+            let sum = |f: fn(&crate::store::StageCount) -> i64| stages.iter().map(f).sum::<i64>();
             (
                 model == hub && model_soon == hub_soon,
                 json!({
@@ -428,33 +482,36 @@ pub(super) async fn report(
         counts.quarantined("certificate_issued_to_subsidy_eligibility"),
     ];
     let mut reasons: BTreeMap<String, i64> = BTreeMap::new();
-    let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.source).collect();
-    sources.dedup();
-    for source in sources {
-        for q in store.quarantine(source).await.map_err(|e| e.to_string())? {
-            *reasons
-                .entry(format!(
-                    "quarantined by {}: {}",
-                    q.mapping,
-                    summary(&q.reason)
-                ))
-                .or_default() += 1;
-        }
-    }
     let mut other_dead = 0;
-    for c in &counts.messages {
-        let (t, n) = (&c.target, c.messages);
-        if c.status == status::DEAD {
-            if t != "national_cert.submit_application" && t != "sscard.load_certificate" {
-                other_dead += n;
+    for (p, counts) in provs.iter().zip(&per_store) {
+        let store = &p.store;
+        let mut sources: Vec<&String> = counts.quarantined.iter().map(|q| &q.source).collect();
+        sources.dedup();
+        for source in sources {
+            for q in store.quarantine(source).await.map_err(|e| e.to_string())? {
+                *reasons
+                    .entry(format!(
+                        "quarantined by {}: {}",
+                        q.mapping,
+                        summary(&q.reason)
+                    ))
+                    .or_default() += 1;
             }
-            for m in store
-                .messages(t, status::DEAD, 1_000_000)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let why = summary(&m.last_error.unwrap_or_default());
-                *reasons.entry(format!("dead at {t}: {why}")).or_default() += 1;
+        }
+        for c in &counts.messages {
+            let (t, n) = (&c.target, c.messages);
+            if c.status == status::DEAD {
+                if t != "national_cert.submit_application" && t != "sscard.load_certificate" {
+                    other_dead += n;
+                }
+                for m in store
+                    .messages(t, status::DEAD, 1_000_000)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    let why = summary(&m.last_error.unwrap_or_default());
+                    *reasons.entry(format!("dead at {t}: {why}")).or_default() += 1;
+                }
             }
         }
     }
@@ -464,7 +521,7 @@ pub(super) async fn report(
     );
 
     // Latency: form filed → card loaded, and → subsidy decided.
-    let (_, subsidy_lat, _) = tally(&sims.subsidies.common, "eligibility");
+    let (_, subsidy_lat, _) = tally(|s| &s.subsidies.common, "eligibility");
 
     let mut feeds = Vec::new();
     for m in cfg.mappings.values() {
@@ -482,30 +539,40 @@ pub(super) async fn report(
     let all_ok = invariants.values().all(|v| *v);
     // Per simulator, and what their ledgers take in all.
     let mut ledgers = (0, 0);
-    let simulators: Vec<Value> = [
-        &sims.platform.common,
-        &sims.cert.common,
-        &sims.sscard.common,
-        &sims.subsidies.common,
-        &sims.pension.common,
-        &sims.employment.common,
-    ]
-    .iter()
-    .map(|c| {
-        let l = c.ledger.lock().unwrap();
-        ledgers = (ledgers.0 + l.len(), ledgers.1 + l.footprint());
-        json!({
-            "system": c.name,
-            "requests": c.requests.load(std::sync::atomic::Ordering::Relaxed),
-            "faults_injected": c.faulted.load(std::sync::atomic::Ordering::Relaxed),
-            "repeated_deliveries": l.repeats,
-            "ledger_effects": l.len(),
-            "ledger_bytes": l.footprint(),
+    let mut systems = vec![(None, &sims.cert.common)];
+    for p in provs {
+        let name = (provs.len() > 1).then_some(p.name);
+        for c in [
+            &p.sims.platform.common,
+            &p.sims.sscard.common,
+            &p.sims.subsidies.common,
+            &p.sims.pension.common,
+            &p.sims.employment.common,
+        ] {
+            systems.push((name, c));
+        }
+    }
+    let simulators: Vec<Value> = systems
+        .iter()
+        .map(|(province, c)| {
+            let l = c.ledger.lock().unwrap();
+            ledgers = (ledgers.0 + l.len(), ledgers.1 + l.footprint());
+            json!({
+                "system": match province {
+                    Some(p) => format!("{} ({p})", c.name),
+                    None => c.name.to_string(),
+                },
+                "requests": c.requests.load(std::sync::atomic::Ordering::Relaxed),
+                "faults_injected": c.faulted.load(std::sync::atomic::Ordering::Relaxed),
+                "repeated_deliveries": l.repeats,
+                "ledger_effects": l.len(),
+                "ledger_bytes": l.footprint(),
+            })
         })
-    })
-    .collect();
+        .collect();
     let report = json!({
         "people": people.len(),
+        "provinces": provs.iter().map(|p| p.name).collect::<Vec<_>>(),
         // To the millisecond: a float's 16 digits would read like a card
         // number to anyone (and to the masking check) scanning the report.
         "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -617,6 +684,20 @@ pub(super) async fn report(
                 m["listed"],
                 m["total_fen"],
             ),
+        }
+        if let Some(by) = m["by_province"].as_array() {
+            println!(
+                "         by province: {}",
+                by.iter()
+                    .map(|p| format!(
+                        "{} {} payments, {} fen",
+                        p["province"].as_str().unwrap_or(""),
+                        p["listed"],
+                        p["total_fen"]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
     }
     println!(

@@ -225,33 +225,46 @@ pub fn write_config(from: &Path, dir: &Path, ports: &[(u16, u16)]) -> Result<(),
 /// another province unloads the card and stops the subsidies here, and one
 /// from another province loads and starts them.
 pub fn confine(dir: &Path, province: &str) -> Result<(), String> {
+    confine_to(dir, &|p| p == province)
+}
+
+/// Confines the configuration in `dir` to every province of its
+/// jurisdiction table but `province` (the hub of the other provinces,
+/// beside `province`'s own).
+pub fn confine_all_but(dir: &Path, province: &str) -> Result<(), String> {
+    confine_to(dir, &|p| p != province)
+}
+
+fn confine_to(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let table = dir.join("mappings/tables/jurisdiction.csv");
+    let text = std::fs::read_to_string(&table).map_err(|e| io(&table, e))?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("province,name");
+    let ours: Vec<&str> = lines
+        .filter(|l| l.split(',').next().is_some_and(keep))
+        .collect();
+    if ours.is_empty() {
+        return Err(format!("{}: no province to keep", table.display()));
+    }
+    let codes: Vec<&str> = ours.iter().filter_map(|l| l.split(',').next()).collect();
     let cert = dir.join("connectors/national_cert.toml");
     let text = std::fs::read_to_string(&cert).map_err(|e| io(&cert, e))?;
     let mut confined = text.clone();
     for path in ["/api/cert/v3/events", "/api/cert/v3/progress"] {
         confined = confined.replace(
             &format!("path = \"{path}\""),
-            &format!("path = \"{path}?province={province}\""),
+            &format!("path = \"{path}?province={}\"", codes.join(",")),
         );
     }
-    if confined == text || confined.matches("?province=").count() != 2 {
+    if confined.matches("?province=").count() != 2 {
         return Err(format!(
-            "{}: no events and progress paths to confine to province {province}",
-            cert.display()
+            "{}: no events and progress paths to confine to provinces {}",
+            cert.display(),
+            codes.join(",")
         ));
     }
     std::fs::write(&cert, confined).map_err(|e| io(&cert, e))?;
-    let table = dir.join("mappings/tables/jurisdiction.csv");
-    let text = std::fs::read_to_string(&table).map_err(|e| io(&table, e))?;
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or("province,name");
-    let ours: Vec<&str> = lines
-        .filter(|l| l.split(',').next() == Some(province))
-        .collect();
-    if ours.is_empty() {
-        return Err(format!("{}: no province {province}", table.display()));
-    }
     std::fs::write(&table, format!("{header}\n{}\n", ours.join("\n")))
         .map_err(|e| io(&table, e))?;
     Ok(())
