@@ -299,3 +299,25 @@ fn the_demo_fails_when_a_move_is_paid_by_both_provinces() {
         "{stdout}"
     );
 }
+
+/// The certificate's status sent to every platform the event reaches, not
+/// only to the one the form was filed on: the household province's
+/// platform hears of applications filed in Zichuan (跨省通办) that it never
+/// had, and the demo fails on the status invariant alone.
+#[test]
+fn the_demo_fails_when_answers_go_to_the_wrong_platform() {
+    let (failed, report, stdout) = failing_demo("1", |dir| {
+        support::edit(
+            dir,
+            "mappings/certificate_event_to_application_status.toml",
+            " && serves(coalesce(event.application.filed_in_region_code, event.region_code))",
+            "",
+        )
+    });
+    assert!(report["filed_in_another_province"].as_u64().unwrap() > 0);
+    assert_eq!(
+        failed,
+        ["every_certified_applicant_sees_the_status"],
+        "{stdout}"
+    );
+}

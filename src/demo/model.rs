@@ -18,6 +18,10 @@ pub(super) struct Applicant {
     pub(super) home: usize,
     /// Whether the person may move to the second province (跨省迁移).
     pub(super) can_move: bool,
+    /// The province whose platform the first form was filed on: the home
+    /// one, or (跨省通办) the second, where a person of Shanxi lives with a
+    /// residence permit; the home province still issues, loads and pays.
+    pub(super) filed_in: usize,
     pub(super) category: u8,
     pub(super) level: u8,
     /// What is wrong with the record, if anything.
@@ -589,6 +593,19 @@ pub(super) fn applicants(
             let guardian =
                 synth::needs_guardian(&p, today, includes_im).then(|| synth::guardian(&p));
             let home = usize::from(provinces > 1 && p.region.starts_with("37"));
+            // One in four people of Shanxi lives in Zichuan and applies
+            // there (跨省通办), with a residence permit (居住证).
+            let filed_in = match provinces > 1 && p.region.starts_with("14") && i % 4 == 3 {
+                true => 1,
+                false => home,
+            };
+            let (residence, permit) = match filed_in != home {
+                true => (
+                    Some(MOVED_TO),
+                    Some(format!("{MOVED_TO}2024{:08}", i % 100_000_000)),
+                ),
+                false => (None, None),
+            };
             let bank =
                 json!({"account_no": card, "bank_code": p.bank_code, "account_name": p.name});
             let form = json!({
@@ -598,7 +615,8 @@ pub(super) fn applicants(
                 "applicant": {
                     "id_no": id, "name": name,
                     "phone": format!("13{:09}", rng.below(1_000_000_000)),
-                    "region_code": p.region, "address": null
+                    "region_code": p.region, "address": null,
+                    "residence_region_code": residence, "residence_permit_no": permit,
                 },
                 "guardian": guardian,
                 "certificate_no": null,
@@ -617,6 +635,7 @@ pub(super) fn applicants(
                 region: p.region.clone(),
                 home,
                 can_move: provinces > 1 && home == 0,
+                filed_in,
                 category: p.category,
                 level: p.level,
                 bad,

@@ -164,7 +164,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     // File the forms (the platform keeps them; the demo does not).
     for (a, form) in people.iter_mut() {
         a.filed_at = crate::store::now_ms();
-        provs[a.home].sims.platform.file(form);
+        provs[a.filed_in].sims.platform.file(form);
         *form = Vec::new();
         b_filed.inc(1);
     }

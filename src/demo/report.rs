@@ -374,11 +374,15 @@ pub(super) async fn report(
         .enumerate()
         .map(|(i, (a, _))| (a.application_id.as_str(), i))
         .collect();
+    // On the platform the form was filed on (跨省通办: the province of
+    // residence), and on no other.
     let mut issued_seen = vec![false; people.len()];
-    for p in provs {
+    let mut elsewhere_told = 0usize;
+    for (k, p) in provs.iter().enumerate() {
         p.sims.platform.common.for_each("status", |e| {
             if let Some(&i) = application.get(e.subject()) {
                 issued_seen[i] = matches!(e.detail(), "CERTIFICATE_ISSUED" | "CARD_LOADED");
+                elsewhere_told += usize::from(people[i].0.filed_in != k);
             }
         });
     }
@@ -386,7 +390,8 @@ pub(super) async fn report(
     let status_ok = people
         .iter()
         .zip(&issued_seen)
-        .all(|((a, _), seen)| !a.certified() || *seen);
+        .all(|((a, _), seen)| !a.certified() || *seen)
+        && elsewhere_told == 0;
     invariants.insert("every_certified_applicant_sees_the_status", status_ok);
 
     // Deadlines: the stages the hub's register reports as breached (late,
@@ -592,6 +597,7 @@ pub(super) async fn report(
         },
         "deadlines": deadlines,
         "later_applications": {"filed": later.0, "refused": later.1},
+        "filed_in_another_province": people.iter().filter(|(a, _)| a.filed_in != a.home).count(),
         "phases_end_s": run.phases.iter().map(|(n, t)| json!({"phase": n, "end_s": (t * 10.0).round() / 10.0})).collect::<Vec<_>>(),
         "latency_ms": {
             "filed_to_card_loaded": {"p50": percentile(&card_lat, 50), "p99": percentile(&card_lat, 99)},
@@ -699,6 +705,12 @@ pub(super) async fn report(
                     .join("; ")
             );
         }
+    }
+    if provs.len() > 1 {
+        println!(
+            "跨省通办: {} people of Shanxi applied in Zichuan (Shandong) with a residence permit; their certificates, cards and subsidies are Shanxi's, their answers on Shandong's platform",
+            report["filed_in_another_province"]
+        );
     }
     println!(
         "bank, all months: {} payments paid, {} paid twice, {} alarms",
