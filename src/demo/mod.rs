@@ -2,10 +2,14 @@
 //! machine, with one command.
 //!
 //! It starts the simulators of the systems in-process on 127.0.0.1 (fault
-//! switches on), writes a hub configuration into the work directory (the
-//! shipped connectors, mappings and schemas, pointed at the simulators, with
-//! the simulators' capacity as rate limits and short poll intervals), runs
-//! the hub on the embedded SQLite store, files N synthetic one-application
+//! switches on): by default two provinces' (the main one of every province
+//! but Shandong, and Shandong's), each with its own platform, card,
+//! subsidies, pension, employment, civil-affairs and bank systems, against
+//! one national certificate system. It writes each province's hub
+//! configuration into the work directory (the shipped connectors, mappings
+//! and schemas, pointed at the simulators, with the simulators' capacity as
+//! rate limits and short poll intervals, confined to the province), runs
+//! the hubs on the embedded SQLite store, files N synthetic one-application
 //! forms (a few percent of them bad), and follows them through certificate,
 //! card, subsidies, pension, employment and status updates to the month's
 //! payout list. It prints a report and writes `DIR/report.json`, whose
