@@ -57,13 +57,7 @@ fn payments(cert: &str, living: i64, care: i64) -> Vec<(String, i64, String)> {
     out
 }
 
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    support::eventually(Duration::from_secs(60), what, || {
-        let ok = cond();
-        async move { ok }
-    })
-    .await;
-}
+use support::until;
 
 async fn scenario(store_url: Option<String>) {
     // The configuration directory lives as long as the test.
@@ -88,12 +82,7 @@ async fn scenario(store_url: Option<String>) {
     sims.platform.file(&form1("SX-LIFE-1", "NEW", None));
 
     let now = tongban::domain::china_now().date_naive();
-    let this = now.format("%Y-%m").to_string();
-    let next = chrono::Datelike::with_day(&now, 1)
-        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
-        .unwrap()
-        .format("%Y-%m")
-        .to_string();
+    let (this, next) = support::chain::this_and_next_month();
     let first = format!("{id}42");
     let card = || sims.sscard.loaded_on(&id);
 
@@ -423,17 +412,9 @@ async fn scenario(store_url: Option<String>) {
     );
     sims.platform.file(&alone);
     let refused = || async {
-        store
-            .messages(
-                "provincial_platform.status",
-                tongban::store::status::DELIVERED,
-                1000,
-            )
+        support::chain::statuses_delivered(&store, &m.id)
             .await
-            .unwrap()
             .into_iter()
-            .filter(|msg| msg.key == m.id)
-            .filter_map(|msg| serde_json::from_slice::<serde_json::Value>(&msg.payload).ok())
             .find(|v| v["application_id"] == "SX-LIFE-5A" && v["status"] == "REJECTED")
     };
     support::eventually(
@@ -506,16 +487,10 @@ async fn scenario(store_url: Option<String>) {
     // Recorded delivered once the platform's answer is in (a moment after
     // the platform applied it).
     let delivered = || async {
-        store
-            .messages(
-                "provincial_platform.status",
-                tongban::store::status::DELIVERED,
-                1000,
-            )
+        support::chain::statuses_delivered(&store, &f.id)
             .await
-            .unwrap()
             .into_iter()
-            .find(|m| m.key == f.id)
+            .next()
     };
     support::eventually(
         Duration::from_secs(30),
@@ -524,7 +499,6 @@ async fn scenario(store_url: Option<String>) {
     )
     .await;
     let told = delivered().await.unwrap();
-    let told: serde_json::Value = serde_json::from_slice(&told.payload).unwrap();
     assert!(
         told["message"].as_str().unwrap().contains("评定不符合"),
         "the reason goes with it: {told}"

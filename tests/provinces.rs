@@ -59,13 +59,7 @@ fn payments(
     out
 }
 
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    support::eventually(Duration::from_secs(60), what, || {
-        let ok = cond();
-        async move { ok }
-    })
-    .await;
-}
+use support::until;
 
 /// Effects of `kind` a simulator recorded for the person.
 fn effects(common: &tongban::sim::Common, kind: &str, id: &str) -> Vec<String> {
@@ -100,13 +94,7 @@ async fn scenario(stores: [Option<String>; 2]) {
         serde_json::json!({}),
     ));
 
-    let now = tongban::domain::china_now().date_naive();
-    let this = now.format("%Y-%m").to_string();
-    let next = chrono::Datelike::with_day(&now, 1)
-        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
-        .unwrap()
-        .format("%Y-%m")
-        .to_string();
+    let (this, next) = support::chain::this_and_next_month();
     let sx_account = shanxi.sims.sscard.account_of(&id).0;
     until("the certificate issued, loaded and paid in Shanxi", || {
         shanxi.sims.sscard.loaded_on(&id).as_deref() == Some(cert.as_str())

@@ -114,3 +114,35 @@ impl Chain {
         (self.sims.cert.clone(), port)
     }
 }
+
+/// The status updates for person `key` the hub has delivered to the
+/// platform, as the platform received them.
+pub async fn statuses_delivered(
+    store: &tongban::store::Store,
+    key: &str,
+) -> Vec<serde_json::Value> {
+    store
+        .messages(
+            "provincial_platform.status",
+            tongban::store::status::DELIVERED,
+            1000,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.key == key)
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect()
+}
+
+/// This month and the next, `YYYY-MM`, in China's time.
+pub fn this_and_next_month() -> (String, String) {
+    let now = tongban::domain::china_now().date_naive();
+    let next = chrono::Datelike::with_day(&now, 1)
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .unwrap();
+    (
+        now.format("%Y-%m").to_string(),
+        next.format("%Y-%m").to_string(),
+    )
+}

@@ -85,6 +85,16 @@ where
     }
 }
 
+/// Waits until `cond` (a check of what the simulators saw) holds, failing
+/// the test after 60 s.
+pub async fn until(what: &str, cond: impl Fn() -> bool) {
+    eventually(std::time::Duration::from_secs(60), what, || {
+        let ok = cond();
+        async move { ok }
+    })
+    .await;
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
