@@ -230,6 +230,49 @@ fn a_failing_mapping_test_prints_a_diff_and_exits_1() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
 }
 
+/// A provincial hub's own jurisdiction table leaves the shipped cases
+/// passing (each runs as a hub of every province, or of the provinces it
+/// names); a case naming a province that does not exist is an error, and a
+/// case whose expectation needs another province fails.
+#[test]
+fn test_cases_run_as_the_provinces_they_name() {
+    let dir = copy_config();
+    let d = dir.path();
+    std::fs::write(
+        d.join("mappings/tables/jurisdiction.csv"),
+        "province,name\n37,山东省\n",
+    )
+    .unwrap();
+    let o = support::run(&["test", "--config", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
+    // The migration out of Shanxi run as Shandong's hub: not unloaded here.
+    edit(
+        d,
+        "mappings/certificate_cancelled_to_card_unload.toml",
+        "serves = [\"14\"]",
+        "serves = [\"37\"]",
+    );
+    let o = support::run(&["test", "--config", d.to_str().unwrap()]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  migrated to another province: unloaded here"),
+        "{out}"
+    );
+    edit(
+        d,
+        "mappings/certificate_cancelled_to_card_unload.toml",
+        "serves = [\"37\"]",
+        "serves = [\"99\"]",
+    );
+    let (code, out) = check(d);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("serves lists provinces by the two digits of GB/T 2260"),
+        "{out}"
+    );
+}
+
 /// The hub settings of docker/compose.yaml, with the shipped connectors,
 /// mappings and schemas, pass `tongban check`.
 #[test]

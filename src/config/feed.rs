@@ -40,6 +40,7 @@ pub(super) struct TestFile {
     #[serde(default)]
     pub filtered: bool,
     pub idempotency_key: Option<String>,
+    pub serves: Option<Vec<String>>,
 }
 
 /// `connector.operation`.
@@ -98,6 +99,11 @@ pub struct TestCase {
     /// With an expected record: the business idempotency value its
     /// `idempotency_key` must give.
     pub idempotency_key: Option<String>,
+    /// The provinces the case runs as a hub of (`serves = ["37"]`: what
+    /// `serves()` answers); without it, every province. A provincial
+    /// hub's own `mappings/tables/jurisdiction.csv` does not change what
+    /// the shipped cases expect.
+    pub serves: Option<Vec<String>>,
 }
 
 /// The expected result of a test case.
@@ -205,9 +211,33 @@ impl Mapping {
     }
 
     fn run_test(&self, t: &TestCase) -> TestResult {
+        let provinces: Vec<String> = match &t.serves {
+            Some(p) => p.clone(),
+            None => crate::domain::id::PROVINCES
+                .iter()
+                .map(|p| format!("{p:02}"))
+                .collect(),
+        };
+        let table = crate::mapping::Table::parse(
+            "jurisdiction",
+            format!(
+                "province,name\n{}",
+                provinces
+                    .iter()
+                    .map(|p| format!("{p},\n"))
+                    .collect::<String>()
+            )
+            .as_bytes(),
+        )
+        .map(|t| Arc::new(t.0))
+        .ok();
+        let consts = table.map(|t| self.program.consts_with(t));
         let got = schema::decode_json_value(&t.input, &self.source_ty, true)
             .map_err(Rejection::from)
-            .and_then(|d| self.apply(&d));
+            .and_then(|d| match &consts {
+                Some(k) => Ok(self.program.run_with(&d, k)?),
+                None => self.apply(&d),
+            });
         let target = &self.target_ty;
         let failure = match (&t.expect, got) {
             (

@@ -526,8 +526,16 @@ impl Loader {
             let n = usize::from(t.expect.is_some())
                 + usize::from(t.reject.is_some())
                 + usize::from(t.filtered);
+            let bad_province = t.serves.iter().flatten().any(|p| {
+                p.len() != 2
+                    || !p
+                        .parse::<u8>()
+                        .is_ok_and(|n| crate::domain::id::PROVINCES.contains(&n))
+            });
             let problem = if n != 1 {
                 Some("needs exactly one of expect, reject or filtered = true")
+            } else if bad_province {
+                Some("serves lists provinces by the two digits of GB/T 2260 (\"14\", \"37\")")
             } else if t.idempotency_key.is_some() && t.expect.is_none() {
                 Some("idempotency_key goes with expect (the record it is for)")
             } else {
@@ -575,6 +583,7 @@ impl Loader {
                 input: feed::toml_to_json(&t.input),
                 expect,
                 idempotency_key: t.idempotency_key.clone(),
+                serves: t.serves.clone(),
             });
         }
         let target_ty = Type::Record(target.record.clone());

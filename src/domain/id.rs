@@ -13,7 +13,9 @@ const CHECK: [u8; 11] = *b"10X98765432";
 /// are stable, so an ID whose province is unknown is invalid; county codes
 /// change over time and are not checked here (IDs keep the code they were
 /// issued with).
-const PROVINCES: [u8; 34] = [
+/// The province-level codes of GB/T 2260 (the first two digits of a
+/// region code).
+pub const PROVINCES: [u8; 34] = [
     11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
     53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
 ];

@@ -201,13 +201,36 @@ impl Program {
 
     /// Maps one source record (a `Datum::Record` of the source type).
     pub fn run(&self, input: &Datum) -> Result<Outcome, MapError> {
+        self.run_with(input, &self.consts)
+    }
+
+    /// The program's constants with `table` in place of the table of its
+    /// name (a test case's own jurisdiction), for [`Program::run_with`].
+    pub fn consts_with(&self, table: Arc<Table>) -> Consts {
+        Consts {
+            strs: self.consts.strs.clone(),
+            tables: self
+                .consts
+                .tables
+                .iter()
+                .map(|t| match t.name == table.name {
+                    true => table.clone(),
+                    false => t.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// [`Program::run`] with other constants (made by
+    /// [`Program::consts_with`]).
+    pub fn run_with(&self, input: &Datum, k: &Consts) -> Result<Outcome, MapError> {
         let Datum::Record(rec) = input else {
             return Err(MapError {
                 part: "record".into(),
                 message: "the input is not a record".into(),
             });
         };
-        let k = &self.consts;
+
         if let Some(w) = &self.when {
             match w(rec, k) {
                 Ok(Val::Bool(true)) => {}
