@@ -267,6 +267,7 @@ async fn the_platform_offers_forms_on_a_topic_and_the_hub_maps_each_once() {
     let mut rng = tongban::synth::Rng::new(7);
     let mut ids = HashSet::new();
     let mut forms = Vec::new();
+    let filed_on = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
     while forms.len() < N {
         let p = tongban::synth::person(&mut rng);
         if !ids.insert(p.id.clone()) {
@@ -282,6 +283,9 @@ async fn the_platform_offers_forms_on_a_topic_and_the_hub_maps_each_once() {
             "bank": {"account_no": p.card, "bank_code": p.bank_code, "account_name": p.name},
             "dibao": "DIBAO", "needs_long_term_care": false,
             "wants_employment": false, "wants_training": false, "pension": "NONE",
+            // A minor applies through a guardian (监护人).
+            "guardian": tongban::synth::needs_guardian(&p, filed_on, false)
+                .then(|| tongban::synth::guardian(&p)),
         }));
     }
     // One ID number with a wrong check digit.
