@@ -723,6 +723,8 @@ async fn the_certificate_system_serves_each_province_its_own_events() {
     for (i, p) in people.iter().enumerate() {
         let mut a = application(&p.id, "NEW", &format!("N-{i}"));
         a["region_code"] = json!(p.region);
+        // (Through a guardian: some are assessed intellectual or mental.)
+        a["guardian"] = tongban::synth::guardian(p);
         assert!(apply(a).await.unwrap().status().is_success());
     }
     // One person of Shanxi moves to Zichuan (Shandong), filed there.
