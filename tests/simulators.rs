@@ -772,4 +772,22 @@ async fn the_certificate_system_serves_each_province_its_own_events() {
             _ => assert_ne!(last["kind"], "MIGRATED"),
         }
     }
+    // Past a province's last record, a page holds none of its records but
+    // moves its cursor past those of the others, so that they are not
+    // looked at again.
+    let last_beijing = every
+        .iter()
+        .rposition(|e| e["region_code"].as_str().unwrap().starts_with("11"))
+        .unwrap();
+    let page = get_json(
+        &c,
+        &format!(
+            "{url}/api/cert/v3/events?after={}&province=11",
+            last_beijing + 1
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0);
+    assert_eq!(page["next"], 1301);
 }

@@ -59,6 +59,10 @@ use std::sync::{Arc, Mutex};
 /// Events per page.
 pub const PAGE: usize = 500;
 
+/// Records a province's page looks at, at most (the book is locked while
+/// it does).
+pub const SCAN: usize = 20 * PAGE;
+
 #[derive(Default)]
 struct Book {
     /// Assessments seeded: ID number → (category, level).
@@ -907,8 +911,11 @@ fn of(p: &[String], code: &Value) -> bool {
 /// position `from`: `pick` says of each record whether it does (`Some`),
 /// and whether its application is to be left out (`Some(true)`: a
 /// migration out of the province, whose application belongs to the
-/// province applied in). The next position is after the last record given
-/// (the caller's position when none is given), so that a province's cursor
+/// province applied in). At most [`PAGE`] records, and at most
+/// [`SCAN`] records looked at: the next position is after the last record
+/// given when the page is full, else after the last record looked at
+/// (with none of the province's among them, a caller that stores it is
+/// not sent over the same records again), so that a province's cursor
 /// never passes a record of its own.
 fn province_page(
     feed: &super::Feed,
@@ -918,7 +925,7 @@ fn province_page(
 ) -> Vec<u8> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let (mut at, mut next) = (from, from);
-    while out.len() < PAGE && at < feed.len() {
+    while out.len() < PAGE && at < feed.len() && at - from < SCAN {
         at = feed.read(at, PAGE, |docs, after| {
             let first = after - docs.len();
             for (i, d) in docs.iter().enumerate() {
@@ -940,6 +947,10 @@ fn province_page(
             }
             after
         });
+    }
+    if out.len() < PAGE {
+        // Every record up to `at` was looked at.
+        next = at.max(from);
     }
     super::page_body(out.iter().map(Vec::as_slice), next, format)
 }

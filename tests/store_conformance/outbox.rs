@@ -122,6 +122,23 @@ async fn messages_cursor_and_quarantine_commit_together(s: Store) {
         s.cursor("national_cert.events").await.unwrap().as_deref(),
         Some("cursor-2")
     );
+    // A page with none of the source's records moves the cursor alone,
+    // and a later record's cursor moves it on.
+    s.set_cursor("national_cert.events", "cursor-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor("national_cert.events").await.unwrap().as_deref(),
+        Some("cursor-3")
+    );
+    assert_eq!(s.inbox_len().await.unwrap(), 1);
+    let mut r2 = record("EV-2", &[(T, "A")]);
+    r2.cursor = Some("cursor-4".into());
+    s.ingest(vec![r2]).await.unwrap();
+    assert_eq!(
+        s.cursor("national_cert.events").await.unwrap().as_deref(),
+        Some("cursor-4")
+    );
 }
 
 async fn one_key_is_delivered_in_order_and_keys_are_independent(s: Store) {

@@ -7,7 +7,8 @@
 //! its root, and the next cursor in the child element named
 //! `next_cursor_field`. The records of one page and the cursor after them
 //! are stored in one transaction, so a hub that dies mid-page asks for the
-//! same page again and the inbox keeps each record once. While pages come
+//! same page again and the inbox keeps each record once; a page with no
+//! records and a new cursor moves the cursor alone. While pages come
 //! back full of records with a new cursor the next page is asked at once;
 //! otherwise the source waits `poll_interval`.
 //!
@@ -234,6 +235,13 @@ impl HttpPull {
         if n > 0 {
             tracing::info!(source = %source, records = n, stored = o.stored, already_stored = o.duplicates,
                 messages = o.messages, quarantined = o.quarantined, "Page stored");
+        }
+        // A page without records that still moves the cursor (a system
+        // serving a filtered view of its feed passed records that are not
+        // ours): the cursor moves alone; the next page after the interval,
+        // as for any page without records.
+        if let (0, true, Some(next)) = (n, moved, &page.next) {
+            self.intake.store().set_cursor(&source, next).await?;
         }
         Ok(n > 0 && moved)
     }

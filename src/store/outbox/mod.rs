@@ -243,6 +243,13 @@ impl Store {
         both!(self, s => s.cursor(source).await)
     }
 
+    /// Moves a source's cursor without records: a page that held none of
+    /// the source's records (a system that serves a filtered view of its
+    /// feed) is not asked again.
+    pub async fn set_cursor(&self, source: &str, cursor: &str) -> Result<(), StoreError> {
+        both!(self, s => s.set_cursor(source, cursor).await)
+    }
+
     /// Pending messages of a target (read from the pending index alone, so
     /// cheap however many messages were delivered).
     pub async fn pending(&self, target: &str) -> Result<i64, StoreError> {

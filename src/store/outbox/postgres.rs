@@ -448,6 +448,18 @@ impl PgStore {
             .map(|r| r.get(0)))
     }
 
+    pub(in crate::store) async fn set_cursor(
+        &self,
+        source: &str,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(sql::SET_CURSOR.pg()).await?;
+        c.execute(&st, &[&source, &cursor, &crate::store::now_ms()])
+            .await?;
+        Ok(())
+    }
+
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let c = self.client().await?;
         Ok(c.query_one(

@@ -206,6 +206,20 @@ impl SqliteStore {
         .await
     }
 
+    pub(in crate::store) async fn set_cursor(
+        &self,
+        source: &str,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        let (source, cursor) = (source.to_string(), cursor.to_string());
+        self.with(move |c| {
+            c.prepare_cached(sql::SET_CURSOR.sqlite())?
+                .execute(params![source, cursor, crate::store::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let target = target.to_string();
         self.with(move |c| {
