@@ -61,6 +61,13 @@ fn payments(
 
 use support::until;
 
+/// The next synthetic person whose household is in Shanxi (14).
+fn person_of_shanxi(rng: &mut tongban::synth::Rng) -> tongban::synth::Person {
+    std::iter::repeat_with(|| tongban::synth::person(rng))
+        .find(|p| p.region.starts_with("14"))
+        .unwrap()
+}
+
 /// Effects of `kind` a simulator recorded for the person.
 fn effects(common: &tongban::sim::Common, kind: &str, id: &str) -> Vec<String> {
     common
@@ -79,9 +86,7 @@ async fn scenario(stores: [Option<String>; 2]) {
     // A person of Taiyuan (140105): physical disability, level 2, needing
     // care, in a 低保 household.
     let mut rng = tongban::synth::Rng::new(11);
-    let p = std::iter::repeat_with(|| tongban::synth::person(&mut rng))
-        .find(|p| p.region.starts_with("14"))
-        .unwrap();
+    let p = person_of_shanxi(&mut rng);
     let id = p.id.clone();
     let cert = format!("{id}42");
     shanxi.sims.cert.assess(&id, 4, 2);
@@ -230,9 +235,7 @@ async fn applied_where_the_person_lives(
     rng: &mut tongban::synth::Rng,
     this: &str,
 ) {
-    let p = std::iter::repeat_with(|| tongban::synth::person(rng))
-        .find(|p| p.region.starts_with("14"))
-        .unwrap();
+    let p = person_of_shanxi(rng);
     let id = p.id.clone();
     let cert = format!("{id}41");
     shanxi.sims.cert.assess(&id, 4, 1);

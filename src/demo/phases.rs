@@ -50,15 +50,9 @@ async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
             (_, 0) => ("main", args.workdir.clone()),
             _ => ("Shandong", args.workdir.join("shandong")),
         };
-        let national = out.first().map(|p| {
-            let port = p
-                .sims
-                .ports
-                .iter()
-                .find(|(s, _)| *s == 9102)
-                .map_or(0, |p| p.1);
-            (p.sims.cert.clone(), port)
-        });
+        let national = out
+            .first()
+            .map(|p| (p.sims.cert.clone(), p.sims.port(9102).unwrap_or(0)));
         let sims = start_province_sims(!args.no_faults, national).await?;
         write_config(&args.config, &dir, &sims.ports)?;
         match (n, k) {
@@ -306,15 +300,15 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
         for (id, n) in p.bank.credited() {
             *run.credited.entry(id).or_default() += n;
         }
-        run.paid_twice.extend(p.bank.paid_twice());
         run.alarms
             .extend(p.store.alarms().await.map_err(|e| e.to_string())?);
     }
-    for (id, n) in &run.credited {
-        if *n > 1 && !run.paid_twice.contains(id) {
-            run.paid_twice.push(id.clone());
-        }
-    }
+    run.paid_twice = run
+        .credited
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
     let elapsed = started.elapsed();
     for p in provs.iter_mut() {
         if let Some(h) = p.hub.take() {

@@ -49,14 +49,17 @@ pub struct Sims {
     pub ports: Vec<(u16, u16)>,
 }
 
-/// Starts the simulators on free ports of 127.0.0.1 (with the demo's
-/// faults if `faults`).
-pub async fn start_sims(faults: bool) -> Result<Sims, String> {
-    start_province_sims(faults, None).await
+impl Sims {
+    /// The port a simulator listens on, by the port the shipped connectors
+    /// name (9102: the national certificate system).
+    pub fn port(&self, shipped: u16) -> Option<u16> {
+        self.ports.iter().find(|(s, _)| *s == shipped).map(|p| p.1)
+    }
 }
 
 /// Starts one province's simulators (platform, card, subsidies, pension,
-/// employment, civil affairs) on free ports of 127.0.0.1, against the
+/// employment, civil affairs) on free ports of 127.0.0.1 (with the demo's
+/// faults if `faults`), against the
 /// national certificate system `national` (its simulator and port: the
 /// one all provinces share), or a national system of their own.
 pub async fn start_province_sims(

@@ -323,6 +323,9 @@ impl Cert {
         let s = |k: &str| app[k].as_str().unwrap_or("").to_string();
         let id = s("id_no");
         let kind = s("kind");
+        // A damaged certificate (损毁) is renewed at any time, and keeps its
+        // issue date and validity.
+        let damaged = kind == "RENEW" && app["renewal_reason"] == "DAMAGED";
         let today = super::clock::today();
         let mut book = self.book.lock().unwrap();
         let current = book.certs.get(&id).cloned();
@@ -358,8 +361,6 @@ impl Cert {
                 let last_year = book.holders.get(&id).and_then(|h| {
                     chrono::NaiveDate::parse_from_str(&h.valid_until, "%Y-%m-%d").ok()
                 });
-                // A damaged certificate (损毁) is renewed at any time.
-                let damaged = app["renewal_reason"] == "DAMAGED";
                 if !damaged && last_year.is_some_and(|v| today + chrono::Days::new(365) < v) {
                     return self.reject(book, app, c, "a certificate is renewed only in the last year of its ten-year validity (有效期满前一年内换领)");
                 }
@@ -396,7 +397,6 @@ impl Cert {
         // today; a reissued one (made today), a migrated one and one renewed
         // because it was damaged keep the validity of the certificate they
         // replace (a damaged one keeps its original issue date too).
-        let damaged = event_kind == "RENEWED" && app["renewal_reason"] == "DAMAGED";
         let ten_years = today
             .checked_add_months(chrono::Months::new(120))
             .unwrap_or(today)

@@ -104,14 +104,7 @@ impl Chain {
     /// The national certificate system this chain uses, and its port: what
     /// a second province's chain shares.
     pub fn national(&self) -> (Arc<tongban::sim::cert::Cert>, u16) {
-        let port = self
-            .sims
-            .ports
-            .iter()
-            .find(|(shipped, _)| *shipped == 9102)
-            .map(|p| p.1)
-            .unwrap();
-        (self.sims.cert.clone(), port)
+        (self.sims.cert.clone(), self.sims.port(9102).unwrap())
     }
 }
 
