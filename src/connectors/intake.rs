@@ -62,6 +62,23 @@ impl Intake {
         self.pipeline.source()
     }
 
+    /// The source operation's record type.
+    pub fn source_type(&self) -> &crate::schema::Type {
+        self.pipeline.source_type()
+    }
+
+    /// A record that cannot be read, kept as received and quarantined for
+    /// every feed with `reason`.
+    pub fn unreadable(
+        &self,
+        raw: &[u8],
+        id: Option<String>,
+        reason: &str,
+        cursor: Option<String>,
+    ) -> Ingest {
+        self.pipeline.unreadable(raw, id, reason, cursor)
+    }
+
     /// The store records go to.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

@@ -6,6 +6,7 @@
 //! store; they import no payout or hub code (bank result files go to a
 //! handler the hub wires in).
 
+pub mod database;
 pub mod deadlines;
 pub mod file;
 pub mod http;

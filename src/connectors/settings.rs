@@ -10,7 +10,7 @@
 //! from these typed settings only, and `tongban check` makes them exactly
 //! as `run` does, so a connector file that one accepts the other accepts.
 
-use super::{deadlines, file, http, kafka, register};
+use super::{database, deadlines, file, http, kafka, register};
 use crate::config::connector::{Direction, Operation};
 use crate::config::{ConnectorKind, ConnectorSpec};
 use crate::diag::Problem;
@@ -29,12 +29,21 @@ pub enum Settings<'a> {
     Deadlines(deadlines::settings::DeadlineSettings),
     /// The hub's payout register.
     Register(register::settings::RegisterSettings),
+    /// Tables of a front-end database.
+    Database(database::settings::DatabaseSettings),
 }
 
 /// The typed settings of a connector file; `dir` is the configuration
 /// directory that relative paths start from. Every problem is returned,
 /// each at its place in the file.
 pub fn of<'a>(spec: &'a ConnectorSpec, dir: &Path) -> Result<Settings<'a>, Vec<Problem>> {
+    let database_only = spec.engine.is_some() || spec.url.is_some() || spec.time_zone.is_some();
+    if database_only && spec.kind != ConnectorKind::Database {
+        return Err(vec![Problem::new(
+            None,
+            "engine, url and time_zone are settings of database connectors",
+        )]);
+    }
     match spec.kind {
         ConnectorKind::Http => http::settings::HttpSettings::of(spec).map(Settings::Http),
         ConnectorKind::Kafka => kafka::settings::KafkaSettings::of(spec).map(Settings::Kafka),
@@ -44,6 +53,9 @@ pub fn of<'a>(spec: &'a ConnectorSpec, dir: &Path) -> Result<Settings<'a>, Vec<P
         }
         ConnectorKind::PayoutRegister => {
             register::settings::RegisterSettings::of(spec).map(Settings::Register)
+        }
+        ConnectorKind::Database => {
+            database::settings::DatabaseSettings::of(spec).map(Settings::Database)
         }
     }
 }
@@ -159,6 +171,12 @@ fn set_fields(op: &Operation) -> Vec<&'static str> {
         ("checksum", op.checksum.is_some()),
         ("settle_time", op.settle_time.is_some()),
         ("batch", op.batch.is_some()),
+        ("table", op.table.is_some()),
+        ("query", op.query.is_some()),
+        ("watermark", op.watermark.is_some()),
+        ("mark", op.mark.is_some()),
+        ("key_column", op.key_column.is_some()),
+        ("upsert_on", op.upsert_on.is_some()),
     ]
     .into_iter()
     .filter(|(_, set)| *set)

@@ -37,6 +37,16 @@ pub enum DeliveryError {
         /// Whether trying again may succeed.
         transient: bool,
     },
+    /// A database (a front-end table) could not take the row for now
+    /// (down, busy, the connection broke) or refused it for good (a
+    /// constraint, a value of the wrong type, no such table or column).
+    #[error("the database {}: {reason}", if *.transient { "could not take it for now" } else { "refused it" })]
+    Database {
+        /// The database's error, in words (masked).
+        reason: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
     /// The request could not be made from the message (a configuration or
     /// payload problem on our side).
     #[error("the request could not be made: {0}")]
@@ -77,6 +87,12 @@ impl DeliveryError {
             DeliveryError::Broker {
                 transient: false, ..
             } => Class::Permanent,
+            DeliveryError::Database {
+                transient: true, ..
+            } => Class::Transient,
+            DeliveryError::Database {
+                transient: false, ..
+            } => Class::Permanent,
             DeliveryError::Request(_) => Class::Permanent,
         }
     }
@@ -94,6 +110,12 @@ impl DeliveryError {
             DeliveryError::Broker {
                 transient: false, ..
             } => "broker_refused".into(),
+            DeliveryError::Database {
+                transient: true, ..
+            } => "database".into(),
+            DeliveryError::Database {
+                transient: false, ..
+            } => "database_refused".into(),
             DeliveryError::Request(_) => "request".into(),
         }
     }

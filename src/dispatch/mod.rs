@@ -58,6 +58,19 @@ pub trait Sink: Send + Sync {
             Ok(last)
         })
     }
+
+    /// Delivers several messages at once, each with its own outcome (a
+    /// receiver that refuses one of them and takes the others). By
+    /// default, the outcome of [`Sink::deliver_batch`] for each.
+    fn deliver_each<'a>(
+        &'a self,
+        ms: &'a [Claimed],
+    ) -> BoxFuture<'a, Vec<Result<Delivered, DeliveryError>>> {
+        Box::pin(async move {
+            let r = self.deliver_batch(ms).await;
+            vec![r; ms.len()]
+        })
+    }
 }
 
 /// How one target is dispatched.
@@ -280,9 +293,9 @@ async fn run_lane(
                 let at = crate::store::now_ms();
                 let t0 = Instant::now();
                 let r = if chunk.len() == 1 {
-                    sink.deliver(&chunk[0]).await
+                    vec![sink.deliver(&chunk[0]).await]
                 } else {
-                    sink.deliver_batch(chunk).await
+                    sink.deliver_each(chunk).await
                 };
                 (r, at, t0.elapsed())
             }
@@ -298,11 +311,15 @@ async fn run_lane(
                 // permanent refusal is an answer: the receiver is up.
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 stats.latency.observe(r.2);
-                match &r.0 {
-                    Err(e) if e.class() == Class::Transient => breaker.failure(now),
-                    _ => breaker.success(),
+                let down =
+                    r.0.iter()
+                        .any(|r| matches!(r, Err(e) if e.class() == Class::Transient));
+                match down {
+                    true => breaker.failure(now),
+                    false => breaker.success(),
                 }
-                per_message.extend(chunk.iter().map(|m| (m, r.clone())));
+                let (at, took) = (r.1, r.2);
+                per_message.extend(chunk.iter().zip(r.0).map(|(m, r)| (m, (r, at, took))));
             }
             stats.breaker.store(
                 match breaker.state(now) {

@@ -47,6 +47,13 @@ pub enum Plan<'a> {
         /// Time limit of one request.
         timeout: Duration,
     },
+    /// A front-end database table read by watermark.
+    Database {
+        /// The database.
+        db: crate::connectors::database::settings::DatabaseSettings,
+        /// What is read.
+        read: crate::connectors::database::settings::Read,
+    },
     /// A Kafka consumer group.
     Kafka {
         /// Bootstrap servers.
@@ -111,6 +118,15 @@ pub fn plan<'a>(cfg: &'a Config, src: &OpRef) -> Result<Plan<'a>, String> {
             }),
             _ => Err(not_source()),
         },
+        Settings::Database(d) => match d.operations.get(&src.operation) {
+            Some(crate::connectors::database::settings::DatabaseOperation::Read(r)) => {
+                Ok(Plan::Database {
+                    read: r.clone(),
+                    db: d,
+                })
+            }
+            _ => Err(not_source()),
+        },
         Settings::Deadlines(_) | Settings::Register(_) => Err(not_source()),
     }
 }
@@ -172,6 +188,10 @@ pub async fn start(
                         format: pull.format,
                     };
                     Some(tokio::spawn(async move { pull.run(w).await }))
+                }
+                Plan::Database { db, read } => {
+                    let ds = crate::connectors::database::DatabaseSource::new(intake, &db, read)?;
+                    Some(tokio::spawn(async move { ds.run(w).await }))
                 }
                 Plan::Kafka {
                     brokers,

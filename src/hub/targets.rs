@@ -79,6 +79,19 @@ pub enum Plan<'a> {
         /// The operation.
         op: &'a Operation,
     },
+    /// Rows into a front-end database table.
+    Database {
+        /// The connector.
+        connector: &'a Connector,
+        /// The operation.
+        op: &'a Operation,
+        /// The database.
+        db: crate::connectors::database::settings::DatabaseSettings,
+        /// The table written.
+        write: crate::connectors::database::settings::Write,
+        /// The record's schema.
+        schema: &'a Arc<crate::schema::Schema>,
+    },
     /// An idempotent Kafka producer, Avro or JSON values.
     Kafka {
         /// The connector.
@@ -195,6 +208,21 @@ pub fn plan<'a>(cfg: &'a Config, t: &OpRef) -> Result<Plan<'a>, String> {
             }
             _ => Err(not_sink()),
         },
+        Settings::Database(d) => match d.operations.get(&t.operation) {
+            Some(crate::connectors::database::settings::DatabaseOperation::Write(w)) => {
+                Ok(Plan::Database {
+                    connector,
+                    op,
+                    write: w.clone(),
+                    schema: cfg
+                        .schemas
+                        .get(op.schema.get_ref())
+                        .ok_or_else(|| format!("no schema {}", op.schema.get_ref()))?,
+                    db: d,
+                })
+            }
+            _ => Err(not_sink()),
+        },
         Settings::Register(r) => match r.operations.contains(&t.operation) {
             true => Ok(Plan::Holds { connector, op }),
             false => Err(not_sink()),
@@ -285,6 +313,20 @@ pub fn build(
             };
             let mut s = settings(cfg, connector, t, op, Duration::from_secs(30));
             s.concurrency = s.concurrency.max(batch);
+            Ok((Arc::new(sink), s))
+        }
+        Plan::Database {
+            connector,
+            op,
+            db,
+            write,
+            schema,
+        } => {
+            let sink =
+                crate::connectors::database::DatabaseSink::new(&db, write, schema.record.clone())?;
+            let timeout = db.timeout.unwrap_or(Duration::from_secs(30));
+            let mut s = settings(cfg, connector, t, op, timeout);
+            s.concurrency = db.connections;
             Ok((Arc::new(sink), s))
         }
         Plan::Kafka {

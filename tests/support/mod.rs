@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod hub;
 pub mod kafka;
+pub mod mariadb;
 pub mod ops;
 pub mod payouts;
 pub mod pg;
