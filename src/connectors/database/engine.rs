@@ -307,9 +307,11 @@ impl Db {
         Ok(c.execute(&st, &[&text]).await?)
     }
 
-    /// MySQL: in one transaction, drop the keys already there (`exists`,
-    /// with the keys as parameters; none for an upsert), then insert the
-    /// rest (`insert(n)` is the statement for `n` rows).
+    /// MySQL: the rows in one statement (atomic on its own: one round
+    /// trip); where some key is there already (a redelivery; error 1062),
+    /// again in one transaction without the keys already there (`exists`,
+    /// with the keys as parameters; `None` for an upsert, whose statement
+    /// replaces them). `insert(n)` is the statement for `n` rows.
     pub async fn my_write(
         &self,
         exists: Option<&str>,
@@ -321,23 +323,35 @@ impl Db {
             unreachable!("my_write on PostgreSQL")
         };
         let mut c = pool.get_conn().await?;
+        let values = |rows: &[(String, Vec<Cell>)]| -> Vec<mysql_async::Value> {
+            rows.iter()
+                .flat_map(|(_, cells)| cells.iter().cloned().map(my_value))
+                .collect()
+        };
+        let first = c
+            .exec_drop(
+                insert(rows.len()),
+                mysql_async::Params::Positional(values(&rows)),
+            )
+            .await;
+        let q = match (first, exists) {
+            (Ok(()), _) => return Ok(c.affected_rows()),
+            (Err(mysql_async::Error::Server(e)), Some(q)) if e.code == 1062 => q,
+            (Err(e), _) => return Err(e.into()),
+        };
         let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
         let mut rows = rows;
-        if let Some(q) = exists {
-            let ps: Vec<mysql_async::Value> = keys.iter().map(|k| k.as_str().into()).collect();
-            let there: Vec<String> = tx.exec(q, mysql_async::Params::Positional(ps)).await?;
-            let there: std::collections::HashSet<String> = there.into_iter().collect();
-            rows.retain(|(k, _)| !there.contains(k));
-        }
+        let ps: Vec<mysql_async::Value> = keys.iter().map(|k| k.as_str().into()).collect();
+        let there: Vec<String> = tx.exec(q, mysql_async::Params::Positional(ps)).await?;
+        let there: std::collections::HashSet<String> = there.into_iter().collect();
+        rows.retain(|(k, _)| !there.contains(k));
         let mut n = 0;
         if !rows.is_empty() {
-            let count = rows.len();
-            let values: Vec<mysql_async::Value> = rows
-                .into_iter()
-                .flat_map(|(_, cells)| cells.into_iter().map(my_value))
-                .collect();
-            tx.exec_drop(insert(count), mysql_async::Params::Positional(values))
-                .await?;
+            tx.exec_drop(
+                insert(rows.len()),
+                mysql_async::Params::Positional(values(&rows)),
+            )
+            .await?;
             n = tx.affected_rows();
         }
         tx.commit().await?;

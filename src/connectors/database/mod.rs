@@ -259,19 +259,55 @@ impl DatabaseSource {
 
     /// Reads one page and stores it; true if another page may follow at once.
     pub async fn poll_once(&self) -> Result<bool, PollError> {
+        let source = self.intake.source().to_string();
+        let cursor = match &self.read.mark {
+            Some(_) => None,
+            None => self.intake.store().cursor(&source).await?,
+        };
+        let page = self.read_page(cursor.as_deref()).await?;
+        let n = page.records.len();
+        if n == 0 {
+            return Ok(false);
+        }
+        let o = self.intake.commit(page.records).await?;
+        tracing::info!(source = %source, rows = n, stored = o.stored, already_stored = o.duplicates,
+            messages = o.messages, quarantined = o.quarantined, "Front-end rows stored");
+        let plan = self.plan.get().expect("read_page made the plan");
+        if let (Some((update, types)), Some(m)) = (&plan.mark, &self.read.mark) {
+            // Stored: now mark them read. A hub that dies before this reads
+            // them again, and the inbox keeps each once.
+            let marks: Vec<String> = match types.first() {
+                Some(t) => (0..page.ids.len())
+                    .map(|i| format!("CAST(${}::text AS {t})", i + 2))
+                    .collect(),
+                None => vec!["?".into(); page.ids.len()],
+            };
+            let sql = format!("{update}({})", marks.join(", "));
+            let params: Vec<String> = std::iter::once(m.value.clone()).chain(page.ids).collect();
+            self.db
+                .execute(&sql, &params)
+                .await
+                .map_err(|error| PollError::Database {
+                    what: format!("marking rows of {}", self.read.what()),
+                    error,
+                })?;
+        }
+        Ok(n == self.read.page)
+    }
+
+    /// Reads the page after `cursor` (with `mark`: the first rows not yet
+    /// marked), each row read against the schema and mapped, ready to
+    /// store; nothing is stored or marked.
+    pub async fn read_page(&self, cursor: Option<&str>) -> Result<Page, PollError> {
         let plan = self.plan.get_or_try_init(|| self.make_plan()).await?;
         let what = self.read.what();
-        let source = self.intake.source().to_string();
-        let store = self.intake.store();
-        let (sql, params) = match &self.read.mark {
-            Some(m) => (&plan.first, vec![m.value.clone()]),
-            None => match store.cursor(&source).await? {
-                None => (&plan.first, Vec::new()),
-                Some(c) => (
-                    &plan.after,
-                    serde_json::from_str::<Vec<String>>(&c).unwrap_or_default(),
-                ),
-            },
+        let (sql, params) = match (&self.read.mark, cursor) {
+            (Some(m), _) => (&plan.first, vec![m.value.clone()]),
+            (None, None) => (&plan.first, Vec::new()),
+            (None, Some(c)) => (
+                &plan.after,
+                serde_json::from_str::<Vec<String>>(c).unwrap_or_default(),
+            ),
         };
         let rows = self
             .db
@@ -281,9 +317,6 @@ impl DatabaseSource {
                 what: what.clone(),
                 error,
             })?;
-        if rows.is_empty() {
-            return Ok(false);
-        }
         let record = record_of(self.intake.source_type());
         let fields: Vec<_> = plan
             .fields
@@ -291,9 +324,12 @@ impl DatabaseSource {
             .map(|(c, f)| (*c, &record.fields[*f]))
             .collect();
         let id_col = *plan.watermark.last().expect("a watermark");
-        let last = rows.len() - 1;
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut batch = Vec::with_capacity(rows.len());
+        let last = rows.len().saturating_sub(1);
+        let mut page = Page {
+            ids: Vec::with_capacity(rows.len()),
+            records: Vec::with_capacity(rows.len()),
+            cursor: None,
+        };
         for (i, row) in rows.iter().enumerate() {
             let id = row[id_col].clone().unwrap_or_else(|| "NULL".into());
             let cursor = (i == last).then(|| {
@@ -304,6 +340,7 @@ impl DatabaseSource {
                     .collect();
                 serde_json::to_string(&wm).unwrap_or_default()
             });
+            page.cursor.clone_from(&cursor);
             let at = format!("{what}, row {id}");
             let name = format!("{} row {id}", self.read.table.as_deref().unwrap_or("query"));
             let ingest = match value::read_row(&plan.columns, &fields, row, &self.zone) {
@@ -321,34 +358,21 @@ impl DatabaseSource {
                     cursor,
                 ),
             };
-            ids.push(id);
-            batch.push(ingest);
+            page.ids.push(id);
+            page.records.push(ingest);
         }
-        let n = batch.len();
-        let o = self.intake.commit(batch).await?;
-        tracing::info!(source = %source, rows = n, stored = o.stored, already_stored = o.duplicates,
-            messages = o.messages, quarantined = o.quarantined, "Front-end rows stored");
-        if let (Some((update, types)), Some(m)) = (&plan.mark, &self.read.mark) {
-            // Stored: now mark them read. A hub that dies before this reads
-            // them again, and the inbox keeps each once.
-            let marks: Vec<String> = match types.first() {
-                Some(t) => (0..ids.len())
-                    .map(|i| format!("CAST(${}::text AS {t})", i + 2))
-                    .collect(),
-                None => vec!["?".into(); ids.len()],
-            };
-            let sql = format!("{update}({})", marks.join(", "));
-            let params: Vec<String> = std::iter::once(m.value.clone()).chain(ids).collect();
-            self.db
-                .execute(&sql, &params)
-                .await
-                .map_err(|error| PollError::Database {
-                    what: format!("marking rows of {what}"),
-                    error,
-                })?;
-        }
-        Ok(n == self.read.page)
+        Ok(page)
     }
+}
+
+/// A page of rows, read and mapped, not yet stored.
+pub struct Page {
+    /// Each row's id (its last watermark column).
+    pub ids: Vec<String>,
+    /// The rows, ready for the store (the last carries the cursor).
+    pub records: Vec<crate::store::Ingest>,
+    /// The watermark after the page.
+    pub cursor: Option<String>,
 }
 
 fn record_of(ty: &Type) -> &RecordType {
