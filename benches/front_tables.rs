@@ -109,13 +109,19 @@ impl Front {
                     .await
                     .unwrap();
                 tokio::spawn(conn);
-                let r = c.query_one(&format!("SELECT count(*) FROM {name}"), &[]).await.unwrap();
+                let r = c
+                    .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                    .await
+                    .unwrap();
                 r.get::<_, i64>(0) as usize
             }
             Engine::My => {
                 let pool = mysql_async::Pool::new(self.url.as_str());
                 let mut c = pool.get_conn().await.unwrap();
-                let n: Option<i64> = c.query_first(format!("SELECT count(*) FROM {name}")).await.unwrap();
+                let n: Option<i64> = c
+                    .query_first(format!("SELECT count(*) FROM {name}"))
+                    .await
+                    .unwrap();
                 n.unwrap_or(0) as usize
             }
         }
@@ -123,7 +129,8 @@ impl Front {
 
     /// Bare batched INSERTs of rows `0..n`, 500 a statement, 4 connections.
     async fn bare_insert(&self, name: &str, n: usize) -> f64 {
-        let chunks: Vec<(usize, usize)> = (0..n).step_by(PER).map(|s| (s, (s + PER).min(n))).collect();
+        let chunks: Vec<(usize, usize)> =
+            (0..n).step_by(PER).map(|s| (s, (s + PER).min(n))).collect();
         let t = Instant::now();
         match self.engine {
             Engine::Pg => {
@@ -133,7 +140,14 @@ impl Front {
                             let b = i * 8;
                             format!(
                                 "(${},${},${},${},${},${},${},${})",
-                                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8
+                                b + 1,
+                                b + 2,
+                                b + 3,
+                                b + 4,
+                                b + 5,
+                                b + 6,
+                                b + 7,
+                                b + 8
                             )
                         })
                         .collect::<Vec<_>>()
@@ -159,13 +173,22 @@ impl Front {
                         for r in &rows {
                             ps.extend([
                                 &r.0 as &(dyn tokio_postgres::types::ToSql + Sync),
-                                &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7,
+                                &r.1,
+                                &r.2,
+                                &r.3,
+                                &r.4,
+                                &r.5,
+                                &r.6,
+                                &r.7,
                             ]);
                         }
                         if rows.len() == PER {
                             c.execute(full, &ps).await.unwrap();
                         } else {
-                            let sql = format!("INSERT INTO {name} ({COLS}) VALUES {}", placeholders(rows.len()));
+                            let sql = format!(
+                                "INSERT INTO {name} ({COLS}) VALUES {}",
+                                placeholders(rows.len())
+                            );
                             c.execute(sql.as_str(), &ps).await.unwrap();
                         }
                     })
@@ -180,13 +203,24 @@ impl Front {
                         let mut vs: Vec<mysql_async::Value> = Vec::new();
                         for r in (a..b).map(row) {
                             vs.extend([
-                                r.0.into(), r.1.into(), r.2.into(), r.3.into(), r.4.into(),
-                                r.5.into(), r.6.into(), r.7.into(),
+                                r.0.into(),
+                                r.1.into(),
+                                r.2.into(),
+                                r.3.into(),
+                                r.4.into(),
+                                r.5.into(),
+                                r.6.into(),
+                                r.7.into(),
                             ]);
                         }
                         let one = "(?,?,?,?,?,?,?,?)";
-                        let sql = format!("INSERT INTO {name} ({COLS}) VALUES {}", vec![one; b - a].join(","));
-                        c.exec_drop(sql, mysql_async::Params::Positional(vs)).await.unwrap();
+                        let sql = format!(
+                            "INSERT INTO {name} ({COLS}) VALUES {}",
+                            vec![one; b - a].join(",")
+                        );
+                        c.exec_drop(sql, mysql_async::Params::Positional(vs))
+                            .await
+                            .unwrap();
                     })
                     .await;
             }
@@ -206,7 +240,9 @@ impl Front {
                     .unwrap();
                 tokio::spawn(conn);
                 let st = c
-                    .prepare(&format!("SELECT id, {COLS} FROM {name} WHERE id > $1 ORDER BY id LIMIT {PER}"))
+                    .prepare(&format!(
+                        "SELECT id, {COLS} FROM {name} WHERE id > $1 ORDER BY id LIMIT {PER}"
+                    ))
                     .await
                     .unwrap();
                 loop {
@@ -223,7 +259,8 @@ impl Front {
             Engine::My => {
                 let pool = mysql_async::Pool::new(self.url.as_str());
                 let mut c = pool.get_conn().await.unwrap();
-                let sql = format!("SELECT id, {COLS} FROM {name} WHERE id > ? ORDER BY id LIMIT {PER}");
+                let sql =
+                    format!("SELECT id, {COLS} FROM {name} WHERE id > ? ORDER BY id LIMIT {PER}");
                 loop {
                     let rows: Vec<mysql_async::Row> = c.exec(&sql, (after,)).await.unwrap();
                     let Some(last) = rows.last() else { break };
@@ -246,20 +283,38 @@ fn write(dir: &Path, file: &str, text: &str) {
 /// A configuration: the front-end database's `rows_in` read into a feed
 /// that writes `rows_out`.
 fn config(dir: &Path, engine: Engine) -> &'static tongban::config::Config {
-    let e = if engine == Engine::Pg { "postgres" } else { "mysql" };
-    write(dir, "tongban.toml", "[store]\nurl = \"sqlite://var/b.db\"\n");
+    let e = if engine == Engine::Pg {
+        "postgres"
+    } else {
+        "mysql"
+    };
+    write(
+        dir,
+        "tongban.toml",
+        "[store]\nurl = \"sqlite://var/b.db\"\n",
+    );
     write(dir, "schemas/CardLoad.avsc", SCHEMA);
     write(dir, "connectors/front.toml", &format!("kind = \"database\"\nengine = \"{e}\"\nurl = \"${{env:TONGBAN_BENCH_FRONT_DB}}\"\n[operations.rows]\ndirection = \"source\"\nschema = \"CardLoad\"\ntable = \"rows_in\"\nwatermark = \"id\"\nbatch = {PER}\n[operations.out]\ndirection = \"sink\"\nschema = \"CardLoad\"\ntable = \"rows_out\"\nbatch = {PER}\n"));
-    let fields = ["request_id", "social_security_no", "name", "certificate_no", "category", "level", "valid_until"]
-        .map(|f| format!("{f} = \"r.{f}\"\n"))
-        .concat();
+    let fields = [
+        "request_id",
+        "social_security_no",
+        "name",
+        "certificate_no",
+        "category",
+        "level",
+        "valid_until",
+    ]
+    .map(|f| format!("{f} = \"r.{f}\"\n"))
+    .concat();
     write(dir, "mappings/in_to_out.toml", &format!("from = \"front.rows\"\nto = \"front.out\"\nas = \"r\"\nkey = \"r.social_security_no\"\n[fields]\n{fields}"));
     let (cfg, diags) = tongban::config::Config::load(dir);
     let cfg = cfg.unwrap_or_else(|| panic!("{diags:?}"));
     Box::leak(Box::new(cfg))
 }
 
-fn db_settings(cfg: &tongban::config::Config) -> tongban::connectors::database::settings::DatabaseSettings {
+fn db_settings(
+    cfg: &tongban::config::Config,
+) -> tongban::connectors::database::settings::DatabaseSettings {
     match tongban::connectors::settings::of(&cfg.connectors["front"].spec, &cfg.dir) {
         Ok(tongban::connectors::settings::Settings::Database(d)) => d,
         _ => panic!("a database connector"),
@@ -267,14 +322,20 @@ fn db_settings(cfg: &tongban::config::Config) -> tongban::connectors::database::
 }
 
 async fn store(dir: &Path) -> Arc<tongban::store::Store> {
-    Arc::new(tongban::store::Store::open("sqlite://var/b.db", dir).await.unwrap())
+    Arc::new(
+        tongban::store::Store::open("sqlite://var/b.db", dir)
+            .await
+            .unwrap(),
+    )
 }
 
 /// `DatabaseSink`, 500 messages a delivery, 4 at once.
 async fn sink(cfg: &tongban::config::Config, ms: &[Claimed]) -> f64 {
     use tongban::connectors::database::settings::DatabaseOperation;
     let d = db_settings(cfg);
-    let DatabaseOperation::Write(w) = d.operations["out"].clone() else { panic!() };
+    let DatabaseOperation::Write(w) = d.operations["out"].clone() else {
+        panic!()
+    };
     let record = cfg.schemas.get("CardLoad").unwrap().record.clone();
     let s = tongban::connectors::database::DatabaseSink::new(&d, w, record).unwrap();
     let s = &s;
@@ -282,7 +343,11 @@ async fn sink(cfg: &tongban::config::Config, ms: &[Claimed]) -> f64 {
     futures::stream::iter(ms.chunks(PER))
         .for_each_concurrent(CONNECTIONS, |chunk| async move {
             let r = s.deliver_each(chunk).await;
-            assert!(r.iter().all(|r| r.is_ok()), "{:?}", r.iter().find(|r| r.is_err()));
+            assert!(
+                r.iter().all(|r| r.is_ok()),
+                "{:?}",
+                r.iter().find(|r| r.is_err())
+            );
         })
         .await;
     ms.len() as f64 / t.elapsed().as_secs_f64()
@@ -322,7 +387,13 @@ async fn dispatched(cfg: &'static tongban::config::Config, dir: &Path, ms: &[Cla
     let (stop, watch) = tokio::sync::watch::channel(false);
     let n = ms.len() as u64;
     let started = Instant::now();
-    let task = tokio::spawn(tongban::dispatch::run_target(store.clone(), sink, settings, stats.clone(), watch));
+    let task = tokio::spawn(tongban::dispatch::run_target(
+        store.clone(),
+        sink,
+        settings,
+        stats.clone(),
+        watch,
+    ));
     while stats.delivered.load(std::sync::atomic::Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -337,7 +408,9 @@ async fn source(cfg: &'static tongban::config::Config, dir: &Path, n: usize) -> 
     use tongban::connectors::database::settings::DatabaseOperation;
     let store = store(dir).await;
     let d = db_settings(cfg);
-    let DatabaseOperation::Read(r) = d.operations["rows"].clone() else { panic!() };
+    let DatabaseOperation::Read(r) = d.operations["rows"].clone() else {
+        panic!()
+    };
     let src = tongban::config::OpRef {
         connector: "front".into(),
         operation: "rows".into(),
@@ -355,7 +428,10 @@ async fn source(cfg: &'static tongban::config::Config, dir: &Path, n: usize) -> 
             break;
         }
         read += page.records.len();
-        assert!(page.records.iter().all(|r| r.quarantine.is_empty() && r.messages.len() == 1));
+        assert!(page
+            .records
+            .iter()
+            .all(|r| r.quarantine.is_empty() && r.messages.len() == 1));
         cursor = page.cursor;
     }
     assert_eq!(read, n);
@@ -363,17 +439,28 @@ async fn source(cfg: &'static tongban::config::Config, dir: &Path, n: usize) -> 
     let t = Instant::now();
     while s.poll_once().await.unwrap() {}
     let rate = n as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(store.inbox_len().await.unwrap() as usize, n, "every row stored");
+    assert_eq!(
+        store.inbox_len().await.unwrap() as usize,
+        n,
+        "every row stored"
+    );
     (alone, rate)
 }
 
 async fn engine(engine: Engine, n: usize) {
-    let label = if engine == Engine::Pg { "postgres" } else { "mariadb" };
+    let label = if engine == Engine::Pg {
+        "postgres"
+    } else {
+        "mariadb"
+    };
     let url = match engine {
         Engine::Pg => support::pg::database().await,
         Engine::My => support::mariadb::database().await,
     };
-    let front = Front { engine, url: url.clone() };
+    let front = Front {
+        engine,
+        url: url.clone(),
+    };
     // SAFETY: set before any thread of ours reads the environment.
     unsafe { std::env::set_var("TONGBAN_BENCH_FRONT_DB", &url) };
     let ms = messages(n);
@@ -385,7 +472,10 @@ async fn engine(engine: Engine, n: usize) {
     let cfg = config(dir.path(), engine);
     let si = sink(cfg, &ms).await;
     assert_eq!(front.count("rows_out").await, n);
-    println!("{label} sink:   bare INSERT {bi:>9.0} rows/s   DatabaseSink {si:>9.0} rows/s ({:.0} %)", 100.0 * si / bi);
+    println!(
+        "{label} sink:   bare INSERT {bi:>9.0} rows/s   DatabaseSink {si:>9.0} rows/s ({:.0} %)",
+        100.0 * si / bi
+    );
     front.table("rows_out").await;
     let di = dispatched(cfg, dir.path(), &ms).await;
     assert_eq!(front.count("rows_out").await, n);
@@ -393,11 +483,12 @@ async fn engine(engine: Engine, n: usize) {
 
     // The source reads what the bare insert wrote.
     front.exec("DROP TABLE IF EXISTS rows_in").await;
-    front.exec(&match engine {
-        Engine::Pg => "ALTER TABLE bare_out RENAME TO rows_in".to_string(),
-        Engine::My => "RENAME TABLE bare_out TO rows_in".to_string(),
-    })
-    .await;
+    front
+        .exec(&match engine {
+            Engine::Pg => "ALTER TABLE bare_out RENAME TO rows_in".to_string(),
+            Engine::My => "RENAME TABLE bare_out TO rows_in".to_string(),
+        })
+        .await;
     let (read, bs) = front.bare_select("rows_in").await;
     assert_eq!(read, n);
     let dir2 = tempfile::tempdir().unwrap();
@@ -413,7 +504,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let only = std::env::var("TONGBAN_BENCH_ONLY").unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         println!("{n} rows each way");
         if only.is_empty() || only == "postgres" {

@@ -95,6 +95,13 @@ enum Command {
         /// Switch the simulators' faults (errors, 429s, latency) off.
         #[arg(long)]
         no_faults: bool,
+        /// Run the employment department over table exchange (库表交换):
+        /// the hub writes referrals into tables of this front-end database
+        /// and reads the department's decisions from it
+        /// (`postgres://user@127.0.0.1:5432/front` or `mysql://…`; the
+        /// demo makes the tables).
+        #[arg(long, value_name = "URL")]
+        employment_tables: Option<String>,
         /// Give up after this long, e.g. 10m.
         #[arg(long, default_value = "10m")]
         timeout: humantime::Duration,
@@ -611,6 +618,7 @@ pub fn main() -> ExitCode {
         config,
         seed,
         no_faults,
+        employment_tables,
         timeout,
     } = cli.command
     {
@@ -622,6 +630,7 @@ pub fn main() -> ExitCode {
             config,
             seed,
             no_faults,
+            employment_tables,
             timeout: timeout.into(),
         });
     }

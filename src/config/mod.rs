@@ -346,6 +346,21 @@ impl Loader {
 
     fn secret_warnings(&mut self, src: &SourceText, spec: &ConnectorSpec) {
         use connector::Auth;
+        if let Some(url) = &spec.url {
+            if let Err(e) = url.resolve() {
+                // The line of `url =` (a secret reference has no span).
+                let at = src
+                    .text
+                    .match_indices("url")
+                    .find(|(i, _)| *i == 0 || src.text.as_bytes()[i - 1] == b'\n')
+                    .map_or(0, |(i, _)| i);
+                self.diags.push(src.at(
+                    Severity::Warning,
+                    at,
+                    format!("the database url {url} cannot be read here: {e}; `tongban run` will need it"),
+                ));
+            }
+        }
         let Some(auth) = &spec.auth else { return };
         let secret = match auth.get_ref() {
             Auth::Bearer(b) => &b.token,

@@ -53,6 +53,9 @@ pub struct DemoArgs {
     pub seed: u64,
     /// Switch the simulators' faults off.
     pub no_faults: bool,
+    /// The employment department over front-end tables in this database
+    /// (`postgres://…` or `mysql://…`) instead of HTTP.
+    pub employment_tables: Option<String>,
     /// Give up after this long.
     pub timeout: Duration,
 }

@@ -60,6 +60,16 @@ async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
             (_, 0) => confine_all_but(&dir, SECOND)?,
             _ => confine(&dir, SECOND)?,
         }
+        let tables = match &args.employment_tables {
+            Some(url) => {
+                let tag = if k == 0 { "main" } else { "shandong" };
+                Some((
+                    url,
+                    super::scenario::employment_tables(url, &dir, tag).await?,
+                ))
+            }
+            None => None,
+        };
         let (cfg, diags) = crate::hub::load(&dir);
         let Some(cfg) = cfg else {
             return Err(format!(
@@ -73,6 +83,21 @@ async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
             ));
         };
         let cfg: &'static Config = Box::leak(Box::new(cfg));
+        if let Some((url, (inbox, outbox))) = tables {
+            let db = crate::connectors::database::engine::Db::connect(url, 2)
+                .map_err(|e| e.to_string())?;
+            let record = cfg
+                .schemas
+                .get("EmploymentReferral")
+                .ok_or("no schema EmploymentReferral")?
+                .record
+                .clone();
+            tokio::spawn(
+                sims.employment
+                    .clone()
+                    .serve_tables(db, inbox, outbox, record),
+            );
+        }
         let store = Arc::new(
             Store::open(&cfg.hub.store.url, &cfg.dir)
                 .await
@@ -107,6 +132,10 @@ pub(super) async fn run(args: DemoArgs) -> Result<bool, String> {
     for (k, v) in SECRETS {
         // SAFETY: set before any other thread reads the environment's secrets.
         unsafe { std::env::set_var(k, v) };
+    }
+    if let Some(url) = &args.employment_tables {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(super::scenario::FRONT_DB_ENV, url) };
     }
 
     let mut provs = provinces(&args).await?;

@@ -272,3 +272,71 @@ fn confine_to(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(), String> {
         .map_err(|e| io(&table, e))?;
     Ok(())
 }
+
+/// The environment variable the demo's front-end database URL is in.
+pub const FRONT_DB_ENV: &str = "DEMO_FRONT_DB";
+
+/// Table exchange for the employment department (`--employment-tables`):
+/// makes its two front-end tables in the database at `url` (named after
+/// the province's `tag`; any earlier demo's dropped), and replaces the
+/// employment connector in `dir` with a `database` one writing referrals
+/// into the first and reading the department's decisions from the second.
+pub async fn employment_tables(
+    url: &str,
+    dir: &Path,
+    tag: &str,
+) -> Result<(String, String), String> {
+    let db = crate::connectors::database::engine::Db::connect(url, 1).map_err(|e| e.to_string())?;
+    let (inbox, outbox) = (
+        format!("employment_referral_{tag}"),
+        format!("employment_decision_{tag}"),
+    );
+    // MySQL tables in UTF-8 whatever the database's default (names are
+    // Chinese); PostgreSQL databases are UTF-8 already.
+    let (id, boolean, charset) = match db.mysql() {
+        true => (
+            "id bigint AUTO_INCREMENT PRIMARY KEY",
+            "tinyint(1)",
+            " DEFAULT CHARSET=utf8mb4",
+        ),
+        false => ("id bigserial PRIMARY KEY", "boolean", ""),
+    };
+    for sql in [
+        format!("DROP TABLE IF EXISTS {inbox}"),
+        format!("DROP TABLE IF EXISTS {outbox}"),
+        format!("CREATE TABLE {inbox} ({id}, idempotency_key varchar(64) NOT NULL UNIQUE, request_id varchar(80), holder_id varchar(18), name varchar(100), phone varchar(40), region_code varchar(6), certificate_no varchar(40), category int, category_name varchar(40), level int, wants_employment {boolean}, wants_training {boolean}, application_id varchar(80)){charset}"),
+        format!("CREATE TABLE {outbox} ({id}, decision_id varchar(40) NOT NULL, request_id varchar(80), application_id varchar(80), holder_id varchar(18), department varchar(20), status varchar(20), start_month varchar(7), decided_at varchar(40), read_flag int NOT NULL DEFAULT 0){charset}"),
+    ] {
+        db.execute(&sql, &[])
+            .await
+            .map_err(|e| format!("the front-end database at ${FRONT_DB_ENV}: {sql}: {e}"))?;
+    }
+    let engine = if db.mysql() { "mysql" } else { "postgres" };
+    let text = format!(
+        r#"# Written by tongban demo --employment-tables: the employment service
+# platform over table exchange (库表交换) in a front-end database.
+kind = "database"
+description = "Employment service platform (front-end tables)"
+engine = "{engine}"
+url = "${{env:{FRONT_DB_ENV}}}"
+
+[operations.referral]
+direction = "sink"
+schema = "EmploymentReferral"
+table = "{inbox}"
+
+[operations.decisions]
+direction = "source"
+id_field = "decision_id"
+description = "Its decisions on the records it took, read from its table"
+schema = "ReferralDecision"
+table = "{outbox}"
+watermark = "id"
+mark = {{ column = "read_flag", value = "1" }}
+poll_interval = "100ms"
+"#
+    );
+    std::fs::write(dir.join("connectors/employment.toml"), text)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok((inbox, outbox))
+}

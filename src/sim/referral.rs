@@ -37,6 +37,7 @@ pub struct Referral {
     kind: Kind,
     token: Option<String>,
     decisions: std::sync::Mutex<super::Feed>,
+    decided: std::sync::atomic::AtomicU64,
 }
 
 impl Referral {
@@ -50,6 +51,7 @@ impl Referral {
             kind,
             token: token.map(str::to_string),
             decisions: std::sync::Mutex::new(super::Feed::default()),
+            decided: Default::default(),
         })
     }
 
@@ -92,57 +94,71 @@ async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> R
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not JSON: {e}")),
     };
-    let id = v["holder_id"].as_str().unwrap_or("");
-    if r.common.refuses_bad() {
-        if let Err(e) = crate::domain::ResidentId::parse(id) {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid ID number: {e}"),
-            );
-        }
-        if r.kind == Kind::Pension && before_sixteen(&v) {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the residents' pension starts at 16 at the earliest: start_month is before the month of the 16th birthday",
-            );
-        }
-        let ok = match r.kind {
-            Kind::Pension => v["level"].as_i64().is_some_and(|l| (1..=2).contains(&l)),
-            Kind::Employment => {
-                v["wants_employment"].as_bool() == Some(true)
-                    || v["wants_training"].as_bool() == Some(true)
+    match r.take(header(&h, "idempotency-key"), &v) {
+        Err(why) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
+        Ok(decision) => {
+            if let Some(d) = decision {
+                r.decisions
+                    .lock()
+                    .unwrap()
+                    .push(&serde_json::to_vec(&d).unwrap_or_default());
             }
-        };
-        if !ok {
-            return refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                match r.kind {
+            Json(serde_json::json!({ "ok": true })).into_response()
+        }
+    }
+}
+
+impl Referral {
+    /// Takes one record (once per idempotency key): its decision the first
+    /// time, `None` for a repeat, or why it is refused.
+    fn take(&self, idem: &str, v: &Value) -> Result<Option<Value>, String> {
+        let id = v["holder_id"].as_str().unwrap_or("");
+        if self.common.refuses_bad() {
+            if let Err(e) = crate::domain::ResidentId::parse(id) {
+                return Err(format!("invalid ID number: {e}"));
+            }
+            if self.kind == Kind::Pension && before_sixteen(v) {
+                return Err("the residents' pension starts at 16 at the earliest: start_month is before the month of the 16th birthday".into());
+            }
+            let ok = match self.kind {
+                Kind::Pension => v["level"].as_i64().is_some_and(|l| (1..=2).contains(&l)),
+                Kind::Employment => {
+                    v["wants_employment"].as_bool() == Some(true)
+                        || v["wants_training"].as_bool() == Some(true)
+                }
+            };
+            if !ok {
+                return Err(match self.kind {
                     Kind::Pension => {
                         "only levels 1 and 2 are enrolled with government-paid premiums"
                     }
                     Kind::Employment => "the person asked for neither work nor training",
-                },
-            );
+                }
+                .into());
+            }
         }
-    }
-    let kind = match r.kind {
-        Kind::Pension => "enrolled",
-        Kind::Employment => "referred",
-    };
-    let first = r.common.apply(
-        header(&h, "idempotency-key"),
-        kind,
-        id,
-        v["request_id"].as_str().unwrap_or("").to_string(),
-    );
-    if first {
-        let mut feed = r.decisions.lock().unwrap();
-        let n = feed.len() + 1;
-        let (department, status) = match r.kind {
+        let kind = match self.kind {
+            Kind::Pension => "enrolled",
+            Kind::Employment => "referred",
+        };
+        let first = self.common.apply(
+            idem,
+            kind,
+            id,
+            v["request_id"].as_str().unwrap_or("").to_string(),
+        );
+        if !first {
+            return Ok(None);
+        }
+        let n = self
+            .decided
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let (department, status) = match self.kind {
             Kind::Pension => ("PENSION", "ENROLLED"),
             Kind::Employment => ("EMPLOYMENT", "REFERRED"),
         };
-        let decision = serde_json::json!({
+        Ok(Some(serde_json::json!({
             "decision_id": format!("{}-{n:09}", &department[..1]),
             "request_id": v["request_id"],
             "application_id": v["application_id"],
@@ -151,10 +167,111 @@ async fn receive(State(r): State<Arc<Referral>>, h: HeaderMap, body: Bytes) -> R
             "status": status,
             "start_month": v["start_month"],
             "decided_at": super::clock::china_now().to_rfc3339(),
-        });
-        feed.push(&serde_json::to_vec(&decision).unwrap_or_default());
+        })))
     }
-    Json(serde_json::json!({ "ok": true })).into_response()
+
+    /// Table exchange (库表交换) instead of HTTP: takes the records the hub
+    /// writes into the front-end table `inbox` (read against `record`, in
+    /// id order), decides as over HTTP, and writes each decision into
+    /// `outbox` (text columns). A refused record is logged (a table has no
+    /// answer to give). Runs until the process ends.
+    pub async fn serve_tables(
+        self: Arc<Self>,
+        db: crate::connectors::database::engine::Db,
+        inbox: String,
+        outbox: String,
+        record: Arc<crate::schema::RecordType>,
+    ) {
+        use crate::connectors::database::value;
+        let zone = chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00");
+        let from = db.quote(&inbox);
+        let mut last = 0i64;
+        let mut plan = None;
+        let cols = "decision_id, request_id, application_id, holder_id, department, status, start_month, decided_at";
+        let marks = if db.mysql() {
+            "?, ?, ?, ?, ?, ?, ?, ?".to_string()
+        } else {
+            "$1, $2, $3, $4, $5, $6, $7, $8".to_string()
+        };
+        let insert = format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks})",
+            db.quote(&outbox)
+        );
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if plan.is_none() {
+                match db.columns(&from).await {
+                    Ok(c) => plan = Some(c),
+                    Err(e) => {
+                        tracing::warn!(table = %inbox, error = %e, "The simulator cannot read its table");
+                        continue;
+                    }
+                }
+            }
+            let columns = plan.as_ref().expect("made above");
+            let idx = |n: &str| value::column_of(columns, n);
+            let (Some(id_col), Some(key_col)) = (idx("id"), idx("idempotency_key")) else {
+                tracing::warn!(table = %inbox, "The simulator's table needs id and idempotency_key");
+                return;
+            };
+            let fields: Vec<_> = record
+                .fields
+                .iter()
+                .filter_map(|f| idx(&f.name).map(|c| (c, f)))
+                .collect();
+            let list: Vec<String> = columns
+                .iter()
+                .map(|c| match db.mysql() {
+                    true => db.quote(&c.name),
+                    false => format!("{}::text", db.quote(&c.name)),
+                })
+                .collect();
+            let after = if db.mysql() {
+                "?"
+            } else {
+                "CAST($1::text AS bigint)"
+            };
+            let sql = format!(
+                "SELECT {} FROM {from} WHERE id > {after} ORDER BY id LIMIT 500",
+                list.join(", ")
+            );
+            let rows = match db.rows(&sql, &[last.to_string()], columns.len()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(table = %inbox, error = %e, "The simulator cannot read its table");
+                    continue;
+                }
+            };
+            for row in rows {
+                let v = value::read_row(columns, &fields, &row, &zone)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| serde_json::from_slice::<Value>(&j).map_err(|e| e.to_string()));
+                let taken = v.and_then(|v| self.take(row[key_col].as_deref().unwrap_or(""), &v));
+                match taken {
+                    Ok(Some(d)) => {
+                        let text = |k: &str| match &d[k] {
+                            Value::String(s) => Some(s.clone()),
+                            Value::Null => None,
+                            v => Some(v.to_string()),
+                        };
+                        let params: Vec<Option<String>> = cols.split(", ").map(text).collect();
+                        if let Err(e) = db.execute(&insert, &params).await {
+                            tracing::warn!(table = %outbox, error = %e, "The simulator cannot write its decision; it reads the row again");
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        tracing::info!(table = %inbox, reason = %why, "The simulator refuses a row")
+                    }
+                }
+                last = row[id_col]
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(last);
+            }
+        }
+    }
 }
 
 async fn decisions(

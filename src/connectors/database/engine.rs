@@ -109,11 +109,32 @@ impl Db {
     pub fn open(s: &DatabaseSettings) -> Result<Db, BuildError> {
         let url = s.url.resolve()?;
         let timeout = s.timeout.unwrap_or(STATEMENT_TIMEOUT);
-        match s.engine {
+        let shown = s.url.to_string();
+        Db::with_url(
+            s.engine,
+            &url,
+            s.zone_offset,
+            timeout,
+            s.connections,
+            &shown,
+        )
+    }
+
+    /// A pool for `url` (`shown` in errors: never the URL itself, which
+    /// holds a password).
+    fn with_url(
+        engine: Engine,
+        url: &str,
+        zone_offset: i32,
+        timeout: Duration,
+        connections: usize,
+        shown: &str,
+    ) -> Result<Db, BuildError> {
+        match engine {
             Engine::Postgres => {
                 let mut cfg =
-                    tokio_postgres::Config::from_str(&url).map_err(|e| BuildError::Url {
-                        url: s.url.to_string(),
+                    tokio_postgres::Config::from_str(url).map_err(|e| BuildError::Url {
+                        url: shown.to_string(),
                         reason: e.to_string(),
                     })?;
                 cfg.connect_timeout(timeout);
@@ -131,24 +152,24 @@ impl Db {
                     },
                 );
                 let pool = Pool::builder(mgr)
-                    .max_size(s.connections)
+                    .max_size(connections)
                     .wait_timeout(Some(timeout))
                     .create_timeout(Some(timeout))
                     .runtime(deadpool_postgres::Runtime::Tokio1)
                     .build()
                     .map_err(|e| BuildError::Url {
-                        url: s.url.to_string(),
+                        url: shown.to_string(),
                         reason: e.to_string(),
                     })?;
                 Ok(Db::Pg(pool))
             }
             Engine::Mysql => {
-                let opts = mysql_async::Opts::from_url(&url).map_err(|e| BuildError::Url {
-                    url: s.url.to_string(),
+                let opts = mysql_async::Opts::from_url(url).map_err(|e| BuildError::Url {
+                    url: shown.to_string(),
                     reason: e.to_string(),
                 })?;
                 let constraints =
-                    mysql_async::PoolConstraints::new(0, s.connections).expect("0 <= connections");
+                    mysql_async::PoolConstraints::new(0, connections).expect("0 <= connections");
                 let opts = mysql_async::OptsBuilder::from_opts(opts)
                     .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints))
                     // Refuse bad values rather than truncate them; read and
@@ -156,11 +177,30 @@ impl Db {
                     .init(vec![
                         "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
                             .to_string(),
-                        format!("SET time_zone = '{}'", offset_text(s.zone_offset)),
+                        format!("SET time_zone = '{}'", offset_text(zone_offset)),
                     ]);
                 Ok(Db::My(mysql_async::Pool::new(opts)))
             }
         }
+    }
+
+    /// A pool for `url` (`postgres://…` or `mysql://…`), `connections` at
+    /// most, date-times without a zone in +08:00 (the demo's simulated
+    /// departments use it).
+    pub fn connect(url: &str, connections: usize) -> Result<Db, BuildError> {
+        let engine = if url.starts_with("mysql://") {
+            Engine::Mysql
+        } else {
+            Engine::Postgres
+        };
+        Db::with_url(
+            engine,
+            url,
+            8 * 3600,
+            STATEMENT_TIMEOUT,
+            connections,
+            "the url",
+        )
     }
 
     /// Whether this is MySQL.
@@ -270,8 +310,8 @@ impl Db {
         }
     }
 
-    /// Runs a statement with text parameters; the rows it changed.
-    pub async fn execute(&self, sql: &str, params: &[String]) -> Result<u64, DbError> {
+    /// Runs a statement with text parameters (or NULL); the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Option<String>]) -> Result<u64, DbError> {
         match self {
             Db::Pg(pool) => {
                 let c = pool.get().await?;
@@ -286,7 +326,10 @@ impl Db {
                 let mut c = pool.get_conn().await?;
                 let ps: Vec<mysql_async::Value> = params
                     .iter()
-                    .map(|p| mysql_async::Value::from(p.as_str()))
+                    .map(|p| match p {
+                        Some(p) => mysql_async::Value::from(p.as_str()),
+                        None => mysql_async::Value::NULL,
+                    })
                     .collect();
                 c.exec_drop(sql, mysql_async::Params::Positional(ps))
                     .await?;

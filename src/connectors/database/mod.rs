@@ -283,7 +283,10 @@ impl DatabaseSource {
                 None => vec!["?".into(); page.ids.len()],
             };
             let sql = format!("{update}({})", marks.join(", "));
-            let params: Vec<String> = std::iter::once(m.value.clone()).chain(page.ids).collect();
+            let params: Vec<Option<String>> = std::iter::once(m.value.clone())
+                .chain(page.ids)
+                .map(Some)
+                .collect();
             self.db
                 .execute(&sql, &params)
                 .await
