@@ -83,10 +83,7 @@ impl Front {
     async fn exec(&self, sql: &str) {
         match self.engine {
             Engine::Pg => {
-                let (c, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let c = pg(&self.url).await;
                 c.batch_execute(sql).await.unwrap();
             }
             Engine::My => support::mariadb::exec(&self.url, &[sql]).await,
@@ -105,10 +102,7 @@ impl Front {
     async fn count(&self, name: &str) -> usize {
         match self.engine {
             Engine::Pg => {
-                let (c, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let c = pg(&self.url).await;
                 let r = c
                     .query_one(&format!("SELECT count(*) FROM {name}"), &[])
                     .await
@@ -156,10 +150,7 @@ impl Front {
                 let full = format!("INSERT INTO {name} ({COLS}) VALUES {}", placeholders(PER));
                 let mut clients = Vec::new();
                 for _ in 0..CONNECTIONS {
-                    let (c, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(conn);
+                    let c = pg(&self.url).await;
                     let st = c.prepare(&full).await.unwrap();
                     clients.push((c, st));
                 }
@@ -235,10 +226,7 @@ impl Front {
         let mut n = 0;
         match self.engine {
             Engine::Pg => {
-                let (c, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let c = pg(&self.url).await;
                 let st = c
                     .prepare(&format!(
                         "SELECT id, {COLS} FROM {name} WHERE id > $1 ORDER BY id LIMIT {PER}"
@@ -517,4 +505,13 @@ fn main() {
             engine(Engine::My, n).await;
         }
     });
+}
+
+/// A PostgreSQL client whose connection runs on its own task.
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
 }

@@ -72,10 +72,7 @@ impl Front {
     async fn exec(&self, sql: &[&str]) {
         match self {
             Front::Pg(url) => {
-                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let c = pg(url).await;
                 for s in sql {
                     c.batch_execute(s)
                         .await
@@ -90,10 +87,7 @@ impl Front {
     async fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         match self {
             Front::Pg(url) => {
-                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
+                let c = pg(url).await;
                 c.simple_query(sql)
                     .await
                     .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -638,4 +632,13 @@ async fn the_demo_runs_employment_over_postgres_tables() {
 #[tokio::test]
 async fn the_demo_runs_employment_over_mariadb_tables() {
     demo_over_tables("mariadb").await;
+}
+
+/// A PostgreSQL client whose connection runs on its own task.
+async fn pg(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
 }

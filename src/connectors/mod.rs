@@ -16,6 +16,23 @@ pub mod register;
 pub mod settings;
 
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Between two polls of a source: waits `wait` (not at all if zero) or
+/// until `shutdown`; true if the source is to stop.
+pub(crate) async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    *shutdown.borrow()
+}
 
 /// Why a source or sink cannot be made from its settings (nothing has
 /// been connected to yet).

@@ -276,10 +276,7 @@ impl Db {
             Db::Pg(pool) => {
                 let c = pool.get().await?;
                 let st = c.prepare_cached(sql).await?;
-                let ps: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let ps = pg_params(params);
                 let rows = c.query(&st, &ps).await?;
                 Ok(rows
                     .iter()
@@ -316,10 +313,7 @@ impl Db {
             Db::Pg(pool) => {
                 let c = pool.get().await?;
                 let st = c.prepare_cached(sql).await?;
-                let ps: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let ps = pg_params(params);
                 Ok(c.execute(&st, &ps).await?)
             }
             Db::My(pool) => {
@@ -400,6 +394,13 @@ impl Db {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+type PgParam<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Parameters as tokio-postgres takes them.
+fn pg_params<T: tokio_postgres::types::ToSql + Sync>(ps: &[T]) -> Vec<PgParam<'_>> {
+    ps.iter().map(|p| p as PgParam<'_>).collect()
 }
 
 fn my_value(c: Cell) -> mysql_async::Value {

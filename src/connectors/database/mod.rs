@@ -242,17 +242,8 @@ impl DatabaseSource {
                         .min(Duration::from_millis(250) * (1 << failures.min(5)))
                 }
             };
-            if *shutdown.borrow() {
+            if crate::connectors::pause(wait, &mut shutdown).await {
                 return;
-            }
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
             }
         }
     }

@@ -158,17 +158,8 @@ impl HttpPull {
                     self.poll
                 }
             };
-            if *shutdown.borrow() {
+            if crate::connectors::pause(wait, &mut shutdown).await {
                 return;
-            }
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
             }
         }
     }
