@@ -94,10 +94,26 @@ pub fn read_row(
     row: &[Option<String>],
     zone: &FixedOffset,
 ) -> Result<Vec<u8>, String> {
-    let mut out = Map::with_capacity(fields.len());
-    for (i, f) in fields {
+    // Written as JSON straight away: no map of owned keys and values per
+    // row (the intake reads the record against the schema next).
+    let mut out = Vec::with_capacity(64 + 32 * fields.len());
+    out.push(b'{');
+    for (k, (i, f)) in fields.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &f.name);
+        out.push(b':');
         let c = &columns[*i];
-        let v = read_value(c.kind, &f.ty, row[*i].as_deref(), zone).map_err(|why| {
+        let text = row[*i].as_deref();
+        let written = match (text, f.ty.required()) {
+            (Some(t), Type::Str | Type::Enum(_)) => {
+                serde_json::to_writer(&mut out, t).map_err(|e| e.to_string())
+            }
+            _ => read_value(c.kind, &f.ty, text, zone)
+                .and_then(|v| serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())),
+        };
+        written.map_err(|why| {
             format!(
                 "column {} ({}) does not fit field {} ({}): {why}",
                 c.name,
@@ -106,9 +122,9 @@ pub fn read_row(
                 f.ty
             )
         })?;
-        out.insert(f.name.clone(), v);
     }
-    Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+    out.push(b'}');
+    Ok(out)
 }
 
 /// The whole row as text, kept as the record when it cannot be read.
@@ -326,6 +342,60 @@ mod tests {
             &z
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_row_is_read_as_a_json_record_of_its_fields() {
+        let z = cst();
+        let f = |name: &str, ty: Type| Field {
+            name: name.into(),
+            ty,
+            default: None,
+            format: None,
+        };
+        let fields = [
+            f("name", Type::Str),
+            f("n", Type::Int { long: true }),
+            f("tags", Type::Array(Box::new(Type::Str))),
+            f("note", Type::Optional(Box::new(Type::Str))),
+        ];
+        let columns: Vec<Column> = [
+            ("note", Kind::Text),
+            ("name", Kind::Text),
+            ("n", Kind::Int),
+            ("tags", Kind::Json),
+        ]
+        .map(|(n, kind)| Column {
+            name: n.into(),
+            kind,
+        })
+        .to_vec();
+        let map: Vec<(usize, &Field)> = fields
+            .iter()
+            .map(|f| (column_of(&columns, &f.name).unwrap(), f))
+            .collect();
+        let row = [
+            None,
+            Some("张\"三".to_string()),
+            Some("7".into()),
+            Some("[\"a\"]".into()),
+        ];
+        let json = read_row(&columns, &map, &row, &z).unwrap();
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "张\"三", "n": 7, "tags": ["a"], "note": null})
+        );
+        let bad = [
+            None,
+            Some("x".to_string()),
+            Some("seven".into()),
+            Some("[]".into()),
+        ];
+        assert_eq!(
+            read_row(&columns, &map, &bad, &z).unwrap_err(),
+            "column n (integer) does not fit field n (int): not an integer"
+        );
     }
 
     #[test]
