@@ -354,13 +354,13 @@ impl Db {
         exists: Option<&str>,
         keys: &[String],
         insert: impl Fn(usize) -> String,
-        rows: Vec<(String, Vec<Cell>)>,
+        rows: Vec<(&str, &[Cell])>,
     ) -> Result<u64, DbError> {
         let Db::My(pool) = self else {
             unreachable!("my_write on PostgreSQL")
         };
         let mut c = pool.get_conn().await?;
-        let values = |rows: &[(String, Vec<Cell>)]| -> Vec<mysql_async::Value> {
+        let values = |rows: &[(&str, &[Cell])]| -> Vec<mysql_async::Value> {
             rows.iter()
                 .flat_map(|(_, cells)| cells.iter().cloned().map(my_value))
                 .collect()
@@ -381,7 +381,7 @@ impl Db {
         let ps: Vec<mysql_async::Value> = keys.iter().map(|k| k.as_str().into()).collect();
         let there: Vec<String> = tx.exec(q, mysql_async::Params::Positional(ps)).await?;
         let there: std::collections::HashSet<String> = there.into_iter().collect();
-        rows.retain(|(k, _)| !there.contains(k));
+        rows.retain(|(k, _)| !there.contains(*k));
         let mut n = 0;
         if !rows.is_empty() {
             tx.exec_drop(

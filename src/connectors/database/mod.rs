@@ -524,13 +524,13 @@ impl DatabaseSink {
     async fn write_rows(
         &self,
         plan: &SinkPlan,
-        rows: &[(&Claimed, Vec<Cell>)],
+        rows: &[(usize, &Claimed, Vec<Cell>)],
     ) -> Result<(), DbError> {
         match &self.db {
             Db::Pg(_) => {
                 let arr: Vec<serde_json::Value> = rows
                     .iter()
-                    .map(|(_, cells)| {
+                    .map(|(_, _, cells)| {
                         let m: serde_json::Map<String, serde_json::Value> = plan
                             .columns
                             .iter()
@@ -545,7 +545,7 @@ impl DatabaseSink {
                     .await?;
             }
             Db::My(_) => {
-                let keys: Vec<String> = rows.iter().map(|(m, _)| m.idem_key.clone()).collect();
+                let keys: Vec<String> = rows.iter().map(|(_, m, _)| m.idem_key.clone()).collect();
                 let exists = plan
                     .exists
                     .as_ref()
@@ -555,7 +555,7 @@ impl DatabaseSink {
                 let insert = |n: usize| format!("{head}{}{tail}", vec![one.as_str(); n].join(", "));
                 let cells = rows
                     .iter()
-                    .map(|(m, c)| (m.idem_key.clone(), c.clone()))
+                    .map(|(_, m, c)| (m.idem_key.as_str(), c.as_slice()))
                     .collect();
                 self.db
                     .my_write(exists.as_deref(), &keys, insert, cells)
@@ -597,9 +597,7 @@ impl DatabaseSink {
             todo.push(rest);
         }
         while let Some(part) = todo.pop() {
-            let rows: Vec<(&Claimed, Vec<Cell>)> =
-                part.iter().map(|(_, m, c)| (*m, c.clone())).collect();
-            match self.write_rows(plan, &rows).await {
+            match self.write_rows(plan, &part).await {
                 Ok(()) => {
                     for (i, ..) in &part {
                         out[*i] = Some(Ok(Delivered {
