@@ -211,9 +211,11 @@ async fn the_bank_process_answers_files_dropped_in_its_directory() {
         "TB-9.pain001.xml",
         &batch("TB-2026-11-105100000017-0009", false),
     );
+    // The answer is written before the file read moves aside: wait for both.
     let want = dir.join("in/TB-2026-11-105100000017-0009.pain002.xml.sha256");
+    let moved = dir.join("out/processed/TB-9.pain001.xml.sha256");
     support::eventually(Duration::from_secs(20), "the bank's answer", || async {
-        want.exists()
+        want.exists() && moved.exists()
     })
     .await;
     child.kill().unwrap();
