@@ -10,7 +10,9 @@
 # xmllint (Debian's libxml2-utils), which validates the ISO 20022 payment
 # files against the official schemas, and Chromium with ChromeDriver
 # (Debian's chromium, chromium-driver) for the web console test, which
-# leaves its screenshots in target/test-artifacts/.
+# leaves its screenshots in target/test-artifacts/, and OpenSSH's server
+# and client (Debian's openssh-server, openssh-client: the SFTP tests start
+# a private sshd on 127.0.0.1 with keys of their own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,15 @@ if ! have_mariadb; then
   $sudo apt-get update -qq
   # The package's own service is not wanted: the tests start private servers.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mariadb-server >/dev/null
+fi
+
+if ! { command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || ! command -v ssh-keygen >/dev/null 2>&1; then
+  echo "Installing OpenSSH (Debian packages openssh-server, openssh-client) for the SFTP tests..."
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # The package's own service is not wanted: the tests start private servers.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-server openssh-client >/dev/null
 fi
 
 have_tansu() {

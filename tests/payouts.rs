@@ -446,8 +446,7 @@ async fn a_batch_made_before_a_crash_gets_its_file_at_the_next_build() {
 }
 
 #[tokio::test]
-async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identical_and_is_paid_once(
-) {
+async fn a_file_delivered_but_not_acknowledged_before_a_crash_is_not_sent_again_and_is_paid_once() {
     use tongban::dispatch::Sink;
     let d = support::copy_config();
     let dir = d.path();
@@ -496,13 +495,21 @@ async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identic
             sha256(&outdir.join(format!("{}.pain001.xml", b.batch_id))),
         );
     }
-    // The bank takes and pays the files meanwhile.
+    // One file's checksum file was never written (the process died
+    // between placing the file and writing it): the bank does not take
+    // that file; it takes and pays the others meanwhile.
+    let (late, _) = sums.iter().next().unwrap();
+    let late_sum = outdir.join(format!("{late}.pain001.xml.sha256"));
+    std::fs::remove_file(&late_sum).unwrap();
     let bank = tongban::sim::bank::Bank::new(&dir.join("var/bank"));
     support::payouts::open_accounts(&bank, &lines, "none closed");
-    assert_eq!(bank.poll_once().unwrap(), plan.batches.len());
+    assert_eq!(bank.poll_once().unwrap(), plan.batches.len() - 1);
 
     // After the lease, the same messages are claimed again (same
-    // idempotency keys) and the same files go out again, byte for byte.
+    // idempotency keys). The register knows each file was sent (its
+    // digest): nothing is sent again, so the bank never sees the hub's own
+    // retry as a duplicate; the file left without its checksum file gets
+    // it now, with the digest of the bytes sent.
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
     let again = store.claim(&target, 100, lease).await.unwrap();
     assert_eq!(
@@ -510,18 +517,38 @@ async fn a_file_delivered_but_not_acknowledged_before_a_crash_goes_again_identic
         first.iter().map(|m| &m.idem_key).collect::<Vec<_>>()
     );
     for m in &again {
-        sink.deliver(m).await.unwrap();
-    }
-    for (id, sum) in &sums {
+        let d = sink.deliver(m).await.unwrap();
+        let excerpt = d.excerpt.unwrap_or_default();
+        assert!(excerpt.starts_with("already sent to"), "{excerpt}");
+        let finished = excerpt.contains("checksum file written now");
         assert_eq!(
-            &sha256(&outdir.join(format!("{id}.pain001.xml"))),
-            sum,
-            "{id} byte for byte"
+            finished,
+            m.payload.windows(late.len()).any(|w| w == late.as_bytes()),
+            "{excerpt}"
         );
+    }
+    let name = format!("{late}.pain001.xml");
+    assert_eq!(
+        std::fs::read_to_string(&late_sum).unwrap(),
+        tongban::connectors::file::checksum_line(
+            &name,
+            &std::fs::read(outdir.join(&name)).unwrap()
+        )
+    );
+    for (id, sum) in &sums {
         assert_eq!(store.written(id).await.unwrap().as_ref(), Some(sum));
     }
-    // The bank refuses the second copies (AM05): nobody is paid twice.
-    assert_eq!(bank.poll_once().unwrap(), plan.batches.len());
+    // The bank takes the last file once; no file was refused as a
+    // duplicate, nobody is paid twice, everyone is paid.
+    assert_eq!(bank.poll_once().unwrap(), 1);
+    assert_eq!(bank.poll_once().unwrap(), 0);
+    for e in std::fs::read_dir(dir.join("var/bank/in"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        assert!(!text.contains("AM05"), "{}", e.path().display());
+    }
     assert!(bank.paid_twice().is_empty());
     assert_eq!(bank.credited().len(), paid);
 

@@ -24,6 +24,9 @@ pub enum ConnectorKind {
     /// Tables of a front-end database (前置库): rows read by watermark,
     /// rows written with their idempotency key.
     Database,
+    /// Files on an SFTP server (a bank's channel): payment files uploaded,
+    /// result files picked up.
+    Sftp,
 }
 
 /// A connector file.
@@ -46,8 +49,18 @@ pub struct ConnectorSpec {
     /// database: the time zone of date-times stored without one
     /// (default `+08:00`, China Standard Time).
     pub time_zone: Option<Spanned<String>>,
-    /// file: the directory files are exchanged in (relative to the config directory).
+    /// file: the directory files are exchanged in (relative to the config
+    /// directory). sftp: the directory on the server (relative to the
+    /// login directory unless it starts with `/`).
     pub directory: Option<String>,
+    /// sftp: the server, `host` or `host:port` (port 22 by default).
+    pub host: Option<Spanned<String>>,
+    /// sftp: a known_hosts file holding the server's key (relative to the
+    /// config directory).
+    pub known_hosts: Option<String>,
+    /// sftp: the server's key fingerprint, `SHA256:…` as `ssh-keygen -l`
+    /// prints it.
+    pub host_key: Option<Spanned<String>>,
     /// Time limit of one request.
     pub timeout: Option<Dur>,
     /// How requests are authenticated.
@@ -94,6 +107,22 @@ pub enum Auth {
     /// Signed requests: app key, millisecond timestamp, nonce and a MAC over
     /// method, path, timestamp, nonce and body digest.
     Hmac(HmacAuth),
+    /// sftp: a user's private key (OpenSSH format).
+    Key(KeyAuth),
+    /// sftp: a user's password.
+    Password(BasicAuth),
+}
+
+/// `type = "key"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuth {
+    /// User name.
+    pub username: String,
+    /// The private key, in OpenSSH or PEM format.
+    pub private_key: Secret,
+    /// Its passphrase, if it has one.
+    pub passphrase: Option<Secret>,
 }
 
 /// `type = "bearer"`.

@@ -364,8 +364,9 @@ impl Loader {
         let Some(auth) = &spec.auth else { return };
         let secret = match auth.get_ref() {
             Auth::Bearer(b) => &b.token,
-            Auth::Basic(b) => &b.password,
+            Auth::Basic(b) | Auth::Password(b) => &b.password,
             Auth::Hmac(h) => &h.secret,
+            Auth::Key(k) => &k.private_key,
         };
         if let Err(e) = secret.resolve() {
             self.diags.push(src.at(

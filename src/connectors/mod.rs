@@ -14,6 +14,7 @@ pub mod intake;
 pub mod kafka;
 pub mod register;
 pub mod settings;
+pub mod sftp;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -10,7 +10,7 @@
 //! from these typed settings only, and `tongban check` makes them exactly
 //! as `run` does, so a connector file that one accepts the other accepts.
 
-use super::{database, deadlines, file, http, kafka, register};
+use super::{database, deadlines, file, http, kafka, register, sftp};
 use crate::config::connector::{Direction, Operation};
 use crate::config::{ConnectorKind, ConnectorSpec};
 use crate::diag::Problem;
@@ -31,6 +31,8 @@ pub enum Settings<'a> {
     Register(register::settings::RegisterSettings),
     /// Tables of a front-end database.
     Database(database::settings::DatabaseSettings),
+    /// Directories on an SFTP server.
+    Sftp(sftp::settings::SftpSettings),
 }
 
 /// The typed settings of a connector file; `dir` is the configuration
@@ -44,7 +46,15 @@ pub fn of<'a>(spec: &'a ConnectorSpec, dir: &Path) -> Result<Settings<'a>, Vec<P
             "engine, url and time_zone are settings of database connectors",
         )]);
     }
+    let sftp_only = spec.host.is_some() || spec.known_hosts.is_some() || spec.host_key.is_some();
+    if sftp_only && spec.kind != ConnectorKind::Sftp {
+        return Err(vec![Problem::new(
+            None,
+            "host, known_hosts and host_key are settings of sftp connectors",
+        )]);
+    }
     match spec.kind {
+        ConnectorKind::Sftp => sftp::settings::SftpSettings::of(spec, dir).map(Settings::Sftp),
         ConnectorKind::Http => http::settings::HttpSettings::of(spec).map(Settings::Http),
         ConnectorKind::Kafka => kafka::settings::KafkaSettings::of(spec).map(Settings::Kafka),
         ConnectorKind::File => file::settings::FileSettings::of(spec, dir).map(Settings::File),

@@ -54,6 +54,15 @@ pub enum Plan<'a> {
         /// What is read.
         read: crate::connectors::database::settings::Read,
     },
+    /// Files picked up from a directory on an SFTP server.
+    Sftp {
+        /// The connector.
+        connector: &'a Connector,
+        /// The server.
+        server: crate::connectors::sftp::settings::SftpSettings,
+        /// The watched directory.
+        watch: crate::connectors::sftp::settings::RemoteWatch,
+    },
     /// A Kafka consumer group.
     Kafka {
         /// Bootstrap servers.
@@ -127,6 +136,14 @@ pub fn plan<'a>(cfg: &'a Config, src: &OpRef) -> Result<Plan<'a>, String> {
             }
             _ => Err(not_source()),
         },
+        Settings::Sftp(f) => match f.operations.get(&src.operation) {
+            Some(crate::connectors::sftp::settings::SftpOperation::Watch(w)) => Ok(Plan::Sftp {
+                connector,
+                watch: w.clone(),
+                server: f,
+            }),
+            _ => Err(not_source()),
+        },
         Settings::Deadlines(_) | Settings::Register(_) => Err(not_source()),
     }
 }
@@ -156,6 +173,24 @@ pub async fn start(
                         )));
                     }
                     Some(tokio::spawn(async move { fs.run(w).await }))
+                }
+                Plan::Sftp {
+                    connector,
+                    server,
+                    watch,
+                } => {
+                    use crate::config::BodyFormat;
+                    let mut reader = crate::connectors::file::FileReader::new(intake, watch.format);
+                    if matches!(watch.format, BodyFormat::Pain002 | BodyFormat::Layout) {
+                        reader = reader.with_results(Arc::new(crate::payout::Reconciler::new(
+                            store.clone(),
+                            connector.layouts.get(&src.operation).cloned(),
+                            src.to_string(),
+                        )));
+                    }
+                    let client = Arc::new(crate::connectors::sftp::SftpClient::new(&server));
+                    let source = crate::connectors::sftp::SftpSource::new(reader, client, watch);
+                    Some(tokio::spawn(async move { source.run(w).await }))
                 }
                 Plan::Webhook { connector } => {
                     let signer = match connector.spec.auth.as_ref().map(|a| a.get_ref()) {

@@ -223,6 +223,8 @@ pub fn plan<'a>(cfg: &'a Config, t: &OpRef) -> Result<Plan<'a>, String> {
             }
             _ => Err(not_sink()),
         },
+        // Its sinks upload payment files (planned above).
+        Settings::Sftp(_) => Err(not_sink()),
         Settings::Register(r) => match r.operations.contains(&t.operation) {
             true => Ok(Plan::Holds { connector, op }),
             false => Err(not_sink()),
@@ -383,7 +385,7 @@ fn files(
         .timeout
         .map_or(Duration::from_secs(60), |d| d.0);
     let upload = match &bank.dest {
-        crate::payout::Destination::Dir(_) => None,
+        crate::payout::Destination::Dir(_) | crate::payout::Destination::Sftp { .. } => None,
         crate::payout::Destination::Upload(url) => Some(
             HttpSink::new(url, op.method.as_deref().unwrap_or("POST"), timeout)?
                 .with_tls(&tls_of(cfg, &connector.spec)?)?
@@ -393,7 +395,14 @@ fn files(
     let mut s = settings(cfg, connector, &bank.op, op, timeout);
     s.target = bank.files_target();
     s.concurrency = s.concurrency.min(4);
-    let sink = crate::payout::FilesSink::new(store.clone(), cfg.hub.payouts.clone(), bank, upload);
+    let sftp = match &bank.dest {
+        crate::payout::Destination::Sftp { server, .. } => {
+            Some(crate::connectors::sftp::SftpClient::new(server))
+        }
+        _ => None,
+    };
+    let sink = crate::payout::FilesSink::new(store.clone(), cfg.hub.payouts.clone(), bank, upload)
+        .with_sftp(sftp);
     Ok((Arc::new(sink), s))
 }
 
@@ -404,6 +413,8 @@ pub(crate) fn auth_of(spec: &ConnectorSpec) -> Result<Option<HttpAuth>, HubError
         Some(Auth::Hmac(h)) => Some(HttpAuth::Hmac(Signer::from_recipe(h)?)),
         Some(Auth::Bearer(b)) => Some(HttpAuth::Bearer(b.token.resolve()?)),
         Some(Auth::Basic(b)) => Some(HttpAuth::Basic(b.username.clone(), b.password.resolve()?)),
+        // Refused by the settings of http connectors.
+        Some(Auth::Key(_) | Auth::Password(_)) => None,
     })
 }
 

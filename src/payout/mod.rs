@@ -119,6 +119,13 @@ pub enum Destination {
     Dir(PathBuf),
     /// Uploaded to this URL, one request per file (an http connector).
     Upload(String),
+    /// Uploaded into this directory on an SFTP server (an sftp connector).
+    Sftp {
+        /// The server.
+        server: crate::connectors::sftp::settings::SftpSettings,
+        /// The directory on it.
+        dir: String,
+    },
 }
 
 /// A bank's payment-file target.
@@ -151,6 +158,13 @@ impl BankTarget {
         match &self.dest {
             Destination::Dir(d) => d.join(self.file_name(batch)).display().to_string(),
             Destination::Upload(u) => format!("{u} as {}", self.file_name(batch)),
+            Destination::Sftp { server, dir } => format!(
+                "sftp://{}:{}/{}/{}",
+                server.host,
+                server.port,
+                dir.trim_start_matches('/'),
+                self.file_name(batch)
+            ),
         }
     }
 }
@@ -164,8 +178,10 @@ pub fn files_target(op: &OpRef) -> String {
 /// sink writing pain.001 or a bank layout), and how.
 pub fn bank_format(c: &crate::config::Connector, op_name: &str) -> Option<BankFormat> {
     let op = c.spec.operations.get(op_name)?.get_ref();
-    if !matches!(c.spec.kind, ConnectorKind::File | ConnectorKind::Http)
-        || op.direction != crate::config::connector::Direction::Sink
+    if !matches!(
+        c.spec.kind,
+        ConnectorKind::File | ConnectorKind::Http | ConnectorKind::Sftp
+    ) || op.direction != crate::config::connector::Direction::Sink
     {
         return None;
     }
@@ -190,7 +206,7 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Payou
                     // Where the connector's kind puts this operation's
                     // files; a connector whose settings do not hold is
                     // reported by `tongban check` and never runs.
-                    use crate::connectors::{file, http, settings};
+                    use crate::connectors::{file, http, settings, sftp};
                     let dest = match settings::of(&c.spec, &cfg.dir) {
                         Ok(settings::Settings::Http(h)) => match h.operations.get(oname) {
                             Some(http::settings::HttpOperation::Send(s)) => {
@@ -202,6 +218,13 @@ pub fn bank_target(cfg: &Config, name: Option<&str>) -> Result<BankTarget, Payou
                             Some(file::settings::FileOperation::Write(w)) => {
                                 Destination::Dir(w.dir.clone())
                             }
+                            _ => continue,
+                        },
+                        Ok(settings::Settings::Sftp(f)) => match f.operations.get(oname) {
+                            Some(sftp::settings::SftpOperation::Upload(u)) => Destination::Sftp {
+                                dir: u.dir.clone(),
+                                server: f,
+                            },
                             _ => continue,
                         },
                         _ => continue,

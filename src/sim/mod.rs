@@ -24,6 +24,7 @@ mod ledger;
 pub mod platform;
 pub mod referral;
 pub mod sscard;
+pub mod sshd;
 pub mod subsidies;
 
 pub use ledger::{Effect, EffectRef, Feed, Ledger};

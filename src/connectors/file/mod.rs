@@ -144,7 +144,7 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<
 
 /// Puts a file written at [`temp_path`] in place: flushed to disk, renamed,
 /// and the directory flushed.
-fn place(dir: &Path, name: &str, written: std::fs::File) -> std::io::Result<()> {
+pub fn place(dir: &Path, name: &str, written: std::fs::File) -> std::io::Result<()> {
     written.sync_all()?;
     drop(written);
     std::fs::rename(temp_path(dir, name), dir.join(name))?;
@@ -161,6 +161,12 @@ pub fn place_with_checksum(
     digest: &str,
 ) -> std::io::Result<()> {
     place(dir, name, written)?;
+    write_checksum(dir, name, digest)
+}
+
+/// Writes the checksum file of `dir/name` (`digest`: its SHA-256, hex),
+/// atomically.
+pub fn write_checksum(dir: &Path, name: &str, digest: &str) -> std::io::Result<()> {
     write_atomic(
         dir,
         &format!("{name}.sha256"),
@@ -206,18 +212,169 @@ pub enum Readiness {
     Quiet(Duration),
 }
 
-/// Reads files dropped into a directory.
-pub struct FileSource {
+/// What a complete file became.
+#[derive(Debug)]
+pub enum FileRead {
+    /// Its records are stored (or were already).
+    Stored {
+        /// Records in the file.
+        records: usize,
+        /// What the store did with them.
+        outcome: crate::store::IngestOutcome,
+    },
+    /// The file as a whole cannot be read: why (the records are not
+    /// stored; the file goes aside with this reason).
+    Refused(String),
+}
+
+/// Makes a complete file's contents into stored records, whatever brought
+/// the file (a watched directory, an SFTP server): each record's id is the
+/// file's digest and line, so a file read again after a crash stores
+/// nothing twice.
+pub struct FileReader {
     intake: Intake,
-    dir: PathBuf,
-    pattern: glob::Pattern,
-    readiness: Readiness,
-    poll: Duration,
     format: BodyFormat,
     /// `format = "pain002"` or `"layout"`: what the bank's result files
     /// become (wired in by the hub: the payout register's reconciliation).
     results: Option<std::sync::Arc<dyn ResultFiles>>,
-    /// Sizes and times seen at the last poll (quiet readiness).
+}
+
+impl FileReader {
+    /// A reader of files in `format` for `intake`.
+    pub fn new(intake: Intake, format: BodyFormat) -> Self {
+        FileReader {
+            intake,
+            format,
+            results: None,
+        }
+    }
+
+    /// Hands the bank's result files (`format = "pain002"` or `"layout"`)
+    /// to `results`, whose records go on to the feeds.
+    pub fn with_results(mut self, results: std::sync::Arc<dyn ResultFiles>) -> Self {
+        self.results = Some(results);
+        self
+    }
+
+    /// The source the records are stored for.
+    pub fn source(&self) -> &crate::config::OpRef {
+        self.intake.source()
+    }
+
+    /// Stores the records of file `name` (`contents`); `checksum`: the
+    /// text of its checksum file, when files travel with one (a file that
+    /// does not match it is refused).
+    pub async fn read(
+        &self,
+        name: &str,
+        contents: &[u8],
+        checksum: Option<&str>,
+    ) -> Result<FileRead, FileError> {
+        let digest = sha256_hex(contents);
+        if let Some(want) = checksum {
+            let want = want.split_whitespace().next().unwrap_or("");
+            if !want.eq_ignore_ascii_case(&digest) {
+                return Ok(FileRead::Refused(format!(
+                    "its checksum file says {want:?} but its SHA-256 is {digest}: incomplete or corrupted"
+                )));
+            }
+        }
+        let owned: Vec<(usize, Vec<u8>)>;
+        let records: Vec<(usize, &[u8])> =
+            if matches!(self.format, BodyFormat::Pain002 | BodyFormat::Layout) {
+                match self.pain002(name, contents).await {
+                    Ok(r) => {
+                        owned = r;
+                        owned.iter().map(|(l, b)| (*l, b.as_slice())).collect()
+                    }
+                    Err(why) => return Ok(FileRead::Refused(why)),
+                }
+            } else {
+                match self.records(contents) {
+                    Ok(r) => r,
+                    Err(why) => return Ok(FileRead::Refused(why)),
+                }
+            };
+        let mut total = crate::store::IngestOutcome::default();
+        for chunk in records.chunks(BATCH) {
+            let batch = chunk
+                .iter()
+                .map(|(line, raw)| {
+                    self.intake.prepare(
+                        raw,
+                        Some(format!("{}:{line}", &digest[..32])),
+                        Some(format!("{name}:{line}")),
+                    )
+                })
+                .collect();
+            let o = self
+                .intake
+                .commit(batch)
+                .await
+                .map_err(|error| FileError::Store {
+                    file: name.to_string(),
+                    error,
+                })?;
+            total.stored += o.stored;
+            total.duplicates += o.duplicates;
+            total.messages += o.messages;
+            total.quarantined += o.quarantined;
+        }
+        Ok(FileRead::Stored {
+            records: records.len(),
+            outcome: total,
+        })
+    }
+
+    /// A bank's result file: its records, as the result handler makes them.
+    async fn pain002(&self, name: &str, contents: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
+        let results = self
+            .results
+            .as_ref()
+            .ok_or("no handler of bank result files is wired to this source")?;
+        Ok(results
+            .read(name, contents)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (i + 1, b))
+            .collect())
+    }
+
+    /// The records of a file, with their 1-based line numbers.
+    fn records<'a>(&self, contents: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>, String> {
+        match self.format {
+            BodyFormat::Json => Ok(contents
+                .split(|&b| b == b'\n')
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.trim_ascii()))
+                .filter(|(_, l)| !l.is_empty())
+                .collect()),
+            BodyFormat::Xml => {
+                let text = std::str::from_utf8(contents)
+                    .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))?;
+                Ok(crate::formats::xml::split_documents(text)
+                    .into_iter()
+                    .map(|(line, doc)| (line, doc.as_bytes()))
+                    .collect())
+            }
+            BodyFormat::Avro | BodyFormat::Pain002 | BodyFormat::Layout => {
+                Err("Avro records are not read from files; use JSON lines or XML".into())
+            }
+        }
+    }
+}
+
+/// Reads files dropped into a directory.
+pub struct FileSource {
+    reader: FileReader,
+    dir: PathBuf,
+    pattern: glob::Pattern,
+    readiness: Readiness,
+    poll: Duration,
+    /// Size, modification time and when first seen so, per file (for
+    /// `Readiness::Quiet`).
     seen: std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, SystemTime, SystemTime)>>,
     /// Files read to the end (for tests and logs).
     pub files_done: AtomicU64,
@@ -235,13 +392,11 @@ impl FileSource {
             })?;
         }
         Ok(FileSource {
-            intake,
+            reader: FileReader::new(intake, watch.format),
             dir,
             pattern: watch.pattern.clone(),
             readiness: watch.readiness,
             poll: watch.poll,
-            format: watch.format,
-            results: None,
             seen: Default::default(),
             files_done: AtomicU64::new(0),
         })
@@ -250,17 +405,17 @@ impl FileSource {
     /// Hands the bank's result files (`format = "pain002"` or `"layout"`)
     /// to `results`, whose records go on to the feeds.
     pub fn with_results(mut self, results: std::sync::Arc<dyn ResultFiles>) -> Self {
-        self.results = Some(results);
+        self.reader = self.reader.with_results(results);
         self
     }
 
     /// Polls until `shutdown`; a file being read when it comes is finished
     /// first (or, if the process dies, read again at the next start).
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(source = %self.intake.source(), dir = %self.dir.display(), "Watching for files");
+        tracing::info!(source = %self.reader.source(), dir = %self.dir.display(), "Watching for files");
         loop {
             if let Err(e) = self.poll_once().await {
-                tracing::error!(source = %self.intake.source(), error = %e, "Reading files failed; trying again");
+                tracing::error!(source = %self.reader.source(), error = %e, "Reading files failed; trying again");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
@@ -344,60 +499,19 @@ impl FileSource {
         let work = self.dir.join("work");
         let path = work.join(name);
         let contents = std::fs::read(&path).map_err(io(&path))?;
-        let digest = sha256_hex(&contents);
         let sum_path = work.join(format!("{name}.sha256"));
-        if let Readiness::Checksum = self.readiness {
-            let want = std::fs::read_to_string(&sum_path).unwrap_or_default();
-            let want = want.split_whitespace().next().unwrap_or("");
-            if !want.eq_ignore_ascii_case(&digest) {
-                let why = format!(
-                    "its checksum file says {want:?} but its SHA-256 is {digest}: incomplete or corrupted"
-                );
-                return self.fail(name, &why);
-            }
-        }
-        let owned: Vec<(usize, Vec<u8>)>;
-        let records: Vec<(usize, &[u8])> =
-            if matches!(self.format, BodyFormat::Pain002 | BodyFormat::Layout) {
-                match self.pain002(name, &contents).await {
-                    Ok(r) => {
-                        owned = r;
-                        owned.iter().map(|(l, b)| (*l, b.as_slice())).collect()
-                    }
-                    Err(why) => return self.fail(name, &why),
-                }
-            } else {
-                match self.records(&contents) {
-                    Ok(r) => r,
-                    Err(why) => return self.fail(name, &why),
-                }
-            };
-        let src = self.intake.source().to_string();
-        let mut total = crate::store::IngestOutcome::default();
-        for chunk in records.chunks(BATCH) {
-            let batch = chunk
-                .iter()
-                .map(|(line, raw)| {
-                    self.intake.prepare(
-                        raw,
-                        Some(format!("{}:{line}", &digest[..32])),
-                        Some(format!("{name}:{line}")),
-                    )
-                })
-                .collect();
-            let o = self
-                .intake
-                .commit(batch)
-                .await
-                .map_err(|error| FileError::Store {
-                    file: name.to_string(),
-                    error,
-                })?;
-            total.stored += o.stored;
-            total.duplicates += o.duplicates;
-            total.messages += o.messages;
-            total.quarantined += o.quarantined;
-        }
+        let checksum = match self.readiness {
+            Readiness::Checksum => Some(std::fs::read_to_string(&sum_path).unwrap_or_default()),
+            Readiness::Quiet(_) => None,
+        };
+        let (records, total) = match self
+            .reader
+            .read(name, &contents, checksum.as_deref())
+            .await?
+        {
+            FileRead::Stored { records, outcome } => (records, outcome),
+            FileRead::Refused(why) => return self.fail(name, &why),
+        };
         let done = self.dir.join("done");
         if sum_path.exists() {
             std::fs::rename(&sum_path, done.join(format!("{name}.sha256")))
@@ -405,54 +519,15 @@ impl FileSource {
         }
         std::fs::rename(&path, done.join(name)).map_err(io(&path))?;
         self.files_done.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(source = %src, file = %name, records = records.len(), stored = total.stored,
+        tracing::info!(source = %self.reader.source(), file = %name, records, stored = total.stored,
             already_stored = total.duplicates, messages = total.messages, quarantined = total.quarantined, "File read");
         Ok(())
-    }
-
-    /// A bank's result file: its records, as the result handler makes them.
-    async fn pain002(&self, name: &str, contents: &[u8]) -> Result<Vec<(usize, Vec<u8>)>, String> {
-        let results = self
-            .results
-            .as_ref()
-            .ok_or("no handler of bank result files is wired to this source")?;
-        Ok(results
-            .read(name, contents)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| (i + 1, b))
-            .collect())
-    }
-
-    /// The records of a file, with their 1-based line numbers.
-    fn records<'a>(&self, contents: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>, String> {
-        match self.format {
-            BodyFormat::Json => Ok(contents
-                .split(|&b| b == b'\n')
-                .enumerate()
-                .map(|(i, l)| (i + 1, l.trim_ascii()))
-                .filter(|(_, l)| !l.is_empty())
-                .collect()),
-            BodyFormat::Xml => {
-                let text = std::str::from_utf8(contents)
-                    .map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))?;
-                Ok(crate::formats::xml::split_documents(text)
-                    .into_iter()
-                    .map(|(line, doc)| (line, doc.as_bytes()))
-                    .collect())
-            }
-            BodyFormat::Avro | BodyFormat::Pain002 | BodyFormat::Layout => {
-                Err("Avro records are not read from files; use JSON lines or XML".into())
-            }
-        }
     }
 
     fn fail(&self, name: &str, why: &str) -> Result<(), FileError> {
         let work = self.dir.join("work");
         let failed = self.dir.join("failed");
-        tracing::error!(source = %self.intake.source(), file = %name, reason = %why, "File refused; moved to failed/");
+        tracing::error!(source = %self.reader.source(), file = %name, reason = %why, "File refused; moved to failed/");
         write_atomic(
             &failed,
             &format!("{name}.reason"),

@@ -123,6 +123,19 @@ impl<'a> HttpSettings<'a> {
                 );
             }
         }
+        if let Some(a @ (Auth::Key(_) | Auth::Password(_))) =
+            spec.auth.as_ref().map(|a| a.get_ref())
+        {
+            let t = if matches!(a, Auth::Key(_)) {
+                "key"
+            } else {
+                "password"
+            };
+            p.connector(
+                spec.auth.as_ref().map(|a| a.span().start),
+                format!("auth type {t:?} is for sftp connectors; http connectors use bearer, basic or hmac"),
+            );
+        }
         if spec.brokers.is_some() || spec.directory.is_some() {
             p.connector(
                 None,

@@ -1,0 +1,335 @@
+//! The SFTP bank channel against a real OpenSSH server (a private `sshd`
+//! on 127.0.0.1 with its own host key and a user key made for the test,
+//! stopped when the test ends): payment files uploaded under a temporary
+//! name, renamed, then their checksum file; an upload broken off by the
+//! server going away repeated in place; unknown and changed host keys
+//! refused; and the month's payouts end to end, the files up over SFTP,
+//! the bank simulator answering in the directory the server serves, the
+//! results picked up over SFTP, reconciled and moved aside on the server.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use tongban::connectors::sftp::settings::SftpSettings;
+use tongban::connectors::sftp::{self, SftpClient, SftpError};
+use tongban::sim::sshd::Sshd;
+
+fn server() -> (tempfile::TempDir, Sshd) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Sshd::start(&d.path().join("sshd")).unwrap_or_else(|e| {
+        panic!("an OpenSSH server is needed (scripts/test.sh installs openssh-server): {e}")
+    });
+    (d, s)
+}
+
+/// The settings of an sftp connector for `sshd` with `lines` added (a
+/// pin, or another key).
+fn settings(sshd: &Sshd, lines: &str) -> SftpSettings {
+    let host = match lines.contains("host = \"") {
+        true => String::new(),
+        false => format!("host = \"127.0.0.1:{}\"\n", sshd.port),
+    };
+    let text = format!("kind = \"sftp\"\n{host}timeout = \"5s\"\n{lines}\n");
+    let spec: tongban::config::ConnectorSpec = toml::from_str(&text).unwrap();
+    SftpSettings::of(&spec, Path::new("/")).unwrap_or_else(|p| panic!("{text}: {p:?}"))
+}
+
+fn pinned(sshd: &Sshd) -> SftpSettings {
+    settings(sshd, &sshd.connector_lines())
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn local(bytes: &[u8]) -> (tokio::fs::File, u64) {
+    use std::io::{Seek, Write};
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(bytes).unwrap();
+    f.rewind().unwrap();
+    (tokio::fs::File::from_std(f), bytes.len() as u64)
+}
+
+#[tokio::test]
+async fn a_file_is_placed_whole_then_its_checksum_and_a_broken_upload_is_repeated_in_place() {
+    let (d, mut sshd) = server();
+    let bank = d.path().join("bank");
+    let out = format!("{}/out", bank.display());
+    let c = SftpClient::new(&pinned(&sshd));
+    // 64 MB of payment-file-like text, not all alike.
+    let body: Vec<u8> = (0..1_000_000u32)
+        .flat_map(|i| {
+            format!("<CdtTrfTxInf><EndToEndId>P{i:09}</EndToEndId></CdtTrfTxInf>\n").into_bytes()
+        })
+        .collect();
+    let digest = tongban::connectors::file::sha256_hex(&body);
+    let name = "TB-2026-11-105100000017-0001.pain001.xml";
+
+    // The server goes away during the upload: the upload fails (the
+    // dispatcher will retry it); the bank's directory holds no file under
+    // its name, only the temporary dot-file at most.
+    let (f, len) = local(&body);
+    let up = {
+        let c = &c;
+        let out = out.clone();
+        async move { sftp::upload(c, &out, name, f, len).await }
+    };
+    let stop = async {
+        // Once some bytes are there.
+        let tmp = bank.join("out").join(sftp::temp_name(name));
+        support::eventually(Duration::from_secs(20), "the upload started", || async {
+            std::fs::metadata(&tmp).is_ok_and(|m| m.len() > 0 && m.len() < len)
+        })
+        .await;
+        sshd.stop();
+    };
+    let (broken, ()) = tokio::join!(up, stop);
+    let e = broken.expect_err("the upload cannot finish without the server");
+    assert!(
+        matches!(
+            e.delivery(),
+            tongban::dispatch::failure::DeliveryError::Connect(_)
+                | tongban::dispatch::failure::DeliveryError::Io(_)
+                | tongban::dispatch::failure::DeliveryError::Timeout(_)
+        ),
+        "a retried failure"
+    );
+    assert!(
+        !bank.join("out").join(name).exists(),
+        "no half file under its name"
+    );
+
+    // The server is back: the same bytes go to the same place, the
+    // checksum file after them, and no temporary file is left.
+    sshd.restart().unwrap();
+    let (f, len) = local(&body);
+    sftp::upload(&c, &out, name, f, len).await.unwrap();
+    assert!(!bank.join("out").join(format!("{name}.sha256")).exists());
+    sftp::place_checksum(&c, &out, name, &digest).await.unwrap();
+    assert_eq!(
+        names(&bank.join("out")),
+        [name.to_string(), format!("{name}.sha256")]
+    );
+    assert_eq!(std::fs::read(bank.join("out").join(name)).unwrap(), body);
+    assert_eq!(
+        std::fs::read_to_string(bank.join("out").join(format!("{name}.sha256"))).unwrap(),
+        tongban::connectors::file::checksum_line(name, &body)
+    );
+    // A retry after the file is placed (a crash before the hub recorded
+    // the delivery) puts the same bytes there again: same name, no second file.
+    let (f, len) = local(&body);
+    sftp::upload(&c, &out, name, f, len).await.unwrap();
+    assert_eq!(names(&bank.join("out")).len(), 2);
+    assert_eq!(std::fs::read(bank.join("out").join(name)).unwrap(), body);
+    // The file without its checksum file (a crash in between): `finish`
+    // writes it; with both there, it does nothing.
+    std::fs::remove_file(bank.join("out").join(format!("{name}.sha256"))).unwrap();
+    assert!(sftp::finish(&c, &out, name, &digest).await.unwrap());
+    assert!(!sftp::finish(&c, &out, name, &digest).await.unwrap());
+    assert!(bank.join("out").join(format!("{name}.sha256")).exists());
+}
+
+#[tokio::test]
+async fn an_unknown_or_changed_host_key_and_a_key_the_server_does_not_know_are_refused() {
+    let (d, sshd) = server();
+    let refused = |r: Result<(), SftpError>| match r {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("connected"),
+    };
+    let auth = format!(
+        "auth = {{ type = \"key\", username = \"{}\", private_key = \"${{file:{}}}\" }}",
+        sshd.user,
+        sshd.user_key.display()
+    );
+    // The pinned fingerprint is right: connected.
+    let ok = settings(
+        &sshd,
+        &format!("host_key = \"{}\"\n{auth}", sshd.fingerprint),
+    );
+    SftpClient::new(&ok).probe().await.unwrap();
+
+    // Another fingerprint.
+    let other = format!("SHA256:{}", "A".repeat(43));
+    let e = refused(
+        SftpClient::new(&settings(&sshd, &format!("host_key = \"{other}\"\n{auth}")))
+            .probe()
+            .await,
+    );
+    assert!(e.contains("host key refused"), "{e}");
+    assert!(e.contains(&sshd.fingerprint) && e.contains(&other), "{e}");
+
+    // A known_hosts file that holds another key for this host: changed.
+    let other_key = d.path().join("other");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap();
+    let pub_key = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let mut parts = pub_key.split_whitespace();
+    let kh = d.path().join("known_hosts_changed");
+    std::fs::write(
+        &kh,
+        format!(
+            "# the bank's key\n[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let e = refused(
+        SftpClient::new(&settings(
+            &sshd,
+            &format!("known_hosts = \"{}\"\n{auth}", kh.display()),
+        ))
+        .probe()
+        .await,
+    );
+    assert!(e.contains("CHANGED") && e.contains("line 2"), "{e}");
+
+    // A known_hosts file without this host: unknown.
+    let kh = d.path().join("known_hosts_empty");
+    std::fs::write(&kh, "[10.0.0.1]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKjnAJH+ZqKeAh9PfrH9Zg2qXb3vChxg4uGq6qP3Jqx7\n").unwrap();
+    let e = refused(
+        SftpClient::new(&settings(
+            &sshd,
+            &format!("known_hosts = \"{}\"\n{auth}", kh.display()),
+        ))
+        .probe()
+        .await,
+    );
+    assert!(e.contains("unknown host"), "{e}");
+
+    // The host is right but the key is not one the server knows.
+    let stranger = format!(
+        "known_hosts = \"{}\"\nauth = {{ type = \"key\", username = \"{}\", private_key = \"${{file:{}}}\" }}",
+        sshd.known_hosts.display(),
+        sshd.user,
+        other_key.display()
+    );
+    let e = refused(SftpClient::new(&settings(&sshd, &stranger)).probe().await);
+    assert!(e.contains("login as") && e.contains("refused"), "{e}");
+    assert!(
+        !e.contains("PRIVATE KEY"),
+        "no key material in the message: {e}"
+    );
+}
+
+#[tokio::test]
+async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
+    let d = support::copy_config();
+    let dir = d.path();
+    let cfg = dir.to_str().unwrap();
+    let sshd = Sshd::start(&dir.join("var/sshd")).expect("openssh-server");
+    let bank_dir = dir.join("var/bank");
+    std::fs::create_dir_all(&bank_dir).unwrap();
+    let bank_dir = bank_dir.canonicalize().unwrap();
+    let toml = std::fs::read_to_string(dir.join("connectors/bank.toml")).unwrap();
+    let toml = toml.replace("kind = \"file\"", "kind = \"sftp\"").replace(
+        "directory = \"var/bank\"",
+        &format!(
+            "directory = \"{}\"\n{}",
+            bank_dir.display(),
+            sshd.connector_lines()
+        ),
+    );
+    std::fs::write(dir.join("connectors/bank.toml"), toml).unwrap();
+    let o = support::run(&["check", "--config", cfg]);
+    assert!(o.status.success(), "{:?}", support::text(&o));
+
+    let lines = support::payouts::ingest_sample(cfg);
+    let paid: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["amount_fen"].as_i64() > Some(0))
+        .collect();
+    let mut hub = support::hub::run_logged(dir, &[]);
+    let store = tongban::store::Store::open("sqlite://var/tongban.db", dir)
+        .await
+        .unwrap();
+    support::payouts::recorded(&store, paid.len()).await;
+    let out =
+        support::payouts::run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+    assert_eq!(
+        out.matches("uploaded to sftp://127.0.0.1:").count(),
+        4,
+        "{out}"
+    );
+
+    // Each file is on the server whole with its checksum file; nothing
+    // else is left there.
+    let outdir = bank_dir.join("out");
+    let files = names(&outdir);
+    assert_eq!(files.len(), 8, "{files:?}");
+    for f in files.iter().filter(|f| !f.ends_with(".sha256")) {
+        let bytes = std::fs::read(outdir.join(f)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outdir.join(format!("{f}.sha256"))).unwrap(),
+            tongban::connectors::file::checksum_line(f, &bytes)
+        );
+        let id = f.trim_end_matches(".pain001.xml");
+        assert_eq!(
+            store.written(id).await.unwrap(),
+            Some(tongban::connectors::file::sha256_hex(&bytes))
+        );
+    }
+
+    // The bank's back office answers in the directory the server serves;
+    // the running hub picks the answers up over SFTP and reconciles them.
+    let bank = tongban::sim::bank::Bank::new(&bank_dir);
+    let closed = "6228480012345678903";
+    support::payouts::open_accounts(&bank, &lines, closed);
+    assert_eq!(bank.poll_once().unwrap(), 4);
+    let results = support::payouts::all_results(&store, paid.len()).await;
+    let n_closed = paid
+        .iter()
+        .filter(|v| v["bank_account_no"] == closed)
+        .count() as i64;
+    assert_eq!(support::payouts::tally(&results, "REJECTED").0, n_closed);
+    assert_eq!(
+        support::payouts::tally(&results, "ACCEPTED").0,
+        paid.len() as i64 - n_closed
+    );
+    // Moved aside on the server once stored, with their checksum files.
+    let indir = bank_dir.join("in");
+    support::eventually(
+        Duration::from_secs(20),
+        "answers moved to done/",
+        || async {
+            names(&indir).iter().all(|n| n == "done") && names(&indir.join("done")).len() == 8
+        },
+    )
+    .await;
+    assert!(bank.paid_twice().is_empty());
+
+    // A result file that does not match its checksum file goes to
+    // failed/ on the server with the reason beside it; nothing of it is
+    // stored.
+    let bad = "TB-BAD.pain002.xml";
+    std::fs::write(indir.join(bad), b"<Document/>").unwrap();
+    std::fs::write(
+        indir.join(format!("{bad}.sha256")),
+        format!("{}  {bad}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let reason = indir.join("failed").join(format!("{bad}.reason"));
+    support::eventually(Duration::from_secs(20), "the bad file refused", || async {
+        reason.exists()
+    })
+    .await;
+    assert!(std::fs::read_to_string(&reason)
+        .unwrap()
+        .contains("incomplete or corrupted"));
+    assert!(indir.join("failed").join(bad).exists());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
+    assert!(hub.wait().unwrap().success());
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+}
