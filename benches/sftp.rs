@@ -101,7 +101,11 @@ fn main() {
         "a pain.001 of {n} transfers, {:.1} MB; OpenSSH {} on 127.0.0.1:{}",
         size as f64 / 1e6,
         String::from_utf8_lossy(
-            &std::process::Command::new("ssh").arg("-V").output().unwrap().stderr
+            &std::process::Command::new("ssh")
+                .arg("-V")
+                .output()
+                .unwrap()
+                .stderr
         )
         .trim(),
         sshd.port
@@ -135,7 +139,12 @@ fn main() {
         let hub = t.elapsed();
         let above = status_kb("VmHWM:").saturating_sub(idle);
         peak_above = peak_above.max(above);
-        assert_eq!(std::fs::metadata(bank.join("out").join(name)).unwrap().len(), size);
+        assert_eq!(
+            std::fs::metadata(bank.join("out").join(name))
+                .unwrap()
+                .len(),
+            size
+        );
         std::fs::remove_file(bank.join("out").join(name)).unwrap();
 
         // The command-line client: the same file, the same server.

@@ -320,8 +320,10 @@ async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
     )
     .unwrap();
     let reason = indir.join("failed").join(format!("{bad}.reason"));
+    // The reason first, then the file, then its checksum file.
+    let moved = indir.join("failed").join(format!("{bad}.sha256"));
     support::eventually(Duration::from_secs(20), "the bad file refused", || async {
-        reason.exists()
+        moved.exists()
     })
     .await;
     assert!(std::fs::read_to_string(&reason)
@@ -332,4 +334,67 @@ async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
     unsafe { libc::kill(hub.id() as i32, libc::SIGTERM) };
     assert!(hub.wait().unwrap().success());
     assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+}
+
+/// `tongban demo --bank-sftp`: both provinces' banks over SFTP; every
+/// invariant holds (nobody paid twice, each month paid what the rules
+/// give), every result file picked up over SFTP and moved aside there.
+#[tokio::test]
+async fn the_demo_runs_the_bank_leg_over_sftp() {
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        support::tongban()
+            .args([
+                "demo",
+                "--people",
+                "300",
+                "--months",
+                "1",
+                "--timeout",
+                "180s",
+            ])
+            .args(["--bank-sftp", "--workdir"])
+            .arg(&work)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = support::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("bank over SFTP"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["channels"]["bank"], "sftp");
+    for (name, ok) in report["invariants"].as_object().unwrap() {
+        assert_eq!(ok, true, "invariant {name}: {stdout}");
+    }
+    assert!(
+        report["bank"]["paid"].as_u64().unwrap() > 100,
+        "{}",
+        report["bank"]
+    );
+    for prov in [d.path().to_path_buf(), d.path().join("shandong")] {
+        let connector = std::fs::read_to_string(prov.join("connectors/bank.toml")).unwrap();
+        assert!(connector.contains("kind = \"sftp\""), "{connector}");
+        let indir = prov.join("var/bank/in");
+        let answers = names(&indir.join("done"))
+            .into_iter()
+            .filter(|n| n.ends_with(".pain002.xml"))
+            .count();
+        assert!(
+            answers >= 2,
+            "{}: {answers} result files read over SFTP",
+            prov.display()
+        );
+        assert_eq!(
+            names(&indir),
+            ["done"],
+            "{}: nothing left unread",
+            prov.display()
+        );
+        let log = std::fs::read_to_string(prov.join("var/sshd/sshd.log")).unwrap();
+        assert!(log.contains("Accepted publickey"), "{log}");
+    }
 }

@@ -102,6 +102,12 @@ enum Command {
         /// demo makes the tables).
         #[arg(long, value_name = "URL")]
         employment_tables: Option<String>,
+        /// Run the bank's channel over SFTP: the demo starts a private
+        /// OpenSSH server (sshd, Debian's openssh-server) on 127.0.0.1 with
+        /// keys of its own serving the bank's directory; the hub uploads the
+        /// payment files there and picks the result files up from there.
+        #[arg(long)]
+        bank_sftp: bool,
         /// Give up after this long, e.g. 10m.
         #[arg(long, default_value = "10m")]
         timeout: humantime::Duration,
@@ -619,6 +625,7 @@ pub fn main() -> ExitCode {
         seed,
         no_faults,
         employment_tables,
+        bank_sftp,
         timeout,
     } = cli.command
     {
@@ -631,6 +638,7 @@ pub fn main() -> ExitCode {
             seed,
             no_faults,
             employment_tables,
+            bank_sftp,
             timeout: timeout.into(),
         });
     }

@@ -56,6 +56,10 @@ pub struct DemoArgs {
     /// The employment department over front-end tables in this database
     /// (`postgres://…` or `mysql://…`) instead of HTTP.
     pub employment_tables: Option<String>,
+    /// The bank's channel over SFTP: a private OpenSSH server serves the
+    /// bank's directory, the hub uploads payment files to it and picks
+    /// the result files up from it.
+    pub bank_sftp: bool,
     /// Give up after this long.
     pub timeout: Duration,
 }

@@ -36,6 +36,8 @@ pub(super) struct Province {
     pub(super) hub: Option<crate::hub::Hub>,
     /// Its bank.
     pub(super) bank: Arc<sim::bank::Bank>,
+    /// Its bank's SFTP server (`--bank-sftp`), while the demo runs.
+    pub(super) _sftp: Option<sim::sshd::Sshd>,
 }
 
 /// Starts the provinces' simulators and writes their hubs' configurations:
@@ -69,6 +71,10 @@ async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
                 ))
             }
             None => None,
+        };
+        let sftp = match args.bank_sftp {
+            true => Some(super::scenario::bank_sftp(&dir)?),
+            false => None,
         };
         let (cfg, diags) = crate::hub::load(&dir);
         let Some(cfg) = cfg else {
@@ -111,6 +117,7 @@ async fn provinces(args: &DemoArgs) -> Result<Vec<Province>, String> {
             cfg,
             hub: None,
             bank,
+            _sftp: sftp,
         });
     }
     Ok(out)

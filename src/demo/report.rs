@@ -584,6 +584,10 @@ pub(super) async fn report(
         "people_per_second": (people.len() as f64 / elapsed.as_secs_f64().max(0.001) * 10.0).round() / 10.0,
         "peak_rss_mb": peak_rss_mb(),
         "faults": !args.no_faults,
+        "channels": {
+            "bank": if args.bank_sftp { "sftp" } else { "directory" },
+            "employment": if args.employment_tables.is_some() { "tables" } else { "http" },
+        },
         "period": run.months.first().map(|m| m.period.clone()),
         "payout_list": {"items": first_list.0, "total_fen": first_list.1},
         "months": months,
@@ -617,12 +621,22 @@ pub(super) async fn report(
 
     println!();
     println!(
-        "{} people in {:.1} s ({:.0} people/s), peak RSS {} MB, faults {}",
+        "{} people in {:.1} s ({:.0} people/s), peak RSS {} MB, faults {}{}{}",
         people.len(),
         elapsed.as_secs_f64(),
         people.len() as f64 / elapsed.as_secs_f64().max(0.001),
         peak_rss_mb(),
-        if args.no_faults { "off" } else { "on" }
+        if args.no_faults { "off" } else { "on" },
+        if args.bank_sftp {
+            "; bank over SFTP (a private OpenSSH server)"
+        } else {
+            ""
+        },
+        if args.employment_tables.is_some() {
+            "; employment over front-end tables"
+        } else {
+            ""
+        }
     );
     println!(
         "simulator ledgers: {} effects in {:.1} MB compressed ({:.1} bytes an effect)",

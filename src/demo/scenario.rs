@@ -340,3 +340,49 @@ poll_interval = "100ms"
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok((inbox, outbox))
 }
+
+/// `--bank-sftp`: starts the bank's SFTP server (a private sshd serving
+/// `DIR/var/bank`, keys in `DIR/var/sshd`) and points the hub's bank
+/// connector at it: payment files uploaded into `out/`, result files picked
+/// up from `in/`. The bank simulator watches the directory the server
+/// serves, as a bank's back office does.
+pub fn bank_sftp(dir: &Path) -> Result<crate::sim::sshd::Sshd, String> {
+    let sshd = crate::sim::sshd::Sshd::start(&dir.join("var/sshd"))
+        .map_err(|e| format!("--bank-sftp: {e}"))?;
+    let bank = dir.join("var/bank");
+    std::fs::create_dir_all(&bank).map_err(|e| format!("{}: {e}", bank.display()))?;
+    let bank = bank
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", bank.display()))?;
+    let text = format!(
+        r#"# Written by tongban demo --bank-sftp: the payout bank's channel over
+# SFTP, to a private OpenSSH server on 127.0.0.1 (its host key pinned in
+# known_hosts, a key login made for the demo).
+kind = "sftp"
+description = "Payout bank channel (SFTP)"
+directory = "{}"
+{}
+[operations.payment_instructions]
+direction = "sink"
+description = "Payments, grouped into pain.001 batch files per bank and period"
+schema = "PaymentInstruction"
+format = "xml"
+file_pattern = "*.pain001.xml"
+xml_root = "Document"
+xml_namespace = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
+
+[operations.payment_results]
+direction = "source"
+description = "Per-payment results, read from pain.002 files and reconciled against the payout register"
+schema = "PaymentResult"
+format = "pain002"
+file_pattern = "*.pain002.xml"
+poll_interval = "200ms"
+"#,
+        bank.display(),
+        sshd.connector_lines()
+    );
+    std::fs::write(dir.join("connectors/bank.toml"), text)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(sshd)
+}

@@ -64,6 +64,9 @@ pub enum SftpError {
         path: String,
         /// The server's reason.
         reason: String,
+        /// Whether the server answered (the connection is sound: no such
+        /// file, permission denied), rather than the exchange breaking.
+        answered: bool,
     },
     /// A local file could not be read.
     #[error("{0}")]
@@ -218,7 +221,13 @@ impl SftpClient {
                 } else {
                     format!("/{path}")
                 },
-                reason: e.to_string(),
+                answered: matches!(e, russh_sftp::client::error::Error::Status(_)),
+                reason: match e {
+                    russh_sftp::client::error::Error::Status(s) if !s.error_message.is_empty() => {
+                        s.error_message
+                    }
+                    e => e.to_string(),
+                },
             },
         }
     }
@@ -358,7 +367,8 @@ impl SftpClient {
     {
         let c = self.conn().await?;
         let out = f(c).await;
-        if out.is_err() {
+        // A refusal the server answered leaves the connection sound.
+        if matches!(&out, Err(e) if !matches!(e, SftpError::Remote { answered: true, .. })) {
             self.reset().await;
         }
         out
@@ -391,6 +401,11 @@ impl SftpClient {
                 .collect())
         })
         .await
+    }
+
+    /// Whether an error is the server saying the path does not exist.
+    pub fn is_missing(e: &SftpError) -> bool {
+        matches!(e, SftpError::Remote { answered: true, reason, .. } if reason.to_ascii_lowercase().contains("no such file"))
     }
 
     /// Whether a remote path exists.
@@ -480,6 +495,7 @@ impl SftpClient {
                 server: self.server(),
                 path: path.to_string(),
                 reason: e.to_string(),
+                answered: false,
             };
             tokio::io::copy_buf(&mut from, &mut f).await.map_err(io)?;
             f.sync_all().await.map_err(|e| self.remote(path, e))?;
@@ -495,6 +511,7 @@ impl SftpClient {
                     server: self.server(),
                     path: path.to_string(),
                     reason: format!("{size:?} bytes arrived of {len}"),
+                    answered: true,
                 });
             }
             Ok(())
@@ -515,6 +532,7 @@ impl SftpClient {
                 server: self.server(),
                 path: path.to_string(),
                 reason: e.to_string(),
+                answered: false,
             };
             f.write_all(bytes).await.map_err(io)?;
             f.sync_all().await.map_err(|e| self.remote(path, e))?;

@@ -142,7 +142,15 @@ impl SftpSource {
     /// Returns how many files were read.
     pub async fn poll_once(&self) -> Result<usize, SourceError> {
         let dir = &self.watch.dir;
-        let entries = self.client.list(dir).await?;
+        let entries = match self.client.list(dir).await {
+            // Not made yet: made now (as the file source makes its
+            // directory), and nothing to read.
+            Err(e) if SftpClient::is_missing(&e) => {
+                self.client.make_dirs(dir).await?;
+                return Ok(0);
+            }
+            r => r?,
+        };
         let sums: std::collections::HashSet<&str> = entries
             .iter()
             .filter_map(|e| e.name.strip_suffix(".sha256"))
