@@ -228,7 +228,7 @@ async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
     let d = support::copy_config();
     let dir = d.path();
     let cfg = dir.to_str().unwrap();
-    let sshd = Sshd::start(&dir.join("var/sshd")).expect("openssh-server");
+    let mut sshd = Sshd::start(&dir.join("var/sshd")).expect("openssh-server");
     let bank_dir = dir.join("var/bank");
     std::fs::create_dir_all(&bank_dir).unwrap();
     let bank_dir = bank_dir.canonicalize().unwrap();
@@ -236,7 +236,7 @@ async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
     let toml = toml.replace("kind = \"file\"", "kind = \"sftp\"").replace(
         "directory = \"var/bank\"",
         &format!(
-            "directory = \"{}\"\n{}",
+            "directory = \"{}\"\nretry_schedule = [\"1s\", \"1s\", \"2s\", \"5s\", \"10s\"]\n{}",
             bank_dir.display(),
             sshd.connector_lines()
         ),
@@ -255,13 +255,54 @@ async fn the_month_s_payment_files_go_up_over_sftp_and_the_results_come_back() {
         .await
         .unwrap();
     support::payouts::recorded(&store, paid.len()).await;
-    let out =
-        support::payouts::run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
-    assert_eq!(
-        out.matches("uploaded to sftp://127.0.0.1:").count(),
-        4,
-        "{out}"
+    // The bank's server is down when the month's files are built: each
+    // file waits, saying why; the running hub's dispatcher tries again on
+    // the connector's schedule and delivers them once the server is back.
+    sshd.stop();
+    let o = support::run(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
+    let (out, err) = support::text(&o);
+    assert!(!o.status.success(), "{out}");
+    let waiting = format!(
+        "NOT DELIVERED YET (connect: the target could not be reached: sftp://127.0.0.1:{}: cannot connect: Connection refused",
+        sshd.port
     );
+    assert_eq!(out.matches(&waiting).count(), 4, "{out}{err}");
+    assert!(
+        names(&bank_dir).iter().all(|n| n != "out"),
+        "nothing reached the bank"
+    );
+    sshd.restart().unwrap();
+    let target = "bank.payment_instructions/files";
+    support::eventually(
+        Duration::from_secs(60),
+        "the files delivered after the outage",
+        || async {
+            store
+                .messages(target, tongban::store::status::DELIVERED, 100)
+                .await
+                .unwrap()
+                .len()
+                == 4
+        },
+    )
+    .await;
+    for m in store
+        .messages(target, tongban::store::status::DELIVERED, 100)
+        .await
+        .unwrap()
+    {
+        let attempts = store.attempts(m.id).await.unwrap();
+        assert!(attempts.len() >= 2, "{attempts:?}");
+        assert_eq!(attempts[0].error_class.as_deref(), Some("connect"));
+        let last = attempts.last().unwrap();
+        assert!(
+            last.excerpt
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("uploaded to sftp://127.0.0.1:"),
+            "{last:?}"
+        );
+    }
 
     // Each file is on the server whole with its checksum file; nothing
     // else is left there.
@@ -396,5 +437,111 @@ async fn the_demo_runs_the_bank_leg_over_sftp() {
         );
         let log = std::fs::read_to_string(prov.join("var/sshd/sshd.log")).unwrap();
         assert!(log.contains("Accepted publickey"), "{log}");
+    }
+}
+
+/// `tongban run` killed with SIGKILL three times while it reads 50 files
+/// of records from an SFTP directory and delivers them, then left to
+/// finish: every record stored and delivered once (by its id), each key's
+/// records in order across the files, every file moved to `done/` on the
+/// server, nothing left unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_reading_over_sftp_loses_nothing_and_stores_nothing_twice() {
+    use support::receiver;
+    const KEYS: usize = 200;
+    const PER_KEY: usize = 50;
+    let (d, sshd) = server();
+    let (rx, url) = receiver::start(false, receiver::ACCEPT).await;
+    let dir = d.path().join("hub");
+    support::hub::config(&dir, "sqlite://outbox.db", &url, KEYS, PER_KEY);
+    let remote = d.path().join("remote");
+    std::fs::create_dir_all(remote.join("in")).unwrap();
+    let remote = remote.canonicalize().unwrap();
+    support::hub::write(
+        &dir,
+        "connectors/src.toml",
+        &format!(
+            "kind = \"sftp\"\ndirectory = \"{}\"\n{}[operations.events]\ndirection = \"source\"\nschema = \"Ev\"\nid_field = \"id\"\nfile_pattern = \"*.jsonl\"\npoll_interval = \"50ms\"\n",
+            remote.display(),
+            sshd.connector_lines()
+        ),
+    );
+    // One file per sequence number, each with every key: a key's records
+    // are in order across the files' names.
+    let input = std::fs::read_to_string(dir.join("input.jsonl")).unwrap();
+    let lines: Vec<&str> = input.lines().collect();
+    for (i, chunk) in lines.chunks(KEYS).enumerate() {
+        let body = chunk.join("\n") + "\n";
+        tongban::connectors::file::write_with_checksum(
+            &remote.join("in"),
+            &format!("part-{i:04}.jsonl"),
+            body.as_bytes(),
+        )
+        .unwrap();
+    }
+    let mut rng = tongban::synth::Rng::new(tongban::store::now_ms() as u64);
+    for _ in 0..3 {
+        let mut child = support::hub::hub(&dir);
+        tokio::time::sleep(Duration::from_millis(400 + rng.below(800))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let done_during = names(&remote.join("in/done")).len();
+    let mut child = support::hub::hub(&dir);
+    support::eventually(
+        Duration::from_secs(120),
+        "every record delivered",
+        || async { rx.distinct() >= KEYS * PER_KEY },
+    )
+    .await;
+    let left = || names(&remote.join("in"));
+    for _ in 0..300 {
+        if left() == ["done"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left(), ["done"], "every file moved aside");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    eprintln!("{done_during} of 50 files done before the last start");
+    assert_eq!(
+        names(&remote.join("in/done")).len(),
+        100,
+        "50 files and their checksum files"
+    );
+
+    let store = tongban::store::Store::open("sqlite://outbox.db", &dir)
+        .await
+        .unwrap();
+    let delivered = store
+        .counts()
+        .await
+        .unwrap()
+        .messages("rx.deliver", tongban::store::status::DELIVERED);
+    assert_eq!(
+        delivered,
+        (KEYS * PER_KEY) as i64,
+        "each record stored once, one message each"
+    );
+    let accepted = rx.accepted.lock().unwrap().clone();
+    let mut per_key: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    for (idem, body) in &accepted {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        if seen.insert(idem.clone()) {
+            per_key
+                .entry(v["key"].as_str().unwrap().to_string())
+                .or_default()
+                .push(v["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seen.len(), KEYS * PER_KEY);
+    for (k, seqs) in &per_key {
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "key {k} out of order: {seqs:?}"
+        );
     }
 }

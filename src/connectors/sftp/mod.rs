@@ -155,6 +155,21 @@ impl SftpSource {
             .iter()
             .filter_map(|e| e.name.strip_suffix(".sha256"))
             .collect();
+        // A checksum file whose file is gone: a crash between moving the
+        // file aside and its checksum file; its move is finished.
+        let files: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.name.as_str()).collect();
+        for lone in sums.iter().filter(|n| !files.contains(*n)) {
+            for aside in ["done", "failed"] {
+                if self.client.exists(&format!("{dir}/{aside}/{lone}")).await? {
+                    let sum = format!("{lone}.sha256");
+                    self.client
+                        .replace(&format!("{dir}/{sum}"), &format!("{dir}/{aside}/{sum}"))
+                        .await?;
+                    break;
+                }
+            }
+        }
         let mut names: Vec<&client::Entry> = entries
             .iter()
             .filter(|e| {
@@ -223,7 +238,7 @@ impl SftpSource {
                 .await?;
         }
         // The file first, then its checksum file: a crash in between
-        // leaves a lone checksum file, which is passed over.
+        // leaves a lone checksum file, moved after it at the next poll.
         self.client.replace(&path, &format!("{to}/{name}")).await?;
         if checksum.is_some() {
             self.client
