@@ -346,6 +346,17 @@ impl Loader {
 
     fn secret_warnings(&mut self, src: &SourceText, spec: &ConnectorSpec) {
         use connector::Auth;
+        if let Some(kh) = &spec.known_hosts {
+            let path = self.dir.join(kh);
+            if !path.is_file() {
+                let at = src.text.find("known_hosts").unwrap_or(0);
+                self.diags.push(src.at(
+                    Severity::Warning,
+                    at,
+                    format!("the known_hosts file {} is not there: every connection to the server will be refused until it holds the server's key", path.display()),
+                ));
+            }
+        }
         if let Some(url) = &spec.url {
             if let Err(e) = url.resolve() {
                 // The line of `url =` (a secret reference has no span).
