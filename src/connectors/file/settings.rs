@@ -79,6 +79,38 @@ pub enum FileBody {
     PaymentFiles,
 }
 
+/// An operation's `file_pattern`, or a problem if it has none or it is
+/// not a glob (`kind`: `File` or `SFTP`, for the message).
+pub(crate) fn file_pattern(
+    p: &mut Problems,
+    name: &str,
+    sop: &toml::Spanned<crate::config::connector::Operation>,
+    kind: &str,
+) -> Option<glob::Pattern> {
+    let Some(pattern) = sop.get_ref().file_pattern.as_deref() else {
+        p.need(name, sop, kind, "file_pattern");
+        return None;
+    };
+    match glob::Pattern::new(pattern) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            p.op(name, sop, format!("file_pattern {pattern:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// When a source operation's files are complete: once their checksum
+/// file is there (the default), or, with `checksum = false`, once they have
+/// not changed for `settle_time` (default 2 s).
+pub(crate) fn readiness(op: &crate::config::connector::Operation) -> Readiness {
+    if op.checksum.unwrap_or(true) {
+        Readiness::Checksum
+    } else {
+        Readiness::Quiet(op.settle_time.map_or(Duration::from_secs(2), |d| d.0))
+    }
+}
+
 impl FileSettings {
     /// The settings a connector file gives, or every problem in it; paths
     /// start from `dir`, the configuration directory.
@@ -98,16 +130,8 @@ impl FileSettings {
         let mut operations = BTreeMap::new();
         for (name, sop) in &spec.operations {
             let op = sop.get_ref();
-            let Some(pattern) = op.file_pattern.as_deref() else {
-                p.need(name, sop, "File", "file_pattern");
+            let Some(pattern) = file_pattern(&mut p, name, sop, "File") else {
                 continue;
-            };
-            let pattern = match glob::Pattern::new(pattern) {
-                Ok(g) => g,
-                Err(e) => {
-                    p.op(name, sop, format!("file_pattern {pattern:?}: {e}"));
-                    continue;
-                }
             };
             let layout_ok = op.layout.is_some() == (op.format == BodyFormat::Layout);
             if !layout_ok {
@@ -134,11 +158,7 @@ impl FileSettings {
                             "layout",
                         ],
                     );
-                    let readiness = if op.checksum.unwrap_or(true) {
-                        Readiness::Checksum
-                    } else {
-                        Readiness::Quiet(op.settle_time.map_or(Duration::from_secs(2), |d| d.0))
-                    };
+                    let readiness = readiness(op);
                     FileOperation::Watch(Watch {
                         dir: base.join(op.path.as_deref().unwrap_or("in")),
                         pattern,

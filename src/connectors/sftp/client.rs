@@ -474,13 +474,14 @@ impl SftpClient {
         .await
     }
 
-    /// Writes `from` (a local file of `len` bytes, read as a stream) to
-    /// the remote `path`, created or truncated, flushed to the server's
-    /// disk where it offers `fsync@openssh.com`; the size is checked after.
+    /// Writes `from` (`len` bytes, read as a stream: a local file, or bytes
+    /// in memory) to the remote `path`, created or truncated, flushed to the
+    /// server's disk where it offers `fsync@openssh.com`; the size is
+    /// checked after.
     pub async fn put_file(
         &self,
         path: &str,
-        from: tokio::fs::File,
+        from: impl tokio::io::AsyncRead + Unpin + Send,
         len: u64,
     ) -> Result<(), SftpError> {
         self.with(|c| async move {
@@ -519,26 +520,8 @@ impl SftpClient {
         .await
     }
 
-    /// Writes a small file in one request (created or truncated).
+    /// Writes a small file from memory (created or truncated).
     pub async fn put_bytes(&self, path: &str, bytes: &[u8]) -> Result<(), SftpError> {
-        self.with(|c| async move {
-            let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
-            let mut f = c
-                .sftp
-                .open_with_flags(path, flags)
-                .await
-                .map_err(|e| self.remote(path, e))?;
-            let io = |e: std::io::Error| SftpError::Remote {
-                server: self.server(),
-                path: path.to_string(),
-                reason: e.to_string(),
-                answered: false,
-            };
-            f.write_all(bytes).await.map_err(io)?;
-            f.sync_all().await.map_err(|e| self.remote(path, e))?;
-            f.shutdown().await.map_err(io)?;
-            Ok(())
-        })
-        .await
+        self.put_file(path, bytes, bytes.len() as u64).await
     }
 }

@@ -6,6 +6,7 @@
 use crate::config::connector::{Auth, BodyFormat, Direction};
 use crate::config::secret::Secret;
 use crate::config::ConnectorSpec;
+use crate::connectors::file::settings::{file_pattern, readiness};
 use crate::connectors::file::Readiness;
 use crate::connectors::settings::Problems;
 use crate::diag::Problem;
@@ -218,25 +219,13 @@ impl SftpSettings {
                             "layout",
                         ],
                     );
-                    let Some(pattern) = op.file_pattern.as_deref() else {
-                        p.need(name, sop, "SFTP", "file_pattern");
+                    let Some(pattern) = file_pattern(&mut p, name, sop, "SFTP") else {
                         continue;
-                    };
-                    let pattern = match glob::Pattern::new(pattern) {
-                        Ok(g) => g,
-                        Err(e) => {
-                            p.op(name, sop, format!("file_pattern {pattern:?}: {e}"));
-                            continue;
-                        }
                     };
                     if matches!(op.format, BodyFormat::Avro) {
                         p.op(name, sop, "Avro records are not read from files; use JSON lines, XML, pain002 or layout");
                     }
-                    let readiness = if op.checksum.unwrap_or(true) {
-                        Readiness::Checksum
-                    } else {
-                        Readiness::Quiet(op.settle_time.map_or(Duration::from_secs(2), |d| d.0))
-                    };
+                    let readiness = readiness(op);
                     SftpOperation::Watch(RemoteWatch {
                         dir: remote_join(&base, op.path.as_deref().unwrap_or("in")),
                         pattern,
