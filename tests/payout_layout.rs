@@ -29,10 +29,37 @@ fn use_layout(dir: &std::path::Path) {
 
 #[tokio::test]
 async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are_reconciled() {
+    in_layout(false).await;
+}
+
+/// The same over SFTP: the files uploaded to a private OpenSSH server
+/// serving the bank's directory, the result files read back over SFTP.
+#[tokio::test]
+async fn the_banks_layout_files_travel_over_sftp_too() {
+    in_layout(true).await;
+}
+
+async fn in_layout(over_sftp: bool) {
     let d = support::copy_config();
     let dir = d.path();
     let cfg = dir.to_str().unwrap();
     use_layout(dir);
+    let _sshd = over_sftp.then(|| {
+        let sshd = tongban::sim::sshd::Sshd::start(&dir.join("var/sshd")).expect("openssh-server");
+        let bank = dir.join("var/bank");
+        std::fs::create_dir_all(&bank).unwrap();
+        support::edit(
+            dir,
+            "connectors/bank.toml",
+            "kind = \"file\"\ndescription = \"Payout bank channel (file drop)\"\ndirectory = \"var/bank\"",
+            &format!(
+                "kind = \"sftp\"\ndirectory = \"{}\"\n{}",
+                bank.canonicalize().unwrap().display(),
+                sshd.connector_lines()
+            ),
+        );
+        sshd
+    });
     run_ok(&["check", "--config", cfg]);
     let lines = support::payouts::ingest_sample(cfg);
     let paid: Vec<&serde_json::Value> = lines
@@ -55,6 +82,7 @@ async fn payments_go_out_in_the_banks_fixed_width_gbk_layout_and_its_results_are
     support::payouts::recorded(&store, paid.len()).await;
     let out = run_ok(&["payouts", "build", "--config", cfg, "--period", "2026-11"]);
     assert!(out.contains(".txt"), "{out}");
+    assert_eq!(out.contains("uploaded to sftp://"), over_sftp, "{out}");
 
     // One file per bank, every line its layout's width in bytes, the names
     // in GBK, and the trailer's count and total those of the details.
