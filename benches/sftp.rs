@@ -19,16 +19,9 @@ use std::time::{Duration, Instant};
 use tongban::connectors::sftp::{self, settings::SftpSettings, SftpClient};
 use tongban::formats::pain::*;
 
-fn transfer(i: u64) -> Transfer {
-    Transfer {
-        end_to_end_id: format!("LIVING-11010519{:010}-2026-11", i),
-        amount_fen: 11_000 + (i % 7) as i64 * 1_000,
-        creditor_name: "张三".into(),
-        creditor_account: format!("62170000{:011}", i),
-        creditor_bank: Some("105100000017".into()),
-        remittance: "困难残疾人生活补贴 2026-11".into(),
-    }
-}
+#[path = "common/sample.rs"]
+mod sample;
+use sample::transfer;
 
 /// A pain.001.001.03 of `n` transfers in one block at `path`; its size.
 fn write_file(path: &Path, n: u64) -> u64 {

@@ -92,14 +92,16 @@ async fn a_file_is_placed_whole_then_its_checksum_and_a_broken_upload_is_repeate
     };
     let (broken, ()) = tokio::join!(up, stop);
     let e = broken.expect_err("the upload cannot finish without the server");
+    // The exchange broke (not a refusal the server answered, nor a local
+    // or secret problem): the dispatcher retries it.
     assert!(
         matches!(
-            e.delivery(),
-            tongban::dispatch::failure::DeliveryError::Connect(_)
-                | tongban::dispatch::failure::DeliveryError::Io(_)
-                | tongban::dispatch::failure::DeliveryError::Timeout(_)
+            e,
+            SftpError::Connect { .. }
+                | SftpError::Timeout { .. }
+                | SftpError::Remote { status: None, .. }
         ),
-        "a retried failure"
+        "{e}"
     );
     assert!(
         !bank.join("out").join(name).exists(),
@@ -139,9 +141,16 @@ async fn a_file_is_placed_whole_then_its_checksum_and_a_broken_upload_is_repeate
 #[tokio::test]
 async fn an_unknown_or_changed_host_key_and_a_key_the_server_does_not_know_are_refused() {
     let (d, sshd) = server();
-    let refused = |r: Result<(), SftpError>| match r {
-        Err(e) => e.to_string(),
-        Ok(()) => panic!("connected"),
+    // Why a connection with these settings lines is refused.
+    let refused = |lines: &str| {
+        let c = SftpClient::new(&settings(&sshd, lines));
+        let lines = lines.to_string();
+        async move {
+            match c.probe().await {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("connected with {lines}"),
+            }
+        }
     };
     let auth = format!(
         "auth = {{ type = \"key\", username = \"{}\", private_key = \"${{file:{}}}\" }}",
@@ -157,11 +166,7 @@ async fn an_unknown_or_changed_host_key_and_a_key_the_server_does_not_know_are_r
 
     // Another fingerprint.
     let other = format!("SHA256:{}", "A".repeat(43));
-    let e = refused(
-        SftpClient::new(&settings(&sshd, &format!("host_key = \"{other}\"\n{auth}")))
-            .probe()
-            .await,
-    );
+    let e = refused(&format!("host_key = \"{other}\"\n{auth}")).await;
     assert!(e.contains("host key refused"), "{e}");
     assert!(e.contains(&sshd.fingerprint) && e.contains(&other), "{e}");
 
@@ -185,27 +190,13 @@ async fn an_unknown_or_changed_host_key_and_a_key_the_server_does_not_know_are_r
         ),
     )
     .unwrap();
-    let e = refused(
-        SftpClient::new(&settings(
-            &sshd,
-            &format!("known_hosts = \"{}\"\n{auth}", kh.display()),
-        ))
-        .probe()
-        .await,
-    );
+    let e = refused(&format!("known_hosts = \"{}\"\n{auth}", kh.display())).await;
     assert!(e.contains("CHANGED") && e.contains("line 2"), "{e}");
 
     // A known_hosts file without this host: unknown.
     let kh = d.path().join("known_hosts_empty");
     std::fs::write(&kh, "[10.0.0.1]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKjnAJH+ZqKeAh9PfrH9Zg2qXb3vChxg4uGq6qP3Jqx7\n").unwrap();
-    let e = refused(
-        SftpClient::new(&settings(
-            &sshd,
-            &format!("known_hosts = \"{}\"\n{auth}", kh.display()),
-        ))
-        .probe()
-        .await,
-    );
+    let e = refused(&format!("known_hosts = \"{}\"\n{auth}", kh.display())).await;
     assert!(e.contains("unknown host"), "{e}");
 
     // The host is right but the key is not one the server knows.
@@ -215,7 +206,7 @@ async fn an_unknown_or_changed_host_key_and_a_key_the_server_does_not_know_are_r
         sshd.user,
         other_key.display()
     );
-    let e = refused(SftpClient::new(&settings(&sshd, &stranger)).probe().await);
+    let e = refused(&stranger).await;
     assert!(e.contains("login as") && e.contains("refused"), "{e}");
     assert!(
         !e.contains("PRIVATE KEY"),

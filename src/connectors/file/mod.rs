@@ -151,19 +151,6 @@ pub fn place(dir: &Path, name: &str, written: std::fs::File) -> std::io::Result<
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Puts a file written at [`temp_path`] in place, then its checksum file
-/// (`digest`: its SHA-256, hex), as [`write_with_checksum`] does for a file
-/// in memory.
-pub fn place_with_checksum(
-    dir: &Path,
-    name: &str,
-    written: std::fs::File,
-    digest: &str,
-) -> std::io::Result<()> {
-    place(dir, name, written)?;
-    write_checksum(dir, name, digest)
-}
-
 /// Writes the checksum file of `dir/name` (`digest`: its SHA-256, hex),
 /// atomically.
 pub fn write_checksum(dir: &Path, name: &str, digest: &str) -> std::io::Result<()> {

@@ -64,9 +64,9 @@ pub enum SftpError {
         path: String,
         /// The server's reason.
         reason: String,
-        /// Whether the server answered (the connection is sound: no such
-        /// file, permission denied), rather than the exchange breaking.
-        answered: bool,
+        /// The status the server answered with (the connection is sound:
+        /// no such file, permission denied); none if the exchange broke.
+        status: Option<StatusCode>,
     },
     /// A local file could not be read.
     #[error("{0}")]
@@ -192,6 +192,9 @@ struct Conn {
 pub struct SftpClient {
     settings: SftpSettings,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Remote directories known to be there (forgotten on any failure),
+    /// so that each file's upload or move does not look them up again.
+    made: Mutex<std::collections::HashSet<String>>,
 }
 
 impl SftpClient {
@@ -200,6 +203,7 @@ impl SftpClient {
         SftpClient {
             settings: settings.clone(),
             conn: Default::default(),
+            made: Default::default(),
         }
     }
 
@@ -221,7 +225,10 @@ impl SftpClient {
                 } else {
                     format!("/{path}")
                 },
-                answered: matches!(e, russh_sftp::client::error::Error::Status(_)),
+                status: match &e {
+                    russh_sftp::client::error::Error::Status(s) => Some(s.status_code),
+                    _ => None,
+                },
                 reason: match e {
                     russh_sftp::client::error::Error::Status(s) if !s.error_message.is_empty() => {
                         s.error_message
@@ -367,8 +374,11 @@ impl SftpClient {
     {
         let c = self.conn().await?;
         let out = f(c).await;
+        if out.is_err() {
+            self.made.lock().unwrap().clear();
+        }
         // A refusal the server answered leaves the connection sound.
-        if matches!(&out, Err(e) if !matches!(e, SftpError::Remote { answered: true, .. })) {
+        if matches!(&out, Err(e) if !matches!(e, SftpError::Remote { status: Some(_), .. })) {
             self.reset().await;
         }
         out
@@ -405,7 +415,13 @@ impl SftpClient {
 
     /// Whether an error is the server saying the path does not exist.
     pub fn is_missing(e: &SftpError) -> bool {
-        matches!(e, SftpError::Remote { answered: true, reason, .. } if reason.to_ascii_lowercase().contains("no such file"))
+        matches!(
+            e,
+            SftpError::Remote {
+                status: Some(StatusCode::NoSuchFile),
+                ..
+            }
+        )
     }
 
     /// Whether a remote path exists.
@@ -427,6 +443,9 @@ impl SftpClient {
 
     /// Makes a remote directory and its parents, where missing.
     pub async fn make_dirs(&self, dir: &str) -> Result<(), SftpError> {
+        if self.made.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
         self.with(|c| async move {
             let mut at = String::new();
             for (i, part) in dir.split('/').enumerate() {
@@ -451,6 +470,7 @@ impl SftpClient {
                     }
                 }
             }
+            self.made.lock().unwrap().insert(dir.to_string());
             Ok(())
         })
         .await
@@ -496,7 +516,7 @@ impl SftpClient {
                 server: self.server(),
                 path: path.to_string(),
                 reason: e.to_string(),
-                answered: false,
+                status: None,
             };
             tokio::io::copy_buf(&mut from, &mut f).await.map_err(io)?;
             f.sync_all().await.map_err(|e| self.remote(path, e))?;
@@ -512,7 +532,7 @@ impl SftpClient {
                     server: self.server(),
                     path: path.to_string(),
                     reason: format!("{size:?} bytes arrived of {len}"),
-                    answered: true,
+                    status: Some(StatusCode::Failure),
                 });
             }
             Ok(())
