@@ -19,9 +19,16 @@ use tongban::connectors::http::sign::Signer;
 const SECRET: &str = "hook-secret-of-the-platform";
 
 fn config(dir: &Path, listen: &str, receiver_url: &str) {
+    config_on(dir, "sqlite://var/t.db", listen, receiver_url);
+}
+
+/// The hub's configuration on the store at `store`, its admin API on a
+/// free port (so that two hubs may run side by side).
+fn config_on(dir: &Path, store: &str, listen: &str, receiver_url: &str) {
     let base = receiver_url.trim_end_matches("/deliver");
+    let admin = support::free_port();
     write(dir, "tongban.toml", &format!(
-        "[store]\nurl = \"sqlite://var/t.db\"\n[webhooks]\nlisten = \"{listen}\"\nmax_body_bytes = 4096\nwindow = \"5m\"\n[dispatch]\nretry_schedule = [\"100ms\", \"200ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\nlease = \"3s\"\n"
+        "[store]\nurl = \"{store}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[webhooks]\nlisten = \"{listen}\"\nmax_body_bytes = 4096\nwindow = \"5m\"\n[dispatch]\nretry_schedule = [\"100ms\", \"200ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\nlease = \"3s\"\n"
     ));
     write(
         dir,
@@ -117,7 +124,7 @@ async fn webhooks_refuse_bad_requests_and_deliver_accepted_records_even_after_si
     };
     let r = send(h.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let r = send(h).await.unwrap();
+    let r = send(h.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 409, "a replayed nonce");
 
     // An unreadable record: 422 with the reason, kept in the quarantine.
@@ -146,6 +153,11 @@ async fn webhooks_refuse_bad_requests_and_deliver_accepted_records_even_after_si
     // are delivered, in order, once each.
     rx.mode.store(receiver::ACCEPT, Ordering::SeqCst);
     let mut child = hub(dir);
+    support::listening(&listen, Duration::from_secs(30)).await;
+    // The nonces outlive the hub: the first request replayed after the
+    // restart is still refused.
+    let r = send(h).await.unwrap();
+    assert_eq!(r.status().as_u16(), 409, "a nonce replayed after a restart");
     support::eventually(Duration::from_secs(60), "2 deliveries", || async {
         rx.accepted.lock().unwrap().len() >= 2
     })
@@ -170,4 +182,69 @@ async fn webhooks_refuse_bad_requests_and_deliver_accepted_records_even_after_si
     assert_eq!(store.inbox_len().await.unwrap(), 3);
     let q = store.quarantine("platform.forms").await.unwrap();
     assert_eq!(q.len(), 1, "{q:?}");
+}
+
+/// Two hubs on one PostgreSQL store: a request accepted by one and replayed
+/// to the other is refused there (the nonces are in the store, not in a
+/// hub's memory), and the record is delivered once.
+#[tokio::test]
+async fn a_request_replayed_to_another_hub_on_the_same_postgresql_is_refused() {
+    let (rx, rx_url) = receiver::start(false, receiver::ACCEPT).await;
+    let url = support::pg::database().await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let listen_a = format!("127.0.0.1:{}", support::free_port());
+    let listen_b = format!("127.0.0.1:{}", support::free_port());
+    config_on(a.path(), &url, &listen_a, &rx_url);
+    config_on(b.path(), &url, &listen_b, &rx_url);
+    let mut hubs = [hub(a.path()), hub(b.path())];
+    support::listening(&listen_a, Duration::from_secs(30)).await;
+    support::listening(&listen_b, Duration::from_secs(30)).await;
+
+    let signer = Signer::new("platform", SECRET.as_bytes(), MacAlgorithm::HmacSm3);
+    let body = form("F-10", "K10", 1);
+    let headers = signer.sign("POST", PATH, body.as_bytes(), tongban::store::now_ms());
+    let send = |listen: &str| {
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{listen}{PATH}"))
+            .body(body.clone());
+        for (k, v) in headers.clone() {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let r = send(&listen_a).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = send(&listen_b).await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 409, "replayed to the second hub: {text}");
+    assert!(text.contains("replayed"), "{text}");
+    // A new request (a fresh nonce) to the second hub is taken.
+    let (s, text) = post(
+        &format!("http://{listen_b}"),
+        &form("F-11", "K11", 1),
+        SECRET,
+        tongban::store::now_ms(),
+        None,
+    )
+    .await;
+    assert_eq!(s, 202, "{text}");
+    support::eventually(Duration::from_secs(60), "2 deliveries", || async {
+        rx.accepted.lock().unwrap().len() >= 2
+    })
+    .await;
+    for h in &mut hubs {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
+        assert!(h.wait().unwrap().success());
+    }
+    let got: Vec<String> = rx
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(got.len(), 2, "each record delivered once: {got:?}");
+    assert_eq!(got.iter().filter(|b| b.contains("F-10")).count(), 1);
 }

@@ -15,8 +15,9 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::PipelineError;
 use crate::schema::encode_json;
 use crate::schema::AvroCodec;
-use crate::store::{Ingest, IngestOutcome, Store, StoreError};
+use crate::store::{Ingest, IngestOutcome, NonceUse, Store, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// A source operation's way into the store.
@@ -142,8 +143,13 @@ impl Intake {
     }
 }
 
-/// A record waiting for its group commit, and who to tell.
-type Pending = (Ingest, oneshot::Sender<Result<IngestOutcome, IngestError>>);
+/// A record waiting for its group commit, the nonce of its request, and
+/// who to tell.
+struct Pending {
+    ingest: Ingest,
+    nonce: Option<NonceUse>,
+    answer: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+}
 
 /// Why a group-committed record was not stored.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -154,12 +160,22 @@ pub enum IngestError {
     /// The committing task is gone (the hub is stopping).
     #[error("the store writer has stopped")]
     Stopped,
+    /// The request's nonce was used before within the window (by this hub
+    /// or another on the same store, before or after a restart).
+    #[error("this nonce was already used: a replayed request")]
+    Replayed,
 }
 
 /// Group commit for sources that receive one record per request
 /// (webhooks): requests that arrive together share one transaction, so a
 /// burst costs one disk flush, not one per request. Each caller learns
 /// only once its record is durable.
+///
+/// A signed request's nonce is recorded in the store, for the whole group
+/// in one transaction, before its record is: a request whose nonce was seen
+/// within the window is answered [`IngestError::Replayed`] and its record
+/// is not stored; a record the store then fails to take has its nonce
+/// forgotten again, so the sender may retry the same request.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Pending>,
@@ -167,16 +183,59 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the committing task; it ends when every handle is dropped.
-    pub fn start(store: Arc<Store>, max_batch: usize) -> GroupCommit {
+    /// Nonces are kept for twice `window`.
+    pub fn start(store: Arc<Store>, max_batch: usize, window: Duration) -> GroupCommit {
         let (tx, mut rx) = mpsc::channel::<Pending>(max_batch * 4);
+        let window_ms = window.as_millis() as i64;
         tokio::spawn(async move {
             let mut buf: Vec<Pending> = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut buf, max_batch).await > 0 {
-                let (batch, waiters): (Vec<Ingest>, Vec<_>) = buf.drain(..).unzip();
+                let now = crate::store::now_ms();
+                let group = std::mem::replace(&mut buf, Vec::with_capacity(max_batch));
+                let (signed, uses): (Vec<usize>, Vec<NonceUse>) = group
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.nonce.clone().map(|n| (i, n)))
+                    .unzip();
+                let mut fresh = vec![true; group.len()];
+                match store.first_use_nonces(uses.clone(), now, window_ms).await {
+                    Ok(first) => {
+                        for (i, f) in signed.iter().zip(first) {
+                            fresh[*i] = f;
+                        }
+                    }
+                    Err(e) => {
+                        let e = IngestError::Store(Arc::new(e));
+                        for p in group {
+                            let _ = p.answer.send(Err(e.clone()));
+                        }
+                        continue;
+                    }
+                }
+                let mut batch = Vec::with_capacity(group.len());
+                let mut waiters = Vec::with_capacity(group.len());
+                let mut taken = Vec::new();
+                for (p, fresh) in group.into_iter().zip(fresh) {
+                    if !fresh {
+                        let _ = p.answer.send(Err(IngestError::Replayed));
+                        continue;
+                    }
+                    taken.extend(p.nonce);
+                    batch.push(p.ingest);
+                    waiters.push(p.answer);
+                }
+                if batch.is_empty() {
+                    continue;
+                }
                 let result = store
                     .ingest(batch)
                     .await
                     .map_err(|e| IngestError::Store(Arc::new(e)));
+                if result.is_err() {
+                    if let Err(e) = store.forget_nonces(taken, now).await {
+                        tracing::warn!(error = %e, "Nonces of requests not stored were not forgotten");
+                    }
+                }
                 for w in waiters {
                     // Each waiter hears the batch's outcome; a caller that
                     // went away no longer listens, which is fine.
@@ -187,11 +246,20 @@ impl GroupCommit {
         GroupCommit { tx }
     }
 
-    /// Stores one record; returns once it is durable (or failed).
-    pub async fn commit(&self, ingest: Ingest) -> Result<IngestOutcome, IngestError> {
-        let (tx, rx) = oneshot::channel();
+    /// Stores one record; returns once it is durable (or failed). With a
+    /// nonce, the record is stored only if the nonce is new.
+    pub async fn commit(
+        &self,
+        ingest: Ingest,
+        nonce: Option<NonceUse>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let (answer, rx) = oneshot::channel();
         self.tx
-            .send((ingest, tx))
+            .send(Pending {
+                ingest,
+                nonce,
+                answer,
+            })
             .await
             .map_err(|_| IngestError::Stopped)?;
         rx.await.map_err(|_| IngestError::Stopped)?

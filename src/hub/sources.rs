@@ -270,7 +270,7 @@ async fn serve_webhooks(
         window: w.window.0,
     };
     let names: Vec<String> = hooks.keys().map(|(c, o)| format!("{c}.{o}")).collect();
-    let app = webhook::router(hooks, GroupCommit::start(store, 512), limits);
+    let app = webhook::router(hooks, GroupCommit::start(store, 512, limits.window), limits);
     match tokio::net::TcpListener::bind(w.listen).await {
         Ok(listener) => {
             tracing::info!(listen = %w.listen, sources = ?names, "Serving webhooks");

@@ -15,6 +15,7 @@ conformance!(
     concurrent_claimers_never_share_a_message,
     ingesting_while_delivering_keeps_key_order_and_loses_nothing,
     a_message_naming_its_effect_carries_that_key,
+    a_nonce_is_new_once_within_twice_the_window,
 );
 
 /// A feed that names its message's effect gives the key itself: two
@@ -552,4 +553,75 @@ async fn ingesting_while_delivering_keeps_key_order_and_loses_nothing(s: Store) 
             );
         }
     }
+}
+
+fn nonce(connector: &str, n: &str) -> NonceUse {
+    NonceUse {
+        connector: connector.into(),
+        nonce: n.into(),
+    }
+}
+
+async fn a_nonce_is_new_once_within_twice_the_window(store: Store) {
+    let w = 300_000;
+    let t0 = 1_000_000_000_000;
+    let first = store
+        .first_use_nonces(
+            vec![nonce("c", "n1"), nonce("c", "n2"), nonce("c", "n1")],
+            t0,
+            w,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, [true, true, false], "repeated within one group");
+    let again = store
+        .first_use_nonces(vec![nonce("c", "n1"), nonce("other", "n1")], t0 + 1, w)
+        .await
+        .unwrap();
+    assert_eq!(again, [false, true], "per connector");
+    // Within twice the window it stays used; after, it may be used again
+    // (the timestamp check refuses such an old request anyway).
+    let late = store
+        .first_use_nonces(vec![nonce("c", "n1")], t0 + 2 * w, w)
+        .await
+        .unwrap();
+    assert_eq!(late, [false]);
+    let later = store
+        .first_use_nonces(vec![nonce("c", "n1")], t0 + 2 * w + 2, w)
+        .await
+        .unwrap();
+    assert_eq!(later, [true]);
+    // A nonce whose request was not stored is forgotten: the same request
+    // may come again.
+    let t1 = t0 + 3 * w;
+    assert_eq!(
+        store
+            .first_use_nonces(vec![nonce("c", "n3")], t1, w)
+            .await
+            .unwrap(),
+        [true]
+    );
+    store
+        .forget_nonces(vec![nonce("c", "n3")], t1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .first_use_nonces(vec![nonce("c", "n3")], t1 + 5, w)
+            .await
+            .unwrap(),
+        [true]
+    );
+    // Forgetting is of that use only: a later use of the nonce stays.
+    store
+        .forget_nonces(vec![nonce("c", "n3")], t1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .first_use_nonces(vec![nonce("c", "n3")], t1 + 6, w)
+            .await
+            .unwrap(),
+        [false]
+    );
 }

@@ -8,7 +8,9 @@
 //! - a body over the limit: 413;
 //! - when the connector signs (`[auth] type = "hmac"`): a missing or wrong
 //!   signature, unknown app key, or a timestamp outside the window: 401;
-//! - a nonce already seen within the window: 409 (a replayed request);
+//! - a nonce already seen within the window: 409 (a replayed request). Nonces
+//!   are kept in the store, so a replay after a restart, or to another hub on
+//!   the same PostgreSQL, is refused too;
 //! - a record that no feed can read: it is kept in the quarantine, and the
 //!   answer is 422 with the reason, so the sender knows to fix it.
 //!
@@ -16,7 +18,8 @@
 //! Requests that arrive together share one transaction ([`GroupCommit`]).
 
 use super::sign::Signer;
-use crate::connectors::intake::{GroupCommit, Intake};
+use crate::connectors::intake::{GroupCommit, IngestError, Intake};
+use crate::store::NonceUse;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -24,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One webhook source operation.
@@ -44,42 +47,10 @@ pub struct WebhookLimits {
     pub window: Duration,
 }
 
-/// Nonces seen within the window, per connector: a request carrying one
-/// again is a replay.
-#[derive(Default)]
-struct Nonces {
-    seen: Mutex<HashMap<(String, String), i64>>,
-}
-
-impl Nonces {
-    /// Records a nonce; false if it was seen within the window.
-    fn first_use(&self, connector: &str, nonce: &str, now: i64, window_ms: i64) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.len() > 100_000 {
-            seen.retain(|_, t| now - *t <= 2 * window_ms);
-        }
-        match seen.entry((connector.to_string(), nonce.to_string())) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                if now - *e.get() <= 2 * window_ms {
-                    false
-                } else {
-                    e.insert(now);
-                    true
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(now);
-                true
-            }
-        }
-    }
-}
-
 struct Hooks {
     ops: HashMap<(String, String), WebhookOp>,
     commit: GroupCommit,
     limits: WebhookLimits,
-    nonces: Nonces,
 }
 
 /// The router of the webhook endpoint for these operations, keyed by
@@ -93,7 +64,6 @@ pub fn router(
         ops,
         commit,
         limits,
-        nonces: Nonces::default(),
     });
     Router::new()
         .route("/ingest/{connector}/{operation}", post(ingest))
@@ -120,7 +90,7 @@ async fn ingest(
     };
     let now = crate::store::now_ms();
     let window_ms = h.limits.window.as_millis() as i64;
-    if let Some(signer) = &op.signer {
+    let nonce = if let Some(signer) = &op.signer {
         let path = uri
             .path_and_query()
             .map_or(uri.path(), |pq| pq.as_str())
@@ -138,17 +108,14 @@ async fn ingest(
                 tracing::warn!(source = %op.intake.source(), reason = %e, "Webhook refused: not authenticated");
                 return answer(StatusCode::UNAUTHORIZED, e.to_string());
             }
-            Ok(nonce) => {
-                if !h.nonces.first_use(&connector, &nonce, now, window_ms) {
-                    tracing::warn!(source = %op.intake.source(), "Webhook refused: replayed nonce");
-                    return answer(
-                        StatusCode::CONFLICT,
-                        "this nonce was already used: a replayed request",
-                    );
-                }
-            }
+            Ok(nonce) => Some(NonceUse {
+                connector: connector.clone(),
+                nonce,
+            }),
         }
-    }
+    } else {
+        None
+    };
     let ingest = op.intake.prepare(&body, None, None);
     let unreadable = ingest.messages.is_empty()
         && !ingest.quarantine.is_empty()
@@ -159,7 +126,11 @@ async fn ingest(
     let reason = ingest.quarantine.first().map(|q| q.reason.clone());
     let source_id = ingest.source_id.clone();
     let messages = ingest.messages.len();
-    match h.commit.commit(ingest).await {
+    match h.commit.commit(ingest, nonce).await {
+        Err(IngestError::Replayed) => {
+            tracing::warn!(source = %op.intake.source(), "Webhook refused: replayed nonce");
+            answer(StatusCode::CONFLICT, IngestError::Replayed.to_string())
+        }
         Err(e) => {
             tracing::error!(source = %op.intake.source(), error = %e, "Webhook record not stored");
             answer(
@@ -179,21 +150,5 @@ async fn ingest(
             Json(serde_json::json!({ "source_id": source_id, "messages": messages })),
         )
             .into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_nonce_is_accepted_once_within_the_window() {
-        let n = Nonces::default();
-        assert!(n.first_use("c", "n1", 1_000, 300_000));
-        assert!(!n.first_use("c", "n1", 2_000, 300_000));
-        assert!(n.first_use("other", "n1", 2_000, 300_000));
-        // Long after the window, the timestamp check refuses the request
-        // anyway; the nonce may be forgotten.
-        assert!(n.first_use("c", "n1", 1_000 + 700_000, 300_000));
     }
 }

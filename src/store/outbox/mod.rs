@@ -260,6 +260,48 @@ impl Store {
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {
         both!(self, s => s.inbox_len().await)
     }
+
+    /// Records the nonces of signed requests, in one transaction shared by
+    /// every hub on the store, and says of each whether it is new: `false`
+    /// for a nonce seen since `now - 2 × window` (by any hub, before any
+    /// restart), or earlier in this list. Older nonces are forgotten (the
+    /// timestamp check refuses their requests).
+    pub async fn first_use_nonces(
+        &self,
+        uses: Vec<NonceUse>,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if uses.is_empty() {
+            return Ok(Vec::new());
+        }
+        both!(self, s => s.first_use_nonces(uses, now, window_ms).await)
+    }
+
+    /// Forgets nonces recorded by [`Store::first_use_nonces`] whose requests
+    /// were then not stored (the store failed): the sender may send the
+    /// same request again.
+    pub async fn forget_nonces(&self, uses: Vec<NonceUse>, now: i64) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        both!(self, s => s.forget_nonces(uses, now).await)
+    }
+}
+
+/// A signed request's nonce, per connector.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NonceUse {
+    /// The connector that verified the request.
+    pub connector: String,
+    /// The nonce it carried.
+    pub nonce: String,
+}
+
+/// The positions of `uses` that repeat an earlier one in the same list.
+pub(crate) fn repeated_in_list(uses: &[NonceUse]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(uses.len());
+    uses.iter().map(|u| !seen.insert(u)).collect()
 }
 
 /// The part of a store the dispatcher uses: claim due messages, settle

@@ -460,6 +460,65 @@ impl PgStore {
         Ok(())
     }
 
+    pub(in crate::store) async fn first_use_nonces(
+        &self,
+        uses: Vec<NonceUse>,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let expired = now - 2 * window_ms;
+        // One statement cannot touch a row twice: a nonce repeated within
+        // the list is a replay of its first use.
+        let repeated = repeated_in_list(&uses);
+        let (conn, nonce): (Vec<&str>, Vec<&str>) = uses
+            .iter()
+            .zip(&repeated)
+            .filter(|(_, r)| !**r)
+            .map(|(u, _)| (u.connector.as_str(), u.nonce.as_str()))
+            .unzip();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM webhook_nonces WHERE seen_at < $1", &[&expired])
+            .await?;
+        let rows = tx
+            .query(
+                "INSERT INTO webhook_nonces (connector, nonce, seen_at)
+                 SELECT c, n, $3 FROM UNNEST($1::text[], $2::text[]) AS u(c, n)
+                 ON CONFLICT (connector, nonce) DO UPDATE SET seen_at = EXCLUDED.seen_at
+                 WHERE webhook_nonces.seen_at < $4
+                 RETURNING connector, nonce",
+                &[&conn, &nonce, &now, &expired],
+            )
+            .await?;
+        tx.commit().await?;
+        let new: std::collections::HashSet<(String, String)> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(uses
+            .iter()
+            .zip(repeated)
+            .map(|(u, r)| !r && new.contains(&(u.connector.clone(), u.nonce.clone())))
+            .collect())
+    }
+
+    pub(in crate::store) async fn forget_nonces(
+        &self,
+        uses: Vec<NonceUse>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (conn, nonce): (Vec<&str>, Vec<&str>) = uses
+            .iter()
+            .map(|u| (u.connector.as_str(), u.nonce.as_str()))
+            .unzip();
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM webhook_nonces w USING UNNEST($1::text[], $2::text[]) AS u(c, n)
+             WHERE w.connector = u.c AND w.nonce = u.n AND w.seen_at = $3",
+            &[&conn, &nonce, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
     pub(in crate::store) async fn pending(&self, target: &str) -> Result<i64, StoreError> {
         let c = self.client().await?;
         Ok(c.query_one(

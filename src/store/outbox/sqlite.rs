@@ -6,6 +6,13 @@ use crate::store::*;
 use rusqlite::{params, OptionalExtension};
 use std::time::Duration;
 
+/// Records a nonce unless it was seen since `?4`; returns a row when new.
+const NONCE_FIRST_USE: &str =
+    "INSERT INTO webhook_nonces (connector, nonce, seen_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (connector, nonce) DO UPDATE SET seen_at = excluded.seen_at
+     WHERE webhook_nonces.seen_at < ?4
+     RETURNING 1";
+
 impl SqliteStore {
     pub(in crate::store) async fn ingest(
         &self,
@@ -215,6 +222,47 @@ impl SqliteStore {
         self.with(move |c| {
             c.prepare_cached(sql::SET_CURSOR.sqlite())?
                 .execute(params![source, cursor, crate::store::now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn first_use_nonces(
+        &self,
+        uses: Vec<NonceUse>,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.with(move |c| {
+            let expired = now - 2 * window_ms;
+            c.prepare_cached("DELETE FROM webhook_nonces WHERE seen_at < ?1")?
+                .execute([expired])?;
+            let mut put = c.prepare_cached(NONCE_FIRST_USE)?;
+            let mut fresh = Vec::with_capacity(uses.len());
+            for u in &uses {
+                let inserted = put
+                    .query_row(params![u.connector, u.nonce, now, expired], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                fresh.push(inserted);
+            }
+            Ok(fresh)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn forget_nonces(
+        &self,
+        uses: Vec<NonceUse>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let mut del = c.prepare_cached(
+                "DELETE FROM webhook_nonces WHERE connector = ?1 AND nonce = ?2 AND seen_at = ?3",
+            )?;
+            for u in &uses {
+                del.execute(params![u.connector, u.nonce, now])?;
+            }
             Ok(())
         })
         .await
