@@ -6,6 +6,7 @@
 //! Layer 10, the top: argument parsing and printing over every module
 //! below; nothing here is used by another module.
 
+mod log;
 mod map;
 mod ops;
 pub(crate) mod run;
@@ -214,6 +215,13 @@ enum Command {
         /// The report as JSON (stable English field names).
         #[arg(long)]
         json: bool,
+    },
+    /// The exchange log (存证): a chain of every fact kept as evidence
+    /// (records received, deliveries with the answer's digest, payment files
+    /// sent, bank results, operator actions), sealed by signatures.
+    Log {
+        #[command(subcommand)]
+        action: log::LogCommand,
     },
     /// The audit: who did what, when and why.
     Audit {
@@ -711,6 +719,7 @@ pub fn main() -> ExitCode {
         Command::Tasks { action } => ops::tasks(action),
         Command::Quarantine { action } => ops::quarantine(action),
         Command::Audit { config } => ops::audit(config),
+        Command::Log { action } => log::log(action),
         Command::Deadlines { config, json } => ops::deadlines(config, json),
         Command::Functions => {
             for f in crate::mapping::functions::FUNCTIONS {

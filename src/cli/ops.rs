@@ -327,7 +327,7 @@ pub struct ActionArgs {
 /// Errors of a command: any module's, printed as `error: …`.
 pub(super) type CliError = Box<dyn std::error::Error + Send + Sync>;
 
-fn with_store<F>(config: &std::path::Path, f: F) -> ExitCode
+pub(super) fn with_store<F>(config: &std::path::Path, f: F) -> ExitCode
 where
     F: AsyncFnOnce(&'static crate::config::Config, Store) -> Result<(), CliError>,
 {

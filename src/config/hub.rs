@@ -37,6 +37,43 @@ pub struct HubConfig {
     /// Bank payment files.
     #[serde(default)]
     pub payouts: PayoutsConfig,
+    /// The exchange log: chaining and seals.
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
+}
+
+/// `[evidence]`: the exchange log (存证). Every hub chains the facts its
+/// store recorded; with a `signing_key`, it seals the chain's end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// The key that signs seals: a secret reference (`${file:…}` or
+    /// `${env:…}`) to an Ed25519 or SM2 private key in PKCS#8 PEM (`tongban
+    /// log keygen` makes one). Without it the chain is kept but not sealed.
+    pub signing_key: Option<super::secret::Secret>,
+    /// How often the chain's end is sealed (when it moved).
+    #[serde(default = "default_seal_every")]
+    pub seal_every: Dur,
+    /// How often new facts are chained.
+    #[serde(default = "default_chain_every")]
+    pub chain_every: Dur,
+}
+
+fn default_seal_every() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_chain_every() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            signing_key: None,
+            seal_every: default_seal_every(),
+            chain_every: default_chain_every(),
+        }
+    }
 }
 
 /// `[payouts]`: the payer of the subsidies and how batch files are cut.

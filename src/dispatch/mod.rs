@@ -31,6 +31,9 @@ pub struct Delivered {
     pub status_code: Option<u16>,
     /// Anything worth keeping from the answer (masked).
     pub excerpt: Option<String>,
+    /// SHA-256 (hex) of the answer's body, where there is one (for the
+    /// exchange log).
+    pub response_sha256: Option<String>,
 }
 
 /// Where a target's messages go: one kind per connector kind.
@@ -341,6 +344,7 @@ async fn run_lane(
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     attempt.status_code = d.status_code.map(i64::from);
                     attempt.excerpt = d.excerpt;
+                    attempt.response_sha256 = d.response_sha256;
                     Outcome::Delivered
                 }
                 Err(e) => {

@@ -12,6 +12,7 @@
 //! connectors, the dispatcher, payouts and the store, and nothing above it
 //! (not the CLI, not the operations API).
 
+pub mod evidence;
 pub mod sources;
 pub mod targets;
 pub mod tasks;
@@ -65,6 +66,9 @@ pub struct Hub {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     served: Served,
+    /// The exchange log's chainer, stopped last (after every fact of the
+    /// other tasks was written).
+    chainer: (watch::Sender<bool>, JoinHandle<()>),
 }
 
 impl Hub {
@@ -96,11 +100,21 @@ impl Hub {
                 Err(why) => tracing::warn!(target_name = %t, reason = %why, "Not dispatching"),
             }
         }
-        tasks.push(tokio::spawn(tasks::run(store, watch)));
+        tasks.push(tokio::spawn(tasks::run(store.clone(), watch)));
+        let key = match evidence::seal_key(cfg) {
+            Ok(k) => k,
+            Err(why) => {
+                tracing::error!(reason = %why, "Not sealing the exchange log (it is still chained)");
+                None
+            }
+        };
+        let (chain_stop, chain_watch) = watch::channel(false);
+        let chainer = tokio::spawn(evidence::run(cfg, store, key, chain_watch));
         Hub {
             stop,
             tasks,
             served,
+            chainer: (chain_stop, chainer),
         }
     }
 
@@ -127,6 +141,8 @@ impl Hub {
         for t in self.tasks {
             let _ = t.await;
         }
+        let _ = self.chainer.0.send(true);
+        let _ = self.chainer.1.await;
     }
 }
 
@@ -156,6 +172,9 @@ pub fn check(cfg: &Config) -> Vec<Diagnostic> {
         SourceText::new(shown, std::fs::read_to_string(&c.file).unwrap_or_default())
     };
     let mut out = Vec::new();
+    if let Some(d) = key_problem(cfg) {
+        out.push(d);
+    }
     let mut broken = std::collections::BTreeSet::new();
     for c in cfg.connectors.values() {
         match crate::connectors::settings::of(&c.spec, &cfg.dir) {
@@ -317,6 +336,24 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// The `[evidence] signing_key` that cannot be used: unreadable here (a
+/// warning: the environment of `run` may differ), or not a key (an error).
+fn key_problem(cfg: &Config) -> Option<Diagnostic> {
+    let problem = evidence::seal_key(cfg).err()?;
+    let file = cfg.dir.join("tongban.toml");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let at = text.find("signing_key").unwrap_or(0);
+    let src = SourceText::new(std::path::PathBuf::from("tongban.toml"), text);
+    Some(match problem {
+        evidence::KeyProblem::Unreadable(..) => src.at(
+            Severity::Warning,
+            at,
+            format!("{problem}; `tongban run` will need it to seal the exchange log"),
+        ),
+        evidence::KeyProblem::NotAKey(..) => src.error(at, problem.to_string()),
+    })
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone): the

@@ -78,6 +78,7 @@ impl FilesSink {
                     ""
                 }
             )),
+            response_sha256: None,
         })
     }
 
@@ -167,6 +168,7 @@ impl FilesSink {
                 Ok(Delivered {
                     status_code: None,
                     excerpt: Some(format!("written to {}", self.bank.place(&batch))),
+                    response_sha256: None,
                 })
             }
             (Destination::Sftp { dir, .. }, None) => {
@@ -203,6 +205,7 @@ impl FilesSink {
                         "uploaded to {} ({len} bytes, SHA-256 {digest})",
                         self.bank.place(&batch)
                     )),
+                    response_sha256: None,
                 })
             }
             (Destination::Upload(u), None) => Err(DeliveryError::Request(format!(

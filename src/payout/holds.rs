@@ -65,6 +65,7 @@ impl HoldsSink {
                 "payments of {masked} held from {}; {n} already in a batch file",
                 h.from_period
             )),
+            response_sha256: None,
         })
     }
 }

@@ -27,6 +27,7 @@ impl PaymentsSink {
         Ok(Delivered {
             status_code: None,
             excerpt: Some(format!("{n} new in the payout register")),
+            response_sha256: None,
         })
     }
 }

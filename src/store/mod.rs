@@ -110,6 +110,7 @@ macro_rules! both {
 // a folder of their own; the dialects' engines (connections, group commit,
 // migrations, shared statements) stay in `sqlite.rs` and `postgres.rs`.
 mod deadlines;
+pub mod evidence;
 mod ops;
 mod outbox;
 mod payouts;

@@ -132,5 +132,5 @@ pub(in crate::store) async fn audit(
         &[&now_ms(), &actor, &action, &subject, &reason],
     )
     .await?;
-    Ok(())
+    evidence::postgres::append(tx, Some(evidence::operator(actor, action, subject, reason))).await
 }

@@ -251,7 +251,7 @@ pub(in crate::store) fn audit(
         "INSERT INTO audit (at, actor, action, subject, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![now_ms(), actor, action, subject, reason],
     )?;
-    Ok(())
+    evidence::sqlite::append(c, Some(evidence::operator(actor, action, subject, reason)))
 }
 
 #[cfg(test)]

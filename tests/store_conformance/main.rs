@@ -41,6 +41,7 @@ macro_rules! conformance {
 
 // After the macro: each concern's file invokes it.
 mod deadlines;
+mod evidence;
 mod ops;
 mod outbox;
 mod payouts;

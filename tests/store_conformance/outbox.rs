@@ -333,6 +333,7 @@ async fn retries_wait_for_their_time_and_attempts_are_kept(s: Store) {
         status_code: Some(503),
         error_class: Some("http_503".into()),
         excerpt: Some("Service Unavailable".into()),
+        response_sha256: None,
     };
     s.settle(vec![st]).await.unwrap();
     assert!(

@@ -603,6 +603,7 @@ impl DatabaseSink {
                         out[*i] = Some(Ok(Delivered {
                             status_code: None,
                             excerpt: Some(format!("written to {}", self.what)),
+                            response_sha256: None,
                         }));
                     }
                 }

@@ -42,6 +42,7 @@ impl DeadlineSink {
         Ok(Delivered {
             status_code: None,
             excerpt: Some(format!("{n} new in the deadline register")),
+            response_sha256: None,
         })
     }
 }

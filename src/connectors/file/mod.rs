@@ -617,6 +617,7 @@ impl FileSink {
         Ok(Delivered {
             status_code: None,
             excerpt: Some(name),
+            response_sha256: None,
         })
     }
 }

@@ -202,17 +202,18 @@ impl HttpSink {
             .and_then(|v| {
                 crate::dispatch::retry::parse_retry_after(v, std::time::SystemTime::now())
             });
-        let body = resp.text().await.unwrap_or_default();
+        let body = resp.bytes().await.unwrap_or_default();
         if (200..300).contains(&status) {
             Ok(Delivered {
                 status_code: Some(status),
                 excerpt: None,
+                response_sha256: Some(crate::store::evidence::sha256_hex(&body)),
             })
         } else {
             Err(DeliveryError::Status {
                 status,
                 retry_after,
-                excerpt: excerpt(&body, 200),
+                excerpt: excerpt(&String::from_utf8_lossy(&body), 200),
             })
         }
     }

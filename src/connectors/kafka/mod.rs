@@ -180,6 +180,7 @@ impl KafkaSink {
         Ok(Delivered {
             status_code: None,
             excerpt: last.map(|d| format!("{d:?}")),
+            response_sha256: None,
         })
     }
 }

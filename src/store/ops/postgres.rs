@@ -577,6 +577,7 @@ impl PgStore {
                 status_code: r.get(2),
                 error_class: r.get(3),
                 excerpt: r.get(4),
+                response_sha256: None,
             })
             .collect())
     }

@@ -553,6 +553,7 @@ impl SqliteStore {
                     status_code: r.get(2)?,
                     error_class: r.get(3)?,
                     excerpt: r.get(4)?,
+                    response_sha256: None,
                 })
             })
         })

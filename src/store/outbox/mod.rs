@@ -142,6 +142,9 @@ pub struct Attempt {
     pub error_class: Option<String>,
     /// A short excerpt of the response or error (never personal data).
     pub excerpt: Option<String>,
+    /// SHA-256 (hex) of the target's answer, for the exchange log (not kept
+    /// with the attempt).
+    pub response_sha256: Option<String>,
 }
 
 /// How a claimed message ended its attempt.

@@ -134,6 +134,7 @@ impl PgStore {
         let (mut q_inbox, mut q_map, mut q_part, mut q_reason) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut lookup = (String::new(), String::new());
+        let mut received = Vec::new();
         for item in &batch {
             // The first of several equal records in one batch is the one stored.
             let Some(inbox_id) = stored.remove(&(item.source.clone(), item.source_id.clone()))
@@ -142,6 +143,7 @@ impl PgStore {
                 continue;
             };
             out.stored += 1;
+            received.push((inbox_id, item));
             for m in &item.messages {
                 // A new head's id goes to its key's first message (removed
                 // from the map once taken).
@@ -213,6 +215,7 @@ impl PgStore {
             let st = tx.prepare_cached(sql::SET_CURSOR.pg()).await?;
             tx.execute(&st, &[&source, &cur, &now]).await?;
         }
+        evidence::postgres::append(&tx, evidence::received(received.into_iter())).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -305,11 +308,13 @@ impl PgStore {
         let mut retry = KeyCols::default();
         let mut dead = KeyCols::default();
         let mut applied = 0;
+        let mut delivered = Vec::new();
         for s in &settles {
             if !current.contains(&(s.id, s.lease)) {
                 continue;
             }
             applied += 1;
+            delivered.push(s);
             let cols = match &s.outcome {
                 Outcome::Delivered => &mut done,
                 Outcome::Retry { at } => {
@@ -371,6 +376,7 @@ impl PgStore {
             tx.execute(&st, &[&dead.id, &dead.target, &dead.key, &dead.error, &now])
                 .await?;
         }
+        evidence::postgres::append(&tx, evidence::delivered(delivered.into_iter())).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -21,6 +21,7 @@ impl SqliteStore {
         self.with(move |c| {
             let now = now_ms();
             let mut out = IngestOutcome::default();
+            let mut received = Vec::new();
             {
                 let mut inbox = c.prepare_cached(
                     "INSERT INTO inbox (source, source_id, record, received_at) VALUES (?1, ?2, ?3, ?4)
@@ -48,6 +49,7 @@ impl SqliteStore {
                         None => out.duplicates += 1,
                         Some(inbox_id) => {
                             out.stored += 1;
+                            received.push((inbox_id, item));
                             for m in &item.messages {
                                 let idem = m.idempotency_key_for(&item.source, &item.source_id);
                                 let id: Option<i64> = message
@@ -72,6 +74,7 @@ impl SqliteStore {
                     }
                 }
             }
+            evidence::sqlite::append(c, evidence::received(received.into_iter()))?;
             Ok(out)
         })
         .await
@@ -133,6 +136,7 @@ impl SqliteStore {
         self.with(move |c| {
             let now = now_ms();
             let mut applied = 0;
+            let mut delivered = Vec::new();
             for s in &settles {
                 c.prepare_cached(
                     "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
@@ -155,6 +159,7 @@ impl SqliteStore {
                     continue; // claimed again after the lease ran out: the newer claim settles it
                 }
                 applied += 1;
+                delivered.push(s);
                 let error = error_text(s);
                 match &s.outcome {
                     Outcome::Delivered => {
@@ -182,6 +187,7 @@ impl SqliteStore {
                     }
                 }
             }
+            evidence::sqlite::append(c, evidence::delivered(delivered.into_iter()))?;
             Ok(applied)
         })
         .await

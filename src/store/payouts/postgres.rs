@@ -280,9 +280,12 @@ impl PgStore {
         batch_id: &str,
         sha256: &str,
     ) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        c.execute(sql::MARK_WRITTEN.pg(), &[&batch_id, &sha256])
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(sql::MARK_WRITTEN.pg(), &[&batch_id, &sha256])
             .await?;
+        evidence::postgres::append(&tx, Some(evidence::payment_file(batch_id, sha256))).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -318,19 +321,22 @@ impl PgStore {
         &self,
         results: Vec<BankResult>,
     ) -> Result<(), StoreError> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
         let (mut id, mut res, mut why) = (Vec::new(), Vec::new(), Vec::new());
         for r in &results {
             id.push(r.payment_id.as_str());
             res.push(r.result.as_str());
             why.push(r.reason_code.as_deref());
         }
-        c.execute(
+        tx.execute(
             "UPDATE payments p SET result = u.r, reason_code = u.w, result_at = $4
              FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(i, r, w) WHERE p.payment_id = u.i",
             &[&id, &res, &why, &now_ms()],
         )
         .await?;
+        evidence::postgres::append(&tx, evidence::bank_results(&results)).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -246,7 +246,7 @@ impl SqliteStore {
         let (b, h) = (batch_id.to_string(), sha256.to_string());
         self.with(move |c| {
             c.execute(sql::MARK_WRITTEN.sqlite(), [&b, &h])?;
-            Ok(())
+            evidence::sqlite::append(c, Some(evidence::payment_file(&b, &h)))
         })
         .await
     }
@@ -300,7 +300,7 @@ impl SqliteStore {
                     st.execute(rusqlite::params![r.payment_id, r.result, r.reason_code, now])?;
                 }
             }
-            Ok(())
+            evidence::sqlite::append(c, evidence::bank_results(&results))
         })
         .await
     }
