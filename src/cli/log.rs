@@ -4,7 +4,7 @@
 
 use super::ops::{with_store, CliError};
 use crate::store::evidence::{
-    hex, unhex, when, Broken, Entry, Hash, Seal, SealKey, Verified, Verifier, VerifyKey,
+    hex, unhex, when, Checked, Entry, Hash, Seal, SealKey, Verifier, VerifyKey,
 };
 use crate::store::Store;
 use clap::Subcommand;
@@ -421,102 +421,29 @@ struct BrokenAt {
     why: String,
 }
 
-fn outcome(
-    r: Result<Verified, Broken>,
-    partial: Verified,
-    keys: &[VerifyKey],
-    unchained: Option<i64>,
-) -> Outcome {
-    let keys = keys.iter().map(|k| k.id()).collect();
-    match r {
-        Ok(v) => Outcome {
-            intact: true,
-            unsealed: match (v.last, v.sealed_to) {
-                (Some(l), Some(s)) => l - s,
-                (Some(_), None) => v.entries,
-                _ => 0,
-            },
-            first: v.first,
-            last: v.last,
-            entries: v.entries,
-            seals_checked: v.seals_checked,
-            seals_unchecked: v.seals_unchecked,
-            sealed_to: v.sealed_to,
-            unchained,
-            keys,
-            broken: None,
+fn outcome(c: Checked, keys: &[VerifyKey], unchained: Option<i64>) -> Outcome {
+    let v = c.verified;
+    let intact = c.broken.is_none();
+    Outcome {
+        intact,
+        unsealed: match (intact, v.last, v.sealed_to) {
+            (false, ..) => 0,
+            (true, Some(l), Some(s)) => (l - s).max(0),
+            (true, Some(_), None) => v.entries,
+            _ => 0,
         },
-        Err(b) => Outcome {
-            intact: false,
-            first: partial.first,
-            last: partial.last,
-            entries: partial.entries,
-            seals_checked: partial.seals_checked,
-            seals_unchecked: partial.seals_unchecked,
-            sealed_to: partial.sealed_to,
-            unsealed: 0,
-            unchained,
-            keys,
-            broken: Some(BrokenAt {
-                pos: b.pos,
-                why: b.why,
-            }),
-        },
-    }
-}
-
-/// Feeds entries and their seals to a verifier; on a break, what was
-/// verified before it.
-struct Run {
-    v: Option<Verifier>,
-    broken: Option<Broken>,
-    before: Verified,
-}
-
-impl Run {
-    fn new(keys: Vec<VerifyKey>) -> Run {
-        Run {
-            v: Some(Verifier::new(keys)),
-            broken: None,
-            before: Verified::default(),
-        }
-    }
-
-    fn entry(&mut self, e: &Entry) {
-        if let (Some(v), None) = (&mut self.v, &self.broken) {
-            if let Err(b) = v.entry(e) {
-                self.broken = Some(b);
-            } else {
-                self.before.first.get_or_insert(e.pos);
-                self.before.last = Some(e.pos);
-                self.before.entries += 1;
-            }
-        }
-    }
-
-    fn seal(&mut self, s: &Seal) {
-        if let (Some(v), None) = (&mut self.v, &self.broken) {
-            if let Err(b) = v.seal(s) {
-                self.broken = Some(b);
-            }
-        }
-    }
-
-    fn ok(&self) -> bool {
-        self.broken.is_none()
-    }
-
-    fn finish(mut self) -> (Result<Verified, Broken>, Verified) {
-        let v = self.v.take().expect("a verifier").finish();
-        let before = Verified {
-            seals_checked: v.seals_checked,
-            sealed_to: v.sealed_to,
-            ..self.before
-        };
-        match self.broken {
-            Some(b) => (Err(b), before),
-            None => (Ok(v), before),
-        }
+        first: v.first,
+        last: v.last,
+        entries: v.entries,
+        seals_checked: v.seals_checked,
+        seals_unchecked: v.seals_unchecked,
+        sealed_to: v.sealed_to,
+        unchained,
+        keys: keys.iter().map(|k| k.id()).collect(),
+        broken: c.broken.map(|b| BrokenAt {
+            pos: b.pos,
+            why: b.why,
+        }),
     }
 }
 
@@ -528,55 +455,15 @@ async fn verify_store(
 ) -> Result<Outcome, CliError> {
     let (from, to) = range(store, from, to).await?;
     let unchained = store.log_counts().await?.unchained;
-    let mut run = Run::new(keys.clone());
-    let mut at = from;
-    while at <= to && run.ok() {
-        let page = store.evidence(at, to, PAGE).await?;
-        let Some(last) = page.last().map(|e| e.pos) else {
-            break;
-        };
-        // Seals up to the page's end; and the first beyond the range's end,
-        // which vouches for its last entries.
-        let mut seals = store.seals(at, last).await?;
-        if last == to {
-            seals.extend(store.seal_after(to + 1).await?);
-        }
-        let mut s = seals.iter().peekable();
-        for e in &page {
-            run.entry(e);
-            while let Some(seal) = s.next_if(|x| x.pos <= e.pos) {
-                run.seal(seal);
-            }
-        }
-        if last == to && run.ok() {
-            // A seal past the range: the entries up to it are read (and
-            // checked) too, so that it can vouch for the range.
-            if let Some(seal) = s.next() {
-                let mut p = last + 1;
-                while p <= seal.pos && run.ok() {
-                    let more = store.evidence(p, seal.pos, PAGE).await?;
-                    let Some(l) = more.last().map(|e| e.pos) else {
-                        break;
-                    };
-                    for e in &more {
-                        run.entry(e);
-                    }
-                    p = l + 1;
-                }
-                run.seal(seal);
-            }
-        }
-        at = last + 1;
-    }
-    let (r, before) = run.finish();
-    Ok(outcome(r, before, &keys, Some(unchained)))
+    let checked = store.verify_log(keys.clone(), from, to).await?;
+    Ok(outcome(checked, &keys, Some(unchained)))
 }
 
 fn verify_file(file: &Path, key_files: &[PathBuf]) -> Result<Outcome, CliError> {
     let keys = read_keys(key_files)?;
     let f =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut run = Run::new(keys.clone());
+    let mut run = Verifier::new(keys.clone());
     let mut header = false;
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line?;
@@ -598,7 +485,7 @@ fn verify_file(file: &Path, key_files: &[PathBuf]) -> Result<Outcome, CliError> 
                 let e = e
                     .entry()
                     .ok_or_else(|| format!("{}: entry {pos}: a hash is not 64 hex digits", at()))?;
-                run.entry(&e);
+                let _ = run.entry(&e);
             }
             Line::Seal(s) => {
                 let pos = s.pos;
@@ -608,18 +495,17 @@ fn verify_file(file: &Path, key_files: &[PathBuf]) -> Result<Outcome, CliError> 
                         at()
                     )
                 })?;
-                run.seal(&s);
+                let _ = run.seal(&s);
             }
         }
-        if !run.ok() {
+        if !run.intact() {
             break;
         }
     }
     if !header {
         return Err(format!("{}: not a tongban export (no header line)", file.display()).into());
     }
-    let (r, before) = run.finish();
-    Ok(outcome(r, before, &keys, None))
+    Ok(outcome(run.finish(), &keys, None))
 }
 
 fn finish(r: Result<Outcome, CliError>, json: bool) -> ExitCode {

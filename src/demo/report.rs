@@ -541,6 +541,39 @@ pub(super) async fn report(
             "quarantined": counts.quarantined(&m.name),
         }));
     }
+    // The exchange log of each hub: every fact chained, intact from its
+    // first entry and sealed to its last (the hub seals when it stops).
+    let mut logs = Vec::new();
+    let mut logs_ok = true;
+    for p in provs {
+        let e = |e: crate::store::StoreError| e.to_string();
+        let key = crate::hub::evidence::seal_key(p.cfg).map_err(|e| e.to_string())?;
+        let keys: Vec<_> = key.iter().map(|k| k.public()).collect();
+        let counts = p.store.log_counts().await.map_err(e)?;
+        let checked = p
+            .store
+            .verify_log(keys.clone(), 1, counts.chained)
+            .await
+            .map_err(e)?;
+        let v = &checked.verified;
+        let ok = checked.broken.is_none()
+            && !keys.is_empty()
+            && counts.unchained == 0
+            && counts.chained > 0
+            && v.entries == counts.chained
+            && v.sealed_to == Some(counts.chained);
+        logs_ok &= ok;
+        logs.push(json!({
+            "province": p.name,
+            "entries": counts.chained,
+            "unchained": counts.unchained,
+            "seals": counts.seals,
+            "sealed_to": v.sealed_to,
+            "key": keys.first().map(|k| k.id()),
+            "broken": checked.broken.as_ref().map(|b| b.to_string()),
+        }));
+    }
+    invariants.insert("exchange_log_intact_and_sealed", logs_ok);
     let all_ok = invariants.values().all(|v| *v);
     // Per simulator, and what their ledgers take in all.
     let mut ledgers = (0, 0);
@@ -584,6 +617,7 @@ pub(super) async fn report(
         "people_per_second": (people.len() as f64 / elapsed.as_secs_f64().max(0.001) * 10.0).round() / 10.0,
         "peak_rss_mb": peak_rss_mb(),
         "faults": !args.no_faults,
+        "exchange_log": logs,
         "channels": {
             "bank": if args.bank_sftp { "sftp" } else { "directory" },
             "employment": if args.employment_tables.is_some() { "tables" } else { "http" },
@@ -644,6 +678,20 @@ pub(super) async fn report(
         ledgers.1 as f64 / 1e6,
         ledgers.1 as f64 / ledgers.0.max(1) as f64
     );
+    for l in report["exchange_log"].as_array().into_iter().flatten() {
+        println!(
+            "exchange log ({}): {} entries, sealed to entry {} by {} ({} seals){}",
+            l["province"].as_str().unwrap_or(""),
+            l["entries"],
+            l["sealed_to"],
+            l["key"].as_str().unwrap_or("no key"),
+            l["seals"],
+            l["broken"]
+                .as_str()
+                .map(|b| format!("; NOT INTACT: {b}"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "phases ended at: {}",
         run.phases

@@ -99,18 +99,21 @@ async fn every_kind_of_fact_is_chained_in_order_and_verifies(s: Store) {
     let head = s.chain_evidence(10).await.unwrap().head.unwrap();
     assert_eq!(head.pos, 5);
     s.add_seal(key.seal(head, now_ms())).await.unwrap();
-    let mut v = Verifier::new(vec![key.public()]);
-    for e in &entries {
-        v.entry(e).unwrap();
-    }
-    for seal in s.seals(1, 5).await.unwrap() {
-        v.seal(&seal).unwrap();
-    }
-    let ok = v.finish();
+    let ok = s.verify_log(vec![key.public()], 1, 5).await.unwrap();
+    assert_eq!(ok.broken, None);
+    let v = ok.verified;
+    assert_eq!((v.entries, v.seals_checked, v.sealed_to), (5, 1, Some(5)));
+    // A range short of the seal is vouched for by it too.
+    let part = s.verify_log(vec![key.public()], 2, 3).await.unwrap();
+    assert_eq!(part.broken, None);
     assert_eq!(
-        (ok.entries, ok.seals_checked, ok.sealed_to),
-        (5, 1, Some(5))
+        (part.verified.first, part.verified.sealed_to),
+        (Some(2), Some(5))
     );
+    // Another key's seal breaks the range.
+    let other = SealKey::generate("sm2").unwrap();
+    let bad = s.verify_log(vec![other.public()], 1, 5).await.unwrap();
+    assert!(bad.broken.unwrap().why.contains("not a trusted key"));
     // New facts continue the chain from its end.
     s.set_paused(T, false, "ops-1", "resumed").await.unwrap();
     let more = chain_all(&s).await;
@@ -153,9 +156,7 @@ async fn concurrent_chainers_make_one_chain(s: Store) {
     }
     let entries = chain_all(&s).await;
     assert_eq!(entries.len(), 100, "one entry per ingest, none lost");
-    let mut v = Verifier::new(vec![]);
-    for e in &entries {
-        v.entry(e).unwrap();
-    }
-    assert_eq!(v.finish().entries, 100);
+    let c = s.verify_log(vec![], 1, 100).await.unwrap();
+    assert_eq!(c.broken, None);
+    assert_eq!(c.verified.entries, 100);
 }

@@ -474,16 +474,26 @@ pub struct Verified {
     pub sealed_to: Option<i64>,
 }
 
+/// A range checked: what held, and the first thing that did not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// What was verified (up to the break, if any).
+    pub verified: Verified,
+    /// The first entry or seal that does not hold.
+    pub broken: Option<Broken>,
+}
+
 /// Checks entries in chain order and the seals among them: each entry's
 /// hash is made again from its content and the hash before it; each seal
-/// must name an entry's hash as the chain has it and carry a signature the
-/// trusted key made.
+/// must name an entry's hash as the chain has it and carry a signature a
+/// trusted key made. After the first break, nothing more is checked.
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     last: Option<(i64, Hash)>,
     hashes: std::collections::HashMap<i64, Hash>,
     pending_seals: Vec<Seal>,
     out: Verified,
+    broken: Option<Broken>,
 }
 
 impl Verifier {
@@ -496,11 +506,41 @@ impl Verifier {
             hashes: Default::default(),
             pending_seals: Vec::new(),
             out: Verified::default(),
+            broken: None,
         }
+    }
+
+    /// Whether everything given so far holds.
+    pub fn intact(&self) -> bool {
+        self.broken.is_none()
     }
 
     /// The next entry.
     pub fn entry(&mut self, e: &Entry) -> Result<(), Broken> {
+        if let Some(b) = &self.broken {
+            return Err(b.clone());
+        }
+        let r = self.check_entry(e);
+        self.keep(r)
+    }
+
+    /// A seal; one for an entry not seen yet is checked when it comes.
+    pub fn seal(&mut self, s: &Seal) -> Result<(), Broken> {
+        if let Some(b) = &self.broken {
+            return Err(b.clone());
+        }
+        let r = self.check_seal(s);
+        self.keep(r)
+    }
+
+    fn keep(&mut self, r: Result<(), Broken>) -> Result<(), Broken> {
+        if let Err(b) = &r {
+            self.broken = Some(b.clone());
+        }
+        r
+    }
+
+    fn check_entry(&mut self, e: &Entry) -> Result<(), Broken> {
         let broken = |why: String| Broken { pos: e.pos, why };
         match self.last {
             None if e.pos == 1 && e.prev != GENESIS => {
@@ -542,13 +582,12 @@ impl Verifier {
         self.out.entries += 1;
         let waiting = std::mem::take(&mut self.pending_seals);
         for s in waiting {
-            self.seal(&s)?;
+            self.check_seal(&s)?;
         }
         Ok(())
     }
 
-    /// A seal; one for an entry not seen yet is checked when it comes.
-    pub fn seal(&mut self, s: &Seal) -> Result<(), Broken> {
+    fn check_seal(&mut self, s: &Seal) -> Result<(), Broken> {
         let Some(hash) = self.hashes.get(&s.pos) else {
             if self.last.is_none_or(|(p, _)| s.pos > p) {
                 self.pending_seals.push(s.clone());
@@ -587,10 +626,13 @@ impl Verifier {
     }
 
     /// The outcome, once every entry and seal was given.
-    pub fn finish(mut self) -> Verified {
+    pub fn finish(mut self) -> Checked {
         // Seals past the last entry vouch for nothing in the range.
         self.out.seals_unchecked += self.pending_seals.len() as i64;
-        self.out
+        Checked {
+            verified: self.out,
+            broken: self.broken,
+        }
     }
 }
 
@@ -653,6 +695,43 @@ impl Store {
         both!(self, s => s.evidence_position_at(ms, last).await)
     }
 
+    /// Verifies the chained entries from `from` to `to` and the seals among
+    /// them, trusting seals signed by `keys`. The first seal after `to` is
+    /// checked too (with the entries up to it), since it vouches for the
+    /// range's last entries.
+    pub async fn verify_log(
+        &self,
+        keys: Vec<VerifyKey>,
+        from: i64,
+        to: i64,
+    ) -> Result<Checked, StoreError> {
+        const PAGE: usize = 10_000;
+        let mut v = Verifier::new(keys);
+        // The range, then up to the first seal past it.
+        let beyond = self.seal_after(to + 1).await?;
+        let end = beyond.as_ref().map_or(to, |s| s.pos);
+        let mut at = from;
+        while at <= end && v.intact() {
+            let page = self.evidence(at, end, PAGE).await?;
+            let Some(last) = page.last().map(|e| e.pos) else {
+                break;
+            };
+            let seals = self.seals(at, last.min(to)).await?;
+            let mut s = seals.iter().peekable();
+            for e in &page {
+                let _ = v.entry(e);
+                while let Some(seal) = s.next_if(|x| x.pos <= e.pos) {
+                    let _ = v.seal(seal);
+                }
+            }
+            at = last + 1;
+        }
+        if let Some(s) = &beyond {
+            let _ = v.seal(s);
+        }
+        Ok(v.finish())
+    }
+
     /// How many entries and seals the log holds.
     pub async fn log_counts(&self) -> Result<LogCounts, StoreError> {
         both!(self, s => s.log_counts().await)
@@ -703,12 +782,16 @@ mod tests {
             let check = |entries: &[Entry], seal: &Seal| {
                 let mut v = Verifier::new(vec![public.clone()]);
                 for e in entries {
-                    v.entry(e)?;
+                    let _ = v.entry(e);
                     if e.pos == seal.pos {
-                        v.seal(seal)?;
+                        let _ = v.seal(seal);
                     }
                 }
-                Ok::<_, Broken>(v.finish())
+                let c = v.finish();
+                match c.broken {
+                    Some(b) => Err(b),
+                    None => Ok(c.verified),
+                }
             };
             let ok = check(&entries, &seal).unwrap();
             assert_eq!(
