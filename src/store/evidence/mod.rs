@@ -65,26 +65,7 @@ pub fn seal_message(pos: i64, at: i64, hash: &Hash) -> Vec<u8> {
     m
 }
 
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
-}
-
-/// Reads lower- or upper-case hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use crate::domain::{hex, unhex};
 
 /// SHA-256, hex.
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -174,15 +155,35 @@ fn rows<T: Serialize>(fields: &'static [&'static str], rows: Vec<T>) -> String {
     serde_json::to_string(&Rows { fields, rows }).unwrap_or_default()
 }
 
+/// What the log keeps of a record: its source id masked, its digest.
+pub(crate) struct Receipt {
+    source_id: String,
+    record_sha256: String,
+}
+
+/// The receipts of a batch's records, made before its transaction (off the
+/// store's one writer, for SQLite).
+pub(crate) fn receipts(batch: &[Ingest]) -> Vec<Receipt> {
+    batch
+        .iter()
+        .map(|i| Receipt {
+            source_id: crate::domain::mask::text(&i.source_id),
+            record_sha256: sha256_hex(&i.record),
+        })
+        .collect()
+}
+
 /// `received`: the records an ingest stored.
-pub(crate) fn received<'a>(stored: impl Iterator<Item = (i64, &'a Ingest)>) -> Option<Fact> {
-    let rows_: Vec<(i64, &str, String, String)> = stored
-        .map(|(inbox_id, i)| {
+pub(crate) fn received<'a>(
+    stored: impl Iterator<Item = (i64, &'a Ingest, &'a Receipt)>,
+) -> Option<Fact> {
+    let rows_: Vec<(i64, &str, &str, &str)> = stored
+        .map(|(inbox_id, i, r)| {
             (
                 inbox_id,
                 i.source.as_str(),
-                crate::domain::mask::text(&i.source_id),
-                sha256_hex(&i.record),
+                r.source_id.as_str(),
+                r.record_sha256.as_str(),
             )
         })
         .collect();

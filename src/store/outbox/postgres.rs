@@ -73,6 +73,7 @@ impl PgStore {
         &self,
         batch: Vec<Ingest>,
     ) -> Result<IngestOutcome, StoreError> {
+        let receipts = evidence::receipts(&batch);
         let mut c = self.client().await?;
         let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
@@ -135,7 +136,7 @@ impl PgStore {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut lookup = (String::new(), String::new());
         let mut received = Vec::new();
-        for item in &batch {
+        for (item, receipt) in batch.iter().zip(&receipts) {
             // The first of several equal records in one batch is the one stored.
             let Some(inbox_id) = stored.remove(&(item.source.clone(), item.source_id.clone()))
             else {
@@ -143,7 +144,7 @@ impl PgStore {
                 continue;
             };
             out.stored += 1;
-            received.push((inbox_id, item));
+            received.push((inbox_id, item, receipt));
             for m in &item.messages {
                 // A new head's id goes to its key's first message (removed
                 // from the map once taken).

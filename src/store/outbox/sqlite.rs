@@ -18,6 +18,7 @@ impl SqliteStore {
         &self,
         batch: Vec<Ingest>,
     ) -> Result<IngestOutcome, StoreError> {
+        let receipts = evidence::receipts(&batch);
         self.with(move |c| {
             let now = now_ms();
             let mut out = IngestOutcome::default();
@@ -41,7 +42,7 @@ impl SqliteStore {
                 let mut cursor = c.prepare_cached(
                     sql::SET_CURSOR.sqlite(),
                 )?;
-                for item in &batch {
+                for (item, receipt) in batch.iter().zip(&receipts) {
                     let inbox_id: Option<i64> = inbox
                         .query_row(params![item.source, item.source_id, item.record, now], |r| r.get(0))
                         .optional()?;
@@ -49,7 +50,7 @@ impl SqliteStore {
                         None => out.duplicates += 1,
                         Some(inbox_id) => {
                             out.stored += 1;
-                            received.push((inbox_id, item));
+                            received.push((inbox_id, item, receipt));
                             for m in &item.messages {
                                 let idem = m.idempotency_key_for(&item.source, &item.source_id);
                                 let id: Option<i64> = message
