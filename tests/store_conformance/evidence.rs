@@ -68,22 +68,22 @@ async fn every_kind_of_fact_is_chained_in_order_and_verifies(s: Store) {
     let pos: Vec<i64> = entries.iter().map(|e| e.pos).collect();
     assert_eq!(pos, [1, 2, 3, 4, 5]);
     let received: serde_json::Value = serde_json::from_str(&entries[0].body).unwrap();
-    let rows = received["rows"].as_array().unwrap();
+    assert_eq!(received["sources"][0]["source"], "national_cert.events");
+    let rows = received["sources"][0]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{received}");
-    assert_eq!(rows[0][2], "110105********0017", "masked: {received}");
+    assert_eq!(rows[0][1], "110105********0017", "masked: {received}");
     assert_eq!(
-        rows[0][3],
+        rows[0][2],
         tongban::store::evidence::sha256_hex(b"{\"event_id\":\"E1\"}")
     );
     // Only the delivery is a fact of `delivered`, with the answer's digest.
     let delivered: serde_json::Value = serde_json::from_str(&entries[1].body).unwrap();
-    assert_eq!(
-        delivered["rows"].as_array().unwrap().len(),
-        1,
-        "{delivered}"
-    );
-    assert_eq!(delivered["rows"][0][0], claimed[0].id);
-    assert_eq!(delivered["rows"][0][3], "ab".repeat(32));
+    let rows = delivered["targets"][0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{delivered}");
+    assert_eq!(delivered["targets"][0]["target"], T);
+    assert_eq!(rows[0][0], claimed[0].id);
+    let answer = rows[0][2].as_u64().unwrap() as usize;
+    assert_eq!(delivered["responses"][answer], "ab".repeat(32));
     assert!(entries[2].body.contains(&"cd".repeat(32)));
     assert!(entries[3].body.contains("AC04"));
     assert!(entries[4].body.contains("ops-1"));

@@ -10,7 +10,7 @@
 //! One entry per transaction, listing its facts, so the log costs one row
 //! per commit, not one per record.
 //!
-//! A fact is written unchained (`pos` NULL); the chainer
+//! A fact is written unchained (named in `evidence_pending`); the chainer
 //! ([`Store::chain_evidence`], run by the hub every second, one hub at a
 //! time on PostgreSQL) gives each its position in commit order, the hash of
 //! the entry before and its own hash:
@@ -20,7 +20,8 @@
 //! (integers as 8 bytes big-endian; the first entry's `prev` is 32 zero
 //! bytes). A seal signs `"tongban-evidence-seal-1\0" ‖ pos ‖ at ‖ hash` with
 //! Ed25519 or SM2 ([`SealKey`]), and so vouches for every entry up to
-//! `pos`. Chained rows cannot be updated or deleted (a trigger refuses);
+//! `pos`. Facts, the chain and seals cannot be updated or deleted (a
+//! trigger refuses);
 //! one who drops the trigger and changes history is found by
 //! [`Verifier`]: the changed entry no longer matches its hash, or, if every
 //! hash after it was made again, the chain no longer matches the seal.
@@ -155,6 +156,34 @@ fn rows<T: Serialize>(fields: &'static [&'static str], rows: Vec<T>) -> String {
     serde_json::to_string(&Rows { fields, rows }).unwrap_or_default()
 }
 
+/// Rows grouped by a name (a source, a target), in first-seen order.
+#[derive(Serialize)]
+struct Group<'a, T> {
+    #[serde(skip)]
+    key: &'a str,
+    #[serde(flatten)]
+    name: std::collections::BTreeMap<&'static str, &'a str>,
+    rows: Vec<T>,
+}
+
+fn grouped<'a, T>(
+    by: &'static str,
+    items: impl Iterator<Item = (&'a str, T)>,
+) -> Vec<Group<'a, T>> {
+    let mut out: Vec<Group<'a, T>> = Vec::new();
+    for (k, row) in items {
+        match out.iter_mut().rev().find(|g| g.key == k) {
+            Some(g) => g.rows.push(row),
+            None => out.push(Group {
+                key: k,
+                name: [(by, k)].into_iter().collect(),
+                rows: vec![row],
+            }),
+        }
+    }
+    out
+}
+
 /// What the log keeps of a record: its source id masked, its digest.
 pub(crate) struct Receipt {
     source_id: String,
@@ -173,45 +202,89 @@ pub(crate) fn receipts(batch: &[Ingest]) -> Vec<Receipt> {
         .collect()
 }
 
-/// `received`: the records an ingest stored.
+/// `received`: the records an ingest stored, by source.
 pub(crate) fn received<'a>(
     stored: impl Iterator<Item = (i64, &'a Ingest, &'a Receipt)>,
 ) -> Option<Fact> {
-    let rows_: Vec<(i64, &str, &str, &str)> = stored
-        .map(|(inbox_id, i, r)| {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        fields: &'static [&'static str],
+        sources: Vec<Group<'a, (i64, &'a str, &'a str)>>,
+    }
+    let sources = grouped(
+        "source",
+        stored.map(|(id, i, r)| {
             (
-                inbox_id,
                 i.source.as_str(),
-                r.source_id.as_str(),
-                r.record_sha256.as_str(),
+                (id, r.source_id.as_str(), r.record_sha256.as_str()),
             )
-        })
-        .collect();
-    (!rows_.is_empty()).then(|| Fact {
+        }),
+    );
+    (!sources.is_empty()).then(|| Fact {
         kind: "received",
-        body: rows(&["inbox_id", "source", "source_id", "record_sha256"], rows_),
+        body: serde_json::to_string(&Body {
+            fields: &["inbox_id", "source_id", "record_sha256"],
+            sources,
+        })
+        .unwrap_or_default(),
     })
 }
 
-/// `delivered`: the deliveries a settle applied, each with the digest of
-/// the target's answer (the answer's body; where there is none, the
-/// receipt the sink kept, such as a broker's partition and offset).
-pub(crate) fn delivered<'a>(applied: impl Iterator<Item = &'a Settle>) -> Option<Fact> {
-    let rows_: Vec<(i64, &str, Option<i64>, String)> = applied
-        .filter(|s| matches!(s.outcome, Outcome::Delivered))
+/// What the log keeps of a delivery: made before the settle's transaction.
+pub(crate) struct DeliveryReceipt {
+    response_sha256: Option<String>,
+}
+
+/// The receipts of a settle's deliveries (`None` for other outcomes).
+pub(crate) fn delivery_receipts(settles: &[Settle]) -> Vec<Option<DeliveryReceipt>> {
+    settles
+        .iter()
         .map(|s| {
-            let digest = s.attempt.response_sha256.clone().unwrap_or_else(|| {
-                sha256_hex(s.attempt.excerpt.as_deref().unwrap_or("").as_bytes())
-            });
-            (s.id, s.target.as_str(), s.attempt.status_code, digest)
+            matches!(s.outcome, Outcome::Delivered).then(|| DeliveryReceipt {
+                response_sha256: Some(s.attempt.response_sha256.clone().unwrap_or_else(|| {
+                    sha256_hex(s.attempt.excerpt.as_deref().unwrap_or("").as_bytes())
+                })),
+            })
         })
-        .collect();
-    (!rows_.is_empty()).then(|| Fact {
+        .collect()
+}
+
+/// `delivered`: the deliveries a settle applied, by target, each with the
+/// digest of the target's answer (the answer's body; where there is none,
+/// the receipt the sink kept, such as a broker's partition and offset).
+/// Digests are listed once (`responses`) and named by their place: the
+/// messages of one batch request share one answer.
+pub(crate) fn delivered<'a>(
+    applied: impl Iterator<Item = (&'a Settle, &'a DeliveryReceipt)>,
+) -> Option<Fact> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        fields: &'static [&'static str],
+        responses: Vec<&'a str>,
+        targets: Vec<Group<'a, (i64, Option<i64>, usize)>>,
+    }
+    let mut responses: Vec<&str> = Vec::new();
+    let mut rows = Vec::new();
+    for (s, r) in applied {
+        let d = r.response_sha256.as_deref().unwrap_or("");
+        let i = match responses.iter().rposition(|x| *x == d) {
+            Some(i) => i,
+            None => {
+                responses.push(d);
+                responses.len() - 1
+            }
+        };
+        rows.push((s.target.as_str(), (s.id, s.attempt.status_code, i)));
+    }
+    let targets = grouped("target", rows.into_iter());
+    (!targets.is_empty()).then(|| Fact {
         kind: "delivered",
-        body: rows(
-            &["message_id", "target", "status", "response_sha256"],
-            rows_,
-        ),
+        body: serde_json::to_string(&Body {
+            fields: &["message_id", "status", "response"],
+            responses,
+            targets,
+        })
+        .unwrap_or_default(),
     })
 }
 

@@ -14,7 +14,10 @@ pub(in crate::store) async fn append(
 ) -> Result<(), StoreError> {
     if let Some(f) = fact {
         let st = tx
-            .prepare_cached("INSERT INTO evidence (at, kind, body) VALUES ($1, $2, $3)")
+            .prepare_cached(
+                "WITH e AS (INSERT INTO evidence (at, kind, body) VALUES ($1, $2, $3) RETURNING id)
+                 INSERT INTO evidence_pending (id) SELECT id FROM e",
+            )
             .await?;
         tx.execute(&st, &[&now_ms(), &f.kind, &f.body]).await?;
     }
@@ -37,8 +40,8 @@ fn seal_row(r: &tokio_postgres::Row) -> Seal {
 }
 
 const SEAL_COLUMNS: &str = "SELECT pos, at, hash, algorithm, key_id, signature FROM evidence_seals";
-const HEAD: &str =
-    "SELECT pos, hash, at FROM evidence WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1";
+const HEAD: &str = "SELECT c.pos, c.hash, e.at FROM evidence_chain c JOIN evidence e ON e.id = c.id
+     ORDER BY c.pos DESC LIMIT 1";
 
 fn head_row(r: &tokio_postgres::Row) -> Head {
     Head {
@@ -65,7 +68,8 @@ impl PgStore {
         let mut last = tx.query_opt(HEAD, &[]).await?.map(|r| head_row(&r));
         let todo = tx
             .query(
-                "SELECT id, at, kind, body FROM evidence WHERE pos IS NULL ORDER BY id LIMIT $1",
+                "SELECT e.id, e.at, e.kind, e.body FROM evidence_pending p JOIN evidence e ON e.id = p.id
+                 ORDER BY p.id LIMIT $1",
                 &[&(limit as i64)],
             )
             .await?;
@@ -83,9 +87,9 @@ impl PgStore {
         }
         if !ids.is_empty() {
             tx.execute(
-                "UPDATE evidence e SET pos = u.pos, prev = u.prev, hash = u.hash
-                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS u(id, pos, prev, hash)
-                 WHERE e.id = u.id",
+                "WITH c AS (INSERT INTO evidence_chain (pos, id, prev, hash)
+                            SELECT * FROM UNNEST($2::bigint[], $1::bigint[], $3::bytea[], $4::bytea[]))
+                 DELETE FROM evidence_pending WHERE id = ANY($1)",
                 &[&ids, &pos_, &prevs, &hashes],
             )
             .await?;
@@ -143,8 +147,9 @@ impl PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT pos, at, kind, body, prev, hash FROM evidence
-                 WHERE pos >= $1 AND pos <= $2 ORDER BY pos LIMIT $3",
+                "SELECT c.pos, e.at, e.kind, e.body, c.prev, c.hash FROM evidence_chain c
+                 JOIN evidence e ON e.id = c.id
+                 WHERE c.pos >= $1 AND c.pos <= $2 ORDER BY c.pos LIMIT $3",
                 &[&from, &to, &(limit as i64)],
             )
             .await?;
@@ -183,9 +188,9 @@ impl PgStore {
     ) -> Result<Option<i64>, StoreError> {
         let c = self.client().await?;
         let sql = if last {
-            "SELECT max(pos) FROM evidence WHERE pos IS NOT NULL AND at <= $1"
+            "SELECT max(c.pos) FROM evidence e JOIN evidence_chain c ON c.id = e.id WHERE e.at <= $1"
         } else {
-            "SELECT min(pos) FROM evidence WHERE pos IS NOT NULL AND at >= $1"
+            "SELECT min(c.pos) FROM evidence e JOIN evidence_chain c ON c.id = e.id WHERE e.at >= $1"
         };
         Ok(c.query_one(sql, &[&ms]).await?.get(0))
     }
@@ -197,7 +202,7 @@ impl PgStore {
             .await?
             .map_or(0, |r| head_row(&r).pos);
         let unchained: i64 = c
-            .query_one("SELECT count(*) FROM evidence WHERE pos IS NULL", &[])
+            .query_one("SELECT count(*) FROM evidence_pending", &[])
             .await?
             .get(0);
         let r = c

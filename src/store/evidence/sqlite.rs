@@ -7,8 +7,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// Writes a fact, unchained, in the caller's transaction.
 pub(in crate::store) fn append(c: &Connection, fact: Option<Fact>) -> Result<(), StoreError> {
     if let Some(f) = fact {
-        c.prepare_cached("INSERT INTO evidence (at, kind, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![now_ms(), f.kind, f.body])?;
+        let id: i64 = c
+            .prepare_cached(
+                "INSERT INTO evidence (at, kind, body) VALUES (?1, ?2, ?3) RETURNING id",
+            )?
+            .query_row(params![now_ms(), f.kind, f.body], |r| r.get(0))?;
+        c.prepare_cached("INSERT INTO evidence_pending (id) VALUES (?1)")?
+            .execute([id])?;
     }
     Ok(())
 }
@@ -19,7 +24,8 @@ fn hash_of(v: Vec<u8>) -> Hash {
 
 fn head(c: &Connection) -> Result<Option<Head>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT pos, hash, at FROM evidence WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1",
+        "SELECT c.pos, c.hash, e.at FROM evidence_chain c JOIN evidence e ON e.id = c.id
+         ORDER BY c.pos DESC LIMIT 1",
     )?
     .query_row([], |r| {
         Ok(Head {
@@ -53,17 +59,20 @@ impl SqliteStore {
             let mut last = head(c)?;
             let todo: Vec<(i64, i64, String, String)> = all(
                 c,
-                "SELECT id, at, kind, body FROM evidence WHERE pos IS NULL ORDER BY id LIMIT ?1",
+                "SELECT e.id, e.at, e.kind, e.body FROM evidence_pending p JOIN evidence e ON e.id = p.id
+                 ORDER BY p.id LIMIT ?1",
                 [limit as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             let mut set = c.prepare_cached(
-                "UPDATE evidence SET pos = ?2, prev = ?3, hash = ?4 WHERE id = ?1",
+                "INSERT INTO evidence_chain (pos, id, prev, hash) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut done = c.prepare_cached("DELETE FROM evidence_pending WHERE id = ?1")?;
             for (id, at, kind, body) in &todo {
                 let (pos, prev) = last.map_or((1, GENESIS), |h| (h.pos + 1, h.hash));
                 let hash = entry_hash(&prev, pos, *at, kind, body);
-                set.execute(params![id, pos, prev.as_slice(), hash.as_slice()])?;
+                set.execute(params![pos, id, prev.as_slice(), hash.as_slice()])?;
+                done.execute([id])?;
                 last = Some(Head { pos, hash, at: *at });
             }
             Ok(Chained {
@@ -124,8 +133,9 @@ impl SqliteStore {
         self.with(move |c| {
             all(
                 c,
-                "SELECT pos, at, kind, body, prev, hash FROM evidence
-                 WHERE pos >= ?1 AND pos <= ?2 ORDER BY pos LIMIT ?3",
+                "SELECT c.pos, e.at, e.kind, e.body, c.prev, c.hash FROM evidence_chain c
+                 JOIN evidence e ON e.id = c.id
+                 WHERE c.pos >= ?1 AND c.pos <= ?2 ORDER BY c.pos LIMIT ?3",
                 params![from, to, limit as i64],
                 |r| {
                     Ok(Entry {
@@ -165,9 +175,9 @@ impl SqliteStore {
     ) -> Result<Option<i64>, StoreError> {
         self.with(move |c| {
             let sql = if last {
-                "SELECT max(pos) FROM evidence WHERE pos IS NOT NULL AND at <= ?1"
+                "SELECT max(c.pos) FROM evidence e JOIN evidence_chain c ON c.id = e.id WHERE e.at <= ?1"
             } else {
-                "SELECT min(pos) FROM evidence WHERE pos IS NOT NULL AND at >= ?1"
+                "SELECT min(c.pos) FROM evidence e JOIN evidence_chain c ON c.id = e.id WHERE e.at >= ?1"
             };
             Ok(c.prepare_cached(sql)?.query_row([ms], |r| r.get(0))?)
         })
@@ -178,7 +188,7 @@ impl SqliteStore {
         self.with(|c| {
             let chained = head(c)?.map_or(0, |h| h.pos);
             let unchained: i64 = c
-                .prepare_cached("SELECT count(*) FROM evidence WHERE pos IS NULL")?
+                .prepare_cached("SELECT count(*) FROM evidence_pending")?
                 .query_row([], |r| r.get(0))?;
             let (seals, sealed_to): (i64, Option<i64>) = c
                 .prepare_cached("SELECT count(*), max(pos) FROM evidence_seals")?

@@ -255,6 +255,7 @@ impl PgStore {
         if settles.is_empty() {
             return Ok(0);
         }
+        let receipts = evidence::delivery_receipts(&settles);
         let mut c = self.client().await?;
         let tx = delivery_tx(&mut c).await?;
         let now = now_ms();
@@ -310,12 +311,12 @@ impl PgStore {
         let mut dead = KeyCols::default();
         let mut applied = 0;
         let mut delivered = Vec::new();
-        for s in &settles {
+        for (s, receipt) in settles.iter().zip(&receipts) {
             if !current.contains(&(s.id, s.lease)) {
                 continue;
             }
             applied += 1;
-            delivered.push(s);
+            delivered.extend(receipt.as_ref().map(|r| (s, r)));
             let cols = match &s.outcome {
                 Outcome::Delivered => &mut done,
                 Outcome::Retry { at } => {

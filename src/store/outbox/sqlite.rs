@@ -134,11 +134,12 @@ impl SqliteStore {
     }
 
     pub(in crate::store) async fn settle(&self, settles: Vec<Settle>) -> Result<usize, StoreError> {
+        let receipts = evidence::delivery_receipts(&settles);
         self.with(move |c| {
             let now = now_ms();
             let mut applied = 0;
             let mut delivered = Vec::new();
-            for s in &settles {
+            for (s, receipt) in settles.iter().zip(&receipts) {
                 c.prepare_cached(
                     "INSERT INTO attempts (message_id, at, duration_ms, outcome, status_code, error_class, excerpt)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -160,7 +161,7 @@ impl SqliteStore {
                     continue; // claimed again after the lease ran out: the newer claim settles it
                 }
                 applied += 1;
-                delivered.push(s);
+                delivered.extend(receipt.as_ref().map(|r| (s, r)));
                 let error = error_text(s);
                 match &s.outcome {
                     Outcome::Delivered => {
