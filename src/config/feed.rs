@@ -159,17 +159,19 @@ impl From<MapError> for Rejection {
         Rejection {
             stage: Stage::Map,
             part: e.part,
-            message: e.message,
+            message: crate::domain::mask::text(&e.message),
         }
     }
 }
 
 impl From<schema::DecodeError> for Rejection {
+    /// The reader quotes what it found (`"…" is not one of …`): masked,
+    /// since it may hold an ID number or a bank card.
     fn from(e: schema::DecodeError) -> Self {
         Rejection {
             stage: Stage::Decode,
             part: e.path,
-            message: e.message,
+            message: crate::domain::mask::text(&e.message),
         }
     }
 }

@@ -55,7 +55,14 @@ impl CertificateNo {
         if b.len() < 20 {
             return Err(CertError::Length(s.chars().count()));
         }
-        let holder = ResidentId::parse_cached(&s[..18]).map_err(|e| match e {
+        // The first 18 bytes are the holder's ID number only if they are
+        // characters of their own (a non-ASCII character across byte 18
+        // is no digit, and no place to cut the text).
+        let Some(head) = s.get(..18) else {
+            let position = s.chars().position(|c| !c.is_ascii_digit()).unwrap_or(0) + 1;
+            return Err(CertError::Holder(IdError::NotDigit { position }));
+        };
+        let holder = ResidentId::parse_cached(head).map_err(|e| match e {
             // A suffix-less 18+B1 number lands here with a letter at 19.
             IdError::Length(_) => CertError::Length(s.chars().count()),
             other => CertError::Holder(other),

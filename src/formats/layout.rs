@@ -469,6 +469,17 @@ impl Layout {
         line_no: usize,
         line: &[u8],
     ) -> Result<HashMap<String, String>, String> {
+        // What was found is quoted in the reason: masked.
+        self.read_line_as_is(fields, line_no, line)
+            .map_err(|e| crate::domain::mask::text(&e))
+    }
+
+    fn read_line_as_is(
+        &self,
+        fields: &[Field],
+        line_no: usize,
+        line: &[u8],
+    ) -> Result<HashMap<String, String>, String> {
         let mut out = HashMap::with_capacity(fields.len());
         let mut put = |f: &Field, raw: &[u8]| -> Result<(), String> {
             let name = f.value.get_ref().as_str();

@@ -64,12 +64,15 @@ pub enum PainError {
     /// A value does not fit the schema (too long, negative amount…).
     #[error("{0}")]
     Invalid(String),
-    /// A status report cannot be read.
-    #[error("the status report cannot be read at byte {at}: {why}")]
+    /// A document cannot be read. The reason is masked: a parser's message
+    /// quotes what it found, which may hold an ID number or a bank card.
+    #[error("the {what} cannot be read at byte {at}: {why}")]
     Read {
+        /// `status report` (pain.002) or `payment file` (pain.001).
+        what: &'static str,
         /// Byte offset.
         at: u64,
-        /// What is wrong.
+        /// What is wrong (masked).
         why: String,
     },
 }
@@ -488,8 +491,9 @@ pub fn read_pain002<R: std::io::BufRead>(
     let mut report = StatusReport::default();
     let mut tx: Option<TxStatus> = None;
     let err = |r: &quick_xml::Reader<R>, why: String| PainError::Read {
+        what: "status report",
         at: r.buffer_position(),
-        why,
+        why: crate::domain::mask::text(&why),
     };
     loop {
         let ev = r
@@ -615,8 +619,9 @@ pub fn read_pain001<R: std::io::BufRead>(
     // (text arrives in pieces around entity references).
     let mut text = String::new();
     let err = |r: &quick_xml::Reader<R>, why: String| PainError::Read {
+        what: "payment file",
         at: r.buffer_position(),
-        why,
+        why: crate::domain::mask::text(&why),
     };
     loop {
         let ev = r

@@ -19,9 +19,10 @@ struct Element {
     children: Vec<Element>,
 }
 
-/// An XML document that could not be read.
+/// An XML document that could not be read. Shown masked: the parser's
+/// message quotes what it found, which may hold an ID number or a card.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[error("{}", crate::domain::mask::text(message))]
 pub struct XmlError {
     /// What is wrong.
     pub message: String,
