@@ -68,6 +68,12 @@ async fn post(url: &str, body: &str, secret: &str, ts: i64, nonce: Option<&str>)
     (status, r.text().await.unwrap_or_default())
 }
 
+/// The bodies the receiver accepted, in order.
+fn bodies(rx: &receiver::Receiver) -> Vec<String> {
+    let accepted = rx.accepted.lock().unwrap();
+    accepted.iter().map(|(_, b)| b.clone()).collect()
+}
+
 fn form(id: &str, key: &str, seq: i64) -> String {
     format!("{{\"id\":\"{id}\",\"key\":\"{key}\",\"seq\":{seq}}}")
 }
@@ -165,13 +171,7 @@ async fn webhooks_refuse_bad_requests_and_deliver_accepted_records_even_after_si
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    let got: Vec<String> = rx
-        .accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.clone())
-        .collect();
+    let got = bodies(&rx);
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got[0].contains("F-1") && got[1].contains("F-3"), "{got:?}");
 
@@ -238,13 +238,7 @@ async fn a_request_replayed_to_another_hub_on_the_same_postgresql_is_refused() {
         unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
         assert!(h.wait().unwrap().success());
     }
-    let got: Vec<String> = rx
-        .accepted
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, b)| b.clone())
-        .collect();
+    let got = bodies(&rx);
     assert_eq!(got.len(), 2, "each record delivered once: {got:?}");
     assert_eq!(got.iter().filter(|b| b.contains("F-10")).count(), 1);
 }

@@ -593,36 +593,23 @@ async fn a_nonce_is_new_once_within_twice_the_window(store: Store) {
         .unwrap();
     assert_eq!(later, [true]);
     // A nonce whose request was not stored is forgotten: the same request
-    // may come again.
+    // may come again; forgetting is of that use only (a later use stays).
     let t1 = t0 + 3 * w;
-    assert_eq!(
+    let first = async |at| {
         store
-            .first_use_nonces(vec![nonce("c", "n3")], t1, w)
+            .first_use_nonces(vec![nonce("c", "n3")], at, w)
             .await
-            .unwrap(),
-        [true]
-    );
-    store
-        .forget_nonces(vec![nonce("c", "n3")], t1)
-        .await
-        .unwrap();
-    assert_eq!(
+            .unwrap()
+    };
+    let forget = async || {
         store
-            .first_use_nonces(vec![nonce("c", "n3")], t1 + 5, w)
+            .forget_nonces(vec![nonce("c", "n3")], t1)
             .await
-            .unwrap(),
-        [true]
-    );
-    // Forgetting is of that use only: a later use of the nonce stays.
-    store
-        .forget_nonces(vec![nonce("c", "n3")], t1)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .first_use_nonces(vec![nonce("c", "n3")], t1 + 6, w)
-            .await
-            .unwrap(),
-        [false]
-    );
+            .unwrap()
+    };
+    assert_eq!(first(t1).await, [true]);
+    forget().await;
+    assert_eq!(first(t1 + 5).await, [true]);
+    forget().await;
+    assert_eq!(first(t1 + 6).await, [false]);
 }
