@@ -8,6 +8,7 @@ mod support;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use std::time::Duration;
 use tongban::connectors::http::HttpSink;
 use tongban::dispatch::failure::{Class, DeliveryError};
@@ -63,6 +64,11 @@ async fn server() -> (String, Seen) {
                 )
             }),
         )
+        .route("/endless", post(|| async { endless(StatusCode::OK) }))
+        .route(
+            "/endless_error",
+            post(|| async { endless(StatusCode::SERVICE_UNAVAILABLE) }),
+        )
         .route(
             "/echo",
             post(move |body: String| async move {
@@ -74,6 +80,19 @@ async fn server() -> (String, Seen) {
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
     (url, seen)
+}
+
+/// Bytes the endless answers have sent.
+static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An answer of 1 GB, made as it is sent (64 KiB pieces).
+fn endless(status: StatusCode) -> (StatusCode, axum::body::Body) {
+    let piece = axum::body::Bytes::from(vec![b'x'; 64 << 10]);
+    let stream = futures::stream::iter(0..(1usize << 30) / (64 << 10)).map(move |_| {
+        SENT.fetch_add(piece.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::io::Error>(piece.clone())
+    });
+    (status, axum::body::Body::from_stream(stream))
 }
 
 async fn push(url: &str, path: &str) -> DeliveryError {
@@ -124,4 +143,48 @@ async fn xml_records_go_inside_the_configured_envelope() {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Request xmlns=\"urn:cn:gateway\"><Head><MsgId>00112233445566778899aabbccddeeff</MsgId></Head><Body><CardLoad xmlns=\"urn:cn:sscard:1\"><name>张三</name><level>1</level></CardLoad></Body></Request>"
     );
     assert_eq!(body.matches("<?xml").count(), 1, "one declaration");
+}
+
+/// A target that answers with a body of 1 GB: read no further than 1 MiB,
+/// at once; accepted is delivered (the answer's digest over what was
+/// read), refused is an error with an excerpt of its start.
+#[tokio::test]
+async fn an_answer_of_a_gigabyte_is_read_no_further_than_a_mebibyte() {
+    use std::sync::atomic::Ordering;
+    let (url, _) = server().await;
+    let sink = HttpSink::new(&format!("{url}/endless"), "POST", Duration::from_secs(30)).unwrap();
+    let started = std::time::Instant::now();
+    let d = sink.deliver(&message()).await.unwrap();
+    assert_eq!(d.status_code, Some(200));
+    assert_eq!(
+        d.excerpt.as_deref(),
+        Some("the answer was longer than 1 MiB: read no further")
+    );
+    let want = tongban::store::evidence::sha256_hex(&vec![b'x'; 1 << 20]);
+    assert_eq!(d.response_sha256.as_deref(), Some(want.as_str()));
+    let e = HttpSink::new(
+        &format!("{url}/endless_error"),
+        "POST",
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .deliver(&message())
+    .await
+    .unwrap_err();
+    assert_eq!((e.status(), e.class()), (Some(503), Class::Transient));
+    assert!(e.to_string().contains("xxxxxxxx"), "{e}");
+    // Both at once, not after a gigabyte: what was sent is what fits in
+    // the read and the sockets' buffers.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = SENT.load(Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "{} MiB sent: the answer was read on",
+        sent >> 20
+    );
 }

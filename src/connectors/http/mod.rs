@@ -202,20 +202,65 @@ impl HttpSink {
             .and_then(|v| {
                 crate::dispatch::retry::parse_retry_after(v, std::time::SystemTime::now())
             });
-        let body = resp.bytes().await.unwrap_or_default();
+        let answer = read_answer(resp).await;
         if (200..300).contains(&status) {
             Ok(Delivered {
                 status_code: Some(status),
-                excerpt: None,
-                response_sha256: Some(crate::store::evidence::sha256_hex(&body)),
+                excerpt: answer.cut.then(|| {
+                    format!(
+                        "the answer was longer than {} MiB: read no further",
+                        MAX_ANSWER_BYTES >> 20
+                    )
+                }),
+                response_sha256: Some(answer.sha256),
             })
         } else {
             Err(DeliveryError::Status {
                 status,
                 retry_after,
-                excerpt: excerpt(&String::from_utf8_lossy(&body), 200),
+                excerpt: excerpt(&String::from_utf8_lossy(&answer.head), 200),
             })
         }
+    }
+}
+
+/// The most of an answer's body read: a target that answers with more
+/// (a gigabyte, or without end) is read no further, so a delivery never
+/// holds more than this, and never waits for the rest.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// What is kept of an answer's body.
+struct Answer {
+    /// Its first bytes, for an excerpt.
+    head: Vec<u8>,
+    /// SHA-256 (hex) of the bytes read.
+    sha256: String,
+    /// Whether it went on past [`MAX_ANSWER_BYTES`].
+    cut: bool,
+}
+
+/// Reads an answer's body as it comes, up to [`MAX_ANSWER_BYTES`]: hashed
+/// piece by piece, its first 4 KiB kept. A body that breaks off ends the
+/// read (the status has been given).
+async fn read_answer(mut resp: reqwest::Response) -> Answer {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let (mut head, mut read, mut cut) = (Vec::new(), 0usize, false);
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let take = chunk.len().min(MAX_ANSWER_BYTES - read);
+        h.update(&chunk[..take]);
+        let keep = take.min(4096usize.saturating_sub(head.len()));
+        head.extend_from_slice(&chunk[..keep]);
+        read += take;
+        if take < chunk.len() || read == MAX_ANSWER_BYTES {
+            cut = take < chunk.len() || resp.chunk().await.is_ok_and(|c| c.is_some());
+            break;
+        }
+    }
+    Answer {
+        head,
+        sha256: crate::domain::hex(&h.finalize()),
+        cut,
     }
 }
 
