@@ -133,9 +133,13 @@ fn keygen(algorithm: &str, out: &Path) -> ExitCode {
         let mut f = std::fs::OpenOptions::new();
         f.write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
-        let mut file = f
-            .open(out)
-            .map_err(|e| format!("cannot make {}: {e}", out.display()))?;
+        let mut file = f.open(out).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} exists: a signing key is never overwritten (move it away first, or choose another --out)",
+                out.display()
+            ),
+            _ => format!("cannot make {}: {e}", out.display()),
+        })?;
         file.write_all(key.to_pem()?.as_bytes())?;
         file.sync_all()?;
         std::fs::write(&public, key.public().to_pem())
@@ -389,7 +393,9 @@ async fn export(
     w.flush()?;
     if let Some(p) = out {
         eprintln!(
-            "Exported entries {from} to {to} ({entries} entries, {seals} seals) to {}",
+            "Exported entries {from} to {to} ({}, {}) to {}",
+            plural(entries, "entry", "entries"),
+            plural(seals, "seal", "seals"),
             p.display()
         );
     }
@@ -552,7 +558,9 @@ fn human(o: &Outcome) -> String {
             ));
         }
     }
-    if o.keys.is_empty() {
+    if o.broken.is_some() && o.sealed_to.is_none() {
+        // Nothing before the break was sealed: no seal line.
+    } else if o.keys.is_empty() {
         s.push_str(&format!(
             "  {} found, none checked: no trusted key given (--key PUBLIC.pem)\n",
             plural(o.seals_unchecked, "seal", "seals")
