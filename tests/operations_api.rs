@@ -407,6 +407,36 @@ async fn operations_api_roles_masking_replay_and_audit() {
     .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get("/api/targets", Some(&t2)).await.unwrap().status(), 401);
+    // A token that expires lets no one in after its time; a bad duration
+    // is refused.
+    let r = post(
+        "/api/tokens".into(),
+        Some(admin.clone()),
+        serde_json::json!({"name": "brief", "role": "viewer", "expires_in": "1s"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let brief: serde_json::Value = r.json().await.unwrap();
+    assert!(brief["expires_at"].is_i64(), "{brief}");
+    let brief = brief["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        get("/api/targets", Some(&brief)).await.unwrap().status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        get("/api/targets", Some(&brief)).await.unwrap().status(),
+        401
+    );
+    let r = post(
+        "/api/tokens".into(),
+        Some(admin.clone()),
+        serde_json::json!({"name": "bad", "role": "viewer", "expires_in": "soon"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
     let audit: serde_json::Value = get("/api/audit", Some(&admin))
         .await
         .unwrap()

@@ -21,6 +21,7 @@ pub(super) async fn tokens(State(a): State<Arc<Admin>>, h: HeaderMap) -> Reply {
         "items": rows.iter().map(|t| json!({
             "name": t.name, "role": t.role,
             "created_at": t.created_at, "revoked_at": t.revoked_at,
+            "expires_at": t.expires_at,
         })).collect::<Vec<_>>(),
     }))
     .into_response())
@@ -32,6 +33,9 @@ pub(super) struct NewToken {
     name: String,
     #[serde(default)]
     role: String,
+    /// How long it lets anyone in (`90d`, `12h`); without it, until revoked.
+    #[serde(default)]
+    expires_in: Option<String>,
 }
 
 pub(super) async fn create_token(
@@ -46,14 +50,28 @@ pub(super) async fn create_token(
     if name.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "a token needs a name"));
     }
+    let expires_at = match &b.expires_in {
+        None => None,
+        Some(d) => Some(
+            crate::store::now_ms()
+                + humantime::parse_duration(d)
+                    .map_err(|e| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            format!("expires_in {d:?} is not a duration like 90d or 12h: {e}"),
+                        )
+                    })?
+                    .as_millis() as i64,
+        ),
+    };
     let (token, hash) = new_token().map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     a.store
-        .create_token(name, &b.role, &hash, &c.name)
+        .create_token(name, &b.role, &hash, expires_at, &c.name)
         .await
         .map_err(conflict)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": name, "role": b.role, "token": token })),
+        Json(json!({ "name": name, "role": b.role, "token": token, "expires_at": expires_at })),
     )
         .into_response())
 }

@@ -29,10 +29,36 @@ pub enum TokenCommand {
         /// Who or what holds it (unique).
         #[arg(long)]
         name: String,
+        /// It lets no one in after this long (e.g. 90d); without it, it
+        /// lasts until revoked.
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
         /// Configuration directory.
         #[arg(long, short, default_value = ".")]
         config: PathBuf,
         /// Who creates it (kept in the audit).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Replace a token without a gap: a new one is printed (same name and
+    /// role); the old one works on for `--overlap`, renamed NAME@<ms>, then
+    /// expires. Audited.
+    Rotate {
+        /// Its name.
+        name: String,
+        /// How long the old token still works (e.g. 1h, 1d).
+        #[arg(long, default_value = "1d")]
+        overlap: humantime::Duration,
+        /// The new token lets no one in after this long (e.g. 90d).
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: String,
+        /// Configuration directory.
+        #[arg(long, short, default_value = ".")]
+        config: PathBuf,
+        /// Who rotates it (kept in the audit).
         #[arg(long)]
         actor: Option<String>,
     },
@@ -355,26 +381,60 @@ pub fn token(cmd: TokenCommand) -> ExitCode {
         TokenCommand::Create {
             role,
             name,
+            expires,
             config,
             actor: who,
         } => with_store(&config, async move |_, store| {
             admin::Role::parse(&role)?;
             let (token, hash) = admin::new_token()?;
+            let until = expires.map(|d| crate::store::now_ms() + d.as_millis() as i64);
             store
-                .create_token(&name, &role, &hash, &actor(&who))
+                .create_token(&name, &role, &hash, until, &actor(&who))
                 .await
                 .map_err(|e| format!("token {name:?}: {e}"))?;
-            eprintln!("token {name} ({role}) created; it is shown this once:");
+            let lasts = until.map_or(String::new(), |u| format!(", until {}", time(u)));
+            eprintln!("token {name} ({role}{lasts}) created; it is shown this once:");
+            println!("{token}");
+            Ok(())
+        }),
+        TokenCommand::Rotate {
+            name,
+            overlap,
+            expires,
+            reason,
+            config,
+            actor: who,
+        } => with_store(&config, async move |_, store| {
+            let (token, hash) = admin::new_token()?;
+            let now = crate::store::now_ms();
+            let overlap_until = now + overlap.as_millis() as i64;
+            let until = expires.map(|d| now + d.as_millis() as i64);
+            let old = store
+                .rotate_token(&name, &hash, overlap_until, until, &actor(&who), &reason)
+                .await?
+                .ok_or_else(|| format!("no live token {name:?}"))?;
+            eprintln!(
+                "token {name} rotated: the old one works until {} (as {old}); the new one is shown this once:",
+                time(overlap_until)
+            );
             println!("{token}");
             Ok(())
         }),
         TokenCommand::List { config } => with_store(&config, async move |_, store| {
             for t in store.tokens().await? {
+                let now = crate::store::now_ms();
                 println!(
-                    "{:<24} {:<9} created {}{}",
+                    "{:<24} {:<9} created {}{}{}",
                     t.name,
                     t.role,
                     time(t.created_at),
+                    t.expires_at
+                        .map(|e| format!(
+                            ", {} {}",
+                            if e > now { "expires" } else { "expired" },
+                            time(e)
+                        ))
+                        .unwrap_or_default(),
                     t.revoked_at
                         .map(|r| format!(", revoked {}", time(r)))
                         .unwrap_or_default()

@@ -101,9 +101,11 @@ shared! {
     INBOX_LEN = "SELECT count(*) FROM inbox";
     MESSAGES_PER_STATE = "SELECT target, status, count(*) FROM messages GROUP BY target, status";
     PAUSED_TARGETS = "SELECT target FROM targets WHERE paused = 1";
-    INSERT_TOKEN = "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)";
-    LIVE_TOKEN = "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL";
-    ALL_TOKENS = "SELECT name, role, created_at, revoked_at FROM tokens ORDER BY id";
+    INSERT_TOKEN = "INSERT INTO tokens (name, role, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    LIVE_TOKEN = "SELECT name, role FROM tokens WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)";
+    ALL_TOKENS = "SELECT name, role, created_at, revoked_at, expires_at FROM tokens ORDER BY id";
+    LIVE_TOKEN_BY_NAME = "SELECT role, expires_at, created_at FROM tokens WHERE name = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)";
+    RETIRE_TOKEN = "UPDATE tokens SET name = ?2, expires_at = ?3 WHERE name = ?1";
     REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL";
     RUNNING_TASKS = "SELECT id FROM tasks WHERE status = 'running' ORDER BY id";
     SET_TASK_STATUS = "UPDATE tasks SET status = ?2, updated_at = ?3 WHERE id = ?1";

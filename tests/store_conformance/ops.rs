@@ -8,6 +8,7 @@ conformance!(
     failed_messages_are_found_by_filter_in_pages,
     targets_show_backlog_dead_letters_and_pauses,
     tokens_are_found_by_hash_until_revoked,
+    tokens_expire_and_rotate_without_a_gap,
     bulk_replays_go_in_chunks_and_obey_cap_pause_and_cancel,
     quarantined_records_are_resolved_once_into_messages,
 );
@@ -186,14 +187,14 @@ async fn targets_show_backlog_dead_letters_and_pauses(s: Store) {
 }
 
 async fn tokens_are_found_by_hash_until_revoked(s: Store) {
-    s.create_token("vera", "viewer", "h1", "setup")
+    s.create_token("vera", "viewer", "h1", None, "setup")
         .await
         .unwrap();
-    s.create_token("otto", "operator", "h2", "setup")
+    s.create_token("otto", "operator", "h2", None, "setup")
         .await
         .unwrap();
     assert!(
-        s.create_token("vera", "admin", "h3", "setup")
+        s.create_token("vera", "admin", "h3", None, "setup")
             .await
             .is_err(),
         "names are unique"
@@ -379,4 +380,58 @@ async fn quarantined_records_are_resolved_once_into_messages(s: Store) {
     let audit = s.audit().await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "quarantine_remap");
+}
+
+async fn tokens_expire_and_rotate_without_a_gap(s: Store) {
+    let now = now_ms();
+    let holder = |name: &str, role: &str| {
+        Some(TokenHolder {
+            name: name.into(),
+            role: role.into(),
+        })
+    };
+    // Expired: lets no one in; still listed, with its expiry.
+    s.create_token("old", "viewer", "e1", Some(now - 1), "setup")
+        .await
+        .unwrap();
+    assert_eq!(s.token("e1").await.unwrap(), None, "an expired token");
+    s.create_token("ci", "operator", "r1", Some(now + 3_600_000), "setup")
+        .await
+        .unwrap();
+    assert_eq!(s.token("r1").await.unwrap(), holder("ci", "operator"));
+
+    // Rotated: both work during the overlap, the old one under its new name.
+    let overlap_until = now_ms() + 1_500;
+    let old = s
+        .rotate_token("ci", "r2", overlap_until, None, "ada", "yearly")
+        .await
+        .unwrap()
+        .expect("a live token");
+    assert!(old.starts_with("ci@"), "{old}");
+    assert_eq!(s.token("r2").await.unwrap(), holder("ci", "operator"));
+    assert_eq!(s.token("r1").await.unwrap(), holder(&old, "operator"));
+    let listed = s.tokens().await.unwrap();
+    let retired = listed.iter().find(|t| t.name == old).unwrap();
+    assert_eq!(retired.expires_at, Some(overlap_until));
+    // The new one lives as long as the old one did (an hour), from now.
+    let new = listed.iter().find(|t| t.name == "ci").unwrap();
+    let life = new.expires_at.unwrap() - new.created_at;
+    assert!((3_599_000..=3_601_000).contains(&life), "{life}");
+    // After it, only the new one.
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    assert_eq!(s.token("r1").await.unwrap(), None, "the old one expired");
+    assert_eq!(s.token("r2").await.unwrap(), holder("ci", "operator"));
+    // Nothing to rotate: no live token of that name.
+    assert_eq!(
+        s.rotate_token("old", "r3", now_ms(), None, "ada", "x")
+            .await
+            .unwrap(),
+        None
+    );
+    let audit = s.audit().await.unwrap();
+    let rotate = audit.iter().find(|a| a.action == "token_rotate").unwrap();
+    assert_eq!(
+        (rotate.actor.as_str(), rotate.reason.as_str()),
+        ("ada", "yearly")
+    );
 }

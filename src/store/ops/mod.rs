@@ -196,6 +196,8 @@ pub struct TokenRow {
     pub created_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// When it expires (or expired).
+    pub expires_at: Option<i64>,
 }
 
 /// Why a feed could not map a record.
@@ -216,6 +218,12 @@ pub struct SourceRecord {
     pub source: String,
     /// The record as received.
     pub record: Vec<u8>,
+}
+
+/// A rotated token's expiry: as given, or else the old one's lifetime
+/// again from now (none if the old one had none).
+pub(crate) fn new_expiry(given: Option<i64>, old: Option<i64>, made: i64, now: i64) -> Option<i64> {
+    given.or(old.map(|e| now + (e - made)))
 }
 
 /// Who holds a live token.
@@ -358,15 +366,34 @@ impl Store {
         both!(self, s => s.targets().await)
     }
 
-    /// Stores a new API token by its SHA-256 (`hash`), audited.
+    /// Stores a new API token by its SHA-256 (`hash`), audited; it lets no
+    /// one in after `expires_at` (ms since the epoch), if given.
     pub async fn create_token(
         &self,
         name: &str,
         role: &str,
         hash: &str,
+        expires_at: Option<i64>,
         actor: &str,
     ) -> Result<(), StoreError> {
-        both!(self, s => s.create_token(name, role, hash, actor).await)
+        both!(self, s => s.create_token(name, role, hash, expires_at, actor).await)
+    }
+
+    /// Rotates the live token `name` without a gap: the old one is renamed
+    /// `NAME@<ms>` and expires at `overlap_until` (or earlier, if it expired
+    /// sooner); a new one (`hash`) takes the name and role, expiring at
+    /// `expires_at` (none given: the old one's lifetime again, from now). Audited. The old token's new name, or `None` if there
+    /// is no live token of that name.
+    pub async fn rotate_token(
+        &self,
+        name: &str,
+        hash: &str,
+        overlap_until: i64,
+        expires_at: Option<i64>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        both!(self, s => s.rotate_token(name, hash, overlap_until, expires_at, actor, reason).await)
     }
 
     /// The live token with this SHA-256: its name and role.

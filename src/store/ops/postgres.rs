@@ -132,12 +132,16 @@ impl PgStore {
         name: &str,
         role: &str,
         hash: &str,
+        expires_at: Option<i64>,
         actor: &str,
     ) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(sql::INSERT_TOKEN.pg(), &[&name, &role, &hash, &now_ms()])
-            .await?;
+        tx.execute(
+            sql::INSERT_TOKEN.pg(),
+            &[&name, &role, &hash, &now_ms(), &expires_at],
+        )
+        .await?;
         audit(
             &tx,
             actor,
@@ -156,10 +160,12 @@ impl PgStore {
     ) -> Result<Option<TokenHolder>, StoreError> {
         let c = self.client().await?;
         let st = c.prepare_cached(sql::LIVE_TOKEN.pg()).await?;
-        Ok(c.query_opt(&st, &[&hash]).await?.map(|r| TokenHolder {
-            name: r.get(0),
-            role: r.get(1),
-        }))
+        Ok(c.query_opt(&st, &[&hash, &now_ms()])
+            .await?
+            .map(|r| TokenHolder {
+                name: r.get(0),
+                role: r.get(1),
+            }))
     }
 
     pub(in crate::store) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
@@ -172,8 +178,54 @@ impl PgStore {
                 role: r.get(1),
                 created_at: r.get(2),
                 revoked_at: r.get(3),
+                expires_at: r.get(4),
             })
             .collect())
+    }
+
+    pub(in crate::store) async fn rotate_token(
+        &self,
+        name: &str,
+        hash: &str,
+        overlap_until: i64,
+        expires_at: Option<i64>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let now = now_ms();
+        let Some(live) = tx
+            .query_opt(
+                &format!("{} FOR UPDATE", sql::LIVE_TOKEN_BY_NAME.pg()),
+                &[&name, &now],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (role, old_expiry, made): (String, Option<i64>, i64) =
+            (live.get(0), live.get(1), live.get(2));
+        let expires_at = new_expiry(expires_at, old_expiry, made, now);
+        let retired = format!("{name}@{now}");
+        let until = old_expiry.map_or(overlap_until, |e| e.min(overlap_until));
+        tx.execute(sql::RETIRE_TOKEN.pg(), &[&name, &retired, &until])
+            .await?;
+        tx.execute(
+            sql::INSERT_TOKEN.pg(),
+            &[&name, &role, &hash, &now, &expires_at],
+        )
+        .await?;
+        audit(
+            &tx,
+            actor,
+            "token_rotate",
+            &format!("token {name} ({role}); the old one is {retired} until {until}"),
+            reason,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(retired))
     }
 
     pub(in crate::store) async fn revoke_token(

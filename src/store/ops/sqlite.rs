@@ -118,6 +118,7 @@ impl SqliteStore {
         name: &str,
         role: &str,
         hash: &str,
+        expires_at: Option<i64>,
         actor: &str,
     ) -> Result<(), StoreError> {
         let (name, role, hash, actor) = (
@@ -129,7 +130,7 @@ impl SqliteStore {
         self.with(move |c| {
             c.execute(
                 sql::INSERT_TOKEN.sqlite(),
-                params![name, role, hash, now_ms()],
+                params![name, role, hash, now_ms(), expires_at],
             )?;
             audit(
                 c,
@@ -150,13 +151,59 @@ impl SqliteStore {
         let hash = hash.to_string();
         self.with(move |c| {
             Ok(c.prepare_cached(sql::LIVE_TOKEN.sqlite())?
-                .query_row([&hash], |r| {
+                .query_row(params![hash, now_ms()], |r| {
                     Ok(TokenHolder {
                         name: r.get(0)?,
                         role: r.get(1)?,
                     })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn rotate_token(
+        &self,
+        name: &str,
+        hash: &str,
+        overlap_until: i64,
+        expires_at: Option<i64>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (name, hash, actor, reason) = (
+            name.to_string(),
+            hash.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        self.with(move |c| {
+            let now = now_ms();
+            let live: Option<(String, Option<i64>, i64)> = c
+                .prepare_cached(sql::LIVE_TOKEN_BY_NAME.sqlite())?
+                .query_row(params![name, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let Some((role, old_expiry, made)) = live else {
+                return Ok(None);
+            };
+            let expires_at = new_expiry(expires_at, old_expiry, made, now);
+            let retired = format!("{name}@{now}");
+            let until = old_expiry.map_or(overlap_until, |e| e.min(overlap_until));
+            c.execute(sql::RETIRE_TOKEN.sqlite(), params![name, retired, until])?;
+            c.execute(
+                sql::INSERT_TOKEN.sqlite(),
+                params![name, role, hash, now, expires_at],
+            )?;
+            audit(
+                c,
+                &actor,
+                "token_rotate",
+                &format!("token {name} ({role}); the old one is {retired} until {until}"),
+                &reason,
+            )?;
+            Ok(Some(retired))
         })
         .await
     }
@@ -169,6 +216,7 @@ impl SqliteStore {
                     role: r.get(1)?,
                     created_at: r.get(2)?,
                     revoked_at: r.get(3)?,
+                    expires_at: r.get(4)?,
                 })
             })
         })
