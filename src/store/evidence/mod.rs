@@ -564,7 +564,6 @@ pub struct Checked {
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     last: Option<(i64, Hash)>,
-    hashes: std::collections::HashMap<i64, Hash>,
     pending_seals: Vec<Seal>,
     out: Verified,
     broken: Option<Broken>,
@@ -577,7 +576,6 @@ impl Verifier {
         Verifier {
             keys,
             last: None,
-            hashes: Default::default(),
             pending_seals: Vec::new(),
             out: Verified::default(),
             broken: None,
@@ -650,31 +648,44 @@ impl Verifier {
             )));
         }
         self.last = Some((e.pos, e.hash));
-        self.hashes.insert(e.pos, e.hash);
         self.out.first.get_or_insert(e.pos);
         self.out.last = Some(e.pos);
         self.out.entries += 1;
-        let waiting = std::mem::take(&mut self.pending_seals);
-        for s in waiting {
+        // Seals given before their entry, now that it has come.
+        let (now, later): (Vec<Seal>, Vec<Seal>) = std::mem::take(&mut self.pending_seals)
+            .into_iter()
+            .partition(|s| s.pos <= e.pos);
+        self.pending_seals = later;
+        for s in now {
             self.check_seal(&s)?;
         }
         Ok(())
     }
 
+    /// Checks a seal against the entry it seals, which must be the last one
+    /// given (a seal follows its entry, in an export and from the store):
+    /// only the last hash is kept, so a range of any length is verified in
+    /// constant memory.
     fn check_seal(&mut self, s: &Seal) -> Result<(), Broken> {
-        let Some(hash) = self.hashes.get(&s.pos) else {
-            if self.last.is_none_or(|(p, _)| s.pos > p) {
-                self.pending_seals.push(s.clone());
-            }
-            return Ok(());
-        };
         let broken = |why: String| Broken { pos: s.pos, why };
-        if *hash != s.hash {
+        let hash = match self.last {
+            Some((p, h)) if p == s.pos => h,
+            Some((p, _)) if s.pos < p => {
+                return Err(broken(format!(
+                    "its seal comes after entry {p}: a seal must follow the entry it seals"
+                )))
+            }
+            _ => {
+                self.pending_seals.push(s.clone());
+                return Ok(());
+            }
+        };
+        if hash != s.hash {
             return Err(broken(format!(
                 "the seal of {} signed hash {}, but the chain has {}: the entries up to it were rewritten",
                 when(s.at),
                 short(&s.hash),
-                short(hash)
+                short(&hash)
             )));
         }
         if self.keys.is_empty() {
@@ -906,11 +917,19 @@ mod tests {
             // Another key's seal is not trusted.
             let other = SealKey::generate(alg).unwrap();
             let mut v = Verifier::new(vec![other.public()]);
-            for e in &entries {
+            for e in &entries[..8] {
                 v.entry(e).unwrap();
             }
             let e = v.seal(&seal).unwrap_err();
             assert!(e.why.contains("not a trusted key"), "{e}");
+
+            // A seal out of its place (after later entries) is named.
+            let mut v = Verifier::new(vec![public.clone()]);
+            for e in &entries {
+                v.entry(e).unwrap();
+            }
+            let e = v.seal(&seal).unwrap_err();
+            assert!(e.why.contains("must follow the entry it seals"), "{e}");
         }
     }
 
