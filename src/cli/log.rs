@@ -304,12 +304,13 @@ fn bound(s: &str, end: bool) -> Result<Bound, CliError> {
     Ok(Bound::At(if end { start - 1 } else { start }))
 }
 
-/// The positions a range covers in the store: `[from, to]`.
+/// The positions a range covers in the store, `[from, to]`, and the
+/// log's counts.
 async fn range(
     store: &Store,
     from: Option<&str>,
     to: Option<&str>,
-) -> Result<(i64, i64), CliError> {
+) -> Result<(i64, i64, crate::store::evidence::LogCounts), CliError> {
     let counts = store.log_counts().await?;
     let last = counts.chained;
     let resolve = async |b: Option<&str>, end: bool| -> Result<i64, CliError> {
@@ -330,7 +331,7 @@ async fn range(
     };
     let from = resolve(from, false).await?.max(1);
     let to = resolve(to, true).await?.min(last);
-    Ok((from, to))
+    Ok((from, to, counts))
 }
 
 async fn export(
@@ -339,7 +340,7 @@ async fn export(
     to: Option<&str>,
     out: Option<&Path>,
 ) -> Result<(), CliError> {
-    let (from, mut to) = range(store, from, to).await?;
+    let (from, mut to, _) = range(store, from, to).await?;
     if from <= to {
         if let Some(s) = store.seal_after(to).await? {
             if s.pos > to {
@@ -459,10 +460,9 @@ async fn verify_store(
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<Outcome, CliError> {
-    let (from, to) = range(store, from, to).await?;
-    let unchained = store.log_counts().await?.unchained;
+    let (from, to, counts) = range(store, from, to).await?;
     let checked = store.verify_log(keys.clone(), from, to).await?;
-    Ok(outcome(checked, &keys, Some(unchained)))
+    Ok(outcome(checked, &keys, Some(counts.unchained)))
 }
 
 fn verify_file(file: &Path, key_files: &[PathBuf]) -> Result<Outcome, CliError> {

@@ -27,6 +27,12 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// Bytes from lower- or upper-case hex; `None` if it is not hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {

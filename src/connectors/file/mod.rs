@@ -70,10 +70,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     }
 }
 
-/// The hex SHA-256 of some bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::connectors::http::sign::hex(&Sha256::digest(bytes))
-}
+pub use crate::domain::sha256_hex;
 
 /// The text of a checksum file for `name` with these contents.
 pub fn checksum_line(name: &str, contents: &[u8]) -> String {

@@ -43,6 +43,12 @@ pub type Hash = [u8; 32];
 /// The `prev` of the first entry.
 pub const GENESIS: Hash = [0; 32];
 
+/// A stored hash (32 bytes; anything else reads as zeros, and so fails
+/// verification).
+pub(in crate::store) fn hash_of(v: Vec<u8>) -> Hash {
+    v.try_into().unwrap_or([0; 32])
+}
+
 /// The hash of an entry.
 pub fn entry_hash(prev: &Hash, pos: i64, at: i64, kind: &str, body: &str) -> Hash {
     let mut h = Sha256::new();
@@ -66,12 +72,7 @@ pub fn seal_message(pos: i64, at: i64, hash: &Hash) -> Vec<u8> {
     m
 }
 
-pub use crate::domain::{hex, unhex};
-
-/// SHA-256, hex.
-pub fn sha256_hex(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
+pub use crate::domain::{hex, sha256_hex, unhex};
 
 /// One chained entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,16 +265,14 @@ pub(crate) fn delivered<'a>(
         targets: Vec<Group<'a, (i64, Option<i64>, usize)>>,
     }
     let mut responses: Vec<&str> = Vec::new();
+    let mut place: std::collections::HashMap<&str, usize> = Default::default();
     let mut rows = Vec::new();
     for (s, r) in applied {
         let d = r.response_sha256.as_deref().unwrap_or("");
-        let i = match responses.iter().rposition(|x| *x == d) {
-            Some(i) => i,
-            None => {
-                responses.push(d);
-                responses.len() - 1
-            }
-        };
+        let i = *place.entry(d).or_insert_with(|| {
+            responses.push(d);
+            responses.len() - 1
+        });
         rows.push((s.target.as_str(), (s.id, s.attempt.status_code, i)));
     }
     let targets = grouped("target", rows.into_iter());

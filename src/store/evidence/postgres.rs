@@ -24,10 +24,6 @@ pub(in crate::store) async fn append(
     Ok(())
 }
 
-fn hash_of(v: Vec<u8>) -> Hash {
-    v.try_into().unwrap_or([0; 32])
-}
-
 fn seal_row(r: &tokio_postgres::Row) -> Seal {
     Seal {
         pos: r.get(0),

@@ -18,10 +18,6 @@ pub(in crate::store) fn append(c: &Connection, fact: Option<Fact>) -> Result<(),
     Ok(())
 }
 
-fn hash_of(v: Vec<u8>) -> Hash {
-    v.try_into().unwrap_or([0; 32])
-}
-
 fn head(c: &Connection) -> Result<Option<Head>, StoreError> {
     Ok(c.prepare_cached(
         "SELECT c.pos, c.hash, e.at FROM evidence_chain c JOIN evidence e ON e.id = c.id

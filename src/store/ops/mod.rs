@@ -220,10 +220,41 @@ pub struct SourceRecord {
     pub record: Vec<u8>,
 }
 
-/// A rotated token's expiry: as given, or else the old one's lifetime
-/// again from now (none if the old one had none).
-pub(crate) fn new_expiry(given: Option<i64>, old: Option<i64>, made: i64, now: i64) -> Option<i64> {
-    given.or(old.map(|e| now + (e - made)))
+/// What rotating a token does, the same on both stores.
+pub(crate) struct Rotation {
+    /// The old token's new name, `NAME@<ms>`.
+    pub retired: String,
+    /// When the old token stops: the overlap's end, or its own expiry if
+    /// sooner.
+    pub until: i64,
+    /// The new token's expiry: as given, or else the old one's lifetime
+    /// again from now (none if the old one had none).
+    pub expires_at: Option<i64>,
+    /// The audit row's subject.
+    pub subject: String,
+}
+
+impl Rotation {
+    /// The rotation of the live token `name` (`role`, made at `made`,
+    /// expiring at `old_expiry`) at `now`.
+    pub(crate) fn new(
+        name: &str,
+        role: &str,
+        made: i64,
+        old_expiry: Option<i64>,
+        overlap_until: i64,
+        given: Option<i64>,
+        now: i64,
+    ) -> Rotation {
+        let retired = format!("{name}@{now}");
+        let until = old_expiry.map_or(overlap_until, |e| e.min(overlap_until));
+        Rotation {
+            subject: format!("token {name} ({role}); the old one is {retired} until {until}"),
+            retired,
+            until,
+            expires_at: given.or(old_expiry.map(|e| now + (e - made))),
+        }
+    }
 }
 
 /// Who holds a live token.

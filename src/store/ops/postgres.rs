@@ -206,26 +206,25 @@ impl PgStore {
         };
         let (role, old_expiry, made): (String, Option<i64>, i64) =
             (live.get(0), live.get(1), live.get(2));
-        let expires_at = new_expiry(expires_at, old_expiry, made, now);
-        let retired = format!("{name}@{now}");
-        let until = old_expiry.map_or(overlap_until, |e| e.min(overlap_until));
-        tx.execute(sql::RETIRE_TOKEN.pg(), &[&name, &retired, &until])
+        let r = Rotation::new(
+            name,
+            &role,
+            made,
+            old_expiry,
+            overlap_until,
+            expires_at,
+            now,
+        );
+        tx.execute(sql::RETIRE_TOKEN.pg(), &[&name, &r.retired, &r.until])
             .await?;
         tx.execute(
             sql::INSERT_TOKEN.pg(),
-            &[&name, &role, &hash, &now, &expires_at],
+            &[&name, &role, &hash, &now, &r.expires_at],
         )
         .await?;
-        audit(
-            &tx,
-            actor,
-            "token_rotate",
-            &format!("token {name} ({role}); the old one is {retired} until {until}"),
-            reason,
-        )
-        .await?;
+        audit(&tx, actor, "token_rotate", &r.subject, reason).await?;
         tx.commit().await?;
-        Ok(Some(retired))
+        Ok(Some(r.retired))
     }
 
     pub(in crate::store) async fn revoke_token(

@@ -188,22 +188,25 @@ impl SqliteStore {
             let Some((role, old_expiry, made)) = live else {
                 return Ok(None);
             };
-            let expires_at = new_expiry(expires_at, old_expiry, made, now);
-            let retired = format!("{name}@{now}");
-            let until = old_expiry.map_or(overlap_until, |e| e.min(overlap_until));
-            c.execute(sql::RETIRE_TOKEN.sqlite(), params![name, retired, until])?;
+            let r = Rotation::new(
+                &name,
+                &role,
+                made,
+                old_expiry,
+                overlap_until,
+                expires_at,
+                now,
+            );
+            c.execute(
+                sql::RETIRE_TOKEN.sqlite(),
+                params![name, r.retired, r.until],
+            )?;
             c.execute(
                 sql::INSERT_TOKEN.sqlite(),
-                params![name, role, hash, now, expires_at],
+                params![name, role, hash, now, r.expires_at],
             )?;
-            audit(
-                c,
-                &actor,
-                "token_rotate",
-                &format!("token {name} ({role}); the old one is {retired} until {until}"),
-                &reason,
-            )?;
-            Ok(Some(retired))
+            audit(c, &actor, "token_rotate", &r.subject, &reason)?;
+            Ok(Some(r.retired))
         })
         .await
     }
